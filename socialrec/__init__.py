@@ -1,0 +1,1 @@
+"""socialrec core: framework-free (no Dagster, no BentoML imports)."""

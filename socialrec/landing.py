@@ -1,0 +1,128 @@
+"""The landing bucket: one interface, two implementations (a local directory, GCS).
+
+Keys look like ``events/dt=2026-01-01/events-0000.jsonl.gz`` in both. Nothing else in the
+code base needs to know which implementation it talks to.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import io
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+DATASETS = ("events", "posts", "users", "categories")
+_DT_RE = re.compile(r"/dt=(\d{4}-\d{2}-\d{2})/")
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    key: str
+    size: int
+    updated: dt.datetime  # timezone-aware UTC
+
+    @property
+    def partition(self) -> str | None:
+        """The ``dt=YYYY-MM-DD`` partition a key belongs to, if any."""
+        m = _DT_RE.search("/" + self.key)
+        return m.group(1) if m else None
+
+
+class LandingBucket(Protocol):
+    uri: str
+
+    def list(self, prefix: str = "") -> list[BlobInfo]: ...
+
+    def read_bytes(self, key: str) -> bytes: ...
+
+    def write_bytes(self, key: str, data: bytes) -> None: ...
+
+
+class LocalLandingBucket:
+    """A plain directory standing in for a bucket (embedded default)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.uri = str(self.root)
+
+    def list(self, prefix: str = "") -> list[BlobInfo]:
+        base = self.root
+        if not base.exists():
+            return []
+        out = []
+        for path in base.rglob("*"):
+            if not path.is_file() or path.name.startswith("."):
+                continue
+            key = path.relative_to(base).as_posix()
+            if key.startswith(prefix):
+                st = path.stat()
+                out.append(
+                    BlobInfo(key, st.st_size, dt.datetime.fromtimestamp(st.st_mtime, dt.UTC))
+                )
+        return sorted(out, key=lambda b: b.key)
+
+    def read_bytes(self, key: str) -> bytes:
+        return (self.root / key).read_bytes()
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # atomic: a reader never sees half a file
+
+
+class GCSLandingBucket:
+    """A GCS bucket through google-cloud-storage (also works against the GCS emulator)."""
+
+    def __init__(self, bucket: str, client=None):
+        from google.cloud import storage
+
+        self.client = client or storage.Client()
+        self.bucket = self.client.bucket(bucket)
+        self.uri = f"gs://{bucket}"
+
+    def list(self, prefix: str = "") -> list[BlobInfo]:
+        blobs = self.client.list_blobs(self.bucket, prefix=prefix or None)
+        return sorted(
+            (BlobInfo(b.name, b.size or 0, b.updated) for b in blobs if not b.name.endswith("/")),
+            key=lambda b: b.key,
+        )
+
+    def read_bytes(self, key: str) -> bytes:
+        return self.bucket.blob(key).download_as_bytes()
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self.bucket.blob(key).upload_from_string(data)
+
+
+def open_bucket(landing_uri: str) -> LandingBucket:
+    if landing_uri.startswith("gs://"):
+        return GCSLandingBucket(landing_uri.removeprefix("gs://").strip("/"))
+    return LocalLandingBucket(landing_uri)
+
+
+def encode_jsonl(rows: Iterable[dict], gzip_it: bool = True) -> bytes:
+    buf = io.BytesIO()
+    text = "".join(json.dumps(r, separators=(",", ":"), default=str) + "\n" for r in rows)
+    if not gzip_it:
+        return text.encode()
+    # mtime=0: the same rows always give the same bytes (deterministic demo data)
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:
+        gz.write(text.encode())
+    return buf.getvalue()
+
+
+def iter_lines(key: str, data: bytes) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text) of a .jsonl or .jsonl.gz blob; blank lines skipped."""
+    if key.endswith(".gz"):
+        data = gzip.decompress(data)
+    for n, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+        if line.strip():
+            yield n, line

@@ -1,0 +1,153 @@
+"""One settings object for every process (assets, service, tests, benchmarks).
+
+Chosen by ``SOCIALREC_PROFILE``:
+
+* ``local`` (default): every piece of state lives under one git-ignored data directory,
+  ``SOCIALREC_DATA_DIR`` (default ``.socialrec`` under the current working directory).
+* ``gcp``: GCS landing bucket, BigQuery warehouse, ScyllaDB seen store, a Milvus server and an
+  MLflow tracking server. Their addresses come from environment variables; nothing is
+  hard-coded.
+
+Every field can be overridden with ``SOCIALREC_<FIELD>`` (e.g. ``SOCIALREC_MILVUS_URI``).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+POSITIVE_EVENTS = ("LIKE", "COMMENT", "SHARE", "BOOKMARK", "VIEW_FULL")
+NEGATIVE_EVENTS = ("DISLIKE", "REPORT")
+EVENT_TYPES = ("IMPRESSION", "VIEW", "VIEW_FULL", "LIKE", "COMMENT", "SHARE", "BOOKMARK") + NEGATIVE_EVENTS
+MEDIA_TYPES = ("text", "image", "video", "link")
+TEXT_EMBEDDING_DIM = 384
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SOCIALREC_", extra="ignore")
+
+    profile: Literal["local", "gcp"] = "local"
+    data_dir: Path = Field(default=Path(".socialrec"))
+
+    # --- addresses; None means "the local default under data_dir" ---------------------------
+    landing_uri: str | None = None  # a directory (local) or gs://bucket (gcp)
+    warehouse_path: Path | None = None  # DuckDB file (local)
+    dbt_target: str | None = None  # dbt profile target: duckdb | bigquery
+    bigquery_project: str | None = None
+    bigquery_dataset: str = "socialrec"
+    gcs_bucket: str | None = None
+    scylla_hosts: str | None = None  # comma separated
+    scylla_keyspace: str = "socialrec"
+    milvus_uri: str | None = None  # Milvus Lite path (local) or http(s)://host:19530
+    milvus_token: str | None = None
+    mlflow_tracking_uri: str | None = None
+    mlflow_experiment: str = "socialrec"
+
+    # --- demo data ---------------------------------------------------------------------------
+    seed: int = 42
+    demo_users: int = 2000
+    demo_posts: int = 5000
+    demo_events: int = 200_000
+    demo_days: int = 14
+    demo_start_date: str = "2026-01-01"
+
+    # --- models ------------------------------------------------------------------------------
+    two_tower_embedding_dim: int = 32
+    two_tower_epochs: int = 5
+    two_tower_batch_size: int = 512
+    ranker_iterations: int = 300
+
+    # --- serving -----------------------------------------------------------------------------
+    retrieval_top_n: int = 200
+    exploration_share: float = 0.2
+    diversity_decay: float = 0.85
+    collection_alias: str = "posts"
+
+    @model_validator(mode="after")
+    def _profile_defaults(self) -> Settings:
+        if self.profile == "gcp":
+            missing = [
+                name
+                for name, value in (
+                    ("SOCIALREC_GCS_BUCKET", self.gcs_bucket),
+                    ("SOCIALREC_BIGQUERY_PROJECT", self.bigquery_project),
+                    ("SOCIALREC_MILVUS_URI", self.milvus_uri),
+                    ("SOCIALREC_MLFLOW_TRACKING_URI", self.mlflow_tracking_uri),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(f"profile 'gcp' needs {', '.join(missing)}")
+            self.landing_uri = self.landing_uri or f"gs://{self.gcs_bucket}"
+            self.dbt_target = self.dbt_target or "bigquery"
+        else:
+            self.data_dir = self.data_dir.expanduser().resolve()
+            self.landing_uri = self.landing_uri or str(self.data_dir / "landing")
+            self.warehouse_path = self.warehouse_path or self.data_dir / "warehouse.duckdb"
+            self.dbt_target = self.dbt_target or "duckdb"
+            self.milvus_uri = self.milvus_uri or str(self.data_dir / "milvus" / "posts.db")
+            self.mlflow_tracking_uri = (
+                self.mlflow_tracking_uri or f"sqlite:///{self.data_dir / 'mlflow' / 'mlflow.db'}"
+            )
+        return self
+
+    # --- derived local paths (state that is always local: caches, spools, model stores) -----
+    @cached_property
+    def features_dir(self) -> Path:
+        """Parquet feature tables (Feast offline source in the local profile)."""
+        return self.data_dir / "features"
+
+    @cached_property
+    def feast_dir(self) -> Path:
+        """Feast registry + SQLite online store (local profile)."""
+        return self.data_dir / "feast"
+
+    @cached_property
+    def mlflow_artifacts_dir(self) -> Path:
+        return self.data_dir / "mlflow" / "artifacts"
+
+    @cached_property
+    def models_dir(self) -> Path:
+        """Exported model files (SavedModels, CatBoost) before they reach the model stores."""
+        return self.data_dir / "models"
+
+    @cached_property
+    def bentoml_home(self) -> Path:
+        return self.data_dir / "bentoml"
+
+    @cached_property
+    def dagster_home(self) -> Path:
+        return self.data_dir / "dagster"
+
+    @cached_property
+    def seen_store_path(self) -> Path:
+        """SQLite seen store (embedded default of the ScyllaDB seen store)."""
+        return self.data_dir / "seen.sqlite"
+
+    @property
+    def is_milvus_lite(self) -> bool:
+        return not str(self.milvus_uri).startswith(("http://", "https://", "tcp://"))
+
+    def ensure_dirs(self) -> None:
+        if self.profile == "local":
+            for d in (
+                self.data_dir,
+                Path(str(self.landing_uri)),
+                self.features_dir,
+                self.feast_dir,
+                self.mlflow_artifacts_dir,
+                self.models_dir,
+                self.bentoml_home,
+                self.dagster_home,
+                Path(str(self.milvus_uri)).parent,
+            ):
+                d.mkdir(parents=True, exist_ok=True)
+
+
+def get_settings(**overrides) -> Settings:
+    """A fresh Settings from the environment (plus explicit overrides, used by tests)."""
+    return Settings(**overrides)
