@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dagster as dg
+from dagster_mlflow import mlflow_tracking
+from dagster_mlflow.resources import MlFlow
 
 from socialrec.settings import Settings
 
@@ -20,3 +22,16 @@ class SettingsResource(dg.ConfigurableResource):
         settings = Settings(**overrides)
         settings.ensure_dirs()
         return settings
+
+
+@dg.resource(
+    config_schema=mlflow_tracking.config_schema,
+    required_resource_keys={"settings"},
+    description="dagster-mlflow's tracking resource, after creating the experiment with its "
+    "artifact location under the settings (MLflow would otherwise default to ./mlruns).",
+)
+def mlflow_resource(context):
+    from socialrec import registry
+
+    registry.configure(context.resources.settings.get())
+    return MlFlow(context)

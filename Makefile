@@ -1,0 +1,61 @@
+# socialrec: `make demo` and `make test` do all set-up on a fresh machine (Python 3.11 only).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+export SOCIALREC_DATA_DIR ?= $(CURDIR)/.socialrec
+export DAGSTER_HOME ?= $(SOCIALREC_DATA_DIR)/dagster
+export BENTOML_HOME ?= $(SOCIALREC_DATA_DIR)/bentoml
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL := 3
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export DO_NOT_TRACK := true
+export BENTOML_DO_NOT_TRACK := true
+export MLFLOW_ENABLE_TELEMETRY := false
+RUN := $(UV) run --frozen
+
+.PHONY: help uv install install-dev data materialize demo test lint format clean
+
+help:
+	@echo "make demo         install, generate demo data, materialize every asset, serve UI + bento"
+	@echo "make materialize  the same without starting servers"
+	@echo "make test         install with dev dependencies and run the whole test suite"
+	@echo "make lint         ruff check + format check"
+	@echo "make clean        remove the local state in $(SOCIALREC_DATA_DIR)"
+
+$(UV):
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install --user --quiet uv
+
+uv: $(UV)
+
+install: uv
+	$(UV) sync --frozen --no-dev
+	@mkdir -p "$(DAGSTER_HOME)"
+
+install-dev: uv
+	$(UV) sync --frozen
+	@mkdir -p "$(DAGSTER_HOME)"
+
+data: install
+	$(RUN) python -m socialrec.generator
+
+materialize: install
+	$(RUN) python -m orchestration.materialize --generate
+
+demo: materialize
+	$(RUN) python -m orchestration.demo
+
+test: install-dev
+	$(RUN) pytest
+
+lint: install-dev
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+format: install-dev
+	$(RUN) ruff format .
+	$(RUN) ruff check --fix .
+
+clean:
+	rm -rf "$(SOCIALREC_DATA_DIR)"

@@ -1,0 +1,125 @@
+"""Serve the demo: the Dagster UI on 127.0.0.1:3000 and the built bento on 127.0.0.1:3001.
+
+Both servers run in their own process groups, so this script (the foreground process of
+``make demo``) decides how they stop: Ctrl-C or SIGTERM here stops both cleanly. (``dagster
+dev`` started in the background of a non-interactive shell ignores SIGINT, hence no ``&``.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import dagster as dg
+
+from socialrec.settings import Settings
+
+HOST = "127.0.0.1"
+DAGSTER_PORT = int(os.environ.get("DAGSTER_PORT", "3000"))
+BENTO_PORT = int(os.environ.get("BENTO_PORT", "3001"))
+
+
+def built_bento_tag() -> str:
+    """The bento built by the last materialization of the recommender_bento asset."""
+    with dg.DagsterInstance.get() as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey("recommender_bento"))
+    if event is None or event.asset_materialization is None:
+        raise SystemExit("recommender_bento was never materialized: run `make materialize`")
+    return str(event.asset_materialization.metadata["bento_tag"].value)
+
+
+def wait_http(url: str, timeout_s: float, proc: subprocess.Popen) -> bool:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status < 500:
+                    return True
+        except OSError:
+            time.sleep(0.5)
+    return False
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGINT)
+    deadline = time.time() + 20
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def sample_user(settings: Settings) -> int:
+    from socialrec.warehouse import read_table
+
+    users = read_table(settings, "dim_users")
+    return int(users.sort_values("n_events", ascending=False)["user_id"].iloc[0])
+
+
+def main() -> int:
+    settings = Settings()
+    tag = built_bento_tag()
+    user_id = sample_user(settings)
+    bin_dir = os.path.dirname(sys.executable)
+    procs = [
+        subprocess.Popen(
+            [os.path.join(bin_dir, "dagster"), "dev", "-w", "workspace.yaml", "-h", HOST,
+             "-p", str(DAGSTER_PORT)],
+            start_new_session=True,
+        ),
+        subprocess.Popen(
+            [os.path.join(bin_dir, "bentoml"), "serve", tag, "--host", HOST,
+             "--port", str(BENTO_PORT)],
+            start_new_session=True,
+        ),
+    ]
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        ok_bento = wait_http(f"http://{HOST}:{BENTO_PORT}/healthz", 180, procs[1])
+        ok_ui = wait_http(f"http://{HOST}:{DAGSTER_PORT}/server_info", 180, procs[0])
+        if not (ok_bento and ok_ui):
+            print("a server did not come up (see its log above); stopping", file=sys.stderr)
+            return 1
+        body = json.dumps({"user_id": user_id, "k": 10})
+        event = json.dumps(
+            {"events": [{"event_id": "demo-1", "user_id": user_id, "post_id": 1,
+                         "event_type": "VIEW", "ts": "2026-01-15T12:00:00Z"}]}
+        )
+        print(
+            f"""
+socialrec demo is up (bento {tag})
+  Dagster UI:   http://{HOST}:{DAGSTER_PORT}   (asset graph, runs, checks, freshness)
+  Recommender:  http://{HOST}:{BENTO_PORT}     (OpenAPI docs at /docs)
+
+  curl -s -X POST http://{HOST}:{BENTO_PORT}/recommend -H 'content-type: application/json' \\
+       -d '{body}'
+  curl -s -X POST http://{HOST}:{BENTO_PORT}/events -H 'content-type: application/json' \\
+       -d '{event}'
+
+Ctrl-C stops both servers.""",
+            flush=True,
+        )
+        while all(p.poll() is None for p in procs):
+            time.sleep(1)
+        print("a server exited; stopping the other", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping the Dagster UI and the recommender...", flush=True)
+        return 0
+    finally:
+        stop(procs)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
