@@ -1,0 +1,72 @@
+"""Raw layer: landing files -> DuckDB ``raw.*`` tables (thin wrappers of socialrec.warehouse).
+
+``raw_events`` is partitioned by landing day (``events/dt=YYYY-MM-DD/``) and loads a whole
+partition range in one run; the dimensions are small and fully reloaded. No automation
+condition: the GCS sensor (or a person) requests them when files land.
+"""
+
+import dagster as dg
+
+from assets.common import RAW_FRESHNESS
+from orchestration.resources import SettingsResource
+from socialrec import warehouse
+from socialrec.landing import open_bucket
+from socialrec.settings import Settings
+
+EVENT_PARTITIONS = dg.DailyPartitionsDefinition(
+    start_date=Settings().demo_start_date, end_offset=1
+)
+
+
+def _result(report: warehouse.LoadReport) -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata=report.metadata())
+
+
+@dg.asset(
+    partitions_def=EVENT_PARTITIONS,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="raw",
+    freshness_policy=RAW_FRESHNESS,
+    kinds={"duckdb"},
+    description="Interaction events of the landed dt partitions in raw.events; malformed "
+    "lines go to raw.quarantine. Reloading a partition replaces it (idempotent).",
+)
+def raw_events(
+    context: dg.AssetExecutionContext, settings: SettingsResource
+) -> dg.MaterializeResult:
+    s = settings.get()
+    report = warehouse.load_event_partitions(
+        s, open_bucket(str(s.landing_uri)), list(context.partition_keys)
+    )
+    context.log.info(
+        f"raw_events {report.partitions[0]}..{report.partitions[-1]}: {report.rows_loaded} rows, "
+        f"{report.rows_quarantined} quarantined, {report.files} files"
+    )
+    return _result(report)
+
+
+def _dimension_asset(dataset: str, description: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=f"raw_{dataset}",
+        group_name="raw",
+        freshness_policy=RAW_FRESHNESS,
+        kinds={"duckdb"},
+        description=description,
+    )
+    def _load(context: dg.AssetExecutionContext, settings: SettingsResource) -> dg.MaterializeResult:
+        s = settings.get()
+        report = warehouse.load_dimension(s, open_bucket(str(s.landing_uri)), dataset)
+        context.log.info(
+            f"raw_{dataset}: {report.rows_loaded} rows, {report.rows_quarantined} quarantined, "
+            f"{report.files} files"
+        )
+        return _result(report)
+
+    return _load
+
+
+raw_posts = _dimension_asset("posts", "All landed posts in raw.posts (full reload).")
+raw_users = _dimension_asset(
+    "users", "All landed user profiles in raw.users (full reload; categories as '3,7')."
+)
+raw_categories = _dimension_asset("categories", "The category catalogue in raw.categories.")
