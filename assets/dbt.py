@@ -1,0 +1,145 @@
+"""Warehouse layer: the dbt project (staging -> marts -> ML datasets) as Dagster assets.
+
+Every dbt model is an asset keyed by its name (``dim_posts``) in group "warehouse"; dbt sources
+map to the raw assets through their ``meta.dagster.asset_key``; dbt tests are asset checks.
+The dbt process gets the warehouse address from the ``settings`` resource (env vars read by
+``dbt_project/profiles.yml``), so tests and production point it at their own warehouse.
+
+Register ``dbt_resource(settings)`` under the resource key ``dbt``.
+"""
+
+import os
+import shutil
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster._utils import run_with_concurrent_update_guard
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+
+from assets.common import DERIVED_FRESHNESS, EAGER
+from orchestration.resources import SettingsResource
+from socialrec.settings import Settings
+
+DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
+
+
+def _dbt_executable() -> str:
+    """``dbt`` of this interpreter's environment (the venv's bin), else the one on PATH."""
+    candidate = Path(sys.executable).parent / "dbt"
+    if candidate.exists():
+        return str(candidate)
+    return shutil.which("dbt") or "dbt"
+
+
+DBT_EXECUTABLE = _dbt_executable()
+
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+
+
+def _manifest_is_stale(project: DbtProject) -> bool:
+    manifest = Path(project.manifest_path)
+    if not manifest.exists():
+        return True
+    built = manifest.stat().st_mtime
+    sources = [
+        p
+        for p in DBT_PROJECT_DIR.rglob("*")
+        if p.suffix in (".sql", ".yml", ".yaml")
+        and p.is_file()
+        and not p.is_relative_to(DBT_PROJECT_DIR / "target")
+    ]
+    return any(p.stat().st_mtime > built for p in sources)
+
+
+def _parse(project: DbtProject) -> None:
+    DbtCliResource(
+        project_dir=os.fspath(project.project_dir),
+        profiles_dir=os.fspath(project.profiles_dir),
+        dbt_executable=DBT_EXECUTABLE,
+    ).cli(["parse", "--quiet"], target_path=project.target_path).wait()
+
+
+def ensure_manifest(project: DbtProject = dbt_project) -> Path:
+    """Parse the project when its manifest is missing or older than a model/yml (outside
+    ``dagster dev`` too, where the DbtProject preparer would not run)."""
+    if _manifest_is_stale(project):
+        run_with_concurrent_update_guard(Path(project.manifest_path), _parse, project=project)
+    return Path(project.manifest_path)
+
+
+ensure_manifest()
+
+
+class SocialrecDbtTranslator(DagsterDbtTranslator):
+    """Default asset keys (the model name); group, freshness and automation for every model."""
+
+    def get_asset_spec(
+        self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
+    ) -> dg.AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        if self.get_resource_props(manifest, unique_id)["resource_type"] != "model":
+            return spec  # sources keep the raw_* keys from their meta
+        return spec.replace_attributes(
+            group_name="warehouse",
+            freshness_policy=DERIVED_FRESHNESS,
+            automation_condition=EAGER,
+        )
+
+
+def dbt_env(settings: Settings) -> dict[str, str]:
+    """The SOCIALREC_* variables profiles.yml reads, from one Settings object."""
+    env = {"SOCIALREC_DBT_TARGET": str(settings.dbt_target or "duckdb")}
+    if settings.warehouse_path is not None:
+        env["SOCIALREC_WAREHOUSE_PATH"] = str(Path(settings.warehouse_path).resolve())
+    if settings.bigquery_project:
+        env["SOCIALREC_BIGQUERY_PROJECT"] = settings.bigquery_project
+    env["SOCIALREC_BIGQUERY_DATASET"] = settings.bigquery_dataset
+    return env
+
+
+_ENV_LOCK = threading.Lock()
+
+
+@contextmanager
+def _environ(values: Mapping[str, str]) -> Iterator[None]:
+    """Set env vars while the dbt process is spawned (DbtCliResource copies os.environ)."""
+    with _ENV_LOCK:
+        saved = {k: os.environ.get(k) for k in values}
+        os.environ.update(values)
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+def dbt_resource(settings: Settings | None = None) -> DbtCliResource:
+    """The ``dbt`` resource of the Definitions (this project, its profiles, the venv's dbt)."""
+    return DbtCliResource(
+        project_dir=os.fspath(DBT_PROJECT_DIR),
+        profiles_dir=os.fspath(DBT_PROJECT_DIR),
+        dbt_executable=DBT_EXECUTABLE,
+        target=settings.dbt_target if settings is not None else None,
+    )
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    dagster_dbt_translator=SocialrecDbtTranslator(),
+)
+def socialrec_dbt_assets(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: SettingsResource
+):
+    """``dbt build`` of the selected models: runs them and their tests (asset checks)."""
+    with _environ(dbt_env(settings.get())):
+        invocation = dbt.cli(["build"], context=context)  # the dbt process starts here
+    yield from invocation.stream()

@@ -1,0 +1,201 @@
+"""The dbt project through dagster-dbt: raw assets -> dbt models and tests (asset checks)."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+import yaml
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
+
+from socialrec import warehouse
+from socialrec.generator import generate_dataset, write_landing
+from socialrec.landing import encode_jsonl, open_bucket
+from socialrec.settings import EVENT_TYPES, NEGATIVE_EVENTS, POSITIVE_EVENTS, Settings
+
+pytestmark = pytest.mark.integration
+
+DBT_DIR = Path(__file__).resolve().parents[1] / "dbt_project"
+DAYS = ("2026-01-01", "2026-01-02", "2026-01-03")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """Land a tiny dataset (plus a client retry in another file), then materialize raw + dbt."""
+    from assets.dbt import dbt_resource, socialrec_dbt_assets
+    from assets.raw import raw_categories, raw_events, raw_posts, raw_users
+    from orchestration.resources import SettingsResource
+
+    data_dir = tmp_path_factory.mktemp("dbt")
+    settings = Settings(data_dir=data_dir)
+    settings.ensure_dirs()
+    ds = generate_dataset(
+        n_users=60, n_posts=120, n_events=3000, days=len(DAYS), start_date=DAYS[0], seed=3
+    )
+    bucket = open_bucket(str(settings.landing_uri))
+    write_landing(ds, bucket)
+    retry = ds.events.iloc[[5]].copy()
+    retry_row = {
+        **retry.iloc[0].to_dict(),
+        "ts": retry.iloc[0]["ts"].strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "dwell_ms": None,
+    }
+    bucket.write_bytes(f"events/dt={DAYS[-1]}/retry.jsonl.gz", encode_jsonl([retry_row]))
+
+    result = dg.materialize(
+        [raw_events, raw_posts, raw_users, raw_categories, socialrec_dbt_assets],
+        resources={
+            "settings": SettingsResource(data_dir=str(data_dir)),
+            "dbt": dbt_resource(settings),
+        },
+        tags={ASSET_PARTITION_RANGE_START_TAG: DAYS[0], ASSET_PARTITION_RANGE_END_TAG: DAYS[-1]},
+    )
+    return settings, ds, retry_row["event_id"], result
+
+
+def test_raw_assets_report_their_loads(built):
+    settings, ds, _, result = built
+    assert result.success
+    mats = {
+        m.asset_key.to_user_string(): m.metadata
+        for m in result.get_asset_materialization_events()
+        for m in [m.materialization]
+    }
+    events_meta = mats["raw_events"]
+    assert events_meta["rows"].value == len(ds.events) + 1  # the retry is a separate file
+    assert events_meta["quarantined"].value == 0
+    assert events_meta["files"].value == len(DAYS) + 1
+    assert mats["raw_posts"]["rows"].value == len(ds.posts)
+    assert mats["raw_users"]["rows"].value == len(ds.users)
+    for model in ("stg_events", "dim_posts", "dim_users", "ml_ranking_samples"):
+        assert model in mats, model
+
+
+def test_stg_events_deduplicates_retries(built):
+    settings, ds, retry_id, _ = built
+    raw = warehouse.read_table(settings, "raw.events", ["event_id"])
+    stg = warehouse.read_table(settings, "stg_events")
+    assert (raw.event_id == retry_id).sum() >= 2
+    assert stg.event_id.is_unique
+    assert len(stg) == ds.events.event_id.nunique()
+    assert set(stg.event_type) <= set(EVENT_TYPES)
+    kept = stg[stg.event_id == retry_id].iloc[0]
+    assert not kept._source_file.endswith("retry.jsonl.gz")  # the earliest load wins
+
+
+def test_dims_follow_the_contract(built):
+    settings, _, _, _ = built
+    stg = warehouse.read_table(settings, "stg_events")
+    posts = warehouse.read_table(settings, "dim_posts")
+    users = warehouse.read_table(settings, "dim_users")
+    assert list(posts.columns) == [
+        "post_id", "creator_id", "category_id", "media_type", "description", "created_at",
+        "n_impressions", "n_views", "n_likes", "n_positives", "n_negatives", "positive_rate",
+    ]  # fmt: skip
+    assert list(users.columns) == [
+        "user_id", "created_at", "headline", "about", "onboarding_categories", "n_events",
+        "n_impressions", "n_positives", "positive_rate", "last_event_ts",
+    ]  # fmt: skip
+    assert posts.post_id.is_unique and users.user_id.is_unique
+    assert posts.n_impressions.sum() == (stg.event_type == "IMPRESSION").sum()
+    assert users.n_events.sum() == len(stg)
+    assert posts.n_positives.sum() == stg.event_type.isin(POSITIVE_EVENTS).sum()
+    assert users.positive_rate.dtype == "float64" and (users.positive_rate >= 0).all()
+    assert users.onboarding_categories.str.fullmatch(r"\d+(,\d+)*").all()
+
+
+def test_ranking_samples_labels_and_time_split(built):
+    settings, ds, _, _ = built
+    samples = warehouse.read_table(settings, "ml_ranking_samples")
+    assert set(samples.label.unique()) == {0, 1}
+    assert set(samples.split) == {"train", "validation", "test"}
+    assert not samples.duplicated(["user_id", "post_id"]).any()
+    by_split = samples.groupby("split").ts.agg(["min", "max"])
+    assert by_split.loc["train", "max"] < by_split.loc["validation", "min"]
+    assert by_split.loc["validation", "max"] < by_split.loc["test", "min"]
+
+    # the same labels computed independently from the generated events
+    ev = ds.events.drop_duplicates("event_id")
+    ev = ev.assign(
+        imp=ev.event_type.eq("IMPRESSION"),
+        pos=ev.event_type.isin(POSITIVE_EVENTS),
+        neg=ev.event_type.isin(NEGATIVE_EVENTS),
+    )
+    pairs = ev[ev.imp | ev.pos | ev.neg].groupby(["user_id", "post_id"])[["pos", "neg"]].any()
+    expected = (pairs.pos & ~pairs.neg).astype(int).rename("expected").reset_index()
+    got = samples.merge(expected, on=["user_id", "post_id"], how="outer", indicator=True)
+    assert (got._merge == "both").all()
+    assert (got.label == got.expected).all()
+
+    # roughly 80/10/10 of the time range (not of the rows)
+    t0, t1 = ev.ts.min().tz_localize(None), ev.ts.max().tz_localize(None)
+    cut = t0 + 0.8 * (t1 - t0)
+    train = samples[samples.split == "train"]
+    assert train.ts.max() <= cut + pd.Timedelta(seconds=1)
+
+
+def test_retrieval_positives_are_first_positive_per_pair(built):
+    settings, ds, _, _ = built
+    pos = warehouse.read_table(settings, "ml_retrieval_positives")
+    ev = ds.events[ds.events.event_type.isin(POSITIVE_EVENTS)]
+    first = ev.groupby(["user_id", "post_id"]).ts.min().dt.tz_localize(None).rename("first")
+    got = pos.set_index(["user_id", "post_id"]).join(first)
+    assert len(pos) == len(first)
+    assert (got.ts == got["first"]).all()
+    assert set(pos.split) <= {"train", "validation", "test"}
+
+
+def test_dbt_tests_are_asset_checks_and_pass(built):
+    from assets.dbt import socialrec_dbt_assets
+
+    _, _, _, result = built
+    check_keys = {c.key for c in socialrec_dbt_assets.check_specs}
+    assert len(check_keys) >= 20
+    names = {(k.asset_key.to_user_string(), k.name) for k in check_keys}
+    assert ("stg_events", "unique_stg_events_event_id") in names
+    assert any(n.startswith("relationships_stg_events_post_id") for a, n in names)
+    evaluations = result.get_asset_check_evaluations()
+    assert {e.asset_check_key for e in evaluations} == check_keys
+    failed = [e.asset_check_key.name for e in evaluations if not e.passed]
+    assert not failed, failed
+
+
+def test_dbt_assets_keys_groups_and_upstreams():
+    from assets.common import DERIVED_FRESHNESS
+    from assets.dbt import socialrec_dbt_assets
+
+    specs = {s.key.to_user_string(): s for s in socialrec_dbt_assets.specs}
+    assert {"stg_events", "dim_posts", "dim_users", "ml_retrieval_positives",
+            "ml_ranking_samples"} <= set(specs)  # fmt: skip
+    for spec in specs.values():
+        assert spec.group_name == "warehouse"
+        assert spec.freshness_policy == DERIVED_FRESHNESS
+        assert spec.automation_condition is not None
+    deps = socialrec_dbt_assets.asset_deps
+    assert dg.AssetKey("raw_events") in deps[dg.AssetKey("stg_events")]
+    assert dg.AssetKey("raw_posts") in deps[dg.AssetKey("stg_posts")]
+
+
+def test_event_type_vars_match_settings():
+    project = yaml.safe_load((DBT_DIR / "dbt_project.yml").read_text())
+    assert tuple(project["vars"]["positive_events"]) == POSITIVE_EVENTS
+    assert tuple(project["vars"]["negative_events"]) == NEGATIVE_EVENTS
+
+
+def test_bigquery_target_parses_without_a_connection(tmp_path):
+    from assets.dbt import DBT_EXECUTABLE
+
+    env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    proc = subprocess.run(
+        [DBT_EXECUTABLE, "parse", "--target", "bigquery", "--profiles-dir", str(DBT_DIR),
+         "--project-dir", str(DBT_DIR), "--target-path", str(tmp_path), "--log-path",
+         str(tmp_path)],  # fmt: skip
+        env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "manifest.json").exists()
