@@ -1,0 +1,114 @@
+"""Feast: the feature tables (offline source), the registry and the SQLite online store.
+
+Thin wrappers of ``socialrec.features``; the Feast objects come from ``feature_repo``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+
+import feature_repo
+from assets.common import DERIVED_FRESHNESS, EAGER
+from orchestration.resources import SettingsResource
+from socialrec import features, text, warehouse
+
+
+@dg.asset(
+    deps=[
+        dg.AssetKey("dim_users"),
+        dg.AssetKey("dim_posts"),
+        dg.AssetKey("post_text_embeddings"),
+        dg.AssetKey("user_text_embeddings"),
+    ],
+    group_name="features",
+    freshness_policy=DERIVED_FRESHNESS,
+    automation_condition=EAGER,
+    kinds={"parquet", "feast"},
+    description="user_features and post_features parquet tables (Feast offline sources): a "
+    "snapshot stamped with the time it was computed is appended for every row that changed.",
+)
+def feature_tables(
+    context: dg.AssetExecutionContext, settings: SettingsResource
+) -> dg.MaterializeResult:
+    s = settings.get()
+    as_of = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    users = features.build_user_features(
+        warehouse.read_table(s, "dim_users"),
+        text.read_embeddings(s.features_dir / text.USER_EMBEDDINGS_FILE),
+        as_of,
+    )
+    posts = features.build_post_features(
+        warehouse.read_table(s, "dim_posts"),
+        text.read_embeddings(s.features_dir / text.POST_EMBEDDINGS_FILE),
+        as_of,
+    )
+    written = features.write_feature_tables(s, users, posts)
+    context.log.info(f"feature tables as of {as_of.isoformat()}: {written}")
+    metadata: dict = {"as_of": as_of.isoformat(), "dagster/row_count": len(users) + len(posts)}
+    for name, counts in written.items():
+        metadata[f"{name}_snapshot_rows"] = len(users if name == features.USER_FEATURES else posts)
+        metadata[f"{name}_rows_appended"] = counts["appended"]
+        metadata[f"{name}_rows_total"] = counts["rows"]
+        metadata[f"{name}_path"] = dg.MetadataValue.path(
+            str(features.feature_table_path(s, name))
+        )
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(
+    group_name="features",
+    freshness_policy=DERIVED_FRESHNESS,
+    automation_condition=EAGER,
+    kinds={"feast"},
+    description="The Feast registry: `feast apply` of every object in feature_repo/ "
+    "(entities user and post, views user_features and post_features, services).",
+)
+def feast_registry(
+    context: dg.AssetExecutionContext, settings: SettingsResource
+) -> dg.MaterializeResult:
+    s = settings.get()
+    objects = feature_repo.all_definitions(s)
+    store = features.feature_store(s)
+    names = features.apply_definitions(store, objects)
+    context.log.info(f"applied {len(names)} Feast objects: {names}")
+    return dg.MaterializeResult(
+        metadata={
+            "project": features.PROJECT,
+            "objects": names,
+            "feature_views": [v.name for v in store.list_feature_views()],
+            "feature_services": [v.name for v in store.list_feature_services()],
+            "entities": [e.name for e in store.list_entities()],
+            "registry": dg.MetadataValue.path(str(s.feast_dir / "registry.db")),
+        }
+    )
+
+
+@dg.asset(
+    deps=[feast_registry, feature_tables],
+    group_name="features",
+    freshness_policy=DERIVED_FRESHNESS,
+    automation_condition=EAGER,
+    kinds={"feast", "sqlite"},
+    description="The Feast SQLite online store: incremental materialization of the feature "
+    "tables up to now.",
+)
+def feast_online_store(
+    context: dg.AssetExecutionContext, settings: SettingsResource
+) -> dg.MaterializeResult:
+    s = settings.get()
+    store = features.feature_store(s)
+    end = dt.datetime.now(dt.UTC)
+    written = features.materialize(store, end)
+    online = features.online_row_counts(s)
+    context.log.info(f"materialized to {end.isoformat()}: {written}; online entities {online}")
+    return dg.MaterializeResult(
+        metadata={
+            "materialized_until": end.isoformat(),
+            "feature_views": list(written),
+            **{f"{name}_rows_written": n for name, n in written.items()},
+            **{f"{name}_online_entities": n for name, n in online.items()},
+            "online_store": dg.MetadataValue.path(str(s.feast_dir / "online.db")),
+        }
+    )
