@@ -1,0 +1,294 @@
+"""MLflow tracking and model registry for the two models.
+
+* :func:`configure` points MLflow (tracking and registry) at ``settings.mlflow_tracking_uri``
+  and creates the experiment with its artifacts under ``settings.mlflow_artifacts_dir``.
+* :func:`log_two_tower` / :func:`log_ranker` log one training run: params, metrics, a data
+  snapshot description, the saved model directory as run artifacts (``two_tower/``,
+  ``ranker/``), and an MLflow model with a signature (pyfunc for the two-tower, the catboost
+  flavour for the ranker) registered as ``socialrec_two_tower`` / ``socialrec_ranker``.
+  Inside an active run (the Dagster run's, from dagster-mlflow) each model gets a nested run.
+* The new version gets the alias ``champion`` when :func:`should_promote` says so. It always
+  does for now: THE seam for a quality gate (compare with the current champion's metrics).
+* :func:`champion_dir` gives a local copy of the champion's model directory (what
+  ``TwoTowerModel.load`` / ``Ranker.load`` read); :func:`champion_run_id` its run id.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.models import infer_signature
+
+from socialrec.settings import Settings
+
+TWO_TOWER = "socialrec_two_tower"
+RANKER = "socialrec_ranker"
+CHAMPION = "champion"
+# where each model's saved directory lives among its run's artifacts (docs/contracts.md)
+ARTIFACT_PATHS = {TWO_TOWER: "two_tower", RANKER: "ranker"}
+
+
+# ---- set-up ---------------------------------------------------------------------------------
+
+
+def configure(settings: Settings) -> str:
+    """Point MLflow at the settings' tracking/registry store; returns the experiment id."""
+    uri = str(settings.mlflow_tracking_uri)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient(uri, uri)
+    experiment = client.get_experiment_by_name(settings.mlflow_experiment)
+    if experiment is None:
+        artifact_location = None
+        if settings.profile == "local":
+            Path(settings.mlflow_artifacts_dir).mkdir(parents=True, exist_ok=True)
+            artifact_location = Path(settings.mlflow_artifacts_dir).resolve().as_uri()
+        experiment_id = client.create_experiment(
+            settings.mlflow_experiment, artifact_location=artifact_location
+        )
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def _client(settings: Settings) -> MlflowClient:
+    uri = str(settings.mlflow_tracking_uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+# ---- what gets logged -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """The outcome of one logged training run."""
+
+    name: str
+    version: int
+    run_id: str
+    model_uri: str
+    promoted: bool
+    reason: str
+
+
+def data_snapshot(df: pd.DataFrame, ts_col: str = "ts", split_col: str = "split") -> dict:
+    """Row counts, distinct ids, time range and split sizes of a training dataset."""
+    out: dict[str, Any] = {"rows": int(len(df))}
+    for col in ("user_id", "post_id"):
+        if col in df.columns:
+            out[f"distinct_{col}s"] = int(df[col].nunique())
+    if ts_col in df.columns and len(df):
+        ts = pd.to_datetime(df[ts_col], utc=True)
+        out["ts_min"], out["ts_max"] = ts.min().isoformat(), ts.max().isoformat()
+    if split_col in df.columns:
+        out["splits"] = {str(k): int(v) for k, v in df[split_col].value_counts().items()}
+    if "label" in df.columns and len(df):
+        out["positive_rate"] = float(df["label"].mean())
+    return out
+
+
+def metric_key(name: str) -> str:
+    """MLflow metric names cannot hold '@': ``recall@10`` -> ``recall_at_10``."""
+    return name.replace("@", "_at_")
+
+
+def _flat(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _flat(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = value
+    return out
+
+
+def _pins(*packages: str) -> list[str]:
+    pins = []
+    for pkg in packages:
+        try:
+            pins.append(f"{pkg}=={version(pkg)}")
+        except PackageNotFoundError:
+            pins.append(pkg)
+    return pins
+
+
+def should_promote(settings: Settings, name: str, metrics: Mapping[str, float]) -> tuple[bool, str]:
+    """Whether a new version becomes ``champion``. The quality gate goes here (e.g. block when
+    a metric regresses against the current champion's run); for now every version is promoted.
+    """
+    return True, "no quality gate yet: every new version is promoted"
+
+
+def _log_run(
+    settings: Settings,
+    name: str,
+    model_dir: Path,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    data: Mapping[str, Any],
+    log_model,
+    run_name: str,
+) -> RegisteredModel:
+    configure(settings)
+    nested = mlflow.active_run() is not None
+    with mlflow.start_run(run_name=run_name, nested=nested) as run:
+        mlflow.set_tags({"socialrec.model": name})
+        mlflow.log_params(_flat("", dict(params), {}))
+        clean = {
+            metric_key(k): float(v)
+            for k, v in metrics.items()
+            if isinstance(v, int | float | np.number) and math.isfinite(float(v))
+        }
+        mlflow.log_metrics(clean)
+        mlflow.log_dict(dict(data), "data_snapshot.json")
+        mlflow.log_params({f"data.{k}": v for k, v in _flat("", dict(data), {}).items()})
+        mlflow.log_artifacts(str(model_dir), ARTIFACT_PATHS[name])
+        info = log_model()
+        model_version = int(info.registered_model_version)
+        promoted, reason = should_promote(settings, name, clean)
+        client = _client(settings)
+        client.set_model_version_tag(name, str(model_version), "mlflow_run_id", run.info.run_id)
+        client.set_model_version_tag(name, str(model_version), "metrics", json.dumps(clean))
+        if promoted:
+            client.set_registered_model_alias(name, CHAMPION, str(model_version))
+        mlflow.set_tags({"socialrec.promoted": str(promoted), "socialrec.promotion": reason})
+        return RegisteredModel(
+            name, model_version, run.info.run_id, info.model_uri, promoted, reason
+        )
+
+
+# ---- the two-tower model --------------------------------------------------------------------
+
+
+class TwoTowerPyfunc(mlflow.pyfunc.PythonModel):
+    """Pyfunc face of the two-tower dir: a frame with ``user_id`` gets user embeddings, one
+    with ``post_id`` post embeddings (columns as in ``TwoTowerModel``)."""
+
+    def load_context(self, context):
+        from socialrec.two_tower import TwoTowerModel
+
+        self.model = TwoTowerModel.load(context.artifacts["two_tower"])
+
+    def predict(self, context, model_input: pd.DataFrame, params=None):
+        if "user_id" in model_input.columns:
+            return self.model.user_embeddings(model_input)
+        return self.model.post_embeddings(model_input)
+
+
+def log_two_tower(
+    settings: Settings,
+    model_dir: str | os.PathLike,
+    *,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    data: Mapping[str, Any],
+    example_input: pd.DataFrame | None = None,
+    example_output: np.ndarray | None = None,
+    run_name: str = "two_tower",
+) -> RegisteredModel:
+    """Log and register a saved two-tower dir (``TwoTowerModel.save``); the signature is
+    inferred from an example user frame and its embeddings."""
+    model_dir = Path(model_dir)
+    signature = (
+        infer_signature(example_input, example_output) if example_input is not None else None
+    )
+
+    def log_model():
+        return mlflow.pyfunc.log_model(
+            name="two_tower_model",
+            python_model=TwoTowerPyfunc(),
+            artifacts={"two_tower": str(model_dir)},
+            signature=signature,
+            pip_requirements=_pins("tensorflow", "tf-keras", "pandas", "numpy"),
+            registered_model_name=TWO_TOWER,
+        )
+
+    return _log_run(settings, TWO_TOWER, model_dir, params, metrics, data, log_model, run_name)
+
+
+# ---- the ranker -----------------------------------------------------------------------------
+
+
+def log_ranker(
+    settings: Settings,
+    ranker,
+    model_dir: str | os.PathLike,
+    *,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    data: Mapping[str, Any],
+    example_input: pd.DataFrame | None = None,
+    run_name: str = "ranker",
+) -> RegisteredModel:
+    """Log and register a trained ``Ranker`` saved in ``model_dir`` (``Ranker.save``); the
+    signature is inferred from an example feature frame and its predictions."""
+    model_dir = Path(model_dir)
+    signature = None
+    if example_input is not None:
+        signature = infer_signature(example_input, ranker.predict(example_input))
+
+    def log_model():
+        return mlflow.catboost.log_model(
+            ranker.model,
+            name="ranker_model",
+            signature=signature,
+            pip_requirements=_pins("catboost", "pandas", "numpy"),
+            registered_model_name=RANKER,
+        )
+
+    return _log_run(settings, RANKER, model_dir, params, metrics, data, log_model, run_name)
+
+
+# ---- reading the champion -------------------------------------------------------------------
+
+
+def champion_version(settings: Settings, name: str):
+    """The ``ModelVersion`` behind the ``champion`` alias (raises if there is none)."""
+    return _client(settings).get_model_version_by_alias(name, CHAMPION)
+
+
+def champion_run_id(settings: Settings, name: str) -> str:
+    mv = champion_version(settings, name)
+    return mv.run_id or mv.tags["mlflow_run_id"]
+
+
+def champion_dir(settings: Settings, name: str) -> Path:
+    """A local copy of the champion's model directory (``two_tower/`` or ``ranker/`` of its
+    run), cached per version under ``settings.models_dir / "champions"``."""
+    mv = champion_version(settings, name)
+    run_id = mv.run_id or mv.tags["mlflow_run_id"]
+    artifact_path = ARTIFACT_PATHS[name]
+    dst = Path(settings.models_dir) / "champions" / name / f"v{mv.version}"
+    target = dst / artifact_path
+    if target.exists():
+        return target
+    dst.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=dst))
+    try:
+        uri = str(settings.mlflow_tracking_uri)
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=artifact_path, dst_path=str(tmp), tracking_uri=uri
+        )
+        try:
+            os.replace(local, target)  # atomic: readers never see half a model
+        except OSError:
+            if not target.exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -1,0 +1,104 @@
+"""Ranker features (one function for training and serving) and the CatBoost ranker."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from socialrec.ranker import Ranker
+from socialrec.ranking_features import CAT_FEATURES, RANKER_FEATURES, ranking_features
+from tests.test_two_tower import tiny_frames
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return tiny_frames()
+
+
+@pytest.fixture(scope="module")
+def datasets(frames):
+    s = frames.samples
+    feats = ranking_features(frames.users, frames.posts, s, s["ts"])
+    data = pd.concat([feats, s[["label", "split"]]], axis=1)
+    return {name: part for name, part in data.groupby("split")}
+
+
+@pytest.fixture(scope="module")
+def ranker(datasets):
+    return Ranker(iterations=80, seed=3).fit(datasets["train"], datasets["validation"])
+
+
+def test_features_have_the_promised_columns_and_values(frames, datasets):
+    train = datasets["train"]
+    assert list(train.columns[: len(RANKER_FEATURES)]) == RANKER_FEATURES
+    assert set(CAT_FEATURES) <= set(RANKER_FEATURES)
+    assert (train["post_age_hours"] >= 0).all()
+    assert set(train["category_in_onboarding"].unique()) <= {0, 1}
+    assert train["text_cosine"].between(-1, 1).all()
+    # the stand-in text embeddings carry the category: matching pairs are more similar
+    by_match = train.groupby("category_in_onboarding")["text_cosine"].mean()
+    assert by_match[1] > by_match[0]
+    # users who like what they onboarded with: the match feature is predictive
+    assert train.groupby("category_in_onboarding")["label"].mean().diff().iloc[-1] > 0
+
+
+def test_category_in_onboarding_matches_a_python_reference(frames):
+    pairs = frames.samples.head(200)
+    feats = ranking_features(frames.users, frames.posts, pairs, pd.Timestamp("2026-01-10", tz="UTC"))
+    onb = dict(zip(frames.users["user_id"], frames.users["onboarding_categories"], strict=True))
+    cat = dict(zip(frames.posts["post_id"], frames.posts["category_id"], strict=True))
+    expected = [
+        int(str(cat[p]) in onb[u].split(","))
+        for u, p in zip(pairs["user_id"], pairs["post_id"], strict=True)
+    ]
+    assert feats["category_in_onboarding"].tolist() == expected
+
+
+def test_500_candidates_batch_equals_one_pair_calls_and_is_fast(frames):
+    """Serving shape: one user (indexed frame, as the Feast online reader returns) x 500."""
+    users = frames.users.set_index("user_id").iloc[[5]].assign(found=True)
+    posts = frames.posts.set_index("post_id").iloc[:500].assign(found=True)
+    # the Feast online readers return nullable integers
+    posts = posts.astype({"n_impressions": "Int64", "category_id": "Int64"})
+    user_id = int(users.index[0])
+    pairs = pd.DataFrame({"user_id": user_id, "post_id": posts.index.to_numpy()})
+    now = pd.Timestamp("2026-01-07T12:00:00Z")
+    ranking_features(users, posts, pairs, now)  # warm up
+    t0 = time.perf_counter()
+    batch = ranking_features(users, posts, pairs, now)
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 0.25, f"500 candidates took {elapsed:.3f}s"
+    assert len(batch) == 500 and batch.notna().all().all()
+    for i in (0, 123, 499):
+        one = ranking_features(users, posts, pairs.iloc[[i]], now)
+        pd.testing.assert_frame_equal(one, batch.iloc[[i]])
+
+
+def test_unknown_users_and_posts_get_missing_features_not_errors(frames):
+    pairs = pd.DataFrame({"user_id": [10**9, int(frames.users["user_id"].iloc[0])],
+                          "post_id": [int(frames.posts["post_id"].iloc[0]), 10**9]})
+    feats = ranking_features(frames.users, frames.posts, pairs, 1_767_225_600)
+    assert np.isnan(feats.loc[0, "user_n_events"]) and feats.loc[0, "text_cosine"] == 0.0
+    assert feats.loc[1, "post_category_id"] == "unknown"
+    assert feats.loc[1, "category_in_onboarding"] == 0
+
+
+def test_ranker_learns_and_predicts_probabilities(ranker, datasets):
+    probs = ranker.predict(datasets["test"])
+    assert probs.shape == (len(datasets["test"]),)
+    assert ((probs >= 0) & (probs <= 1)).all()
+    metrics = ranker.evaluate(datasets["validation"])
+    assert metrics["auc"] > 0.6, metrics
+    assert 0 < metrics["logloss"] < 0.7
+
+
+def test_ranker_save_and_load_give_identical_predictions(ranker, datasets, tmp_path):
+    path = ranker.save(tmp_path / "ranker")
+    assert path.name == "ranker.cbm" and path.exists()
+    loaded = Ranker.load(tmp_path / "ranker")
+    np.testing.assert_array_equal(
+        loaded.predict(datasets["test"]), ranker.predict(datasets["test"])
+    )
