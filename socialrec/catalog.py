@@ -1,0 +1,155 @@
+"""The post catalog: metadata of every post, and the cold-start lists.
+
+Built from a ``dim_posts``-shaped frame (post_id, creator_id, category_id, created_at,
+n_impressions, n_positives, n_negatives ...). It serves:
+
+* metadata lookups (category, creator, created_at) for filtering and re-ranking;
+* cold start: popular posts (engagement, smoothed) interleaved with fresh posts (newest
+  first), per category or overall, excluding what the user has already seen.
+
+Saved as ``posts.parquet`` + ``meta.json`` in a directory (the BentoML model
+``socialrec_catalog`` is such a directory).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+COLUMNS = ["post_id", "category_id", "creator_id", "created_at", "popularity"]
+
+
+def _epoch_seconds(values: pd.Series) -> np.ndarray:
+    if pd.api.types.is_numeric_dtype(values):
+        return values.fillna(0).astype("int64").to_numpy()
+    ts = pd.to_datetime(values, utc=True)
+    return ((ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds()).fillna(0).astype("int64").to_numpy()
+
+
+def popularity_score(frame: pd.DataFrame) -> np.ndarray:
+    """Engagement a post earned: positives minus negatives, shrunk towards zero for posts with
+    few impressions (a post with 3 likes in 3 impressions should not beat 300 in 1,000)."""
+    pos = frame.get("n_positives", pd.Series(0, index=frame.index)).fillna(0).to_numpy(float)
+    neg = frame.get("n_negatives", pd.Series(0, index=frame.index)).fillna(0).to_numpy(float)
+    imp = frame.get("n_impressions", pd.Series(0, index=frame.index)).fillna(0).to_numpy(float)
+    rate = (pos - neg) / (imp + 20.0)  # smoothed net positive rate
+    return rate * np.log1p(np.maximum(pos, 0))
+
+
+@dataclass
+class Catalog:
+    posts: pd.DataFrame  # COLUMNS (re-indexed by post_id on init)
+    fresh_share: float = 0.3
+
+    # --- building ------------------------------------------------------------------------
+    @classmethod
+    def from_dim_posts(cls, dim_posts: pd.DataFrame, fresh_share: float = 0.3) -> Catalog:
+        frame = pd.DataFrame(
+            {
+                "post_id": dim_posts["post_id"].astype("int64").to_numpy(),
+                "category_id": dim_posts["category_id"].astype("int64").to_numpy(),
+                "creator_id": dim_posts["creator_id"].astype("int64").to_numpy(),
+                "created_at": _epoch_seconds(dim_posts["created_at"]),
+                "popularity": popularity_score(dim_posts),
+            }
+        )
+        return cls(frame.drop_duplicates("post_id"), fresh_share)
+
+    def __post_init__(self) -> None:
+        p = self.posts[COLUMNS].copy()
+        p.index = pd.Index(p["post_id"].to_numpy(dtype="int64"))  # unnamed: no column clash
+        self.posts = p
+        self._popular = p.sort_values(["popularity", "post_id"], ascending=[False, True])
+        self._fresh = p.sort_values(["created_at", "post_id"], ascending=[False, True])
+
+    def __len__(self) -> int:
+        return len(self.posts)
+
+    # --- persistence -----------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        self.posts[COLUMNS].reset_index(drop=True).to_parquet(d / "posts.parquet", index=False)
+        (d / "meta.json").write_text(
+            json.dumps({"n_posts": len(self.posts), "fresh_share": self.fresh_share})
+        )
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Catalog:
+        d = Path(directory)
+        meta = json.loads((d / "meta.json").read_text())
+        frame = pd.read_parquet(d / "posts.parquet")
+        return cls(frame, meta.get("fresh_share", 0.3))
+
+    # --- lookups ---------------------------------------------------------------------------
+    def metadata(self, post_ids: Iterable[int]) -> pd.DataFrame:
+        """category_id, creator_id, created_at of the known posts among ``post_ids``."""
+        ids = [int(p) for p in post_ids]
+        return self.posts.loc[self.posts.index.intersection(ids), COLUMNS]
+
+    def creators(self, post_ids: Iterable[int]) -> dict[int, int]:
+        meta = self.metadata(post_ids)
+        return dict(zip(meta["post_id"].tolist(), meta["creator_id"].tolist(), strict=True))
+
+    def categories(self, post_ids: Iterable[int]) -> dict[int, int]:
+        meta = self.metadata(post_ids)
+        return dict(zip(meta["post_id"].tolist(), meta["category_id"].tolist(), strict=True))
+
+    def cold_start(
+        self,
+        k: int,
+        category_ids: Iterable[int] | None = None,
+        exclude: Iterable[int] = (),
+        exclude_creator: int | None = None,
+    ) -> list[tuple[int, float]]:
+        """k (post_id, score) for a user without a usable signal; scores strictly decrease.
+
+        Popular and fresh posts are interleaved (``fresh_share`` of the slots are fresh), from
+        ``category_ids`` first and from all categories when those run out.
+        """
+        excluded = {int(p) for p in exclude}
+        picked: list[int] = []
+        cats = [int(c) for c in category_ids] if category_ids else []
+        pools = []
+        if cats:
+            pools.append(
+                (
+                    self._popular[self._popular["category_id"].isin(cats)],
+                    self._fresh[self._fresh["category_id"].isin(cats)],
+                )
+            )
+        pools.append((self._popular, self._fresh))
+        for popular, fresh in pools:
+            if exclude_creator is not None:
+                popular = popular[popular["creator_id"] != exclude_creator]
+                fresh = fresh[fresh["creator_id"] != exclude_creator]
+            self._interleave(
+                popular["post_id"].tolist(), fresh["post_id"].tolist(), k, excluded, picked
+            )
+            if len(picked) >= k:
+                break
+        return [(pid, 1.0 / (1.0 + rank)) for rank, pid in enumerate(picked[:k])]
+
+    def _interleave(
+        self, popular: list[int], fresh: list[int], k: int, excluded: set[int], picked: list[int]
+    ) -> None:
+        taken = excluded | set(picked)
+        pi = fi = 0
+        n_fresh = 0
+        while len(picked) < k and (pi < len(popular) or fi < len(fresh)):
+            want_fresh = n_fresh < self.fresh_share * (len(picked) + 1)
+            if (want_fresh and fi < len(fresh)) or pi >= len(popular):
+                pid, fi, is_fresh = fresh[fi], fi + 1, True
+            else:
+                pid, pi, is_fresh = popular[pi], pi + 1, False
+            if pid in taken:
+                continue
+            taken.add(pid)
+            picked.append(pid)
+            n_fresh += is_fresh

@@ -1,0 +1,341 @@
+"""The online 4-stage recommender: retrieval -> filtering -> ranking -> re-ranking.
+
+Each stage is a plain function over small inputs (unit-testable without any server);
+:class:`Recommender` composes them with the real parts:
+
+1. :func:`retrieve` — the user's online features (one Feast call) -> user tower -> ANN search,
+   filtered to the user's onboarding categories, plus an unfiltered exploration slice
+   (``settings.exploration_share``), merged by best score.
+2. :func:`filter_candidates` — drop posts the user has seen, disliked or reported, and their own.
+3. :func:`rank_candidates` — one online fetch of all candidates' post features,
+   ``ranking_features`` (the same function as at training time), ranker probabilities.
+4. :func:`rerank` — category diversity as a decayed score (the n-th post of a category, counting
+   from 0, gets ``score * diversity_decay ** n``), sorted by that final score.
+
+An unknown user, or a user left with no candidates, gets the cold-start path (popular and fresh
+posts from the catalog, minus what they have seen) — never an error.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from socialrec.catalog import Catalog
+from socialrec.seen import SeenStore
+from socialrec.settings import Settings
+
+PERSONALIZED = "personalized"
+COLD_START = "cold_start"
+
+
+# --- the parts, as the recommender sees them ------------------------------------------------
+class OnlineFeatures(Protocol):
+    def users(self, user_ids: Sequence[int]) -> pd.DataFrame: ...
+
+    def posts(self, post_ids: Sequence[int]) -> pd.DataFrame: ...
+
+
+class FeastFeatures:
+    """Online features from a Feast store (``socialrec.features``), one call per batch."""
+
+    def __init__(self, store: Any):
+        self.store = store
+
+    def users(self, user_ids: Sequence[int]) -> pd.DataFrame:
+        from socialrec.features import online_user_features
+
+        return online_user_features(self.store, user_ids)
+
+    def posts(self, post_ids: Sequence[int]) -> pd.DataFrame:
+        from socialrec.features import online_post_features
+
+        return online_post_features(self.store, post_ids)
+
+
+class UserEncoder(Protocol):
+    def user_embeddings(self, users_df: pd.DataFrame) -> np.ndarray: ...
+
+
+class Searcher(Protocol):
+    def search(
+        self, alias: str, vectors: np.ndarray, top_n: int, category_ids: Sequence[int] | None
+    ) -> list[list[tuple[int, float]]]: ...
+
+
+class Scorer(Protocol):
+    def predict(self, features_df: pd.DataFrame) -> np.ndarray: ...
+
+
+FeatureBuilder = Callable[[pd.DataFrame, pd.DataFrame, pd.DataFrame, Any], pd.DataFrame]
+
+
+def parse_categories(value: Any) -> list[int]:
+    """Onboarding categories from ``"3,7"``, a list/array, or a missing value."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return []
+    if isinstance(value, str):
+        return [int(p) for p in value.replace(";", ",").split(",") if p.strip()]
+    return [int(v) for v in value]
+
+
+# --- stage 1: retrieval ---------------------------------------------------------------------
+def retrieve(
+    index: Searcher,
+    alias: str,
+    user_vector: np.ndarray,
+    top_n: int,
+    category_ids: Sequence[int],
+    exploration_share: float,
+) -> list[tuple[int, float]]:
+    """(post_id, similarity) candidates, best first, at most ``top_n``.
+
+    ``top_n - round(top_n * exploration_share)`` come from a search filtered to the user's
+    categories; the exploration slice is filled from an unfiltered search with the hits the
+    filtered one did not already return (so it adds new posts rather than duplicates). Without
+    categories the whole budget is one unfiltered search.
+    """
+    vec = np.asarray(user_vector, dtype=np.float32).reshape(1, -1)
+    if top_n <= 0:
+        return []
+    if not category_ids:
+        hits = index.search(alias, vec, top_n, None)[0]
+        return sorted(hits, key=lambda kv: (-kv[1], kv[0]))[:top_n]
+    n_explore = min(top_n, round(top_n * exploration_share)) if exploration_share > 0 else 0
+    best: dict[int, float] = {}
+    if top_n - n_explore > 0:
+        for post_id, score in index.search(alias, vec, top_n - n_explore, list(category_ids))[0]:
+            best[post_id] = max(score, best.get(post_id, -math.inf))
+    if n_explore > 0:
+        added = 0
+        for post_id, score in index.search(alias, vec, top_n, None)[0]:
+            if post_id in best:
+                best[post_id] = max(score, best[post_id])  # merged by best score
+            elif added < n_explore:
+                best[post_id] = score
+                added += 1
+    return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:top_n]
+
+
+# --- stage 2: filtering ---------------------------------------------------------------------
+def filter_candidates(
+    candidates: Sequence[tuple[int, float]],
+    user_id: int,
+    seen: set[int],
+    negatives: set[int],
+    creator_of: dict[int, int],
+) -> tuple[list[tuple[int, float]], dict[str, int]]:
+    """Candidates minus seen, negative and own posts; also the drop counts per reason."""
+    dropped = {"seen": 0, "negative": 0, "own": 0}
+    kept = []
+    for post_id, score in candidates:
+        if post_id in negatives:
+            dropped["negative"] += 1
+        elif post_id in seen:
+            dropped["seen"] += 1
+        elif creator_of.get(post_id) == user_id:
+            dropped["own"] += 1
+        else:
+            kept.append((post_id, score))
+    return kept, dropped
+
+
+# --- stage 3: ranking -----------------------------------------------------------------------
+def rank_candidates(
+    user_row: pd.DataFrame,
+    post_features: pd.DataFrame,
+    post_ids: Sequence[int],
+    ranker: Scorer,
+    feature_builder: FeatureBuilder,
+    now_ts: Any,
+) -> pd.DataFrame:
+    """Ranker probabilities for the candidates that have online features.
+
+    ``user_row``: the user's online features (one row, ``user_id`` column);
+    ``post_features``: online post features indexed by post_id with a ``found`` column.
+    Returns post_id, ranker_score, category_id, creator_id (candidate order kept).
+    """
+    known = post_features[post_features["found"].astype(bool)] if len(post_features) else post_features
+    ids = [int(p) for p in post_ids if int(p) in known.index]
+    out = pd.DataFrame({"post_id": pd.Series(ids, dtype="int64")})
+    if not ids:
+        return out.assign(ranker_score=[], category_id=[], creator_id=[])
+    posts = known.loc[ids].reset_index()
+    users = user_row.reset_index(drop=True)
+    user_id = int(users["user_id"].iloc[0])
+    pairs = pd.DataFrame({"user_id": np.full(len(ids), user_id, dtype=np.int64), "post_id": ids})
+    feats = feature_builder(users, posts, pairs, now_ts)
+    scores = np.asarray(ranker.predict(feats), dtype=float).reshape(-1)
+    if len(scores) != len(ids):
+        raise RuntimeError(f"ranker returned {len(scores)} scores for {len(ids)} candidates")
+    out["ranker_score"] = scores
+    out["category_id"] = posts["category_id"].astype("int64").to_numpy()
+    out["creator_id"] = posts["creator_id"].astype("int64").to_numpy()
+    return out
+
+
+# --- stage 4: re-ranking --------------------------------------------------------------------
+def rerank(scored: pd.DataFrame, k: int, diversity_decay: float) -> list[dict]:
+    """The top ``k`` after category diversity; returned ``score``s are non-increasing.
+
+    ``scored``: post_id, ranker_score, category_id, creator_id. Posts are taken in ranker
+    order; the n-th post (from 0) of a category gets ``ranker_score * diversity_decay ** n``.
+    """
+    if scored.empty or k <= 0:
+        return []
+    ordered = scored.sort_values(["ranker_score", "post_id"], ascending=[False, True])
+    seen_per_category: dict[int, int] = {}
+    items = []
+    for row in ordered.itertuples(index=False):
+        cat = int(row.category_id)
+        n = seen_per_category.get(cat, 0)
+        seen_per_category[cat] = n + 1
+        base = float(row.ranker_score)
+        items.append(
+            {
+                "post_id": int(row.post_id),
+                "score": base * diversity_decay**n,
+                "ranker_score": None if getattr(row, "cold", False) else base,
+                "category_id": cat,
+                "creator_id": int(row.creator_id),
+            }
+        )
+    items.sort(key=lambda it: (-it["score"], it["post_id"]))
+    return items[:k]
+
+
+# --- the composition ------------------------------------------------------------------------
+@dataclass
+class Recommendation:
+    user_id: int
+    items: list[dict]
+    path: str  # PERSONALIZED | COLD_START
+    debug: dict[str, Any] | None = None
+
+
+@dataclass
+class _Timer:
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def stage(self, name: str, started: float, **counts: Any) -> float:
+        now = time.perf_counter()
+        self.stages[name] = {"ms": round((now - started) * 1000, 2), **counts}
+        return now
+
+
+class Recommender:
+    """The 4 stages over the real parts.
+
+    ``features``: an :class:`OnlineFeatures` or a Feast ``FeatureStore`` (wrapped in
+    :class:`FeastFeatures`); ``two_tower``: anything with ``user_embeddings``; ``index``:
+    a :class:`socialrec.index.PostIndex`; ``ranker``: anything with ``predict``;
+    ``feature_builder`` defaults to ``socialrec.ranking_features.ranking_features``.
+    """
+
+    def __init__(
+        self,
+        features: Any,
+        two_tower: UserEncoder,
+        index: Searcher,
+        seen_store: SeenStore,
+        ranker: Scorer,
+        catalog: Catalog,
+        settings: Settings,
+        feature_builder: FeatureBuilder | None = None,
+    ):
+        self.features: OnlineFeatures = (
+            features if hasattr(features, "users") and hasattr(features, "posts")
+            else FeastFeatures(features)
+        )
+        self.two_tower = two_tower
+        self.index = index
+        self.seen_store = seen_store
+        self.ranker = ranker
+        self.catalog = catalog
+        self.settings = settings
+        if feature_builder is None:
+            from socialrec.ranking_features import ranking_features
+
+            feature_builder = ranking_features
+        self.feature_builder = feature_builder
+
+    def recommend(
+        self, user_id: int, k: int = 20, debug: bool = False, now: Any = None
+    ) -> Recommendation:
+        s = self.settings
+        user_id = int(user_id)
+        now_ts = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
+        timer = _Timer()
+        t = time.perf_counter()
+
+        seen = self.seen_store.seen(user_id)
+        negatives = self.seen_store.negatives(user_id)
+        users = self.features.users([user_id])
+        found = bool(len(users)) and bool(users["found"].iloc[0])
+        categories = parse_categories(users["onboarding_categories"].iloc[0]) if found else []
+
+        user_df = users.reset_index()
+        candidates: list[tuple[int, float]] = []
+        if found:
+            vector = self.two_tower.user_embeddings(user_df)[0]
+            # over-fetch by what filtering will drop, within reason
+            fetch_n = min(s.retrieval_top_n + len(seen | negatives), 3 * s.retrieval_top_n)
+            candidates = retrieve(
+                self.index, s.collection_alias, vector, fetch_n, categories, s.exploration_share
+            )
+        t = timer.stage("retrieval", t, found=found, candidates=len(candidates))
+
+        kept, dropped = filter_candidates(
+            candidates, user_id, seen, negatives, self.catalog.creators(p for p, _ in candidates)
+        )
+        t = timer.stage("filtering", t, kept=len(kept), dropped=dropped)
+
+        scored = pd.DataFrame()
+        if kept:
+            post_feats = self.features.posts([p for p, _ in kept])
+            scored = rank_candidates(
+                user_df, post_feats, [p for p, _ in kept], self.ranker, self.feature_builder, now_ts
+            )
+            scored = scored[scored["creator_id"] != user_id]  # posts missing from the catalog
+        t = timer.stage("ranking", t, scored=len(scored))
+
+        path = PERSONALIZED
+        if scored.empty:
+            path = COLD_START
+            scored = self._cold_start_frame(user_id, k, categories, seen | negatives)
+        items = rerank(scored, k, s.diversity_decay)
+        timer.stage("reranking", t, returned=len(items), path=path)
+
+        info = None
+        if debug:
+            info = {"stages": timer.stages, "categories": categories, "n_seen": len(seen)}
+        return Recommendation(user_id, items, path, info)
+
+    def _cold_start_frame(
+        self, user_id: int, k: int, categories: list[int], exclude: set[int]
+    ) -> pd.DataFrame:
+        # fetch extra so diversity re-ranking has room to reorder
+        picks = self.catalog.cold_start(
+            2 * k, categories or None, exclude=exclude, exclude_creator=user_id
+        )
+        meta = self.catalog.metadata(p for p, _ in picks)
+        frame = pd.DataFrame(picks, columns=["post_id", "ranker_score"])
+        frame["category_id"] = meta.loc[frame["post_id"], "category_id"].to_numpy()
+        frame["creator_id"] = meta.loc[frame["post_id"], "creator_id"].to_numpy()
+        frame["cold"] = True
+        return frame
+
+    def mark_events(self, events: Iterable[tuple[int, int, str, Any]]) -> int:
+        """The write path's read-your-writes half: mark events seen at once."""
+        events = list(events)
+        if hasattr(self.seen_store, "mark_events"):
+            return self.seen_store.mark_events(events)
+        for u, p, e, ts in events:
+            self.seen_store.mark(u, [p], e, ts)
+        return len(events)

@@ -1,0 +1,181 @@
+"""The seen store: which posts a user has already been shown or reacted to.
+
+Filtering (stage 2) drops every post the user has any event for, and the write path marks
+events here at once, so a user never gets a post again right after reacting to it
+(read-your-writes). ``negatives`` are the posts the user disliked or reported.
+
+Embedded default: ``SQLiteSeenStore`` (WAL mode: the service writes while another process,
+e.g. the ``seen_history`` asset or a benchmark, reads). Production: ScyllaDB, behind the same
+``SeenStore`` protocol; ``open_seen_store`` is the one place that chooses.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import pandas as pd
+
+from socialrec.settings import EVENT_TYPES, NEGATIVE_EVENTS, Settings
+
+
+@runtime_checkable
+class SeenStore(Protocol):
+    def mark(
+        self, user_id: int, post_ids: Iterable[int], event_type: str, ts: float | None = None
+    ) -> int: ...
+
+    def seen(self, user_id: int) -> set[int]: ...
+
+    def negatives(self, user_id: int) -> set[int]: ...
+
+    def bulk_load(self, frame: pd.DataFrame) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def _epoch(ts) -> float:
+    """Epoch seconds from None (now), a number, a datetime/Timestamp or an ISO string."""
+    if ts is None:
+        return time.time()
+    if isinstance(ts, int | float):
+        return float(ts)
+    stamp = pd.Timestamp(ts)
+    if stamp.tzinfo is None:
+        stamp = stamp.tz_localize("UTC")
+    return stamp.timestamp()
+
+
+def _check_event_type(event_type: str) -> str:
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"unknown event_type {event_type!r}")
+    return event_type
+
+
+class SQLiteSeenStore:
+    """One row per (user_id, post_id, event_type), keyed by user_id first (the lookup path)."""
+
+    _DDL = """
+        CREATE TABLE IF NOT EXISTS seen (
+            user_id    INTEGER NOT NULL,
+            post_id    INTEGER NOT NULL,
+            event_type TEXT    NOT NULL,
+            ts         REAL    NOT NULL,
+            PRIMARY KEY (user_id, post_id, event_type)
+        ) WITHOUT ROWID
+    """
+    _UPSERT = """
+        INSERT INTO seen (user_id, post_id, event_type, ts) VALUES (?, ?, ?, ?)
+        ON CONFLICT (user_id, post_id, event_type) DO UPDATE SET ts = max(ts, excluded.ts)
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # one connection shared by the service's worker threads, serialised by a lock
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute(self._DDL)
+            self._conn.commit()
+
+    def mark(
+        self, user_id: int, post_ids: Iterable[int], event_type: str, ts=None
+    ) -> int:
+        """Record that ``user_id`` had ``event_type`` on each post; returns the row count."""
+        event_type = _check_event_type(event_type)
+        at = _epoch(ts)
+        rows = [(int(user_id), int(p), event_type, at) for p in post_ids]
+        return self._write(rows)
+
+    # the name docs/contracts.md uses
+    def mark_seen(self, user_id: int, post_ids: Iterable[int], event_type: str, ts=None) -> int:
+        return self.mark(user_id, post_ids, event_type, ts)
+
+    def mark_events(self, events: Iterable[tuple[int, int, str, object]]) -> int:
+        """Record many (user_id, post_id, event_type, ts) tuples in one transaction."""
+        rows = [
+            (int(u), int(p), _check_event_type(e), _epoch(t)) for u, p, e, t in events
+        ]
+        return self._write(rows)
+
+    def bulk_load(self, frame: pd.DataFrame) -> int:
+        """Load a frame with user_id, post_id, event_type and optionally ts (historical data)."""
+        if frame.empty:
+            return 0
+        if "ts" in frame:
+            ts = pd.to_datetime(frame["ts"], utc=True)
+            secs = (ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds().fillna(time.time())
+        else:
+            secs = pd.Series(time.time(), index=frame.index)
+        bad = sorted(set(frame["event_type"]) - set(EVENT_TYPES))
+        if bad:
+            raise ValueError(f"unknown event types {bad}")
+        rows = list(
+            zip(
+                frame["user_id"].astype("int64").tolist(),
+                frame["post_id"].astype("int64").tolist(),
+                frame["event_type"].astype(str).tolist(),
+                secs.astype(float).tolist(),
+                strict=True,
+            )
+        )
+        return self._write(rows)
+
+    def _write(self, rows: list[tuple]) -> int:
+        if not rows:
+            return 0
+        with self._lock, self._conn:
+            self._conn.executemany(self._UPSERT, rows)
+        return len(rows)
+
+    def seen(self, user_id: int) -> set[int]:
+        """Every post the user has any event for."""
+        with self._lock:
+            cur = self._conn.execute(
+                "SELECT DISTINCT post_id FROM seen WHERE user_id = ?", (int(user_id),)
+            )
+            return {r[0] for r in cur.fetchall()}
+
+    def negatives(self, user_id: int) -> set[int]:
+        """The posts the user disliked or reported."""
+        marks = ", ".join("?" for _ in NEGATIVE_EVENTS)
+        with self._lock:
+            cur = self._conn.execute(
+                f"SELECT DISTINCT post_id FROM seen WHERE user_id = ? AND event_type IN ({marks})",
+                (int(user_id), *NEGATIVE_EVENTS),
+            )
+            return {r[0] for r in cur.fetchall()}
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT count(*) FROM seen").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> SQLiteSeenStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_seen_store(settings: Settings) -> SeenStore:
+    """The seen store of these settings: SQLite (embedded default) or ScyllaDB.
+
+    The ScyllaDB implementation is not written yet; with ``SOCIALREC_SCYLLA_HOSTS`` set this
+    raises instead of silently falling back to a local file.
+    """
+    if settings.scylla_hosts:
+        raise NotImplementedError(
+            "the ScyllaDB seen store is not implemented yet (SOCIALREC_SCYLLA_HOSTS is set)"
+        )
+    return SQLiteSeenStore(settings.seen_store_path)
