@@ -4,8 +4,6 @@ Cadences: raw data lands continuously (the demo loads once, production every few
 via the sensor), the warehouse and features follow it eagerly, models retrain daily.
 """
 
-from __future__ import annotations
-
 from datetime import timedelta
 
 import dagster as dg

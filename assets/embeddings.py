@@ -4,8 +4,6 @@ Thin wrappers of ``socialrec.text``: read the dbt marts, re-embed only the rows 
 new or changed since the last run, write the parquet tables of docs/contracts.md.
 """
 
-from __future__ import annotations
-
 import dagster as dg
 
 from assets.common import DERIVED_FRESHNESS, EAGER

@@ -3,8 +3,6 @@
 Thin wrappers of ``socialrec.features``; the Feast objects come from ``feature_repo``.
 """
 
-from __future__ import annotations
-
 import datetime as dt
 
 import dagster as dg
@@ -51,9 +49,7 @@ def feature_tables(
         metadata[f"{name}_snapshot_rows"] = len(users if name == features.USER_FEATURES else posts)
         metadata[f"{name}_rows_appended"] = counts["appended"]
         metadata[f"{name}_rows_total"] = counts["rows"]
-        metadata[f"{name}_path"] = dg.MetadataValue.path(
-            str(features.feature_table_path(s, name))
-        )
+        metadata[f"{name}_path"] = dg.MetadataValue.path(str(features.feature_table_path(s, name)))
     return dg.MaterializeResult(metadata=metadata)
 
 

@@ -13,9 +13,7 @@ from socialrec import warehouse
 from socialrec.landing import open_bucket
 from socialrec.settings import Settings
 
-EVENT_PARTITIONS = dg.DailyPartitionsDefinition(
-    start_date=Settings().demo_start_date, end_offset=1
-)
+EVENT_PARTITIONS = dg.DailyPartitionsDefinition(start_date=Settings().demo_start_date, end_offset=1)
 
 
 def _result(report: warehouse.LoadReport) -> dg.MaterializeResult:
@@ -53,7 +51,9 @@ def _dimension_asset(dataset: str, description: str) -> dg.AssetsDefinition:
         kinds={"duckdb"},
         description=description,
     )
-    def _load(context: dg.AssetExecutionContext, settings: SettingsResource) -> dg.MaterializeResult:
+    def _load(
+        context: dg.AssetExecutionContext, settings: SettingsResource
+    ) -> dg.MaterializeResult:
         s = settings.get()
         report = warehouse.load_dimension(s, open_bucket(str(s.landing_uri)), dataset)
         context.log.info(

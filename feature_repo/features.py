@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from feast import Field, FeatureView, FileSource
+from feast import FeatureView, Field, FileSource
 from feast.types import Array, Float32, Int64, String
 
 try:  # imported as the package ``feature_repo`` (Dagster, core, tests)

@@ -15,7 +15,6 @@ import dagster as dg  # noqa: E402
 
 from assets import dbt, embeddings, features, index, models, raw, serving  # noqa: E402
 from orchestration.resources import SettingsResource, mlflow_resource  # noqa: E402
-from socialrec.settings import Settings  # noqa: E402
 
 ASSET_MODULES = [raw, dbt, embeddings, features, models, index, serving]
 

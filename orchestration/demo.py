@@ -74,13 +74,28 @@ def main() -> int:
     bin_dir = os.path.dirname(sys.executable)
     procs = [
         subprocess.Popen(
-            [os.path.join(bin_dir, "dagster"), "dev", "-w", "workspace.yaml", "-h", HOST,
-             "-p", str(DAGSTER_PORT)],
+            [
+                os.path.join(bin_dir, "dagster"),
+                "dev",
+                "-w",
+                "workspace.yaml",
+                "-h",
+                HOST,
+                "-p",
+                str(DAGSTER_PORT),
+            ],
             start_new_session=True,
         ),
         subprocess.Popen(
-            [os.path.join(bin_dir, "bentoml"), "serve", tag, "--host", HOST,
-             "--port", str(BENTO_PORT)],
+            [
+                os.path.join(bin_dir, "bentoml"),
+                "serve",
+                tag,
+                "--host",
+                HOST,
+                "--port",
+                str(BENTO_PORT),
+            ],
             start_new_session=True,
         ),
     ]
@@ -93,8 +108,17 @@ def main() -> int:
             return 1
         body = json.dumps({"user_id": user_id, "k": 10})
         event = json.dumps(
-            {"events": [{"event_id": "demo-1", "user_id": user_id, "post_id": 1,
-                         "event_type": "VIEW", "ts": "2026-01-15T12:00:00Z"}]}
+            {
+                "events": [
+                    {
+                        "event_id": "demo-1",
+                        "user_id": user_id,
+                        "post_id": 1,
+                        "event_type": "VIEW",
+                        "ts": "2026-01-15T12:00:00Z",
+                    }
+                ]
+            }
         )
         print(
             f"""

@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     with dg.DagsterInstance.get() as instance:
         result = materialize_all(defs, settings, instance)
     failed = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    print(f"materialize_all: {'success' if result.success else 'FAILED'} in {time.time() - t0:.0f}s")
+    print(
+        f"materialize_all: {'success' if result.success else 'FAILED'} in {time.time() - t0:.0f}s"
+    )
     for event in failed:
         print(f"  failed step {event.step_key}: {event.event_specific_data.error.message.strip()}")
     return 0 if result.success else 1

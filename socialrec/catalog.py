@@ -28,7 +28,9 @@ def _epoch_seconds(values: pd.Series) -> np.ndarray:
     if pd.api.types.is_numeric_dtype(values):
         return values.fillna(0).astype("int64").to_numpy()
     ts = pd.to_datetime(values, utc=True)
-    return ((ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds()).fillna(0).astype("int64").to_numpy()
+    return (
+        ((ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds()).fillna(0).astype("int64").to_numpy()
+    )
 
 
 def popularity_score(frame: pd.DataFrame) -> np.ndarray:

@@ -109,9 +109,7 @@ def _categories_str(value) -> str:
     return ",".join(str(int(v)) for v in value)
 
 
-def _attach_embeddings(
-    ids: np.ndarray, emb: pd.DataFrame | None, id_col: str
-) -> list[np.ndarray]:
+def _attach_embeddings(ids: np.ndarray, emb: pd.DataFrame | None, id_col: str) -> list[np.ndarray]:
     """The embedding of every id (zero vector when it has none)."""
     matrix = np.zeros((len(ids), TEXT_EMBEDDING_DIM), dtype=np.float32)
     if emb is not None and len(emb):

@@ -32,30 +32,174 @@ from socialrec.landing import LandingBucket, encode_jsonl, open_bucket
 from socialrec.settings import MEDIA_TYPES, Settings
 
 CATEGORIES: dict[str, list[str]] = {
-    "sports": ["football", "goal", "match", "league", "coach", "stadium", "training", "team",
-               "tennis", "marathon", "champion", "season"],
-    "cooking": ["recipe", "pasta", "oven", "spices", "dinner", "baking", "kitchen", "sauce",
-                "vegan", "bread", "chef", "flavor"],
-    "travel": ["beach", "flight", "mountains", "hostel", "passport", "island", "roadtrip",
-               "museum", "backpacking", "sunset", "city", "hiking"],
-    "music": ["guitar", "concert", "album", "song", "drums", "playlist", "vinyl", "melody",
-              "band", "piano", "festival", "lyrics"],
-    "technology": ["smartphone", "laptop", "software", "startup", "gadget", "coding", "robot",
-                   "chip", "cloud", "app", "keyboard", "server"],
-    "fitness": ["workout", "gym", "squats", "protein", "yoga", "cardio", "stretching",
-                "dumbbells", "running", "muscles", "routine", "abs"],
-    "fashion": ["outfit", "sneakers", "dress", "style", "jacket", "vintage", "runway",
-                "accessories", "denim", "boutique", "trend", "designer"],
-    "gaming": ["console", "boss", "level", "multiplayer", "speedrun", "controller", "quest",
-               "esports", "pixel", "loot", "strategy", "arcade"],
-    "pets": ["puppy", "kitten", "dog", "cat", "leash", "vet", "parrot", "aquarium", "treats",
-             "grooming", "paws", "shelter"],
-    "finance": ["stocks", "budget", "savings", "crypto", "investing", "mortgage", "dividends",
-                "inflation", "retirement", "portfolio", "taxes", "bank"],
-    "art": ["painting", "canvas", "sketch", "gallery", "watercolor", "sculpture", "portrait",
-            "brush", "illustration", "mural", "ink", "exhibition"],
-    "science": ["physics", "telescope", "chemistry", "experiment", "galaxy", "biology", "lab",
-                "fossils", "quantum", "climate", "microscope", "research"],
+    "sports": [
+        "football",
+        "goal",
+        "match",
+        "league",
+        "coach",
+        "stadium",
+        "training",
+        "team",
+        "tennis",
+        "marathon",
+        "champion",
+        "season",
+    ],
+    "cooking": [
+        "recipe",
+        "pasta",
+        "oven",
+        "spices",
+        "dinner",
+        "baking",
+        "kitchen",
+        "sauce",
+        "vegan",
+        "bread",
+        "chef",
+        "flavor",
+    ],
+    "travel": [
+        "beach",
+        "flight",
+        "mountains",
+        "hostel",
+        "passport",
+        "island",
+        "roadtrip",
+        "museum",
+        "backpacking",
+        "sunset",
+        "city",
+        "hiking",
+    ],
+    "music": [
+        "guitar",
+        "concert",
+        "album",
+        "song",
+        "drums",
+        "playlist",
+        "vinyl",
+        "melody",
+        "band",
+        "piano",
+        "festival",
+        "lyrics",
+    ],
+    "technology": [
+        "smartphone",
+        "laptop",
+        "software",
+        "startup",
+        "gadget",
+        "coding",
+        "robot",
+        "chip",
+        "cloud",
+        "app",
+        "keyboard",
+        "server",
+    ],
+    "fitness": [
+        "workout",
+        "gym",
+        "squats",
+        "protein",
+        "yoga",
+        "cardio",
+        "stretching",
+        "dumbbells",
+        "running",
+        "muscles",
+        "routine",
+        "abs",
+    ],
+    "fashion": [
+        "outfit",
+        "sneakers",
+        "dress",
+        "style",
+        "jacket",
+        "vintage",
+        "runway",
+        "accessories",
+        "denim",
+        "boutique",
+        "trend",
+        "designer",
+    ],
+    "gaming": [
+        "console",
+        "boss",
+        "level",
+        "multiplayer",
+        "speedrun",
+        "controller",
+        "quest",
+        "esports",
+        "pixel",
+        "loot",
+        "strategy",
+        "arcade",
+    ],
+    "pets": [
+        "puppy",
+        "kitten",
+        "dog",
+        "cat",
+        "leash",
+        "vet",
+        "parrot",
+        "aquarium",
+        "treats",
+        "grooming",
+        "paws",
+        "shelter",
+    ],
+    "finance": [
+        "stocks",
+        "budget",
+        "savings",
+        "crypto",
+        "investing",
+        "mortgage",
+        "dividends",
+        "inflation",
+        "retirement",
+        "portfolio",
+        "taxes",
+        "bank",
+    ],
+    "art": [
+        "painting",
+        "canvas",
+        "sketch",
+        "gallery",
+        "watercolor",
+        "sculpture",
+        "portrait",
+        "brush",
+        "illustration",
+        "mural",
+        "ink",
+        "exhibition",
+    ],
+    "science": [
+        "physics",
+        "telescope",
+        "chemistry",
+        "experiment",
+        "galaxy",
+        "biology",
+        "lab",
+        "fossils",
+        "quantum",
+        "climate",
+        "microscope",
+        "research",
+    ],
 }
 
 _POST_TEMPLATES = (
@@ -67,10 +211,28 @@ _POST_TEMPLATES = (
     "Unpopular opinion about {a} and {b}, {c} fans listen",
 )
 _MEDIA_PREFIX = {"text": "", "image": "Photo: ", "video": "Watch: ", "link": "Read: "}
-_ROLES = ("student", "designer", "engineer", "teacher", "parent", "nurse", "writer", "founder",
-          "photographer", "retiree")
-_EVENT_LAGS_S = {"VIEW": 2, "VIEW_FULL": 25, "LIKE": 30, "COMMENT": 45, "SHARE": 50,
-                 "BOOKMARK": 55, "DISLIKE": 8, "REPORT": 12}
+_ROLES = (
+    "student",
+    "designer",
+    "engineer",
+    "teacher",
+    "parent",
+    "nurse",
+    "writer",
+    "founder",
+    "photographer",
+    "retiree",
+)
+_EVENT_LAGS_S = {
+    "VIEW": 2,
+    "VIEW_FULL": 25,
+    "LIKE": 30,
+    "COMMENT": 45,
+    "SHARE": 50,
+    "BOOKMARK": 55,
+    "DISLIKE": 8,
+    "REPORT": 12,
+}
 
 
 @dataclass
@@ -252,8 +414,13 @@ def generate_dataset(
         }
         viewed = rng.random(n) < draws["VIEW"]
         outcome = {"IMPRESSION": np.ones(n, dtype=bool), "VIEW": viewed}
-        for name, shift in (("VIEW_FULL", -0.3), ("LIKE", -1.2), ("COMMENT", -3.0),
-                            ("SHARE", -3.2), ("BOOKMARK", -2.8)):
+        for name, shift in (
+            ("VIEW_FULL", -0.3),
+            ("LIKE", -1.2),
+            ("COMMENT", -3.0),
+            ("SHARE", -3.2),
+            ("BOOKMARK", -2.8),
+        ):
             outcome[name] = viewed & (rng.random(n) < _sigmoid(s + shift))
         outcome["DISLIKE"] = rng.random(n) < draws["DISLIKE"]
         outcome["REPORT"] = outcome["DISLIKE"] & (rng.random(n) < _sigmoid(-s - 2.5))
@@ -265,7 +432,9 @@ def generate_dataset(
             ev_ts.append(ts[idx] + _EVENT_LAGS_S.get(name, 0))
             ev_type.append(np.full(len(idx), name, dtype=object))
             ev_dwell.append(
-                dwell[idx].astype(np.int64) if name in ("VIEW", "VIEW_FULL") else np.full(len(idx), -1)
+                dwell[idx].astype(np.int64)
+                if name in ("VIEW", "VIEW_FULL")
+                else np.full(len(idx), -1)
             )
 
     u_all = np.concatenate(ev_users)
@@ -324,7 +493,9 @@ def write_landing(ds: Dataset, bucket: LandingBucket, rows_per_file: int = 50_00
         for d, part in df.groupby(day, sort=True):
             for i in range(0, len(part), rows_per_file):
                 key = f"{name}/dt={d}/{name}-{i // rows_per_file:04d}.jsonl.gz"
-                bucket.write_bytes(key, encode_jsonl(_records(part.iloc[i : i + rows_per_file], ts_cols)))
+                bucket.write_bytes(
+                    key, encode_jsonl(_records(part.iloc[i : i + rows_per_file], ts_cols))
+                )
                 keys.append(key)
     first_day = ds.events["ts"].min().strftime("%Y-%m-%d")
     key = f"categories/dt={first_day}/categories-0000.jsonl.gz"
@@ -346,7 +517,9 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     settings.ensure_dirs()
     t0 = dt.datetime.now()
-    ds = generate_dataset(args.users, args.posts, args.events, args.days, args.start_date, args.seed)
+    ds = generate_dataset(
+        args.users, args.posts, args.events, args.days, args.start_date, args.seed
+    )
     keys = write_landing(ds, open_bucket(args.landing))
     secs = (dt.datetime.now() - t0).total_seconds()
     print(

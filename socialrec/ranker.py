@@ -98,7 +98,9 @@ class Ranker:
     def feature_importance(self) -> dict[str, float]:
         if self.model is None:
             return {}
-        return dict(zip(RANKER_FEATURES, map(float, self.model.get_feature_importance())))
+        return dict(
+            zip(RANKER_FEATURES, map(float, self.model.get_feature_importance()), strict=False)
+        )
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the ``.cbm`` file; a directory path gets ``<dir>/ranker.cbm``."""

@@ -161,7 +161,9 @@ def rank_candidates(
     ``post_features``: online post features indexed by post_id with a ``found`` column.
     Returns post_id, ranker_score, category_id, creator_id (candidate order kept).
     """
-    known = post_features[post_features["found"].astype(bool)] if len(post_features) else post_features
+    known = (
+        post_features[post_features["found"].astype(bool)] if len(post_features) else post_features
+    )
     ids = [int(p) for p in post_ids if int(p) in known.index]
     out = pd.DataFrame({"post_id": pd.Series(ids, dtype="int64")})
     if not ids:
@@ -250,7 +252,8 @@ class Recommender:
         feature_builder: FeatureBuilder | None = None,
     ):
         self.features: OnlineFeatures = (
-            features if hasattr(features, "users") and hasattr(features, "posts")
+            features
+            if hasattr(features, "users") and hasattr(features, "posts")
             else FeastFeatures(features)
         )
         self.two_tower = two_tower

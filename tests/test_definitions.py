@@ -52,8 +52,15 @@ def test_the_graph_reaches_the_bento_from_raw_events(defs):
             if parent not in ancestors:
                 ancestors.add(parent)
                 frontier.append(parent)
-    for key in ("raw_events", "raw_posts", "raw_users", "dim_posts", "two_tower_model",
-                "ranker_model", "feast_online_store"):
+    for key in (
+        "raw_events",
+        "raw_posts",
+        "raw_users",
+        "dim_posts",
+        "two_tower_model",
+        "ranker_model",
+        "feast_online_store",
+    ):
         assert dg.AssetKey(key) in ancestors, key
 
 
@@ -72,6 +79,10 @@ def test_workspace_loads_like_dagster_dev(tmp_path):
     dagster = Path(sys.executable).with_name("dagster")
     out = subprocess.run(
         [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

@@ -93,9 +93,7 @@ def test_close_releases_lite_path_for_another_process(tmp_path):
         idx.close()
         """
     )
-    out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=90
-    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=90)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == str(ids[3])
     # and this process can open it again afterwards

@@ -47,7 +47,9 @@ def test_features_have_the_promised_columns_and_values(frames, datasets):
 
 def test_category_in_onboarding_matches_a_python_reference(frames):
     pairs = frames.samples.head(200)
-    feats = ranking_features(frames.users, frames.posts, pairs, pd.Timestamp("2026-01-10", tz="UTC"))
+    feats = ranking_features(
+        frames.users, frames.posts, pairs, pd.Timestamp("2026-01-10", tz="UTC")
+    )
     onb = dict(zip(frames.users["user_id"], frames.users["onboarding_categories"], strict=True))
     cat = dict(zip(frames.posts["post_id"], frames.posts["category_id"], strict=True))
     expected = [
@@ -78,8 +80,12 @@ def test_500_candidates_batch_equals_one_pair_calls_and_is_fast(frames):
 
 
 def test_unknown_users_and_posts_get_missing_features_not_errors(frames):
-    pairs = pd.DataFrame({"user_id": [10**9, int(frames.users["user_id"].iloc[0])],
-                          "post_id": [int(frames.posts["post_id"].iloc[0]), 10**9]})
+    pairs = pd.DataFrame(
+        {
+            "user_id": [10**9, int(frames.users["user_id"].iloc[0])],
+            "post_id": [int(frames.posts["post_id"].iloc[0]), 10**9],
+        }
+    )
     feats = ranking_features(frames.users, frames.posts, pairs, 1_767_225_600)
     assert np.isnan(feats.loc[0, "user_n_events"]) and feats.loc[0, "text_cosine"] == 0.0
     assert feats.loc[1, "post_category_id"] == "unknown"

@@ -118,9 +118,9 @@ def world(tmp_path_factory):
     )
     index.swap_alias("posts", coll)
     posts = dim_posts[["post_id", "creator_id", "category_id"]].copy()
-    posts["positive_rate"] = (dim_posts["n_positives"] / dim_posts["n_impressions"].clip(lower=1)).astype(
-        np.float32
-    )
+    posts["positive_rate"] = (
+        dim_posts["n_positives"] / dim_posts["n_impressions"].clip(lower=1)
+    ).astype(np.float32)
     users = pd.DataFrame(
         {
             "user_id": [1, 2, 3],
@@ -140,7 +140,9 @@ def world(tmp_path_factory):
 
 # --- stage 1 ------------------------------------------------------------------------------
 def test_retrieve_filters_and_explores(world):
-    cat_of = dict(zip(world["dim_posts"]["post_id"], world["dim_posts"]["category_id"], strict=True))
+    cat_of = dict(
+        zip(world["dim_posts"]["post_id"], world["dim_posts"]["category_id"], strict=True)
+    )
     vec = StandInTwoTower().user_embeddings(pd.DataFrame({"onboarding_categories": ["1"]}))[0]
     cands = retrieve(world["index"], "posts", vec, 30, [1], exploration_share=0.4)
     assert len(cands) == len({p for p, _ in cands}) == 30

@@ -94,12 +94,16 @@ def test_load_counts_and_quarantine_reasons(settings, bucket):
 def test_reloading_partitions_is_idempotent(settings, bucket):
     parts = ["2026-01-01", "2026-01-02"]
     warehouse.load_event_partitions(settings, bucket, parts)
-    first = (_count(settings, "SELECT count(*) FROM raw.events"),
-             _count(settings, "SELECT count(*) FROM raw.quarantine"))
+    first = (
+        _count(settings, "SELECT count(*) FROM raw.events"),
+        _count(settings, "SELECT count(*) FROM raw.quarantine"),
+    )
     warehouse.load_event_partitions(settings, bucket, parts)
     warehouse.load_event_partitions(settings, bucket, ["2026-01-02"])
-    again = (_count(settings, "SELECT count(*) FROM raw.events"),
-             _count(settings, "SELECT count(*) FROM raw.quarantine"))
+    again = (
+        _count(settings, "SELECT count(*) FROM raw.events"),
+        _count(settings, "SELECT count(*) FROM raw.quarantine"),
+    )
     assert first == again == (14, len(BAD_LINES) + 1)
 
     # a changed partition replaces only itself
@@ -121,18 +125,40 @@ def test_empty_partition_clears_it_and_bad_partition_name_is_rejected(settings, 
 
 def test_dimensions_full_reload(settings, bucket):
     users = [
-        {"user_id": 1, "created_at": "2025-12-01T00:00:00Z", "headline": "h", "about": "a",
-         "onboarding_categories": [3, 7]},
-        {"user_id": 2, "created_at": "2025-12-02T00:00:00Z", "headline": None, "about": "b",
-         "onboarding_categories": []},
+        {
+            "user_id": 1,
+            "created_at": "2025-12-01T00:00:00Z",
+            "headline": "h",
+            "about": "a",
+            "onboarding_categories": [3, 7],
+        },
+        {
+            "user_id": 2,
+            "created_at": "2025-12-02T00:00:00Z",
+            "headline": None,
+            "about": "b",
+            "onboarding_categories": [],
+        },
         {"user_id": 3, "created_at": "2025-12-02T00:00:00Z", "onboarding_categories": ["x"]},
     ]
     bucket.write_bytes("users/dt=2025-12-01/u.jsonl.gz", encode_jsonl(users))
     posts = [
-        {"post_id": 10, "creator_id": 1, "category_id": 3, "media_type": "video",
-         "description": "d", "created_at": "2025-12-03T00:00:00Z"},
-        {"post_id": 11, "creator_id": 1, "category_id": 3, "media_type": "hologram",
-         "description": "d", "created_at": "2025-12-03T00:00:00Z"},
+        {
+            "post_id": 10,
+            "creator_id": 1,
+            "category_id": 3,
+            "media_type": "video",
+            "description": "d",
+            "created_at": "2025-12-03T00:00:00Z",
+        },
+        {
+            "post_id": 11,
+            "creator_id": 1,
+            "category_id": 3,
+            "media_type": "hologram",
+            "description": "d",
+            "created_at": "2025-12-03T00:00:00Z",
+        },
     ]
     bucket.write_bytes("posts/dt=2025-12-03/p.jsonl", encode_jsonl(posts, gzip_it=False))
     cats = [{"category_id": 3, "name": "cooking"}, {"category_id": 7, "name": "music"}]
