@@ -48,7 +48,11 @@ def materialized(env):
     t0 = time.time()
     out = subprocess.run(
         [sys.executable, "-m", "orchestration.materialize", "--generate"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     print(f"materialize took {time.time() - t0:.0f}s")
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-6000:]
@@ -68,19 +72,30 @@ def warehouse(materialized):
 
 @pytest.fixture(scope="module")
 def service(materialized):
-    code = (
-        "from orchestration.demo import built_bento_tag; print(built_bento_tag())"
+    code = "from orchestration.demo import built_bento_tag; print(built_bento_tag())"
+    tag = (
+        subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            env=materialized,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
     )
-    tag = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=materialized, capture_output=True,
-        text=True, check=True, timeout=120,
-    ).stdout.strip().splitlines()[-1]
     port = free_port()
     # serve from a neutral directory: the bento must carry its own code and models
     proc = subprocess.Popen(
         [str(BIN / "bentoml"), "serve", tag, "--host", "127.0.0.1", "--port", str(port)],
-        cwd=Path(materialized["SOCIALREC_DATA_DIR"]), env=materialized,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        cwd=Path(materialized["SOCIALREC_DATA_DIR"]),
+        env=materialized,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     client = httpx.Client(base_url=base, timeout=60)
@@ -134,8 +149,13 @@ def test_events_exclude_posts_on_the_very_next_request(service, warehouse):
     user_id = int(users["user_id"].iloc[1])
     first = [it["post_id"] for it in _recommend(service, user_id, 5)["items"]]
     events = [
-        {"event_id": f"e2e-{user_id}-{p}", "user_id": user_id, "post_id": p,
-         "event_type": "VIEW", "ts": "2026-01-06T12:00:00Z"}
+        {
+            "event_id": f"e2e-{user_id}-{p}",
+            "user_id": user_id,
+            "post_id": p,
+            "event_type": "VIEW",
+            "ts": "2026-01-06T12:00:00Z",
+        }
         for p in first[:3]
     ]
     r = service.post("/events", json={"events": events})
@@ -160,15 +180,31 @@ def test_unknown_user_gets_a_cold_start_answer(service, warehouse):
 )
 def test_malformed_recommend_is_a_4xx_with_a_reason(service, payload):
     r = service.post("/recommend", json=payload)
-    assert 400 <= r.status_code < 500, (r.status_code, r.text)
-    assert r.text
+    assert r.status_code == 422, (r.status_code, r.text)
+    assert r.json()["detail"], r.text
 
 
 def test_malformed_events_are_rejected_whole(service):
     r = service.post(
         "/events",
-        json={"events": [{"event_id": "x", "user_id": 1, "post_id": 2, "event_type": "NOPE",
-                          "ts": "2026-01-06T12:00:00Z"}]},
+        json={
+            "events": [
+                {
+                    "event_id": "x",
+                    "user_id": 1,
+                    "post_id": 2,
+                    "event_type": "NOPE",
+                    "ts": "2026-01-06T12:00:00Z",
+                }
+            ]
+        },
     )
-    assert 400 <= r.status_code < 500
+    assert r.status_code == 422, (r.status_code, r.text)
     assert "event_type" in r.text
+
+
+def test_a_body_that_is_not_json_is_a_4xx(service):
+    r = service.post(
+        "/recommend", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert 400 <= r.status_code < 500, (r.status_code, r.text)

@@ -1,0 +1,148 @@
+"""Model layer: the TFRS two-tower retrieval model and the CatBoost ranker.
+
+Thin wrappers of ``socialrec.training`` (Feast point-in-time training frames, fit, evaluate)
+and ``socialrec.registry`` (MLflow run + registered version + ``champion`` alias). The MLflow
+run of the Dagster run comes from dagster-mlflow's resource (key ``mlflow``, the ``mlflow``
+parameter: starting it opens the run); each model is a nested run under it. Retrained nightly.
+"""
+
+import datetime as dt
+
+import dagster as dg
+import pandas as pd
+from dagster_mlflow.resources import MlFlow
+
+from assets.common import NIGHTLY, TRAINING_FRESHNESS
+from orchestration.resources import SettingsResource
+from socialrec import features, registry, training, warehouse
+from socialrec.settings import Settings
+
+
+def _model_dir(settings: Settings, name: str):
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    return settings.models_dir / name / stamp
+
+
+def _registered_metadata(reg: registry.RegisteredModel) -> dict:
+    return {
+        "mlflow_model": reg.name,
+        "mlflow_version": reg.version,
+        "mlflow_run_id": reg.run_id,
+        "model_uri": reg.model_uri,
+        "promoted_to_champion": reg.promoted,
+        "promotion_reason": reg.reason,
+    }
+
+
+@dg.asset(
+    deps=[
+        dg.AssetKey("ml_retrieval_positives"),
+        dg.AssetKey("feature_tables"),
+        dg.AssetKey("feast_registry"),
+    ],
+    group_name="models",
+    freshness_policy=TRAINING_FRESHNESS,
+    automation_condition=NIGHTLY,
+    kinds={"tensorflow", "mlflow"},
+    description="TFRS two-tower model (user tower: id, onboarding categories, profile "
+    "embedding; post tower: id, category, description embedding) trained on the train split of "
+    "ml_retrieval_positives; recall@K on the later splits beside random; registered in MLflow.",
+)
+def two_tower_model(
+    context: dg.AssetExecutionContext, settings: SettingsResource, mlflow: dg.ResourceParam[MlFlow]
+) -> dg.MaterializeResult:
+    s = settings.get()
+    positives = warehouse.read_table(s, "ml_retrieval_positives")
+    users, posts = training.training_frames(features.feature_store(s), positives)
+    result = training.train_two_tower(s, positives, users, posts)
+    m = result.metrics
+    table = "| K | recall@K | random recall@K |\n|---|---|---|\n" + "\n".join(
+        f"| {k} | {m[f'recall@{k}']:.4f} | {m[f'random_recall@{k}']:.4f} |"
+        for k in training.RETRIEVAL_KS
+    )
+    context.log.info(
+        f"two-tower on {int(m['n_users'])} held-out users x {int(m['n_posts'])} posts:\n{table}"
+    )
+    model_dir = result.model.save(_model_dir(s, "two_tower"))
+    example = users.head(5)
+    reg = registry.log_two_tower(
+        s,
+        model_dir,
+        params=result.params,
+        metrics=m,
+        data={
+            "positives": registry.data_snapshot(positives),
+            "users": len(users),
+            "posts": len(posts),
+        },
+        example_input=example[["user_id", "onboarding_categories"]],
+        example_output=result.model.user_embeddings(example),
+    )
+    return dg.MaterializeResult(
+        metadata={
+            **_registered_metadata(reg),
+            "retrieval_eval": dg.MetadataValue.md(table),
+            **{registry.metric_key(k): float(v) for k, v in m.items()},
+            "model_dir": dg.MetadataValue.path(str(model_dir)),
+        }
+    )
+
+
+@dg.asset(
+    deps=[
+        dg.AssetKey("ml_ranking_samples"),
+        dg.AssetKey("feature_tables"),
+        dg.AssetKey("feast_registry"),
+    ],
+    group_name="models",
+    freshness_policy=TRAINING_FRESHNESS,
+    automation_condition=NIGHTLY,
+    kinds={"catboost", "mlflow"},
+    description="CatBoost ranker on ml_ranking_samples with user, post and user x post "
+    "features (socialrec.ranking_features); AUC / log loss per split; registered in MLflow.",
+)
+def ranker_model(
+    context: dg.AssetExecutionContext, settings: SettingsResource, mlflow: dg.ResourceParam[MlFlow]
+) -> dg.MaterializeResult:
+    s = settings.get()
+    samples = warehouse.read_table(s, "ml_ranking_samples")
+    users, posts = training.training_frames(features.feature_store(s), samples)
+    result = training.train_ranker(s, samples, users, posts)
+    m = result.metrics
+    context.log.info(
+        "ranker: "
+        + ", ".join(f"{k}={v:.4f}" for k, v in m.items() if not k.startswith("importance."))
+    )
+    model_dir = _model_dir(s, "ranker")
+    result.model.save(model_dir)
+    example: pd.DataFrame = result.data["example"]
+    from socialrec.ranking_features import RANKER_FEATURES
+
+    reg = registry.log_ranker(
+        s,
+        result.model,
+        model_dir,
+        params=result.params,
+        metrics=m,
+        data={"samples": registry.data_snapshot(samples)},
+        example_input=example[RANKER_FEATURES] if len(example) else None,
+    )
+    importance = sorted(
+        ((k.removeprefix("importance."), v) for k, v in m.items() if k.startswith("importance.")),
+        key=lambda kv: -kv[1],
+    )
+    return dg.MaterializeResult(
+        metadata={
+            **_registered_metadata(reg),
+            **{
+                registry.metric_key(k): float(v)
+                for k, v in m.items()
+                if not k.startswith("importance.")
+            },
+            "feature_importance": dg.MetadataValue.md(
+                "| feature | importance |\n|---|---|\n"
+                + "\n".join(f"| {k} | {v:.2f} |" for k, v in importance)
+            ),
+            "model_dir": dg.MetadataValue.path(str(model_dir)),
+        }
+    )

@@ -1,0 +1,134 @@
+"""Training and evaluation of the two models, framework-free (the Dagster assets call these).
+
+Training sets are read through Feast: :func:`latest_features` is a point-in-time join
+(``get_historical_features``) of the feature views at one moment, so the model is trained on
+exactly the feature definitions the service reads online.
+
+* :func:`train_two_tower` fits the TFRS model on the ``train`` split of
+  ``ml_retrieval_positives`` and evaluates recall@K on the later splits (validation + test),
+  beside the recall@K of a random ranking of the same candidates.
+* :func:`train_ranker` fits CatBoost on ``ml_ranking_samples`` (train split; validation split
+  for early stopping) with :func:`socialrec.ranking_features.ranking_features`, and evaluates
+  AUC / log loss on the test split.
+
+Known limitation of the walking skeleton: the feature tables hold whole-history aggregates
+stamped when they were computed, so the ranker's engagement features include the sample's own
+outcome. Windowed, label-time-correct features are the data-platform / models issues' work.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from socialrec import features as fs
+from socialrec.metrics import evaluate_retrieval
+from socialrec.settings import Settings
+
+RETRIEVAL_KS = (10, 50, 100)
+
+
+@dataclass
+class TrainResult:
+    model: Any
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def latest_features(store, view: str, ids, as_of: dt.datetime | None = None) -> pd.DataFrame:
+    """The feature values of ``view`` valid at ``as_of`` (default: now) for every id.
+
+    A Feast point-in-time join with one entity row per id; columns: the id column and the
+    view's features (docs/contracts.md). Ids without a row get nulls.
+    """
+    id_col = fs.ID_COLUMNS[view]
+    ids = pd.unique(np.asarray(list(ids), dtype=np.int64))
+    stamp = pd.Timestamp(as_of or dt.datetime.now(dt.UTC))
+    entity_df = pd.DataFrame({id_col: ids, fs.TIMESTAMP: stamp})
+    refs = [f"{view}:{name}" for name in fs.FEATURE_NAMES[view]]
+    out = fs.historical_features(store, entity_df, refs)
+    return out.drop(columns=[fs.TIMESTAMP])
+
+
+def training_frames(store, positives_or_samples: pd.DataFrame, as_of=None):
+    """(users, posts): latest features of every user and post the rows mention."""
+    users = latest_features(store, fs.USER_FEATURES, positives_or_samples["user_id"], as_of)
+    posts = latest_features(store, fs.POST_FEATURES, positives_or_samples["post_id"], as_of)
+    return users, posts
+
+
+def _split(df: pd.DataFrame, *names: str) -> pd.DataFrame:
+    return df[df["split"].isin(names)].reset_index(drop=True)
+
+
+def train_two_tower(
+    settings: Settings,
+    positives: pd.DataFrame,
+    users: pd.DataFrame,
+    posts: pd.DataFrame,
+    *,
+    seed: int | None = None,
+) -> TrainResult:
+    """Fit on the train split; recall@K on the held-out (later) splits beside random."""
+    from socialrec.two_tower import TwoTowerModel
+
+    train = _split(positives, "train")
+    heldout = _split(positives, "validation", "test")
+    model = TwoTowerModel(settings.two_tower_embedding_dim)
+    model.fit(
+        train,
+        users,
+        posts,
+        epochs=settings.two_tower_epochs,
+        batch_size=settings.two_tower_batch_size,
+        seed=settings.seed if seed is None else seed,
+    )
+    metrics = evaluate_retrieval(model, users, posts, train, heldout, ks=RETRIEVAL_KS)
+    metrics["final_loss"] = float(model.meta["train"]["final_loss"] or float("nan"))
+    params = {
+        **model.hparams,
+        "epochs": settings.two_tower_epochs,
+        "batch_size": settings.two_tower_batch_size,
+    }
+    return TrainResult(model, params, metrics)
+
+
+def ranker_dataset(samples: pd.DataFrame, users: pd.DataFrame, posts: pd.DataFrame) -> pd.DataFrame:
+    """``RANKER_FEATURES`` + ``label`` + ``split`` for every sample; the post age is taken at
+    the sample's own ``ts`` (the moment it was shown)."""
+    from socialrec.ranking_features import ranking_features
+
+    feats = ranking_features(users, posts, samples, samples["ts"])
+    return feats.assign(
+        label=samples["label"].astype(int).to_numpy(), split=samples["split"].to_numpy()
+    )
+
+
+def train_ranker(
+    settings: Settings, samples: pd.DataFrame, users: pd.DataFrame, posts: pd.DataFrame
+) -> TrainResult:
+    """Fit CatBoost on the train split (validation split for early stopping); AUC and log loss
+    on every split."""
+    from socialrec.ranker import Ranker
+
+    data = ranker_dataset(samples.reset_index(drop=True), users, posts)
+    train, valid, test = (_split(data, s) for s in ("train", "validation", "test"))
+    if train["label"].nunique() < 2:
+        raise ValueError("the ranking train split needs both positive and negative samples")
+    ranker = Ranker(iterations=settings.ranker_iterations, seed=settings.seed)
+    ranker.fit(train, valid)
+    metrics: dict[str, float] = {}
+    for name, part in (("train", train), ("validation", valid), ("test", test)):
+        if len(part) and part["label"].nunique() == 2:
+            for k, v in ranker.evaluate(part).items():
+                metrics[f"{name}_{k}"] = v
+    metrics["best_iteration"] = float(ranker.best_iteration or 0)
+    metrics.update({f"importance.{k}": v for k, v in ranker.feature_importance().items()})
+    return TrainResult(
+        ranker, {**ranker.params, "loss": "Logloss"}, metrics, {"example": test.head(5)}
+    )
