@@ -20,7 +20,7 @@ RUN := $(UV) run --frozen
 help:
 	@echo "make demo         install, generate demo data, materialize every asset, serve UI + bento"
 	@echo "make materialize  the same without starting servers"
-	@echo "make test         install with dev dependencies and run the whole test suite"
+	@echo "make test         install with dev dependencies, ruff (lint + format check), the whole test suite"
 	@echo "make lint         ruff check + format check"
 	@echo "make clean        remove the local state in $(SOCIALREC_DATA_DIR)"
 
@@ -47,6 +47,8 @@ demo: materialize
 	$(RUN) python -m orchestration.demo
 
 test: install-dev
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
 	$(RUN) pytest
 
 lint: install-dev

@@ -75,7 +75,7 @@ def two_tower_model(
             "users": len(users),
             "posts": len(posts),
         },
-        example_input=example[["user_id", "onboarding_categories"]],
+        example_input=registry.two_tower_example(example),
         example_output=result.model.user_embeddings(example),
     )
     return dg.MaterializeResult(

@@ -190,6 +190,18 @@ class TwoTowerPyfunc(mlflow.pyfunc.PythonModel):
         return self.model.post_embeddings(model_input)
 
 
+def two_tower_example(users_df: pd.DataFrame) -> pd.DataFrame:
+    """The user-tower input columns of a few users, typed for signature inference
+    (``profile_embedding`` as float32 arrays, which MLflow infers as ``Array(float)``)."""
+    from socialrec.ranking_features import embedding_matrix
+
+    out = users_df[["user_id", "onboarding_categories", "profile_embedding"]]
+    out = out.reset_index(drop=True).astype({"user_id": "int64"})
+    out["onboarding_categories"] = out["onboarding_categories"].fillna("").astype(str)
+    out["profile_embedding"] = list(embedding_matrix(out["profile_embedding"]))
+    return out
+
+
 def log_two_tower(
     settings: Settings,
     model_dir: str | os.PathLike,
