@@ -10,12 +10,12 @@ once, embeddings are stacked once per table and gathered per pair.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 
 from socialrec.settings import TEXT_EMBEDDING_DIM
+from socialrec.text import embedding_matrix
 
 USER_NUMERIC = ("n_events", "n_impressions", "positive_rate")
 POST_NUMERIC = ("n_impressions", "positive_rate")
@@ -39,24 +39,13 @@ UNKNOWN = "unknown"
 
 
 def parse_categories(value) -> list[int]:
-    """Onboarding categories as ints, from "3,7" (warehouse / Feast) or a list (landing)."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    """Onboarding categories as ints, from "3,7" (warehouse / Feast), a list or array
+    (landing), or a missing value."""
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
         return []
     if isinstance(value, str):
-        return [int(v) for v in value.replace(" ", "").split(",") if v]
+        return [int(v) for v in value.replace(";", ",").replace(" ", "").split(",") if v]
     return [int(v) for v in value]
-
-
-def embedding_matrix(values: Iterable, dim: int = TEXT_EMBEDDING_DIM) -> np.ndarray:
-    """A float32 ``[n, dim]`` matrix from a column of vectors; missing vectors become zeros."""
-    values = list(values)
-    out = np.zeros((len(values), dim), dtype=np.float32)
-    present = [
-        i for i, v in enumerate(values) if v is not None and not np.isscalar(v) and len(v) == dim
-    ]
-    if present:
-        out[present] = np.asarray([values[i] for i in present], dtype=np.float32)
-    return out
 
 
 # ---- features -------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from socialrec.catalog import Catalog
+from socialrec.ranking_features import parse_categories
 from socialrec.seen import SeenStore
 from socialrec.settings import Settings
 
@@ -74,15 +75,6 @@ class Scorer(Protocol):
 
 
 FeatureBuilder = Callable[[pd.DataFrame, pd.DataFrame, pd.DataFrame, Any], pd.DataFrame]
-
-
-def parse_categories(value: Any) -> list[int]:
-    """Onboarding categories from ``"3,7"``, a list/array, or a missing value."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
-        return []
-    if isinstance(value, str):
-        return [int(p) for p in value.replace(";", ",").split(",") if p.strip()]
-    return [int(v) for v in value]
 
 
 # --- stage 1: retrieval ---------------------------------------------------------------------

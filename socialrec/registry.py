@@ -193,7 +193,7 @@ class TwoTowerPyfunc(mlflow.pyfunc.PythonModel):
 def two_tower_example(users_df: pd.DataFrame) -> pd.DataFrame:
     """The user-tower input columns of a few users, typed for signature inference
     (``profile_embedding`` as float32 arrays, which MLflow infers as ``Array(float)``)."""
-    from socialrec.ranking_features import embedding_matrix
+    from socialrec.text import embedding_matrix
 
     out = users_df[["user_id", "onboarding_categories", "profile_embedding"]]
     out = out.reset_index(drop=True).astype({"user_id": "int64"})

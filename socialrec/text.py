@@ -137,11 +137,16 @@ def embed_incremental(
 
 
 def embedding_matrix(column: pd.Series | Sequence, dim: int = TEXT_EMBEDDING_DIM) -> np.ndarray:
-    """Stack a column of vectors into ``float32 [n, dim]`` (missing rows become zeros)."""
-    out = np.zeros((len(column), dim), dtype=np.float32)
-    for i, v in enumerate(column):
-        if v is not None and not (isinstance(v, float) and np.isnan(v)):
-            out[i] = np.asarray(v, dtype=np.float32)
+    """Stack a column of vectors into ``float32 [n, dim]``; missing rows (None, NaN, an empty
+    vector) become zeros, a vector of another length is an error."""
+    values = list(column)
+    out = np.zeros((len(values), dim), dtype=np.float32)
+    present = [i for i, v in enumerate(values) if v is not None and not np.isscalar(v) and len(v)]
+    if present:
+        stacked = np.asarray([np.asarray(values[i], dtype=np.float32) for i in present])
+        if stacked.ndim != 2 or stacked.shape[1] != dim:
+            raise ValueError(f"embeddings must have {dim} dimensions, got shape {stacked.shape}")
+        out[present] = stacked
     return out
 
 

@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from socialrec.ranking_features import embedding_matrix, parse_categories
+from socialrec.ranking_features import parse_categories
 from socialrec.settings import TEXT_EMBEDDING_DIM
+from socialrec.text import embedding_matrix
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS needs Keras 2 (tf-keras)
 
