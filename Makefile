@@ -15,13 +15,14 @@ export BENTOML_DO_NOT_TRACK := true
 export MLFLOW_ENABLE_TELEMETRY := false
 RUN := $(UV) run --frozen
 
-.PHONY: help uv install install-dev data materialize demo test lint format clean
+.PHONY: help uv install install-dev data materialize demo test lint format clean bench
 
 help:
 	@echo "make demo         install, generate demo data, materialize every asset, serve UI + bento"
 	@echo "make materialize  the same without starting servers"
 	@echo "make test         install with dev dependencies, ruff (lint + format check), the whole test suite"
 	@echo "make lint         ruff check + format check"
+	@echo "make bench        every benchmark in benchmarks/ (make bench-<name> for one, e.g. bench-load)"
 	@echo "make clean        remove the local state in $(SOCIALREC_DATA_DIR)"
 
 $(UV):
@@ -50,6 +51,13 @@ test: install-dev
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) pytest
+
+BENCHMARKS := $(patsubst benchmarks/%.py,%,$(filter-out benchmarks/__init__.py,$(wildcard benchmarks/*.py)))
+
+bench: $(addprefix bench-,$(BENCHMARKS))
+
+bench-%: install-dev
+	$(RUN) python -m benchmarks.$*
 
 lint: install-dev
 	$(RUN) ruff check .

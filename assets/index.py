@@ -12,17 +12,19 @@ import numpy as np
 
 from assets.common import DERIVED_FRESHNESS, EAGER
 from orchestration.resources import SettingsResource
-from socialrec import features, registry, training
+from socialrec import features, registry, training, warehouse
+from socialrec.catalog import live_posts
 from socialrec.index import PostIndex
 
 
 @dg.asset(
-    deps=[dg.AssetKey("two_tower_model"), dg.AssetKey("feature_tables")],
+    deps=[dg.AssetKey("two_tower_model"), dg.AssetKey("feature_tables"), dg.AssetKey("dim_posts")],
     group_name="index",
     freshness_policy=DERIVED_FRESHNESS,
     automation_condition=EAGER,
     kinds={"milvus"},
-    description="Post-tower embeddings (champion two-tower) of all posts with category_id, "
+    description="Post-tower embeddings (champion two-tower) of all live (not deleted) posts "
+    "with category_id, "
     "creator_id and created_at as scalar fields, in a new Milvus collection per model "
     "version; the alias is swapped when it is loaded.",
 )
@@ -35,7 +37,7 @@ def post_index(
     champion = registry.champion_version(s, registry.TWO_TOWER)
     model = TwoTowerModel.load(registry.champion_dir(s, registry.TWO_TOWER))
     store = features.feature_store(s)
-    post_ids = features.read_feature_table(s, features.POST_FEATURES)["post_id"].unique()
+    post_ids = live_posts(warehouse.read_table(s, "dim_posts"))["post_id"]
     posts = training.latest_features(store, features.POST_FEATURES, post_ids)
     posts = posts.dropna(subset=["category_id"]).reset_index(drop=True)
     vectors = model.post_embeddings(posts)

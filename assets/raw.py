@@ -2,7 +2,11 @@
 
 ``raw_events`` is partitioned by landing day (``events/dt=YYYY-MM-DD/``) and loads a whole
 partition range in one run; the dimensions are small and fully reloaded. No automation
-condition: the GCS sensor (or a person) requests them when files land.
+condition: the landing sensor (or a person) requests them when files land.
+
+Checks: ``raw_events_quarantine_rate`` warns when the share of quarantined event lines exceeds
+``settings.quarantine_warn_rate``; a time-partition freshness check warns when yesterday's
+partition has not been loaded by 06:00 UTC (the freshness policy cannot see partitions).
 """
 
 import dagster as dg
@@ -70,3 +74,23 @@ raw_users = _dimension_asset(
     "users", "All landed user profiles in raw.users (full reload; categories as '3,7')."
 )
 raw_categories = _dimension_asset("categories", "The category catalogue in raw.categories.")
+
+
+@dg.asset_check(
+    asset=raw_events,
+    description="Share of quarantined event lines (all partitions) is at most "
+    "SOCIALREC_QUARANTINE_WARN_RATE; the reasons are in raw.quarantine.",
+)
+def raw_events_quarantine_rate(settings: SettingsResource) -> dg.AssetCheckResult:
+    s = settings.get()
+    stats = warehouse.quarantine_rate(s, "events")
+    return dg.AssetCheckResult(
+        passed=stats["rate"] <= s.quarantine_warn_rate,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={**stats, "warn_rate": s.quarantine_warn_rate},
+    )
+
+
+raw_events_freshness_checks = dg.build_time_partition_freshness_checks(
+    assets=[raw_events], deadline_cron="0 6 * * *", timezone="UTC"
+)

@@ -43,6 +43,13 @@ def popularity_score(frame: pd.DataFrame) -> np.ndarray:
     return rate * np.log1p(np.maximum(pos, 0))
 
 
+def live_posts(dim_posts: pd.DataFrame) -> pd.DataFrame:
+    """The posts that may be shown: ``dim_posts`` minus tombstoned (``is_deleted``) posts."""
+    if "is_deleted" not in dim_posts.columns:
+        return dim_posts
+    return dim_posts[~dim_posts["is_deleted"].fillna(False).astype(bool)]
+
+
 @dataclass
 class Catalog:
     posts: pd.DataFrame  # COLUMNS (re-indexed by post_id on init)
@@ -51,6 +58,8 @@ class Catalog:
     # --- building ------------------------------------------------------------------------
     @classmethod
     def from_dim_posts(cls, dim_posts: pd.DataFrame, fresh_share: float = 0.3) -> Catalog:
+        """The catalog of the live posts of ``dim_posts`` (deleted posts are left out)."""
+        dim_posts = live_posts(dim_posts)
         frame = pd.DataFrame(
             {
                 "post_id": dim_posts["post_id"].astype("int64").to_numpy(),

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     demo_days: int = 14
     demo_start_date: str = "2026-01-01"
 
+    # --- data quality ------------------------------------------------------------------------
+    quarantine_warn_rate: float = 0.05  # share of quarantined event lines that warns
+
     # --- models ------------------------------------------------------------------------------
     two_tower_embedding_dim: int = 32
     two_tower_epochs: int = 5

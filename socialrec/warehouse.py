@@ -35,10 +35,12 @@ _RAW_DDL = {
         dwell_ms BIGINT, dt DATE, _source_file VARCHAR, _line BIGINT, _loaded_at TIMESTAMP""",
     "posts": """
         post_id BIGINT, creator_id BIGINT, category_id BIGINT, media_type VARCHAR,
-        description VARCHAR, created_at TIMESTAMP, _source_file VARCHAR, _loaded_at TIMESTAMP""",
+        description VARCHAR, created_at TIMESTAMP, updated_at TIMESTAMP, is_deleted BOOLEAN,
+        _source_file VARCHAR, _line BIGINT, _loaded_at TIMESTAMP""",
     "users": """
         user_id BIGINT, created_at TIMESTAMP, headline VARCHAR, about VARCHAR,
-        onboarding_categories VARCHAR, _source_file VARCHAR, _loaded_at TIMESTAMP""",
+        onboarding_categories VARCHAR, updated_at TIMESTAMP, is_deleted BOOLEAN,
+        _source_file VARCHAR, _line BIGINT, _loaded_at TIMESTAMP""",
     "categories": "category_id BIGINT, name VARCHAR",
     "quarantine": """
         dataset VARCHAR, source_file VARCHAR, line BIGINT, reason VARCHAR, payload VARCHAR,
@@ -66,6 +68,9 @@ _ARROW = {
             ("media_type", pa.string()),
             ("description", pa.string()),
             ("created_at", pa.timestamp("us")),
+            ("updated_at", pa.timestamp("us")),
+            ("is_deleted", pa.bool_()),
+            ("_line", pa.int64()),
         ]
     ),
     "users": pa.schema(
@@ -75,6 +80,9 @@ _ARROW = {
             ("headline", pa.string()),
             ("about", pa.string()),
             ("onboarding_categories", pa.string()),
+            ("updated_at", pa.timestamp("us")),
+            ("is_deleted", pa.bool_()),
+            ("_line", pa.int64()),
         ]
     ),
     "categories": pa.schema([("category_id", pa.int64()), ("name", pa.string())]),
@@ -90,6 +98,8 @@ _ARROW = {
 _TABLE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 _PARTITION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _MAX_PAYLOAD_CHARS = 10_000
+# an event stamped later than this past its load time is quarantined (clock skew allowance)
+FUTURE_TOLERANCE = dt.timedelta(hours=1)
 
 
 class BadRecord(ValueError):
@@ -136,11 +146,36 @@ def connect(settings: Settings, read_only: bool = False) -> duckdb.DuckDBPyConne
     return duckdb.connect(str(path), read_only=read_only)
 
 
+def _ddl_columns(columns: str) -> list[str]:
+    return [c.split()[0] for c in " ".join(columns.split()).split(", ")]
+
+
 def ensure_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create schema ``raw`` and its tables (docs/contracts.md) if they do not exist."""
+    """Create schema ``raw`` and its tables (docs/contracts.md) if they do not exist.
+
+    A dimension table from an older layout is re-created (dimension loads are full reloads);
+    other tables get the columns they lack added (nullable), never dropped.
+    """
     con.execute("CREATE SCHEMA IF NOT EXISTS raw")
     for name, columns in _RAW_DDL.items():
-        con.execute(f"CREATE TABLE IF NOT EXISTS raw.{name} ({columns})")
+        existing = [
+            r[0]
+            for r in con.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = 'raw' AND table_name = ? ORDER BY ordinal_position",
+                [name],
+            ).fetchall()
+        ]
+        wanted = _ddl_columns(columns)
+        if existing and existing != wanted and name in DIMENSIONS:
+            con.execute(f"DROP TABLE raw.{name}")
+            existing = []
+        if not existing:
+            con.execute(f"CREATE TABLE raw.{name} ({columns})")
+            continue
+        for col in " ".join(columns.split()).split(", "):
+            if col.split()[0] not in existing:
+                con.execute(f"ALTER TABLE raw.{name} ADD COLUMN {col}")
 
 
 def read_table(settings: Settings, name: str, columns: Iterable[str] | None = None) -> pd.DataFrame:
@@ -158,6 +193,30 @@ def read_table(settings: Settings, name: str, columns: Iterable[str] | None = No
 
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
+
+
+def quarantine_rate(settings: Settings, dataset: str = "events") -> dict[str, float]:
+    """Loaded rows, quarantined lines and their share for one raw dataset (all partitions)."""
+    if dataset not in _RAW_DDL or dataset == "quarantine":
+        raise ValueError(f"not a raw dataset: {dataset!r}")
+    con = connect(settings, read_only=True)
+    try:
+        tables = {
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw'"
+            ).fetchall()
+        }
+        if not {dataset, "quarantine"} <= tables:
+            return {"rows": 0, "quarantined": 0, "rate": 0.0}
+        rows = con.execute(f"SELECT count(*) FROM raw.{dataset}").fetchone()[0]
+        bad = con.execute(
+            "SELECT count(*) FROM raw.quarantine WHERE dataset = ?", [dataset]
+        ).fetchone()[0]
+    finally:
+        con.close()
+    total = rows + bad
+    return {"rows": rows, "quarantined": bad, "rate": bad / total if total else 0.0}
 
 
 # --- loads ---------------------------------------------------------------------------------
@@ -185,7 +244,7 @@ def load_event_partitions(
                 [prefix],
             )
             for blob in bucket.list(prefix):
-                rows, bad = _parse_file(bucket, blob.key, "events", _parse_event)
+                rows, bad = _parse_file(bucket, blob.key, "events", _parse_event, loaded_at)
                 _insert(con, "events", rows, blob.key, loaded_at, extra={"dt": p})
                 _quarantine(con, "events", bad, blob.key, loaded_at)
                 report.files += 1
@@ -214,7 +273,7 @@ def load_dimension(settings: Settings, bucket: LandingBucket, dataset: str) -> L
         con.execute(f"DELETE FROM raw.{dataset}")
         con.execute("DELETE FROM raw.quarantine WHERE dataset = ?", [dataset])
         for blob in bucket.list(f"{dataset}/"):
-            rows, bad = _parse_file(bucket, blob.key, dataset, _PARSERS[dataset])
+            rows, bad = _parse_file(bucket, blob.key, dataset, _PARSERS[dataset], loaded_at)
             lineage = dataset != "categories"
             _insert(con, dataset, rows, blob.key if lineage else None, loaded_at)
             _quarantine(con, dataset, bad, blob.key, loaded_at)
@@ -301,9 +360,13 @@ Parser = Callable[[dict], dict]
 
 
 def _parse_file(
-    bucket: LandingBucket, key: str, dataset: str, parse: Parser
+    bucket: LandingBucket, key: str, dataset: str, parse: Parser, loaded_at: dt.datetime
 ) -> tuple[pa.Table, pa.Table]:
-    """(good rows, quarantined rows) of one landing file; an unreadable file is one bad row."""
+    """(good rows, quarantined rows) of one landing file; an unreadable file is one bad row.
+
+    ``loaded_at`` (naive UTC) is the load's time: events stamped more than FUTURE_TOLERANCE
+    after it are quarantined; a post/user version without ``updated_at`` nor ``created_at``
+    (a bare tombstone) is stamped with it."""
     good: list[dict] = []
     bad: list[dict] = []
     try:
@@ -317,14 +380,18 @@ def _parse_file(
             if not isinstance(record, dict):
                 raise BadRecord(f"not a JSON object: {type(record).__name__}")
             row = parse(record)
+            if dataset == "events" and row["ts"] > loaded_at + FUTURE_TOLERANCE:
+                raise BadRecord(f"future ts: {record.get('ts')!r} is after the load time")
         except json.JSONDecodeError as exc:
             bad.append({"line": n, "reason": f"bad json: {exc.msg}", "payload": text})
             continue
         except BadRecord as exc:
             bad.append({"line": n, "reason": str(exc), "payload": text})
             continue
-        if dataset == "events":
+        if dataset != "categories":
             row["_line"] = n
+        if "updated_at" in row and row["updated_at"] is None:
+            row["updated_at"] = loaded_at
         good.append(row)
     for b in bad:
         if b["payload"] is not None and len(b["payload"]) > _MAX_PAYLOAD_CHARS:
@@ -396,21 +463,45 @@ def _parse_event(r: dict) -> dict:
     }
 
 
+def _bool(record: dict, name: str) -> bool:
+    value = record.get(name, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise BadRecord(f"bad {name}: {value!r} (true or false)")
+    return value
+
+
+def _versioning(r: dict, created_at: dt.datetime | None) -> dict:
+    """``updated_at`` (default: created_at, else the load time) and ``is_deleted``."""
+    updated = _ts(r, "updated_at") if r.get("updated_at") is not None else created_at
+    return {"updated_at": updated, "is_deleted": _bool(r, "deleted")}
+
+
 def _parse_post(r: dict) -> dict:
+    post_id = _int(r, "post_id")
+    if _bool(r, "deleted"):  # a tombstone: only the id is required
+        created = _ts(r, "created_at") if r.get("created_at") is not None else None
+        return {"post_id": post_id, "created_at": created, **_versioning(r, created)}
     media_type = _str(r, "media_type", required=True)
     if media_type not in MEDIA_TYPES:
         raise BadRecord(f"unknown media_type: {media_type!r}")
+    created = _ts(r, "created_at")
     return {
-        "post_id": _int(r, "post_id"),
+        "post_id": post_id,
         "creator_id": _int(r, "creator_id"),
         "category_id": _int(r, "category_id"),
         "media_type": media_type,
         "description": _str(r, "description"),
-        "created_at": _ts(r, "created_at"),
+        "created_at": created,
+        **_versioning(r, created),
     }
 
 
 def _parse_user(r: dict) -> dict:
+    if _bool(r, "deleted"):  # a tombstone: only the id is required
+        created = _ts(r, "created_at") if r.get("created_at") is not None else None
+        return {"user_id": _int(r, "user_id"), "created_at": created, **_versioning(r, created)}
     cats = r.get("onboarding_categories")
     if cats is None:
         cats = []
@@ -419,12 +510,14 @@ def _parse_user(r: dict) -> dict:
     if not isinstance(cats, list):
         raise BadRecord(f"bad onboarding_categories: {cats!r}")
     ids = [_int({"onboarding_categories": c}, "onboarding_categories") for c in cats]
+    created = _ts(r, "created_at")
     return {
         "user_id": _int(r, "user_id"),
-        "created_at": _ts(r, "created_at"),
+        "created_at": created,
         "headline": _str(r, "headline"),
         "about": _str(r, "about"),
         "onboarding_categories": ",".join(str(i) for i in ids),
+        **_versioning(r, created),
     }
 
 

@@ -214,6 +214,16 @@ def test_catalog_cold_start_and_roundtrip(world, tmp_path):
     assert loaded.creators([1003]) == {1003: 3}
 
 
+def test_catalog_leaves_out_deleted_posts(world):
+    dim_posts = world["dim_posts"].assign(is_deleted=lambda d: d["post_id"] % 2 == 0)
+    dim_posts.loc[dim_posts.index[1], "is_deleted"] = None  # unknown counts as live
+    cat = Catalog.from_dim_posts(dim_posts)
+    assert len(cat) == (dim_posts["is_deleted"] != True).sum()  # noqa: E712
+    picks = [p for p, _ in cat.cold_start(len(dim_posts), None)]
+    assert picks and all(p % 2 == 1 for p in picks)
+    assert not cat.metadata([1000, 1002]).shape[0]
+
+
 # --- composed -----------------------------------------------------------------------------
 @pytest.fixture
 def recommender(world, tmp_path):

@@ -30,6 +30,9 @@ BAD_LINES = [
     (json.dumps(_event(92, event_type="TELEPORT")), "unknown event_type"),
     (json.dumps(_event(93, ts="yesterday")), "bad ts"),
     (json.dumps([1, 2, 3]), "not a JSON object"),
+    (json.dumps(_event(94, post_id=None)), "missing post_id"),
+    (json.dumps(_event(95, ts="2999-01-01T00:00:00Z")), "future ts"),
+    (json.dumps(_event(96, dwell_ms=-5)), "bad dwell_ms"),
 ]
 
 
@@ -202,3 +205,53 @@ def test_gzip_line_numbers_match_the_decompressed_file(settings, bucket):
     a = events[events._source_file == "events/dt=2026-01-01/a.jsonl.gz"]
     for line, event_id in zip(a._line, a.event_id, strict=True):
         assert json.loads(raw.splitlines()[line - 1])["event_id"] == event_id
+
+
+def test_posts_and_users_are_versions_with_tombstones(settings):
+    bucket = LocalLandingBucket(settings.landing_uri)
+    post = {
+        "post_id": 7,
+        "creator_id": 1,
+        "category_id": 3,
+        "media_type": "text",
+        "description": "first",
+        "created_at": "2026-01-01T00:00:00Z",
+    }
+    bucket.write_bytes("posts/dt=2026-01-01/a.jsonl", encode_jsonl([post], gzip_it=False))
+    edits = [
+        {**post, "category_id": 4, "updated_at": "2026-01-02T00:00:00Z"},
+        {"post_id": 7, "deleted": True, "updated_at": "2026-01-03T00:00:00Z"},
+        {"post_id": 8, "deleted": True},  # a bare tombstone: stamped with the load time
+        {"post_id": 9, "deleted": "yes"},
+        {**post, "post_id": 10, "updated_at": "not a time"},
+    ]
+    bucket.write_bytes("posts/dt=2026-01-03/b.jsonl", encode_jsonl(edits, gzip_it=False))
+    report = warehouse.load_dimension(settings, bucket, "posts")
+    assert (report.rows_loaded, report.rows_quarantined) == (4, 2)
+    assert set(report.reasons) == {"bad deleted", "bad updated_at"}
+
+    posts = warehouse.read_table(settings, "raw.posts").sort_values(["post_id", "updated_at"])
+    v = posts[posts.post_id == 7]
+    assert v.category_id.tolist()[:2] == [3, 4]
+    assert v.is_deleted.tolist() == [False, False, True]
+    assert str(v.updated_at.iloc[0]) == "2026-01-01 00:00:00"  # defaults to created_at
+    assert v._line.tolist() == [1, 1, 2]
+    bare = posts[posts.post_id == 8].iloc[0]
+    assert bare.is_deleted and bare.updated_at == bare._loaded_at
+    assert posts.loc[posts.post_id == 8, "media_type"].isna().all()
+
+
+def test_an_old_raw_dimension_table_is_recreated_with_the_new_columns(settings):
+    con = warehouse.connect(settings)
+    con.execute("CREATE SCHEMA raw")
+    con.execute("CREATE TABLE raw.users (user_id BIGINT, created_at TIMESTAMP)")
+    con.execute("CREATE TABLE raw.events (event_id VARCHAR)")
+    con.close()
+    bucket = LocalLandingBucket(settings.landing_uri)
+    user = {"user_id": 1, "created_at": "2026-01-01T00:00:00Z", "onboarding_categories": [2]}
+    bucket.write_bytes("users/a.jsonl", encode_jsonl([user], gzip_it=False))
+    assert warehouse.load_dimension(settings, bucket, "users").rows_loaded == 1
+    users = warehouse.read_table(settings, "raw.users")
+    assert {"updated_at", "is_deleted", "_line"} <= set(users.columns)
+    events = warehouse.read_table(settings, "raw.events")
+    assert {"event_id", "ts", "dt", "_line"} <= set(events.columns)  # columns added, kept rows
