@@ -1,0 +1,1 @@
+"""socialrec benchmarks (not tests): ``make bench`` runs them all, ``make bench-<name>`` one."""
