@@ -1,7 +1,10 @@
 """Model layer: the TFRS two-tower retrieval model and the CatBoost ranker.
 
 Thin wrappers of ``socialrec.training`` (Feast point-in-time training frames, fit, evaluate)
-and ``socialrec.registry`` (MLflow run + registered version + ``champion`` alias). The MLflow
+and ``socialrec.registry`` (MLflow run + registered version + ``challenger`` alias). Each model
+has a blocking quality gate (an asset check): the challenger and the current champion are
+evaluated on the same validation set and the challenger is promoted to ``champion`` only when
+it does not regress; otherwise the check fails and nothing downstream (index, bento) runs. The MLflow
 run of the Dagster run comes from dagster-mlflow's resource (key ``mlflow``, the ``mlflow``
 parameter: starting it opens the run); each model is a nested run under it. Retrained nightly.
 """
@@ -29,8 +32,8 @@ def _registered_metadata(reg: registry.RegisteredModel) -> dict:
         "mlflow_version": reg.version,
         "mlflow_run_id": reg.run_id,
         "model_uri": reg.model_uri,
-        "promoted_to_champion": reg.promoted,
-        "promotion_reason": reg.reason,
+        "alias": registry.CHALLENGER,
+        "note": reg.reason,
     }
 
 
@@ -146,3 +149,51 @@ def ranker_model(
             "model_dir": dg.MetadataValue.path(str(model_dir)),
         }
     )
+
+
+def _gate_result(gate: training.GateResult) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=gate.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=gate.reason,
+        metadata={**gate.metadata(), "promoted": gate.passed},
+    )
+
+
+@dg.asset_check(
+    asset=two_tower_model,
+    blocking=True,
+    description="Quality gate: recall@100 of the challenger vs the champion on the current "
+    "validation split; promotes the challenger to champion unless it regresses.",
+)
+def two_tower_quality_gate(settings: SettingsResource) -> dg.AssetCheckResult:
+    s = settings.get()
+    positives = warehouse.read_table(s, "ml_retrieval_positives")
+    users, posts = training.training_frames(features.feature_store(s), positives)
+    gate = training.quality_gate(
+        s,
+        registry.TWO_TOWER,
+        "validation recall@100",
+        lambda path: training.two_tower_validation_recall(path, positives, users, posts),
+    )
+    return _gate_result(gate)
+
+
+@dg.asset_check(
+    asset=ranker_model,
+    blocking=True,
+    description="Quality gate: AUC of the challenger vs the champion on the current validation "
+    "split; promotes the challenger to champion unless it regresses.",
+)
+def ranker_quality_gate(settings: SettingsResource) -> dg.AssetCheckResult:
+    s = settings.get()
+    samples = warehouse.read_table(s, "ml_ranking_samples")
+    users, posts = training.training_frames(features.feature_store(s), samples)
+    data = training.ranker_dataset(samples, users, posts)
+    gate = training.quality_gate(
+        s,
+        registry.RANKER,
+        "validation AUC",
+        lambda path: training.ranker_validation_auc(path, data),
+    )
+    return _gate_result(gate)

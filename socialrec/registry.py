@@ -7,9 +7,11 @@
   ``ranker/``), and an MLflow model with a signature (pyfunc for the two-tower, the catboost
   flavour for the ranker) registered as ``socialrec_two_tower`` / ``socialrec_ranker``.
   Inside an active run (the Dagster run's, from dagster-mlflow) each model gets a nested run.
-* The new version gets the alias ``champion`` when :func:`should_promote` says so. It always
-  does for now: THE seam for a quality gate (compare with the current champion's metrics).
-* :func:`champion_dir` gives a local copy of the champion's model directory (what
+* The new version gets the alias ``challenger``. The quality gate (an asset check that calls
+  :func:`gate` on metrics of both models measured on the same validation set) moves
+  ``champion`` to it with :func:`promote` only when it does not regress; the first version of a
+  model is promoted as there is nothing to regress against. Serving reads ``champion``.
+* :func:`model_dir` gives a local copy of an aliased version's model directory (what
   ``TwoTowerModel.load`` / ``Ranker.load`` read); :func:`champion_run_id` its run id.
 """
 
@@ -37,6 +39,7 @@ from socialrec.settings import Settings
 TWO_TOWER = "socialrec_two_tower"
 RANKER = "socialrec_ranker"
 CHAMPION = "champion"
+CHALLENGER = "challenger"
 # where each model's saved directory lives among its run's artifacts (docs/contracts.md)
 ARTIFACT_PATHS = {TWO_TOWER: "two_tower", RANKER: "ranker"}
 
@@ -127,11 +130,30 @@ def _pins(*packages: str) -> list[str]:
     return pins
 
 
-def should_promote(settings: Settings, name: str, metrics: Mapping[str, float]) -> tuple[bool, str]:
-    """Whether a new version becomes ``champion``. The quality gate goes here (e.g. block when
-    a metric regresses against the current champion's run); for now every version is promoted.
-    """
-    return True, "no quality gate yet: every new version is promoted"
+def gate(
+    challenger: float, champion: float | None, tolerance: float, higher_is_better: bool = True
+) -> tuple[bool, str]:
+    """Whether the challenger may replace the champion: it must not be worse than the champion
+    by more than ``tolerance`` (relative). No champion (None): it passes."""
+    if champion is None:
+        return True, "no champion yet"
+    if not math.isfinite(challenger):
+        return False, f"challenger metric is {challenger}"
+    sign = 1.0 if higher_is_better else -1.0
+    floor = champion - sign * tolerance * abs(champion)
+    passed = sign * (challenger - floor) >= 0
+    verdict = "does not regress" if passed else "regresses"
+    return passed, (
+        f"challenger {challenger:.4f} vs champion {champion:.4f}: {verdict} "
+        f"(tolerance {tolerance:.0%})"
+    )
+
+
+def promote(settings: Settings, name: str, version: int | str, reason: str) -> None:
+    """Point ``champion`` at ``version`` and record why on the version."""
+    client = _client(settings)
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    client.set_model_version_tag(name, str(version), "promotion", reason)
 
 
 def _log_run(
@@ -160,16 +182,12 @@ def _log_run(
         mlflow.log_artifacts(str(model_dir), ARTIFACT_PATHS[name])
         info = log_model()
         model_version = int(info.registered_model_version)
-        promoted, reason = should_promote(settings, name, clean)
         client = _client(settings)
         client.set_model_version_tag(name, str(model_version), "mlflow_run_id", run.info.run_id)
         client.set_model_version_tag(name, str(model_version), "metrics", json.dumps(clean))
-        if promoted:
-            client.set_registered_model_alias(name, CHAMPION, str(model_version))
-        mlflow.set_tags({"socialrec.promoted": str(promoted), "socialrec.promotion": reason})
-        return RegisteredModel(
-            name, model_version, run.info.run_id, info.model_uri, promoted, reason
-        )
+        client.set_registered_model_alias(name, CHALLENGER, str(model_version))
+        reason = "registered as challenger; the quality gate decides on champion"
+        return RegisteredModel(name, model_version, run.info.run_id, info.model_uri, False, reason)
 
 
 # ---- the two-tower model --------------------------------------------------------------------
@@ -269,6 +287,16 @@ def log_ranker(
 # ---- reading the champion -------------------------------------------------------------------
 
 
+def aliased_version(settings: Settings, name: str, alias: str):
+    """The ``ModelVersion`` behind an alias, or None when the model or alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _client(settings).get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
 def champion_version(settings: Settings, name: str):
     """The ``ModelVersion`` behind the ``champion`` alias (raises if there is none)."""
     return _client(settings).get_model_version_by_alias(name, CHAMPION)
@@ -280,9 +308,14 @@ def champion_run_id(settings: Settings, name: str) -> str:
 
 
 def champion_dir(settings: Settings, name: str) -> Path:
-    """A local copy of the champion's model directory (``two_tower/`` or ``ranker/`` of its
-    run), cached per version under ``settings.models_dir / "champions"``."""
-    mv = champion_version(settings, name)
+    """A local copy of the champion's model directory (see :func:`model_dir`)."""
+    return model_dir(settings, name, CHAMPION)
+
+
+def model_dir(settings: Settings, name: str, alias: str = CHAMPION) -> Path:
+    """A local copy of the model directory (``two_tower/`` or ``ranker/`` of its run) of the
+    version behind ``alias``, cached per version under ``settings.models_dir / "champions"``."""
+    mv = _client(settings).get_model_version_by_alias(name, alias)
     run_id = mv.run_id or mv.tags["mlflow_run_id"]
     artifact_path = ARTIFACT_PATHS[name]
     dst = Path(settings.models_dir) / "champions" / name / f"v{mv.version}"

@@ -71,12 +71,17 @@ class Settings(BaseSettings):
     two_tower_epochs: int = 5
     two_tower_batch_size: int = 512
     ranker_iterations: int = 300
+    # the challenger becomes champion unless its validation metric is this much (relative) worse
+    quality_gate_tolerance: float = 0.02
 
     # --- serving -----------------------------------------------------------------------------
     retrieval_top_n: int = 200
     exploration_share: float = 0.2
     diversity_decay: float = 0.85
     collection_alias: str = "posts"
+
+    # --- landing sensor ----------------------------------------------------------------------
+    landing_sensor_lag_seconds: int = 600  # how late a landing file may become visible
 
     @model_validator(mode="after")
     def _profile_defaults(self) -> Settings:

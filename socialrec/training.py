@@ -19,13 +19,16 @@ outcome. Windowed, label-time-correct features are the data-platform / models is
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from socialrec import features as fs
+from socialrec import registry
 from socialrec.metrics import evaluate_retrieval
 from socialrec.settings import Settings
 
@@ -131,4 +134,91 @@ def train_ranker(
     metrics.update({f"importance.{k}": v for k, v in ranker.feature_importance().items()})
     return TrainResult(
         ranker, {**ranker.params, "loss": "Logloss"}, metrics, {"example": test.head(5)}
+    )
+
+
+# ---- the quality gate: challenger vs champion on the same validation set -------------------
+
+
+@dataclass
+class GateResult:
+    model: str
+    metric: str
+    challenger_version: int
+    champion_version: int | None
+    challenger_value: float
+    champion_value: float | None
+    passed: bool
+    reason: str
+
+    def metadata(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+def two_tower_validation_recall(
+    model_path: Path,
+    positives: pd.DataFrame,
+    users: pd.DataFrame,
+    posts: pd.DataFrame,
+    k: int = 100,
+) -> float:
+    """Recall@k of a saved two-tower model on the ``validation`` positives (train positives of
+    each user excluded from the candidates)."""
+    from socialrec.two_tower import TwoTowerModel
+
+    model = TwoTowerModel.load(model_path)
+    train, valid = _split(positives, "train"), _split(positives, "validation")
+    return evaluate_retrieval(model, users, posts, train, valid, ks=(k,))[f"recall@{k}"]
+
+
+def ranker_validation_auc(model_path: Path, data: pd.DataFrame) -> float:
+    """AUC of a saved ranker on the ``validation`` rows of :func:`ranker_dataset`."""
+    from socialrec.ranker import Ranker
+
+    valid = _split(data, "validation")
+    if valid.empty or valid["label"].nunique() < 2:
+        return float("nan")
+    return Ranker.load(model_path).evaluate(valid)["auc"]
+
+
+def quality_gate(
+    settings: Settings, name: str, metric: str, evaluate: Callable[[Path], float]
+) -> GateResult:
+    """Evaluate the ``challenger`` and the ``champion`` versions of a registered model with
+    ``evaluate`` (a saved model dir -> a higher-is-better metric on one validation set) and
+    promote the challenger when it does not regress beyond ``settings.quality_gate_tolerance``.
+    """
+    challenger = registry.aliased_version(settings, name, registry.CHALLENGER)
+    if challenger is None:
+        raise ValueError(f"{name} has no challenger version to gate")
+    champion = registry.aliased_version(settings, name, registry.CHAMPION)
+    value = float(evaluate(registry.model_dir(settings, name, registry.CHALLENGER)))
+    if champion is not None and champion.version == challenger.version:
+        return GateResult(
+            name,
+            metric,
+            int(challenger.version),
+            int(champion.version),
+            value,
+            value,
+            True,
+            "the challenger is already the champion",
+        )
+    champion_value = (
+        float(evaluate(registry.model_dir(settings, name, registry.CHAMPION)))
+        if champion is not None
+        else None
+    )
+    passed, reason = registry.gate(value, champion_value, settings.quality_gate_tolerance)
+    if passed:
+        registry.promote(settings, name, challenger.version, f"{metric}: {reason}")
+    return GateResult(
+        name,
+        metric,
+        int(challenger.version),
+        None if champion is None else int(champion.version),
+        value,
+        champion_value,
+        passed,
+        reason,
     )

@@ -39,30 +39,60 @@ def _fit_ranker(data: pd.DataFrame) -> Ranker:
     return Ranker(iterations=30).fit(data[data["split"] == "train"])
 
 
-def test_each_logged_ranker_is_a_new_champion_with_its_run(settings, ranker_data, tmp_path):
-    versions = []
-    for i in range(2):
-        ranker = _fit_ranker(ranker_data)
-        model_dir = tmp_path / f"ranker{i}"
-        ranker.save(model_dir)
-        reg = registry.log_ranker(
-            settings,
-            ranker,
-            model_dir,
-            params={"iterations": 30},
-            metrics={"validation_auc": 0.7 + i / 100, "recall@10": 0.5, "nan": float("nan")},
-            data={"samples": registry.data_snapshot(ranker_data.assign(ts=pd.Timestamp.now()))},
-            example_input=ranker_data[RANKER_FEATURES].head(5),
-        )
-        versions.append(reg)
-    assert [r.version for r in versions] == [1, 2]
-    assert all(r.promoted for r in versions)
-    champion = registry.champion_version(settings, registry.RANKER)
-    assert int(champion.version) == 2
-    assert registry.champion_run_id(settings, registry.RANKER) == versions[1].run_id
+def _log(settings, ranker, data, tmp_path, i):
+    model_dir = tmp_path / f"ranker{i}"
+    ranker.save(model_dir)
+    return registry.log_ranker(
+        settings,
+        ranker,
+        model_dir,
+        params={"iterations": ranker.params["iterations"]},
+        metrics={"validation_auc": 0.7 + i / 100, "recall@10": 0.5, "nan": float("nan")},
+        data={"samples": registry.data_snapshot(data.assign(ts=pd.Timestamp.now()))},
+        example_input=data[RANKER_FEATURES].head(5),
+    )
 
-    run = mlflow.get_run(versions[1].run_id)
-    assert run.data.metrics["validation_auc"] == pytest.approx(0.71)
+
+def _gate(settings, data):
+    from socialrec import training
+
+    return training.quality_gate(
+        settings,
+        registry.RANKER,
+        "validation AUC",
+        lambda path: training.ranker_validation_auc(path, data),
+    )
+
+
+def test_challenger_becomes_champion_only_through_the_gate(settings, ranker_data, tmp_path):
+    # v1: nothing to regress against -> promoted
+    v1 = _log(settings, _fit_ranker(ranker_data), ranker_data, tmp_path, 1)
+    assert (v1.version, v1.promoted) == (1, False)
+    assert registry.aliased_version(settings, registry.RANKER, registry.CHAMPION) is None
+    first = _gate(settings, ranker_data)
+    assert first.passed and first.champion_version is None and first.reason == "no champion yet"
+    assert int(registry.champion_version(settings, registry.RANKER).version) == 1
+
+    # v2 learned from shuffled labels: it regresses on the same validation set -> blocked
+    shuffled = ranker_data.assign(label=ranker_data["label"].sample(frac=1, random_state=0).values)
+    v2 = _log(settings, _fit_ranker(shuffled), ranker_data, tmp_path, 2)
+    second = _gate(settings, ranker_data)
+    assert not second.passed, second
+    assert (second.challenger_version, second.champion_version) == (v2.version, 1)
+    assert second.challenger_value < second.champion_value
+    assert int(registry.champion_version(settings, registry.RANKER).version) == 1
+    assert int(registry.aliased_version(settings, registry.RANKER, "challenger").version) == 2
+
+    # v3 as good as v1 -> promoted; the gate is idempotent once it is champion
+    v3 = _log(settings, _fit_ranker(ranker_data), ranker_data, tmp_path, 3)
+    third = _gate(settings, ranker_data)
+    assert third.passed and third.champion_version == 1
+    assert int(registry.champion_version(settings, registry.RANKER).version) == v3.version
+    assert _gate(settings, ranker_data).reason == "the challenger is already the champion"
+    assert registry.champion_run_id(settings, registry.RANKER) == v3.run_id
+
+    run = mlflow.get_run(v3.run_id)
+    assert run.data.metrics["validation_auc"] == pytest.approx(0.73)
     assert "recall_at_10" in run.data.metrics and "nan" not in run.data.metrics
     assert run.data.params["iterations"] == "30"
     assert run.info.artifact_uri.startswith(settings.mlflow_artifacts_dir.resolve().as_uri())
@@ -72,12 +102,27 @@ def test_each_logged_ranker_is_a_new_champion_with_its_run(settings, ranker_data
     assert registry.champion_dir(settings, registry.RANKER) == local  # cached per version
     x = ranker_data[RANKER_FEATURES].head(20)
     loaded = Ranker.load(local)
-    np.testing.assert_allclose(loaded.predict(x), Ranker.load(tmp_path / "ranker1").predict(x))
+    np.testing.assert_allclose(loaded.predict(x), Ranker.load(tmp_path / "ranker3").predict(x))
     # and MLflow's own flavour with the inferred signature serves the same scores
-    flavour = mlflow.catboost.load_model(versions[1].model_uri)
-    assert flavour.predict_proba(
-        x.astype({c: str for c in ("post_category_id", "post_media_type")})
-    )[:, 1] == pytest.approx(loaded.predict(x))
+    flavour = mlflow.catboost.load_model(v3.model_uri)
+    cats = {c: str for c in ("post_category_id", "post_media_type")}
+    assert flavour.predict_proba(x.astype(cats))[:, 1] == pytest.approx(loaded.predict(x))
+
+
+@pytest.mark.parametrize(
+    ("challenger", "champion", "higher", "passed"),
+    [
+        (0.50, None, True, True),
+        (0.50, 0.50, True, True),
+        (0.495, 0.50, True, True),  # within 2%
+        (0.48, 0.50, True, False),
+        (float("nan"), 0.5, True, False),
+        (0.51, 0.50, False, True),  # lower is better (a loss): 2% worse is allowed
+        (0.52, 0.50, False, False),
+    ],
+)
+def test_gate_arithmetic(challenger, champion, higher, passed):
+    assert registry.gate(challenger, champion, 0.02, higher)[0] is passed
 
 
 def test_a_two_tower_run_registers_a_pyfunc_of_the_saved_towers(settings, frames, tmp_path):
@@ -97,8 +142,8 @@ def test_a_two_tower_run_registers_a_pyfunc_of_the_saved_towers(settings, frames
         example_input=registry.two_tower_example(example),
         example_output=model.user_embeddings(example),
     )
-    assert reg.version == 1 and reg.promoted
-    local = registry.champion_dir(settings, registry.TWO_TOWER)
+    assert reg.version == 1
+    local = registry.model_dir(settings, registry.TWO_TOWER, registry.CHALLENGER)
     assert (local / "user_tower" / "saved_model.pb").exists()
     pyfunc = mlflow.pyfunc.load_model(reg.model_uri)
     np.testing.assert_allclose(
