@@ -14,7 +14,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import dagster as dg  # noqa: E402
 
 from assets import dbt, embeddings, features, index, models, raw, serving  # noqa: E402
-from orchestration.resources import SettingsResource, mlflow_resource  # noqa: E402
+from orchestration.resources import LandingResource, SettingsResource, mlflow_resource  # noqa: E402
+from orchestration.sensors import build_landing_sensor  # noqa: E402
 
 ASSET_MODULES = [raw, dbt, embeddings, features, models, index, serving]
 
@@ -52,10 +53,12 @@ def build_definitions(data_dir: str | None = None) -> dg.Definitions:
                 "automation_condition_sensor",
                 target=dg.AssetSelection.all(),
                 default_status=dg.DefaultSensorStatus.RUNNING,
-            )
+            ),
+            build_landing_sensor(running=settings.profile == "gcp"),
         ],
         resources={
             "settings": settings_resource,
+            "landing": LandingResource.from_settings(settings_resource),
             "dbt": dbt.dbt_resource(settings),
             "mlflow": mlflow_resource.configured(
                 {

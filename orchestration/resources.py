@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dagster as dg
+from dagster_gcp import GCSResource
 from dagster_mlflow import mlflow_tracking
 from dagster_mlflow.resources import MlFlow
 
+from socialrec.landing import LandingBucket, open_bucket
 from socialrec.settings import Settings
 
 
@@ -22,6 +24,30 @@ class SettingsResource(dg.ConfigurableResource):
         settings = Settings(**overrides)
         settings.ensure_dirs()
         return settings
+
+
+class LandingResource(dg.ConfigurableResource):
+    """The landing bucket of ``settings.landing_uri``: ``landing.get() -> LandingBucket``.
+
+    One interface, two implementations: a ``gs://bucket`` URI gives a GCSLandingBucket whose
+    google-cloud-storage client comes from dagster-gcp's ``GCSResource`` (nested, so its
+    ``project`` shows in the UI); anything else a LocalLandingBucket on that directory.
+    With ``STORAGE_EMULATOR_HOST`` set (tests, the GCS emulator) the client talks to the
+    emulator with anonymous credentials (google-cloud-storage does that by itself).
+    Resource key ``landing``; build it with ``LandingResource.from_settings(settings)``.
+    """
+
+    settings: SettingsResource
+    gcs: GCSResource
+
+    @classmethod
+    def from_settings(cls, settings: SettingsResource) -> LandingResource:
+        """The resource for this settings resource (GCS project: ``bigquery_project``)."""
+        return cls(settings=settings, gcs=GCSResource(project=settings.get().bigquery_project))
+
+    def get(self) -> LandingBucket:
+        uri = str(self.settings.get().landing_uri)
+        return open_bucket(uri, client=self.gcs.get_client() if uri.startswith("gs://") else None)
 
 
 @dg.resource(

@@ -25,7 +25,9 @@ _DT_RE = re.compile(r"/dt=(\d{4}-\d{2}-\d{2})/")
 class BlobInfo:
     key: str
     size: int
-    updated: dt.datetime  # timezone-aware UTC
+    # timezone-aware UTC; a new value means a new version of the file (the landing sensor's
+    # cursor relies on it: GCS sets it when an upload finalises; see LocalLandingBucket.list)
+    updated: dt.datetime
 
     @property
     def partition(self) -> str | None:
@@ -62,9 +64,7 @@ class LocalLandingBucket:
             key = path.relative_to(base).as_posix()
             if key.startswith(prefix):
                 st = path.stat()
-                out.append(
-                    BlobInfo(key, st.st_size, dt.datetime.fromtimestamp(st.st_mtime, dt.UTC))
-                )
+                out.append(BlobInfo(key, st.st_size, _local_updated(st)))
         return sorted(out, key=lambda b: b.key)
 
     def read_bytes(self, key: str) -> bytes:
@@ -76,6 +76,15 @@ class LocalLandingBucket:
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_bytes(data)
         os.replace(tmp, path)  # atomic: a reader never sees half a file
+
+
+def _local_updated(st: os.stat_result) -> dt.datetime:
+    """When a local file got its current content or place: max(mtime, ctime), exact to the us.
+
+    ctime covers files moved or copied in with their old mtime kept (``mv``, ``cp -p``,
+    ``rsync -a``), which would otherwise look older than files already seen."""
+    ns = max(st.st_mtime_ns, st.st_ctime_ns)
+    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=ns // 1000)
 
 
 class GCSLandingBucket:
@@ -102,9 +111,11 @@ class GCSLandingBucket:
         self.bucket.blob(key).upload_from_string(data)
 
 
-def open_bucket(landing_uri: str) -> LandingBucket:
+def open_bucket(landing_uri: str, client=None) -> LandingBucket:
+    """The bucket of ``settings.landing_uri``: ``gs://bucket`` (through ``client``, a
+    google.cloud.storage.Client; default: one from the environment) or a directory."""
     if landing_uri.startswith("gs://"):
-        return GCSLandingBucket(landing_uri.removeprefix("gs://").strip("/"))
+        return GCSLandingBucket(landing_uri.removeprefix("gs://").strip("/"), client=client)
     return LocalLandingBucket(landing_uri)
 
 

@@ -25,3 +25,32 @@ def free_port() -> int:
 @pytest.fixture
 def port() -> int:
     return free_port()
+
+
+@pytest.fixture
+def gcs_emulator(port):
+    """gcp-storage-emulator on 127.0.0.1 (in memory, bucket ``landing``): its endpoint URL.
+
+    Stopped after the test. Clients: ``emulator_client(endpoint)``, or any
+    google.cloud.storage.Client while ``STORAGE_EMULATOR_HOST`` is the endpoint."""
+    from gcp_storage_emulator.server import create_server
+
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket="landing")
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+def emulator_client(endpoint: str):
+    """A google-cloud-storage client of the emulator at ``endpoint`` (anonymous)."""
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    return storage.Client(
+        project="test",
+        credentials=AnonymousCredentials(),
+        client_options=ClientOptions(api_endpoint=endpoint),
+    )

@@ -3,28 +3,17 @@ against gcp-storage-emulator on 127.0.0.1) behave the same."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
-from gcp_storage_emulator.server import create_server
-from google.api_core.client_options import ClientOptions
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import storage
 
 from socialrec.landing import GCSLandingBucket, LocalLandingBucket, encode_jsonl, iter_lines
+from tests.conftest import emulator_client
 
 
 @pytest.fixture
-def gcs_bucket(port):
-    server = create_server("127.0.0.1", port, in_memory=True, default_bucket="landing")
-    server.start()
-    try:
-        client = storage.Client(
-            project="test",
-            credentials=AnonymousCredentials(),
-            client_options=ClientOptions(api_endpoint=f"http://127.0.0.1:{port}"),
-        )
-        yield GCSLandingBucket("landing", client=client)
-    finally:
-        server.stop()
+def gcs_bucket(gcs_emulator):
+    return GCSLandingBucket("landing", client=emulator_client(gcs_emulator))
 
 
 @pytest.fixture(params=["local", "gcs"])
@@ -55,3 +44,16 @@ def test_write_list_read_roundtrip(bucket):
 def test_gzip_bytes_are_deterministic():
     rows = [{"a": 1}]
     assert encode_jsonl(rows) == encode_jsonl(rows)
+
+
+def test_local_updated_covers_files_moved_in_with_an_old_mtime(tmp_path):
+    """`updated` of a local file is max(mtime, ctime): `mv` / `cp -p` of an old file is new."""
+    bucket = LocalLandingBucket(tmp_path / "landing")
+    bucket.write_bytes("posts/a.jsonl", b"{}\n")
+    first = bucket.list("posts/")[0].updated
+    old = tmp_path / "old.jsonl"
+    old.write_bytes(b"{}\n")
+    os.utime(old, (0, 0))  # an mtime of 1970, as `cp -p` or `rsync -a` would keep it
+    os.replace(old, tmp_path / "landing" / "posts" / "b.jsonl")
+    moved = {b.key: b.updated for b in bucket.list("posts/")}["posts/b.jsonl"]
+    assert moved >= first
