@@ -12,9 +12,8 @@ partition has not been loaded by 06:00 UTC (the freshness policy cannot see part
 import dagster as dg
 
 from assets.common import RAW_FRESHNESS
-from orchestration.resources import SettingsResource
+from orchestration.resources import LandingResource, SettingsResource
 from socialrec import warehouse
-from socialrec.landing import open_bucket
 from socialrec.settings import Settings
 
 EVENT_PARTITIONS = dg.DailyPartitionsDefinition(start_date=Settings().demo_start_date, end_offset=1)
@@ -34,11 +33,10 @@ def _result(report: warehouse.LoadReport) -> dg.MaterializeResult:
     "lines go to raw.quarantine. Reloading a partition replaces it (idempotent).",
 )
 def raw_events(
-    context: dg.AssetExecutionContext, settings: SettingsResource
+    context: dg.AssetExecutionContext, settings: SettingsResource, landing: LandingResource
 ) -> dg.MaterializeResult:
-    s = settings.get()
     report = warehouse.load_event_partitions(
-        s, open_bucket(str(s.landing_uri)), list(context.partition_keys)
+        settings.get(), landing.get(), list(context.partition_keys)
     )
     context.log.info(
         f"raw_events {report.partitions[0]}..{report.partitions[-1]}: {report.rows_loaded} rows, "
@@ -56,10 +54,9 @@ def _dimension_asset(dataset: str, description: str) -> dg.AssetsDefinition:
         description=description,
     )
     def _load(
-        context: dg.AssetExecutionContext, settings: SettingsResource
+        context: dg.AssetExecutionContext, settings: SettingsResource, landing: LandingResource
     ) -> dg.MaterializeResult:
-        s = settings.get()
-        report = warehouse.load_dimension(s, open_bucket(str(s.landing_uri)), dataset)
+        report = warehouse.load_dimension(settings.get(), landing.get(), dataset)
         context.log.info(
             f"raw_{dataset}: {report.rows_loaded} rows, {report.rows_quarantined} quarantined, "
             f"{report.files} files"

@@ -55,6 +55,11 @@ def build_definitions(data_dir: str | None = None) -> dg.Definitions:
                 default_status=dg.DefaultSensorStatus.RUNNING,
             ),
             build_landing_sensor(running=settings.profile == "gcp"),
+            dg.build_sensor_for_freshness_checks(
+                freshness_checks=raw.raw_events_freshness_checks,
+                name="freshness_checks_sensor",
+                default_status=dg.DefaultSensorStatus.RUNNING,
+            ),
         ],
         resources={
             "settings": settings_resource,

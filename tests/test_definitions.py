@@ -64,6 +64,34 @@ def test_the_graph_reaches_the_bento_from_raw_events(defs):
         assert dg.AssetKey(key) in ancestors, key
 
 
+def test_the_graph_has_no_orphan_and_raw_assets_are_fed_by_the_landing_sensor(defs):
+    graph = defs.resolve_asset_graph()
+    keys = graph.get_all_asset_keys()
+    orphans = [
+        k.to_user_string()
+        for k in keys
+        if not graph.get(k).parent_keys and not graph.get(k).child_keys
+    ]
+    assert not orphans, orphans
+    roots = {k.to_user_string() for k in keys if not graph.get(k).parent_keys}
+    # the roots are the raw loaders (and the Feast registry, applied from code)
+    assert roots <= {"raw_events", "raw_posts", "raw_users", "raw_categories", "feast_registry"}
+    sensor = defs.resolve_sensor_def("landing_sensor")
+    job = defs.resolve_job_def(sensor.job_name)
+    targeted = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
+    assert {"raw_events", "raw_posts", "raw_users", "raw_categories"} <= targeted
+    # the partitioned raw asset gets a per-partition freshness check run by its sensor
+    checks = {c.name for c in graph.get_check_keys_for_assets({dg.AssetKey("raw_events")})}
+    assert {"freshness_check", "raw_events_quarantine_rate"} <= checks
+    assert defs.resolve_sensor_def("freshness_checks_sensor") is not None
+    # training assets retrain on the nightly cron and are gated before promotion
+    for name in ("two_tower_model", "ranker_model"):
+        cond = graph.get(dg.AssetKey(name)).automation_condition
+        assert "cron" in str(cond).lower() or "0 3 * * *" in str(cond), cond
+        gates = {c.name for c in graph.get_check_keys_for_assets({dg.AssetKey(name)})}
+        assert any(g.endswith("quality_gate") for g in gates), gates
+
+
 def test_jobs_schedules_sensors_and_dbt_checks(defs):
     assert defs.resolve_job_def("materialize_all") is not None
     assert defs.resolve_job_def("nightly_retrain") is not None
