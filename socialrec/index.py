@@ -264,3 +264,41 @@ class PostIndex:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class InMemoryIndex:
+    """Exact inner-product search over an embedding matrix, with the same ``search`` contract as
+    :class:`PostIndex` (category restriction from validated ints only). The offline evaluation
+    uses it so that its figures measure the models, not the ANN approximation."""
+
+    def __init__(self, post_ids, category_ids, embeddings: np.ndarray):
+        self.post_ids = np.asarray(post_ids, dtype=np.int64)
+        self.category_ids = np.asarray(category_ids, dtype=np.int64)
+        self.embeddings = np.asarray(embeddings, dtype=np.float32)
+        if not (len(self.post_ids) == len(self.category_ids) == len(self.embeddings)):
+            raise ValueError("post_ids, category_ids and embeddings differ in length")
+
+    def search(
+        self,
+        alias: str,
+        vectors: np.ndarray,
+        top_n: int,
+        category_ids: Sequence[int] | None = None,
+    ) -> list[list[tuple[int, float]]]:
+        queries = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        mask = np.ones(len(self.post_ids), dtype=bool)
+        if category_ids is not None:
+            if isinstance(category_ids, str | bytes):
+                raise ValueError(f"category_ids must be a list of integers, got {category_ids!r}")
+            mask = np.isin(self.category_ids, validated_ints(list(category_ids)))
+        idx = np.flatnonzero(mask)
+        top_n = min(int(top_n), len(idx))
+        if top_n <= 0:
+            return [[] for _ in range(len(queries))]
+        scores = queries @ self.embeddings[idx].T
+        out = []
+        for row in scores:
+            top = np.argpartition(-row, top_n - 1)[:top_n]
+            top = top[np.lexsort((self.post_ids[idx[top]], -row[top]))]
+            out.append([(int(self.post_ids[idx[i]]), float(row[i])) for i in top])
+        return out

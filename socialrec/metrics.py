@@ -44,6 +44,66 @@ def ndcg_at_k(
     return float(np.mean(scores)) if scores else 0.0
 
 
+def precision_at_k(
+    ranked: Mapping[int, Sequence[int]], relevant: Mapping[int, Iterable[int]], k: int
+) -> float:
+    """Mean over users with at least one relevant item of |top-k ∩ relevant| / k."""
+    scores = []
+    for user, rel in relevant.items():
+        rel = set(rel)
+        if rel:
+            top = list(ranked.get(user, ()))[:k]
+            scores.append(len(rel.intersection(top)) / k)
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def mrr(
+    ranked: Mapping[int, Sequence[int]], relevant: Mapping[int, Iterable[int]], k: int | None = None
+) -> float:
+    """Mean reciprocal rank of the first relevant item (0 when none is in the top k)."""
+    scores = []
+    for user, rel in relevant.items():
+        rel = set(rel)
+        if not rel:
+            continue
+        top = list(ranked.get(user, ()))
+        top = top[:k] if k else top
+        scores.append(next((1.0 / (i + 1) for i, item in enumerate(top) if item in rel), 0.0))
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def catalog_coverage(ranked: Mapping[int, Sequence[int]], n_items: int, k: int) -> float:
+    """Share of the catalog that appears in at least one user's top k."""
+    shown = {item for items in ranked.values() for item in list(items)[:k]}
+    return len(shown) / n_items if n_items else 0.0
+
+
+def popularity_bias(
+    ranked: Mapping[int, Sequence[int]], popularity: Mapping[int, float], k: int, top: float = 0.01
+) -> dict[str, float]:
+    """How concentrated the recommendations are on popular items.
+
+    ``top_share``: share of all top-k slots that go to the ``top`` (1%) most popular items of
+    ``popularity`` (e.g. training positives per item); ``gini``: Gini coefficient of how often
+    each catalog item is recommended (0 = every item equally, 1 = one item gets everything).
+    """
+    items = sorted(popularity, key=lambda i: (-popularity[i], i))
+    n_top = max(1, int(round(len(items) * top)))
+    head = set(items[:n_top])
+    slots = [item for recs in ranked.values() for item in list(recs)[:k]]
+    counts = pd.Series(slots).value_counts() if slots else pd.Series(dtype=float)
+    per_item = np.sort(counts.reindex(items, fill_value=0).to_numpy(dtype=float)) if items else []
+    gini = 0.0
+    if len(per_item) and per_item.sum() > 0:
+        n = len(per_item)
+        cum = np.cumsum(per_item)
+        gini = float((n + 1 - 2 * (cum / cum[-1]).sum()) / n)
+    return {
+        "top_share": (sum(1 for s in slots if s in head) / len(slots)) if slots else 0.0,
+        "gini": gini,
+    }
+
+
 def random_recall_at_k(k: int, n_items: int, relevant: int | Iterable[int] = 1) -> float:
     """Expected recall@k of a uniformly random ranking of ``n_items`` candidates.
 

@@ -211,6 +211,8 @@ class Recommendation:
     items: list[dict]
     path: str  # PERSONALIZED | COLD_START
     debug: dict[str, Any] | None = None
+    # the retrieval candidates that survived filtering, best first (offline evaluation reads it)
+    candidates: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -310,7 +312,7 @@ class Recommender:
         info = None
         if debug:
             info = {"stages": timer.stages, "categories": categories, "n_seen": len(seen)}
-        return Recommendation(user_id, items, path, info)
+        return Recommendation(user_id, items, path, info, [p for p, _ in kept])
 
     def _cold_start_frame(
         self, user_id: int, k: int, categories: list[int], exclude: set[int]

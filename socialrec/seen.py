@@ -164,6 +164,46 @@ class SQLiteSeenStore:
         self.close()
 
 
+class InMemorySeenStore:
+    """A seen store in a dict (offline evaluation, tests): same contract as the SQLite one."""
+
+    def __init__(self) -> None:
+        self._rows: dict[int, dict[int, set[str]]] = {}
+
+    def mark(self, user_id: int, post_ids: Iterable[int], event_type: str, ts=None) -> int:
+        event_type = _check_event_type(event_type)
+        posts = self._rows.setdefault(int(user_id), {})
+        n = 0
+        for p in post_ids:
+            posts.setdefault(int(p), set()).add(event_type)
+            n += 1
+        return n
+
+    def mark_events(self, events: Iterable[tuple[int, int, str, object]]) -> int:
+        return sum(self.mark(u, [p], e) for u, p, e, _ in events)
+
+    def bulk_load(self, frame: pd.DataFrame) -> int:
+        bad = sorted(set(frame["event_type"]) - set(EVENT_TYPES))
+        if bad:
+            raise ValueError(f"unknown event types {bad}")
+        for u, p, e in zip(frame["user_id"], frame["post_id"], frame["event_type"], strict=True):
+            self._rows.setdefault(int(u), {}).setdefault(int(p), set()).add(str(e))
+        return len(frame)
+
+    def seen(self, user_id: int) -> set[int]:
+        return set(self._rows.get(int(user_id), {}))
+
+    def negatives(self, user_id: int) -> set[int]:
+        return {
+            p
+            for p, types in self._rows.get(int(user_id), {}).items()
+            if types & set(NEGATIVE_EVENTS)
+        }
+
+    def close(self) -> None:
+        pass
+
+
 def open_seen_store(settings: Settings) -> SeenStore:
     """The seen store of these settings: SQLite (embedded default) or ScyllaDB.
 
