@@ -64,7 +64,7 @@ def two_tower_model(
         for k in training.RETRIEVAL_KS
     )
     context.log.info(
-        f"two-tower on {int(m['n_users'])} held-out users x {int(m['n_posts'])} posts:\n{table}"
+        f"two-tower on {int(m['n_users'])} test-split users x {int(m['n_posts'])} posts:\n{table}"
     )
     model_dir = result.model.save(_model_dir(s, "two_tower"))
     example = users.head(5)

@@ -210,11 +210,16 @@ class TwoTowerPyfunc(mlflow.pyfunc.PythonModel):
 
 def two_tower_example(users_df: pd.DataFrame) -> pd.DataFrame:
     """The user-tower input columns of a few users, typed for signature inference
-    (``profile_embedding`` as float32 arrays, which MLflow infers as ``Array(float)``)."""
+    (``profile_embedding`` as float32 arrays, which MLflow infers as ``Array(float)``; the
+    activity counts as int64 and the rate as float64)."""
     from socialrec.text import embedding_matrix
 
-    out = users_df[["user_id", "onboarding_categories", "profile_embedding"]]
+    activity = [c for c in ("n_events", "n_positives", "positive_rate") if c in users_df.columns]
+    out = users_df[["user_id", "onboarding_categories", "profile_embedding", *activity]]
     out = out.reset_index(drop=True).astype({"user_id": "int64"})
+    for c in activity:
+        values = pd.to_numeric(out[c], errors="coerce").fillna(0)
+        out[c] = values.astype("float64" if c == "positive_rate" else "int64")
     out["onboarding_categories"] = out["onboarding_categories"].fillna("").astype(str)
     out["profile_embedding"] = list(embedding_matrix(out["profile_embedding"]))
     return out

@@ -77,11 +77,13 @@ def train_two_tower(
     *,
     seed: int | None = None,
 ) -> TrainResult:
-    """Fit on the train split; recall@K on the held-out (later) splits beside random."""
+    """Fit on the train split, early-stopped on validation recall@100; recall@K on the test
+    split (the latest period, never seen in training or model selection) beside random."""
     from socialrec.two_tower import TwoTowerModel
 
     train = _split(positives, "train")
-    heldout = _split(positives, "validation", "test")
+    valid = _split(positives, "validation")
+    test = _split(positives, "test")
     model = TwoTowerModel(settings.two_tower_embedding_dim)
     model.fit(
         train,
@@ -90,9 +92,15 @@ def train_two_tower(
         epochs=settings.two_tower_epochs,
         batch_size=settings.two_tower_batch_size,
         seed=settings.seed if seed is None else seed,
+        validation_df=valid,
     )
-    metrics = evaluate_retrieval(model, users, posts, train, heldout, ks=RETRIEVAL_KS)
-    metrics["final_loss"] = float(model.meta["train"]["final_loss"] or float("nan"))
+    seen = pd.concat([train, valid], ignore_index=True)  # exposure before the test period
+    metrics = evaluate_retrieval(model, users, posts, seen, test, ks=RETRIEVAL_KS)
+    info = model.meta["train"]
+    metrics["final_loss"] = float(info["final_loss"] or float("nan"))
+    metrics["epochs_run"] = float(info["epochs_run"])
+    if info.get("best_val_recall") is not None:
+        metrics["best_val_recall@100"] = float(info["best_val_recall"])
     params = {
         **model.hparams,
         "epochs": settings.two_tower_epochs,

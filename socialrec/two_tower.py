@@ -1,14 +1,23 @@
 """The two-tower retrieval model (TensorFlow Recommenders).
 
 * User tower: user id embedding (unknown ids share one OOV row), onboarding categories
-  (multi-hot over the category slots), profile text embedding (MiniLM 384 -> dense).
-* Post tower: post id embedding (OOV row), category embedding, description text embedding.
+  (multi-hot over the category slots), profile text embedding (MiniLM 384 -> dense), activity
+  (log counts of events and positives, positive rate).
+* Post tower: post id embedding (OOV row), category embedding, media type embedding, creator
+  embedding (OOV row), description text embedding.
 * Both end in an L2-normalised vector of ``embedding_dim``: the dot product is a cosine.
 
-Training uses in-batch negatives (``tfrs.tasks.Retrieval``). Ids are only in the vocabulary if
-they have training positives; during training a share of the ids is replaced by the OOV id
-(``id_dropout``), so the OOV rows learn a content-only embedding: new users and new posts are
-embedded from their onboarding categories / category and text.
+Training uses in-batch softmax (``tfrs.tasks.Retrieval``) with a temperature and the
+sampling-bias correction of Yi et al. (RecSys 2019): in-batch negatives are drawn in
+proportion to how often a post is a positive, so each logit is corrected by ``-log q`` with
+``q`` the post's frequency among the training positives (``logq_correction``). With a
+validation set, :meth:`TwoTowerModel.fit` keeps the epoch with the best validation recall@K
+and stops after ``patience`` epochs without improvement.
+
+Ids are only in the vocabulary if they have training positives; during training a share of the
+ids is replaced by the OOV id (``id_dropout``), so the OOV rows learn a content-only embedding:
+new users and new posts are embedded from their onboarding categories / category, media type,
+creator and text.
 
 Input columns are turned into tensors by ONE function per tower (:func:`encode_users`,
 :func:`encode_posts`), used in training, after :meth:`TwoTowerModel.load` and at serving time.
@@ -27,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from socialrec.ranking_features import parse_categories
-from socialrec.settings import TEXT_EMBEDDING_DIM
+from socialrec.settings import MEDIA_TYPES, TEXT_EMBEDDING_DIM
 from socialrec.text import embedding_matrix
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS needs Keras 2 (tf-keras)
@@ -35,18 +44,26 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS needs Keras 2 (tf-kera
 import tensorflow as tf  # noqa: E402
 import tensorflow_recommenders as tfrs  # noqa: E402
 
-USER_TOWER_INPUTS = ("user_id", "onboarding", "profile_embedding")
-POST_TOWER_INPUTS = ("post_id", "category_id", "description_embedding")
+USER_TOWER_INPUTS = ("user_id", "onboarding", "profile_embedding", "activity")
+POST_TOWER_INPUTS = ("post_id", "category_id", "media_type", "creator_id", "description_embedding")
+ACTIVITY_FEATURES = 3
 _PREDICT_BATCH = 4096
-_META_VERSION = 1
+_META_VERSION = 2
 
 
 # ---- encoding: columns -> named arrays (the one place, training and serving) ---------------
 
 
+def _numeric(df: pd.DataFrame, col: str) -> np.ndarray:
+    if col not in df.columns:
+        return np.zeros(len(df), dtype=np.float32)
+    return pd.to_numeric(df[col], errors="coerce").fillna(0).to_numpy(dtype=np.float32)
+
+
 def encode_users(users_df: pd.DataFrame, category_slots: list[int]) -> dict[str, np.ndarray]:
     """User tower inputs: ``user_id`` int64, ``onboarding`` multi-hot float32 over the
-    category slots (unknown categories ignored), ``profile_embedding`` float32[384]."""
+    category slots (unknown categories ignored), ``profile_embedding`` float32[384],
+    ``activity`` float32[3] (log1p events, log1p positives, positive rate; 0 when missing)."""
     slot = {c: i for i, c in enumerate(category_slots)}
     n = len(users_df)
     multi_hot = np.zeros((n, len(category_slots)), dtype=np.float32)
@@ -57,19 +74,42 @@ def encode_users(users_df: pd.DataFrame, category_slots: list[int]) -> dict[str,
                 rows.append(i)
                 cols.append(slot[c])
     multi_hot[rows, cols] = 1.0
+    activity = np.stack(
+        [
+            np.log1p(np.maximum(_numeric(users_df, "n_events"), 0)),
+            np.log1p(np.maximum(_numeric(users_df, "n_positives"), 0)),
+            np.clip(_numeric(users_df, "positive_rate"), 0, 1),
+        ],
+        axis=1,
+    ).astype(np.float32)
     return {
         "user_id": users_df["user_id"].to_numpy(dtype=np.int64),
         "onboarding": multi_hot,
         "profile_embedding": embedding_matrix(users_df["profile_embedding"]),
+        "activity": activity,
     }
 
 
 def encode_posts(posts_df: pd.DataFrame) -> dict[str, np.ndarray]:
     """Post tower inputs: ``post_id`` int64, ``category_id`` int64 (-1 when missing),
-    ``description_embedding`` float32[384]."""
+    ``media_type`` int64 (index in MEDIA_TYPES, -1 when unknown), ``creator_id`` int64 (-1
+    when missing), ``description_embedding`` float32[384]."""
+    media_index = {m: i for i, m in enumerate(MEDIA_TYPES)}
+    media = (
+        posts_df["media_type"]
+        if "media_type" in posts_df.columns
+        else pd.Series([None] * len(posts_df), index=posts_df.index)
+    )
+    creator = (
+        posts_df["creator_id"]
+        if "creator_id" in posts_df.columns
+        else pd.Series(np.nan, index=posts_df.index)
+    )
     return {
         "post_id": posts_df["post_id"].to_numpy(dtype=np.int64),
         "category_id": pd.to_numeric(posts_df["category_id"]).fillna(-1).to_numpy(dtype=np.int64),
+        "media_type": np.asarray([media_index.get(v, -1) for v in media], dtype=np.int64),
+        "creator_id": pd.to_numeric(creator).fillna(-1).to_numpy(dtype=np.int64),
         "description_embedding": embedding_matrix(posts_df["description_embedding"]),
     }
 
@@ -82,10 +122,13 @@ def _input_specs(n_slots: int) -> dict[str, dict[str, tf.TensorSpec]]:
             "profile_embedding": tf.TensorSpec(
                 [None, TEXT_EMBEDDING_DIM], tf.float32, name="profile_embedding"
             ),
+            "activity": tf.TensorSpec([None, ACTIVITY_FEATURES], tf.float32, name="activity"),
         },
         "post": {
             "post_id": tf.TensorSpec([None], tf.int64, name="post_id"),
             "category_id": tf.TensorSpec([None], tf.int64, name="category_id"),
+            "media_type": tf.TensorSpec([None], tf.int64, name="media_type"),
+            "creator_id": tf.TensorSpec([None], tf.int64, name="creator_id"),
             "description_embedding": tf.TensorSpec(
                 [None, TEXT_EMBEDDING_DIM], tf.float32, name="description_embedding"
             ),
@@ -154,6 +197,8 @@ class _Retrieval(tfrs.Model):
             users,
             posts,
             candidate_ids=features["post_id"],
+            # logQ correction: None trains the plain in-batch softmax
+            candidate_sampling_probability=features.get("sampling_probability"),
             compute_metrics=False,
             compute_batch_metrics=False,
         )
@@ -191,6 +236,7 @@ class TwoTowerModel:
         learning_rate: float = 0.005,
         temperature: float = 0.1,
         id_dropout: float = 0.2,
+        logq_correction: bool = True,
     ):
         self.embedding_dim = embedding_dim
         self.hparams = {
@@ -202,6 +248,7 @@ class TwoTowerModel:
             "learning_rate": learning_rate,
             "temperature": temperature,
             "id_dropout": id_dropout,
+            "logq_correction": logq_correction,
         }
         self.meta: dict = {}
         self.history: dict[str, list[float]] = {}
@@ -218,9 +265,17 @@ class TwoTowerModel:
         epochs: int = 5,
         batch_size: int = 512,
         seed: int = 42,
+        validation_df: pd.DataFrame | None = None,
+        patience: int = 2,
+        eval_k: int = 100,
     ) -> TwoTowerModel:
         """Train on (user_id, post_id) positives; features come from users_df / posts_df
-        (positives whose user or post has no feature row are dropped)."""
+        (positives whose user or post has no feature row are dropped).
+
+        With ``validation_df`` (later positives), recall@``eval_k`` over all posts of
+        ``posts_df`` (the user's training positives excluded) is measured after every epoch;
+        the best epoch's weights are kept and training stops after ``patience`` epochs
+        without improvement."""
         tf.keras.utils.set_random_seed(seed)
         tf.config.experimental.enable_op_determinism()
         hp = self.hparams
@@ -239,6 +294,13 @@ class TwoTowerModel:
         )
         user_vocab = np.sort(pos["user_id"].unique())
         post_vocab = np.sort(pos["post_id"].unique())
+        creator_vocab = (
+            np.sort(pd.to_numeric(posts_df["creator_id"]).dropna().astype("int64").unique())
+            if "creator_id" in posts_df.columns
+            else np.zeros(0, dtype=np.int64)
+        )
+        if not len(creator_vocab):  # IntegerLookup needs a vocabulary: everyone is OOV
+            creator_vocab = np.asarray([-1], dtype=np.int64)
         self.meta = {
             "version": _META_VERSION,
             "embedding_dim": self.embedding_dim,
@@ -246,6 +308,7 @@ class TwoTowerModel:
             "category_slots": [int(c) for c in slots],
             "user_vocab_size": len(user_vocab),
             "post_vocab_size": len(post_vocab),
+            "creator_vocab_size": len(creator_vocab),
             "hparams": hp,
             "train": {
                 "positives": len(pos),
@@ -261,6 +324,7 @@ class TwoTowerModel:
                 "user_id": _IdEmbedding(user_vocab, hp["id_dim"], dropout, seed),
                 "onboarding": tf.keras.layers.Dense(hp["category_dim"], use_bias=False),
                 "profile_embedding": tf.keras.layers.Dense(hp["text_dim"], activation="relu"),
+                "activity": tf.keras.layers.Dense(8, activation="relu"),
             },
             hp["hidden_dim"],
             self.embedding_dim,
@@ -278,6 +342,18 @@ class TwoTowerModel:
                         tf.keras.layers.Embedding(len(slots) + 1, hp["category_dim"]),
                     ]
                 ),
+                "media_type": tf.keras.Sequential(
+                    [
+                        tf.keras.layers.IntegerLookup(
+                            vocabulary=np.arange(len(MEDIA_TYPES), dtype=np.int64),
+                            mask_token=None,
+                            dtype="int64",
+                        ),
+                        tf.keras.layers.Embedding(len(MEDIA_TYPES) + 1, 4),
+                    ]
+                ),
+                # creators are content too: a new post of a known creator lands near its siblings
+                "creator_id": _IdEmbedding(creator_vocab, hp["category_dim"], 0.0, seed + 2),
                 "description_embedding": tf.keras.layers.Dense(hp["text_dim"], activation="relu"),
             },
             hp["hidden_dim"],
@@ -289,6 +365,10 @@ class TwoTowerModel:
         u_row = pd.Index(users_df["user_id"]).get_indexer(pos["user_id"])
         p_row = pd.Index(posts_df["post_id"]).get_indexer(pos["post_id"])
         tensors = {k: v[u_row] for k, v in u_enc.items()} | {k: v[p_row] for k, v in p_enc.items()}
+        if hp["logq_correction"]:
+            # q(post): its share of the training positives (how often in-batch sampling picks it)
+            freq = pos["post_id"].map(pos["post_id"].value_counts(normalize=True))
+            tensors["sampling_probability"] = freq.to_numpy(dtype=np.float32)
         ds = (
             tf.data.Dataset.from_tensor_slices(tensors)
             .shuffle(len(pos), seed=seed, reshuffle_each_iteration=True)
@@ -297,10 +377,6 @@ class TwoTowerModel:
         )
         model = _Retrieval(user_tower, post_tower, hp["temperature"])
         model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=hp["learning_rate"]))
-        hist = model.fit(ds, epochs=epochs, verbose=0)
-        self.history = {k: [float(x) for x in v] for k, v in hist.history.items()}
-        self.meta["train"]["final_loss"] = self.history.get("loss", [None])[-1]
-
         specs = _input_specs(len(slots))
         self._exports = {
             "user": _Export(user_tower, specs["user"]),
@@ -308,6 +384,32 @@ class TwoTowerModel:
         }
         self._user_fn = self._exports["user"].serve
         self._post_fn = self._exports["post"].serve
+
+        self.history = {"loss": [], f"val_recall@{eval_k}": []}
+        best, best_epoch, best_weights = -1.0, 0, None
+        for epoch in range(epochs):
+            hist = model.fit(ds, epochs=1, verbose=0)
+            self.history["loss"].append(float(hist.history["loss"][-1]))
+            if validation_df is None or validation_df.empty:
+                continue
+            from socialrec.metrics import evaluate_retrieval
+
+            score = evaluate_retrieval(self, users_df, posts_df, pos, validation_df, ks=(eval_k,))[
+                f"recall@{eval_k}"
+            ]
+            self.history[f"val_recall@{eval_k}"].append(float(score))
+            if score > best:
+                best, best_epoch, best_weights = score, epoch, model.get_weights()
+            elif epoch - best_epoch >= patience:
+                break
+        if best_weights is not None:
+            model.set_weights(best_weights)
+        self.meta["train"].update(
+            final_loss=self.history["loss"][-1] if self.history["loss"] else None,
+            epochs_run=len(self.history["loss"]),
+            best_epoch=best_epoch + 1 if best_weights is not None else None,
+            best_val_recall=best if best_weights is not None else None,
+        )
         return self
 
     # -- inference --------------------------------------------------------------------------

@@ -172,3 +172,48 @@ def test_training_is_deterministic_with_a_seed(frames):
     np.testing.assert_allclose(
         a.post_embeddings(frames.posts), b.post_embeddings(frames.posts), atol=1e-6
     )
+
+
+def test_early_stopping_keeps_the_best_validation_epoch(frames):
+    from socialrec.metrics import evaluate_retrieval
+    from socialrec.two_tower import TwoTowerModel
+
+    train = frames.positives[frames.positives["split"] == "train"]
+    valid = frames.positives[frames.positives["split"] == "validation"]
+    model = TwoTowerModel(16, id_dim=16, text_dim=32, hidden_dim=64, learning_rate=0.02)
+    model.fit(
+        train,
+        frames.users,
+        frames.posts,
+        epochs=6,
+        batch_size=256,
+        seed=2,
+        validation_df=valid,
+        patience=1,
+        eval_k=50,
+    )
+    curve = model.history["val_recall@50"]
+    info = model.meta["train"]
+    assert len(curve) == info["epochs_run"] <= 6 and len(model.history["loss"]) == len(curve)
+    assert info["best_val_recall"] == max(curve) and curve[info["best_epoch"] - 1] == max(curve)
+    if info["epochs_run"] < 6:  # stopped early: no improvement after the best epoch
+        assert max(curve[info["best_epoch"] :]) <= max(curve)
+    # the weights of the best epoch are the ones kept
+    now = evaluate_retrieval(model, frames.users, frames.posts, train, valid, ks=(50,))
+    assert now["recall@50"] == pytest.approx(max(curve))
+
+
+def test_logq_correction_uses_the_positive_frequencies(frames):
+    from socialrec.two_tower import TwoTowerModel
+
+    train = frames.positives[frames.positives["split"] == "train"].head(3000)
+    kw = dict(epochs=1, batch_size=256, seed=5)
+    plain = TwoTowerModel(8, id_dim=8, text_dim=16, hidden_dim=16, logq_correction=False)
+    corrected = TwoTowerModel(8, id_dim=8, text_dim=16, hidden_dim=16)
+    plain.fit(train, frames.users, frames.posts, **kw)
+    corrected.fit(train, frames.users, frames.posts, **kw)
+    assert corrected.meta["hparams"]["logq_correction"] is True
+    # same seed and data: only the logit correction differs, and it changes what is learned
+    assert not np.allclose(
+        plain.post_embeddings(frames.posts), corrected.post_embeddings(frames.posts), atol=1e-4
+    )
