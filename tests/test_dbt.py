@@ -1,7 +1,9 @@
 """The dbt project through dagster-dbt: raw assets -> dbt models and tests (asset checks)."""
 
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -29,7 +31,7 @@ def built(tmp_path_factory):
     """Land a tiny dataset (plus a client retry in another file), then materialize raw + dbt."""
     from assets.dbt import dbt_resource, socialrec_dbt_assets
     from assets.raw import raw_categories, raw_events, raw_posts, raw_users
-    from orchestration.resources import SettingsResource
+    from orchestration.resources import LandingResource, SettingsResource
 
     data_dir = tmp_path_factory.mktemp("dbt")
     settings = Settings(data_dir=data_dir)
@@ -47,10 +49,12 @@ def built(tmp_path_factory):
     }
     bucket.write_bytes(f"events/dt={DAYS[-1]}/retry.jsonl.gz", encode_jsonl([retry_row]))
 
+    settings_resource = SettingsResource(data_dir=str(data_dir))
     result = dg.materialize(
         [raw_events, raw_posts, raw_users, raw_categories, socialrec_dbt_assets],
         resources={
-            "settings": SettingsResource(data_dir=str(data_dir)),
+            "settings": settings_resource,
+            "landing": LandingResource.from_settings(settings_resource),
             "dbt": dbt_resource(settings),
         },
         tags={ASSET_PARTITION_RANGE_START_TAG: DAYS[0], ASSET_PARTITION_RANGE_END_TAG: DAYS[-1]},
@@ -72,7 +76,8 @@ def test_raw_assets_report_their_loads(built):
     assert events_meta["files"].value == len(DAYS) + 1
     assert mats["raw_posts"]["rows"].value == len(ds.posts)
     assert mats["raw_users"]["rows"].value == len(ds.users)
-    for model in ("stg_events", "dim_posts", "dim_users", "ml_ranking_samples"):
+    for model in ("stg_events", "fct_interactions", "dim_posts", "dim_users", "quarantine",
+                  "user_category_affinity", "ml_ranking_samples"):  # fmt: skip
         assert model in mats, model
 
 
@@ -93,14 +98,19 @@ def test_dims_follow_the_contract(built):
     stg = warehouse.read_table(settings, "stg_events")
     posts = warehouse.read_table(settings, "dim_posts")
     users = warehouse.read_table(settings, "dim_users")
-    assert list(posts.columns) == [
+    # the contract's columns first, in order; the additions after them
+    assert list(posts.columns)[:12] == [
         "post_id", "creator_id", "category_id", "media_type", "description", "created_at",
         "n_impressions", "n_views", "n_likes", "n_positives", "n_negatives", "positive_rate",
     ]  # fmt: skip
-    assert list(users.columns) == [
+    assert {"n_comments", "n_shares", "like_rate", "negative_rate", "is_deleted",
+            "updated_at"} <= set(posts.columns)  # fmt: skip
+    assert list(users.columns)[:10] == [
         "user_id", "created_at", "headline", "about", "onboarding_categories", "n_events",
         "n_impressions", "n_positives", "positive_rate", "last_event_ts",
     ]  # fmt: skip
+    assert "is_deleted" in users.columns and not users.is_deleted.any()
+    assert posts.is_deleted.dtype == bool and not posts.is_deleted.any()
     assert posts.post_id.is_unique and users.user_id.is_unique
     assert posts.n_impressions.sum() == (stg.event_type == "IMPRESSION").sum()
     assert users.n_events.sum() == len(stg)
@@ -170,24 +180,60 @@ def test_dbt_assets_keys_groups_and_upstreams():
     from assets.dbt import socialrec_dbt_assets
 
     specs = {s.key.to_user_string(): s for s in socialrec_dbt_assets.specs}
-    assert {"stg_events", "dim_posts", "dim_users", "ml_retrieval_positives",
-            "ml_ranking_samples"} <= set(specs)  # fmt: skip
+    assert {"stg_events", "fct_interactions", "dim_posts", "dim_users", "quarantine",
+            "quarantined_events", "user_category_affinity", "user_creator_affinity",
+            "user_engagement_windows", "post_engagement_windows", "creator_engagement_windows",
+            "ml_retrieval_positives", "ml_ranking_samples"} <= set(specs)  # fmt: skip
     for spec in specs.values():
         assert spec.group_name == "warehouse"
         assert spec.freshness_policy == DERIVED_FRESHNESS
         assert spec.automation_condition is not None
     deps = socialrec_dbt_assets.asset_deps
-    assert dg.AssetKey("raw_events") in deps[dg.AssetKey("stg_events")]
+    assert dg.AssetKey("raw_events") in deps[dg.AssetKey("stg_event_lines")]
+    assert dg.AssetKey("stg_event_lines") in deps[dg.AssetKey("stg_events")]
+    assert dg.AssetKey("raw_events") in deps[dg.AssetKey("fct_interactions")]
     assert dg.AssetKey("raw_posts") in deps[dg.AssetKey("stg_posts")]
+    assert dg.AssetKey("fct_interactions") in deps[dg.AssetKey("ml_ranking_samples")]
 
 
 def test_event_type_vars_match_settings():
     project = yaml.safe_load((DBT_DIR / "dbt_project.yml").read_text())
     assert tuple(project["vars"]["positive_events"]) == POSITIVE_EVENTS
     assert tuple(project["vars"]["negative_events"]) == NEGATIVE_EVENTS
+    hours = project["vars"]["future_tolerance_hours"]
+    assert warehouse.FUTURE_TOLERANCE == pd.Timedelta(hours=hours)
+    assert set(project["vars"]["relevance_weights"]) == set(EVENT_TYPES)
+
+
+# Compiles the project for the bigquery target without credentials or network: the adapter's
+# relation lookup is stubbed to "the table exists", so incremental models take their
+# incremental branch (the larger SQL).
+_OFFLINE_BIGQUERY_COMPILE = """
+import sys
+from unittest import mock
+from dbt.adapters.bigquery.impl import BigQueryAdapter
+from dbt.adapters.bigquery.relation import BigQueryRelation
+from dbt.cli.main import dbtRunner
+
+def existing_table(self, database, schema, identifier):
+    return BigQueryRelation.create(
+        database=database, schema=schema, identifier=identifier, type="table"
+    )
+
+with mock.patch.object(BigQueryAdapter, "get_relation", existing_table):
+    result = dbtRunner().invoke(["compile", "--target", "bigquery", "--no-populate-cache",
+                                 "--quiet", *sys.argv[1:]])
+if not result.success:
+    print(result.exception)
+sys.exit(0 if result.success else 1)
+"""
 
 
 def test_bigquery_target_parses_without_a_connection(tmp_path):
+    """``dbt parse --target bigquery`` with the project's profiles, then every model and test
+    compiled for BigQuery (offline, a fake token) and parsed as BigQuery SQL by sqlglot."""
+    import sqlglot
+
     from assets.dbt import DBT_EXECUTABLE
 
     env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
@@ -199,3 +245,32 @@ def test_bigquery_target_parses_without_a_connection(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "manifest.json").exists()
+
+    # the project's bigquery output, authenticated with a token that is never used
+    profiles = yaml.safe_load((DBT_DIR / "profiles.yml").read_text())
+    output = profiles["socialrec"]["outputs"]["bigquery"]
+    output.update(method="oauth-secrets", token="offline", threads=1)
+    profiles_dir = tmp_path / "profiles"
+    profiles_dir.mkdir()
+    (profiles_dir / "profiles.yml").write_text(yaml.safe_dump(profiles))
+    target = tmp_path / "compiled"
+    proc = subprocess.run(
+        [sys.executable, "-c", _OFFLINE_BIGQUERY_COMPILE, "--profiles-dir", str(profiles_dir),
+         "--project-dir", str(DBT_DIR), "--target-path", str(target), "--log-path",
+         str(target)],  # fmt: skip
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    manifest = json.loads((target / "manifest.json").read_text())
+    nodes = [n for n in manifest["nodes"].values() if n["resource_type"] in ("model", "test")]
+    models = [n for n in nodes if n["resource_type"] == "model"]
+    assert len(models) >= 17
+    for node in nodes:
+        sql = node.get("compiled_code")
+        assert sql, f"{node['unique_id']} did not compile"
+        assert "::" not in sql, node["unique_id"]  # a DuckDB/Postgres cast
+        sqlglot.parse(sql, read="bigquery")  # raises on SQL BigQuery cannot parse
+    fct = manifest["nodes"]["model.socialrec.fct_interactions"]
+    assert fct["config"]["incremental_strategy"] == "insert_overwrite"
+    assert fct["config"]["partition_by"] == {"field": "dt", "data_type": "date"}
+    assert "`fct_interactions`" in fct["compiled_code"]  # the incremental branch

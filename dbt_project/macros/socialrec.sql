@@ -43,11 +43,102 @@
 {%- endmacro %}
 
 
-{#- The bounds relation time_split expects, over stg_events. -#}
+{#- The bounds relation time_split expects, over every valid event (fct_interactions). -#}
 {% macro event_time_bounds() -%}
   select
     min(ts) as t_min,
     max(ts) as t_max,
     {{ dbt.datediff('min(ts)', 'max(ts)', 'second') }} as span_s
-  from {{ ref('stg_events') }}
+  from {{ ref('fct_interactions') }}
+{%- endmacro %}
+
+
+{#-
+  `ts` shifted by `n` units of `datepart` ('hour', 'day'), as a TIMESTAMP on every adapter
+  (dbt.dateadd returns a DATETIME on BigQuery, which does not compare with a TIMESTAMP).
+-#}
+{% macro ts_add(datepart, n, ts) -%}
+  cast({{ dbt.dateadd(datepart, n, ts) }} as {{ dbt.type_timestamp() }})
+{%- endmacro %}
+
+
+{#- num / den as a double, 0 when den is 0 or null. -#}
+{% macro safe_rate(num, den) -%}
+  cast(
+    case when coalesce({{ den }}, 0) > 0 then coalesce({{ num }}, 0) * 1.0 / {{ den }} else 0 end
+    as {{ type_double() }}
+  )
+{%- endmacro %}
+
+
+{#- The numeric relevance of one event type (var relevance_weights; 0 for an unknown type). -#}
+{% macro relevance_weight(event_type) -%}
+  cast(
+    case {{ event_type }}
+      {%- for name, weight in var('relevance_weights').items() %}
+      when '{{ name }}' then {{ weight }}
+      {%- endfor %}
+      else 0
+    end
+    as {{ type_double() }}
+  )
+{%- endmacro %}
+
+
+{#- sum(case when <condition> then 1 else 0 end) as a BIGINT, 0 for an empty group. -#}
+{% macro count_if(condition) -%}
+  cast(coalesce(sum(case when {{ condition }} then 1 else 0 end), 0) as {{ dbt.type_bigint() }})
+{%- endmacro %}
+
+
+{#-
+  Engagement counts over the trailing windows of var engagement_windows_days, relative to
+  `as_of` (the latest event time in the data): an event is in the N-day window when
+  as_of - N days < ts <= as_of. For every N: n_events_Nd, n_impressions_Nd, n_positives_Nd,
+  n_negatives_Nd and positive_rate_Nd (positives / impressions, 0 without impressions).
+  `e` is the alias of the events relation (columns ts, event_type, is_positive, is_negative).
+-#}
+{% macro engagement_window_columns(e='e', as_of='b.as_of') -%}
+  {%- for n in var('engagement_windows_days') %}
+    {%- set in_window = e ~ '.ts > ' ~ ts_add('day', -n, as_of) %}
+    {{ count_if(in_window) }} as n_events_{{ n }}d,
+    {{ count_if(in_window ~ " and " ~ e ~ ".event_type = 'IMPRESSION'") }} as n_impressions_{{ n }}d,
+    {{ count_if(in_window ~ " and " ~ e ~ ".is_positive = 1") }} as n_positives_{{ n }}d,
+    {{ count_if(in_window ~ " and " ~ e ~ ".is_negative = 1") }} as n_negatives_{{ n }}d,
+    {{ safe_rate(
+        "sum(case when " ~ in_window ~ " and " ~ e ~ ".is_positive = 1 then 1 else 0 end)",
+        "sum(case when " ~ in_window ~ " and " ~ e ~ ".event_type = 'IMPRESSION' then 1 else 0 end)"
+    ) }} as positive_rate_{{ n }}d
+    {%- if not loop.last %},{% endif %}
+  {%- endfor %}
+{%- endmacro %}
+
+
+{#- The as_of relation engagement_window_columns expects: the latest event time. -#}
+{% macro latest_event_time() -%}
+  select max(ts) as as_of from {{ ref('fct_interactions') }}
+{%- endmacro %}
+
+
+{#-
+  "Latest version wins" for the posts / users upserts of raw.<table>: one row per `id` from
+  the versions in `versions` (a CTE with columns updated_at, is_deleted, _source_file, _line).
+  Ranks 1 = the latest updated_at, ties broken by the later _source_file, then the later _line.
+-#}
+{% macro version_rank(id) -%}
+  row_number() over (
+    partition by {{ id }}
+    order by updated_at desc, _source_file desc, _line desc
+  )
+{%- endmacro %}
+
+
+{#-
+  raw.quarantine (the loaders' parse failures). Not a dbt source on purpose: Dagster maps each
+  source to one asset and every raw_* asset writes this table; the models reading it also
+  depend on raw.events / raw.posts / raw.users through stg_event_lines.
+-#}
+{% macro raw_quarantine() -%}
+  {{ return(api.Relation.create(
+      database=target.database, schema=var('raw_schema', 'raw'), identifier='quarantine')) }}
 {%- endmacro %}

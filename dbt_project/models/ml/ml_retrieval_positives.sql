@@ -1,14 +1,19 @@
 -- Retrieval training pairs: the first positive engagement of each (user, post), with the
--- time-based split of its timestamp.
+-- time-based split of its timestamp. Deleted posts are left out (never trained on).
 with bounds as (
     {{ event_time_bounds() }}
 ),
 
+live_posts as (
+    select post_id from {{ ref('stg_posts') }} where not is_deleted
+),
+
 firsts as (
-    select user_id, post_id, min(ts) as ts
-    from {{ ref('stg_events') }}
-    where is_positive = 1
-    group by user_id, post_id
+    select e.user_id, e.post_id, min(e.ts) as ts
+    from {{ ref('fct_interactions') }} e
+    join live_posts p on p.post_id = e.post_id
+    where e.is_positive = 1
+    group by e.user_id, e.post_id
 )
 
 select

@@ -1,0 +1,61 @@
+-- One row per (user, category) the user interacted with (the post's current category).
+-- affinity_score: the user's share of positive events in the category, smoothed toward the
+-- category's global share of positives with var affinity_prior_strength pseudo-events:
+--   (n_positives + k * category_prior) / (user_positives + k)
+-- so a user without positives scores the global prior, and the scores of a user sum to <= 1.
+with events as (
+    select e.user_id, p.category_id, e.event_type, e.is_positive, e.is_negative, e.ts
+    from {{ ref('fct_interactions') }} e
+    join {{ ref('stg_posts') }} p on p.post_id = e.post_id
+),
+
+pairs as (
+    select
+        user_id,
+        category_id,
+        count(*) as n_events,
+        sum(case when event_type = 'IMPRESSION' then 1 else 0 end) as n_impressions,
+        sum(is_positive) as n_positives,
+        sum(is_negative) as n_negatives,
+        max(ts) as last_event_ts
+    from events
+    group by user_id, category_id
+),
+
+user_totals as (
+    select user_id, sum(n_positives) as user_positives
+    from pairs
+    group by user_id
+),
+
+totals as (
+    select sum(n_positives) as all_positives, count(distinct category_id) as n_categories
+    from pairs
+),
+
+category_prior as (
+    select
+        p.category_id,
+        (sum(p.n_positives) + 1.0) / (max(t.all_positives) + max(t.n_categories)) as prior
+    from pairs p
+    cross join totals t
+    group by p.category_id
+)
+
+select
+    p.user_id,
+    p.category_id,
+    cast(p.n_events as {{ dbt.type_bigint() }}) as n_events,
+    cast(p.n_impressions as {{ dbt.type_bigint() }}) as n_impressions,
+    cast(p.n_positives as {{ dbt.type_bigint() }}) as n_positives,
+    cast(p.n_negatives as {{ dbt.type_bigint() }}) as n_negatives,
+    {{ safe_rate('p.n_positives', 'p.n_impressions') }} as positive_rate,
+    cast(
+        (p.n_positives + {{ var('affinity_prior_strength') }} * c.prior)
+        / (u.user_positives + {{ var('affinity_prior_strength') }})
+        as {{ type_double() }}
+    ) as affinity_score,
+    p.last_event_ts
+from pairs p
+join user_totals u on u.user_id = p.user_id
+join category_prior c on c.category_id = p.category_id
