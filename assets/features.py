@@ -17,6 +17,8 @@ from socialrec import features, text, warehouse
     deps=[
         dg.AssetKey("dim_users"),
         dg.AssetKey("dim_posts"),
+        dg.AssetKey("user_daily_activity"),
+        dg.AssetKey("post_daily_activity"),
         dg.AssetKey("post_text_embeddings"),
         dg.AssetKey("user_text_embeddings"),
     ],
@@ -24,31 +26,35 @@ from socialrec import features, text, warehouse
     freshness_policy=DERIVED_FRESHNESS,
     automation_condition=EAGER,
     kinds={"parquet", "feast"},
-    description="user_features and post_features parquet tables (Feast offline sources): a "
-    "snapshot stamped with the time it was computed is appended for every row that changed.",
+    description="The Feast offline sources, rewritten from the warehouse: user_features and "
+    "post_features (point-in-time histories: a row per day with activity, cumulative counts up "
+    "to that day's end), user_profile and post_content (text embeddings from creation).",
 )
 def feature_tables(
     context: dg.AssetExecutionContext, settings: SettingsResource
 ) -> dg.MaterializeResult:
     s = settings.get()
-    as_of = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    users = features.build_user_features(
-        warehouse.read_table(s, "dim_users"),
-        text.read_embeddings(s.features_dir / text.USER_EMBEDDINGS_FILE),
-        as_of,
-    )
-    posts = features.build_post_features(
-        warehouse.read_table(s, "dim_posts"),
-        text.read_embeddings(s.features_dir / text.POST_EMBEDDINGS_FILE),
-        as_of,
-    )
-    written = features.write_feature_tables(s, users, posts)
-    context.log.info(f"feature tables as of {as_of.isoformat()}: {written}")
-    metadata: dict = {"as_of": as_of.isoformat(), "dagster/row_count": len(users) + len(posts)}
-    for name, counts in written.items():
-        metadata[f"{name}_snapshot_rows"] = len(users if name == features.USER_FEATURES else posts)
-        metadata[f"{name}_rows_appended"] = counts["appended"]
-        metadata[f"{name}_rows_total"] = counts["rows"]
+    dim_users = warehouse.read_table(s, "dim_users")
+    dim_posts = warehouse.read_table(s, "dim_posts")
+    tables = {
+        features.USER_FEATURES: features.build_user_features(
+            dim_users, warehouse.read_table(s, "user_daily_activity")
+        ),
+        features.USER_PROFILE: features.build_user_profile(
+            dim_users, text.read_embeddings(s.features_dir / text.USER_EMBEDDINGS_FILE)
+        ),
+        features.POST_FEATURES: features.build_post_features(
+            dim_posts, warehouse.read_table(s, "post_daily_activity")
+        ),
+        features.POST_CONTENT: features.build_post_content(
+            dim_posts, text.read_embeddings(s.features_dir / text.POST_EMBEDDINGS_FILE)
+        ),
+    }
+    written = features.write_feature_tables(s, tables)
+    context.log.info(f"feature tables: {written}")
+    metadata: dict = {"dagster/row_count": sum(written.values())}
+    for name, rows in written.items():
+        metadata[f"{name}_rows"] = rows
         metadata[f"{name}_path"] = dg.MetadataValue.path(str(features.feature_table_path(s, name)))
     return dg.MaterializeResult(metadata=metadata)
 

@@ -38,7 +38,7 @@ def post_index(
     model = TwoTowerModel.load(registry.champion_dir(s, registry.TWO_TOWER))
     store = features.feature_store(s)
     post_ids = live_posts(warehouse.read_table(s, "dim_posts"))["post_id"]
-    posts = training.latest_features(store, features.POST_FEATURES, post_ids)
+    posts = training.latest_features(store, "post", post_ids)
     posts = posts.dropna(subset=["category_id"]).reset_index(drop=True)
     vectors = model.post_embeddings(posts)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")

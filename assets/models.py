@@ -56,7 +56,9 @@ def two_tower_model(
 ) -> dg.MaterializeResult:
     s = settings.get()
     positives = warehouse.read_table(s, "ml_retrieval_positives")
-    users, posts = training.training_frames(features.feature_store(s), positives)
+    # the features as they were when the training period ended (no look into its future)
+    as_of = training.split_end(positives, "train")
+    users, posts = training.training_frames(features.feature_store(s), positives, as_of)
     result = training.train_two_tower(s, positives, users, posts)
     m = result.metrics
     table = "| K | recall@K | random recall@K |\n|---|---|---|\n" + "\n".join(
@@ -109,8 +111,9 @@ def ranker_model(
 ) -> dg.MaterializeResult:
     s = settings.get()
     samples = warehouse.read_table(s, "ml_ranking_samples")
-    users, posts = training.training_frames(features.feature_store(s), samples)
-    result = training.train_ranker(s, samples, users, posts)
+    # each sample's user and post features as they were when it was shown (point in time)
+    users, posts = training.ranker_frames(features.feature_store(s), samples)
+    result = training.train_ranker(s, samples, users, posts, aligned=True)
     m = result.metrics
     context.log.info(
         "ranker: "
@@ -169,7 +172,8 @@ def _gate_result(gate: training.GateResult) -> dg.AssetCheckResult:
 def two_tower_quality_gate(settings: SettingsResource) -> dg.AssetCheckResult:
     s = settings.get()
     positives = warehouse.read_table(s, "ml_retrieval_positives")
-    users, posts = training.training_frames(features.feature_store(s), positives)
+    as_of = training.split_end(positives, "train")
+    users, posts = training.training_frames(features.feature_store(s), positives, as_of)
     gate = training.quality_gate(
         s,
         registry.TWO_TOWER,
@@ -188,8 +192,8 @@ def two_tower_quality_gate(settings: SettingsResource) -> dg.AssetCheckResult:
 def ranker_quality_gate(settings: SettingsResource) -> dg.AssetCheckResult:
     s = settings.get()
     samples = warehouse.read_table(s, "ml_ranking_samples")
-    users, posts = training.training_frames(features.feature_store(s), samples)
-    data = training.ranker_dataset(samples, users, posts)
+    users, posts = training.ranker_frames(features.feature_store(s), samples)
+    data = training.ranker_dataset(samples, users, posts, aligned=True)
     gate = training.quality_gate(
         s,
         registry.RANKER,

@@ -22,7 +22,7 @@ def all_definitions(settings: Settings | None = None) -> list:
         from .data_sources import default_settings
 
         settings = default_settings()
-    user_source, post_source = make_sources(settings)
-    user_view, post_view = make_feature_views(user_source, post_source)
-    services = make_feature_services(user_view, post_view)
-    return [user, post, user_source, post_source, user_view, post_view, *services]
+    sources = make_sources(settings)
+    views = make_feature_views(sources)
+    services = make_feature_services(views)
+    return [user, post, *sources.values(), *views.values(), *services]

@@ -14,9 +14,14 @@ from feast import FileSource
 
 from socialrec.settings import Settings
 
-USER_FEATURES_FILE = "user_features.parquet"
-POST_FEATURES_FILE = "post_features.parquet"
 TIMESTAMP_FIELD = "event_timestamp"
+# one parquet table per feature view, written by socialrec.features.write_feature_tables
+TABLES = {
+    "user_features": "Point-in-time activity history of each user (user_daily_activity).",
+    "user_profile": "The profile text embedding of each user, valid from its creation.",
+    "post_features": "Point-in-time attributes and engagement history of each post.",
+    "post_content": "The description text embedding of each post, valid from its creation.",
+}
 
 
 def default_settings() -> Settings:
@@ -26,22 +31,18 @@ def default_settings() -> Settings:
     return Settings(data_dir=Path(__file__).resolve().parent.parent / ".socialrec")
 
 
-def make_sources(settings: Settings) -> tuple[FileSource, FileSource]:
-    """(user source, post source) reading the feature tables under ``settings.features_dir``."""
+def make_sources(settings: Settings) -> dict[str, FileSource]:
+    """``{view name: FileSource}`` reading the feature tables under ``settings.features_dir``."""
     features_dir = Path(settings.features_dir).resolve()
-    user_source = FileSource(
-        name="user_features_source",
-        path=str(features_dir / USER_FEATURES_FILE),
-        timestamp_field=TIMESTAMP_FIELD,
-        description="One row per user and snapshot (socialrec.features.build_user_features).",
-    )
-    post_source = FileSource(
-        name="post_features_source",
-        path=str(features_dir / POST_FEATURES_FILE),
-        timestamp_field=TIMESTAMP_FIELD,
-        description="One row per post and snapshot (socialrec.features.build_post_features).",
-    )
-    return user_source, post_source
+    return {
+        name: FileSource(
+            name=f"{name}_source",
+            path=str(features_dir / f"{name}.parquet"),
+            timestamp_field=TIMESTAMP_FIELD,
+            description=description,
+        )
+        for name, description in TABLES.items()
+    }
 
 
-user_features_source, post_features_source = make_sources(default_settings())
+SOURCES = make_sources(default_settings())

@@ -5,29 +5,31 @@ from __future__ import annotations
 from feast import FeatureService, FeatureView
 
 try:  # imported as the package ``feature_repo``
-    from .features import post_features, user_features
+    from .features import VIEWS
 except ImportError:  # imported by the ``feast`` CLI
-    from features import post_features, user_features
+    from features import VIEWS
 
 
-def make_feature_services(
-    user_view: FeatureView, post_view: FeatureView
-) -> tuple[FeatureService, FeatureService]:
+def make_feature_services(views: dict[str, FeatureView]) -> tuple[FeatureService, ...]:
     """(``ranking_v1``, ``retrieval_v1``)."""
     ranking = FeatureService(
         name="ranking_v1",
-        features=[user_view, post_view],
+        features=list(views.values()),
         description="Everything the CatBoost ranker reads about a user and a candidate post.",
     )
     retrieval = FeatureService(
         name="retrieval_v1",
         features=[
-            user_view[["onboarding_categories", "n_events", "profile_embedding"]],
-            post_view[["creator_id", "category_id", "media_type", "description_embedding"]],
+            views["user_features"][
+                ["onboarding_categories", "n_events", "n_positives", "positive_rate"]
+            ],
+            views["user_profile"],
+            views["post_features"][["creator_id", "category_id", "media_type"]],
+            views["post_content"],
         ],
         description="The two-tower inputs (user tower and post tower).",
     )
     return ranking, retrieval
 
 
-ranking_v1, retrieval_v1 = make_feature_services(user_features, post_features)
+ranking_v1, retrieval_v1 = make_feature_services(VIEWS)

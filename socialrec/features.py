@@ -1,13 +1,25 @@
 """Feature tables and the Feast feature store (embedded default: DuckDB offline, SQLite online).
 
-* :func:`build_user_features` / :func:`build_post_features` turn the dbt marts plus the text
-  embeddings into one snapshot of the feature tables (columns: docs/contracts.md).
-* :func:`write_feature_tables` appends a snapshot to the parquet tables that are Feast's offline
-  sources, keeping only rows that changed, so the tables are a history that point-in-time joins
-  (:func:`historical_features`) can travel through.
-* :func:`feature_store`, :func:`apply_definitions`, :func:`materialize` and the online readers
-  (:func:`online_user_features`, :func:`online_post_features`) wrap Feast for the assets and the
-  service. Each online reader makes exactly ONE ``get_online_features`` call for its batch.
+Four feature views, two per entity (columns: docs/contracts.md, "Feature tables"):
+
+* ``user_features`` — onboarding categories and activity counts, a POINT-IN-TIME history: a row
+  at the user's creation (zero counts) and one per day with events (cumulative counts up to the
+  end of that day, valid from the next midnight; the dbt model ``user_daily_activity``);
+* ``user_profile`` — the MiniLM profile embedding, one row valid from the user's creation;
+* ``post_features`` — creator, category, media type, creation time and engagement counts, the
+  same kind of history (``post_daily_activity``);
+* ``post_content`` — the MiniLM description embedding, valid from the post's creation.
+
+A point-in-time join (:func:`historical_features`) at time t therefore reads only events of days
+that ended before t: training samples never see their own outcome or the future, and the
+online store (materialized up to now) serves the latest row of the same definitions.
+Descriptive attributes (categories, creator) are the latest version of the entity.
+
+:func:`write_feature_tables` rewrites the parquet tables (Feast's offline sources) atomically
+from the warehouse; :func:`feature_store`, :func:`apply_definitions`, :func:`materialize` and
+the online readers (:func:`online_user_features`, :func:`online_post_features`) wrap Feast for
+the assets and the service. Each online reader makes exactly ONE ``get_online_features`` call
+for its batch (both views of the entity in that call).
 
 Feast objects themselves live in ``feature_repo/``; this module never imports Dagster or BentoML.
 """
@@ -15,7 +27,6 @@ Feast objects themselves live in ``feature_repo/``; this module never imports Da
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -33,7 +44,9 @@ from socialrec.text import embedding_matrix, embeddings_to_arrow
 
 PROJECT = "socialrec"
 USER_FEATURES = "user_features"
+USER_PROFILE = "user_profile"
 POST_FEATURES = "post_features"
+POST_CONTENT = "post_content"
 TIMESTAMP = "event_timestamp"
 _ROW = "__socialrec_row"
 
@@ -51,8 +64,10 @@ USER_SCHEMA = pa.schema(
         ("n_impressions", pa.int64()),
         ("n_positives", pa.int64()),
         ("positive_rate", pa.float32()),
-        ("profile_embedding", _EMB_TYPE),
     ]
+)
+USER_PROFILE_SCHEMA = pa.schema(
+    [("user_id", pa.int64()), (TIMESTAMP, _TS_TYPE), ("profile_embedding", _EMB_TYPE)]
 )
 POST_SCHEMA = pa.schema(
     [
@@ -65,12 +80,21 @@ POST_SCHEMA = pa.schema(
         ("n_impressions", pa.int64()),
         ("n_positives", pa.int64()),
         ("positive_rate", pa.float32()),
-        ("description_embedding", _EMB_TYPE),
     ]
 )
-SCHEMAS = {USER_FEATURES: USER_SCHEMA, POST_FEATURES: POST_SCHEMA}
-ID_COLUMNS = {USER_FEATURES: "user_id", POST_FEATURES: "post_id"}
-EMBEDDING_COLUMNS = {USER_FEATURES: "profile_embedding", POST_FEATURES: "description_embedding"}
+POST_CONTENT_SCHEMA = pa.schema(
+    [("post_id", pa.int64()), (TIMESTAMP, _TS_TYPE), ("description_embedding", _EMB_TYPE)]
+)
+SCHEMAS = {
+    USER_FEATURES: USER_SCHEMA,
+    USER_PROFILE: USER_PROFILE_SCHEMA,
+    POST_FEATURES: POST_SCHEMA,
+    POST_CONTENT: POST_CONTENT_SCHEMA,
+}
+ENTITY_VIEWS = {"user": (USER_FEATURES, USER_PROFILE), "post": (POST_FEATURES, POST_CONTENT)}
+ENTITY_IDS = {"user": "user_id", "post": "post_id"}
+ID_COLUMNS = {name: ENTITY_IDS[e] for e, views in ENTITY_VIEWS.items() for name in views}
+EMBEDDING_COLUMNS = {"user": "profile_embedding", "post": "description_embedding"}
 # the feature names of each view (everything but the join key and the timestamp)
 FEATURE_NAMES = {name: [f.name for f in schema][2:] for name, schema in SCHEMAS.items()}
 
@@ -84,8 +108,8 @@ def _utc_us(ts) -> pd.Timestamp:
     return ts.floor("us")
 
 
-def _snapshot_ts(as_of, n: int) -> pd.Series:
-    return pd.Series([_utc_us(as_of)] * n, dtype="datetime64[us, UTC]")
+def _utc_series(values) -> pd.Series:
+    return pd.to_datetime(pd.Series(values), utc=True).dt.floor("us").astype("datetime64[us, UTC]")
 
 
 def _counts(df: pd.DataFrame, col: str) -> np.ndarray:
@@ -121,54 +145,104 @@ def _attach_embeddings(ids: np.ndarray, emb: pd.DataFrame | None, id_col: str) -
     return list(matrix)
 
 
-def build_user_features(
-    dim_users: pd.DataFrame, user_emb: pd.DataFrame | None, as_of
+def _history(
+    base: pd.DataFrame, activity: pd.DataFrame | None, id_col: str, counts: Sequence[str]
 ) -> pd.DataFrame:
-    """One ``user_features`` snapshot valid from ``as_of`` (columns of ``USER_SCHEMA``)."""
+    """Rows at each entity's creation (zero counts) plus its activity rows (``valid_from``,
+    cumulative counts); the static columns of ``base`` are repeated on every row. An activity
+    row at the very creation instant wins over the zero row."""
+    static = base.drop(columns=[*counts, "positive_rate"], errors="ignore")
+    zero = static.assign(**{c: 0 for c in counts}, positive_rate=0.0)
+    zero[TIMESTAMP] = _utc_series(base["created_at"]).to_numpy()
+    rows = [zero]
+    if activity is not None and len(activity):
+        act = activity[activity[id_col].isin(base[id_col])]
+        act = act[[id_col, "valid_from", *counts, "positive_rate"]].rename(
+            columns={"valid_from": TIMESTAMP}
+        )
+        act[TIMESTAMP] = _utc_series(act[TIMESTAMP]).to_numpy()
+        rows.append(act.merge(static.drop(columns=[TIMESTAMP], errors="ignore"), on=id_col))
+    out = pd.concat(rows, ignore_index=True)
+    out = out.drop_duplicates([id_col, TIMESTAMP], keep="last")
+    return out.sort_values([TIMESTAMP, id_col], kind="stable", ignore_index=True)
+
+
+def build_user_features(
+    dim_users: pd.DataFrame, user_daily_activity: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """The ``user_features`` history (columns of ``USER_SCHEMA``)."""
+    base = pd.DataFrame(
+        {
+            "user_id": dim_users["user_id"].to_numpy(dtype=np.int64),
+            "created_at": dim_users["created_at"].to_numpy(),
+            "onboarding_categories": [
+                _categories_str(v) for v in dim_users["onboarding_categories"]
+            ],
+        }
+    )
+    counts = ["n_events", "n_impressions", "n_positives"]
+    out = _history(base, user_daily_activity, "user_id", counts)
+    return _conform(out, USER_SCHEMA)
+
+
+def build_user_profile(dim_users: pd.DataFrame, user_emb: pd.DataFrame | None) -> pd.DataFrame:
+    """The ``user_profile`` table: one profile embedding per user, valid from its creation."""
     ids = dim_users["user_id"].to_numpy(dtype=np.int64)
     return pd.DataFrame(
         {
             "user_id": ids,
-            TIMESTAMP: _snapshot_ts(as_of, len(ids)),
-            "onboarding_categories": [
-                _categories_str(v) for v in dim_users["onboarding_categories"]
-            ],
-            "n_events": _counts(dim_users, "n_events"),
-            "n_impressions": _counts(dim_users, "n_impressions"),
-            "n_positives": _counts(dim_users, "n_positives"),
-            "positive_rate": _rate(dim_users),
+            TIMESTAMP: _utc_series(dim_users["created_at"]).to_numpy(),
             "profile_embedding": _attach_embeddings(ids, user_emb, "user_id"),
         }
     )
 
 
 def build_post_features(
-    dim_posts: pd.DataFrame, post_emb: pd.DataFrame | None, as_of
+    dim_posts: pd.DataFrame, post_daily_activity: pd.DataFrame | None = None
 ) -> pd.DataFrame:
-    """One ``post_features`` snapshot valid from ``as_of`` (columns of ``POST_SCHEMA``)."""
-    ids = dim_posts["post_id"].to_numpy(dtype=np.int64)
+    """The ``post_features`` history (columns of ``POST_SCHEMA``)."""
     created = pd.to_datetime(dim_posts["created_at"], utc=True)
-    return pd.DataFrame(
+    base = pd.DataFrame(
         {
-            "post_id": ids,
-            TIMESTAMP: _snapshot_ts(as_of, len(ids)),
+            "post_id": dim_posts["post_id"].to_numpy(dtype=np.int64),
+            "created_at": created.to_numpy(),
             "creator_id": dim_posts["creator_id"].to_numpy(dtype=np.int64),
             "category_id": dim_posts["category_id"].to_numpy(dtype=np.int64),
             "media_type": dim_posts["media_type"].astype(str).to_numpy(),
             "created_at_ts": ((created - _EPOCH) // pd.Timedelta(seconds=1)).to_numpy(np.int64),
-            "n_impressions": _counts(dim_posts, "n_impressions"),
-            "n_positives": _counts(dim_posts, "n_positives"),
-            "positive_rate": _rate(dim_posts),
+        }
+    )
+    out = _history(base, post_daily_activity, "post_id", ["n_impressions", "n_positives"])
+    return _conform(out, POST_SCHEMA)
+
+
+def build_post_content(dim_posts: pd.DataFrame, post_emb: pd.DataFrame | None) -> pd.DataFrame:
+    """The ``post_content`` table: one description embedding per post, valid from creation."""
+    ids = dim_posts["post_id"].to_numpy(dtype=np.int64)
+    return pd.DataFrame(
+        {
+            "post_id": ids,
+            TIMESTAMP: _utc_series(dim_posts["created_at"]).to_numpy(),
             "description_embedding": _attach_embeddings(ids, post_emb, "post_id"),
         }
     )
+
+
+def _conform(df: pd.DataFrame, schema: pa.Schema) -> pd.DataFrame:
+    out = df[[f.name for f in schema]].copy()
+    for field in schema:
+        if pa.types.is_integer(field.type):
+            out[field.name] = _counts(out, field.name)
+        elif pa.types.is_floating(field.type):
+            out[field.name] = _rate(out, field.name)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
 # parquet feature tables (Feast offline sources)
 # --------------------------------------------------------------------------------------------
 def feature_table_path(settings: Settings, name: str) -> Path:
-    """``features_dir / <name>.parquet`` for ``user_features`` / ``post_features``."""
+    """``features_dir / <name>.parquet`` for each feature view."""
     return Path(settings.features_dir) / f"{name}.parquet"
 
 
@@ -199,68 +273,24 @@ def _from_arrow(table: pa.Table) -> pd.DataFrame:
 
 
 def read_feature_table(settings: Settings, name: str) -> pd.DataFrame | None:
-    """The whole history of a feature table, or None when it was never written."""
+    """A whole feature table, or None when it was never written."""
     path = feature_table_path(settings, name)
     return _from_arrow(pq.read_table(path)) if path.exists() else None
 
 
-def _fingerprints(df: pd.DataFrame, columns: Sequence[str]) -> list[str]:
-    """A hash of each row's feature values (embedding bytes included)."""
-    out = []
-    for row in zip(*(df[c] for c in columns), strict=True):
-        h = hashlib.sha1()
-        for v in row:
-            if isinstance(v, np.ndarray):
-                h.update(np.asarray(v, dtype=np.float32).tobytes())
-            else:
-                h.update(repr(v.item() if isinstance(v, np.generic) else v).encode())
-            h.update(b"\x1f")
-        out.append(h.hexdigest())
-    return out
+def write_feature_tables(settings: Settings, tables: dict[str, pd.DataFrame]) -> dict[str, int]:
+    """Rewrite the given feature tables (``{view name: frame}``); returns their row counts.
 
-
-def append_snapshot(existing: pd.DataFrame | None, snapshot: pd.DataFrame, name: str):
-    """``(history, n_appended)``: ``existing`` plus the rows of ``snapshot`` that changed.
-
-    A row is appended when its id is new or any feature differs from the id's latest row.
-    Re-writing a snapshot with the same timestamp replaces it (idempotent re-runs).
-    """
-    id_col = ID_COLUMNS[name]
-    if existing is None or existing.empty:
-        return snapshot.reset_index(drop=True), len(snapshot)
-    keys = pd.MultiIndex.from_frame(snapshot[[id_col, TIMESTAMP]])
-    old_keys = pd.MultiIndex.from_frame(existing[[id_col, TIMESTAMP]])
-    existing = existing[~old_keys.isin(keys)]
-    latest = existing.sort_values(TIMESTAMP, kind="stable").drop_duplicates(id_col, keep="last")
-    latest = latest.set_index(id_col)
-    features = FEATURE_NAMES[name]
-    new_fp = pd.Series(_fingerprints(snapshot, features), index=snapshot.index)
-    old_fp = pd.Series(_fingerprints(latest, features), index=latest.index)
-    prev_fp = old_fp.reindex(snapshot[id_col]).to_numpy()
-    prev_ts = latest[TIMESTAMP].reindex(snapshot[id_col]).to_numpy()
-    same = (prev_fp == new_fp.to_numpy()) & (prev_ts <= snapshot[TIMESTAMP].to_numpy())
-    added = snapshot[~same]
-    history = pd.concat([existing, added], ignore_index=True)
-    history = history.sort_values([TIMESTAMP, id_col], kind="stable", ignore_index=True)
-    return history, len(added)
-
-
-def write_feature_tables(
-    settings: Settings, users_df: pd.DataFrame, posts_df: pd.DataFrame
-) -> dict[str, dict[str, int]]:
-    """Append a ``user_features`` and a ``post_features`` snapshot to their parquet tables.
-
-    Returns ``{table: {"rows": rows in the table, "appended": rows added by this call}}``.
-    """
+    Each file is replaced atomically, so Feast never reads half a table. The tables are derived
+    from the warehouse in full every time (idempotent)."""
     out = {}
-    for name, snapshot in ((USER_FEATURES, users_df), (POST_FEATURES, posts_df)):
-        history, appended = append_snapshot(read_feature_table(settings, name), snapshot, name)
+    for name, frame in tables.items():
         path = feature_table_path(settings, name)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        pq.write_table(_to_arrow(history, SCHEMAS[name]), tmp)
-        os.replace(tmp, path)  # Feast never reads half a table
-        out[name] = {"rows": len(history), "appended": appended}
+        pq.write_table(_to_arrow(frame, SCHEMAS[name]), tmp)
+        os.replace(tmp, path)
+        out[name] = len(frame)
     return out
 
 
@@ -317,7 +347,7 @@ def materialize(
     store: FeatureStore,
     end: dt.datetime,
     start: dt.datetime | None = None,
-    views: Sequence[str] = (USER_FEATURES, POST_FEATURES),
+    views: Sequence[str] = tuple(SCHEMAS),
 ) -> dict[str, int]:
     """Load the offline rows up to ``end`` into the online store.
 
@@ -360,16 +390,20 @@ def online_row_counts(settings: Settings) -> dict[str, int]:
 # --------------------------------------------------------------------------------------------
 # reading features
 # --------------------------------------------------------------------------------------------
-def _online(store: FeatureStore, view: str, id_col: str, ids: Sequence[int]) -> pd.DataFrame:
+def feature_refs(entity: str) -> list[str]:
+    """``view:feature`` references of every feature of an entity (``user`` or ``post``)."""
+    return [f"{view}:{name}" for view in ENTITY_VIEWS[entity] for name in FEATURE_NAMES[view]]
+
+
+def _online(store: FeatureStore, entity: str, ids: Sequence[int]) -> pd.DataFrame:
+    id_col = ENTITY_IDS[entity]
     ids = list(dict.fromkeys(int(i) for i in ids))  # unique, in request order
-    names = FEATURE_NAMES[view]
-    emb_col = EMBEDDING_COLUMNS[view]
+    names = [n for view in ENTITY_VIEWS[entity] for n in FEATURE_NAMES[view]]
+    emb_col = EMBEDDING_COLUMNS[entity]
     if not ids:
         empty = pd.DataFrame(columns=[*names, "found"], index=pd.Index([], name=id_col))
         return empty.astype({"found": bool})
-    response = store.get_online_features(
-        features=[f"{view}:{n}" for n in names], entity_rows={id_col: ids}
-    )
+    response = store.get_online_features(features=feature_refs(entity), entity_rows={id_col: ids})
     proto = response.proto
     by_name = dict(zip(proto.metadata.feature_names.val, proto.results, strict=True))
     data: dict[str, object] = {}
@@ -378,7 +412,6 @@ def _online(store: FeatureStore, view: str, id_col: str, ids: Sequence[int]) -> 
         vector = by_name[name]
         statuses = np.fromiter(vector.statuses, dtype=np.int64, count=len(ids))
         ok = statuses == FieldStatus.PRESENT
-        present |= ok
         if name == emb_col:
             zero = np.zeros(TEXT_EMBEDDING_DIM, dtype=np.float32)
             data[name] = [
@@ -386,6 +419,7 @@ def _online(store: FeatureStore, view: str, id_col: str, ids: Sequence[int]) -> 
                 for v, good in zip(vector.values, ok, strict=True)
             ]
         else:
+            present |= ok  # an entity is known when its (non-embedding) features are
             kind = [v.WhichOneof("val") for v in vector.values]
             data[name] = [
                 getattr(v, k) if good and k else None
@@ -393,34 +427,33 @@ def _online(store: FeatureStore, view: str, id_col: str, ids: Sequence[int]) -> 
             ]
     out = pd.DataFrame(data, index=pd.Index(np.asarray(ids, dtype=np.int64), name=id_col))
     out["found"] = present
-    return _typed(out, view)
+    return _typed(out, entity)
 
 
-def _typed(df: pd.DataFrame, view: str) -> pd.DataFrame:
-    for field in SCHEMAS[view]:
-        if field.name not in df.columns:
-            continue
-        if pa.types.is_integer(field.type):
-            df[field.name] = pd.array(df[field.name], dtype="Int64")
-        elif pa.types.is_floating(field.type):
-            df[field.name] = pd.to_numeric(df[field.name]).astype(np.float32)
+def _typed(df: pd.DataFrame, entity: str) -> pd.DataFrame:
+    for view in ENTITY_VIEWS[entity]:
+        for field in SCHEMAS[view]:
+            if field.name not in df.columns or field.name == ENTITY_IDS[entity]:
+                continue
+            if pa.types.is_integer(field.type):
+                df[field.name] = pd.array(df[field.name], dtype="Int64")
+            elif pa.types.is_floating(field.type):
+                df[field.name] = pd.to_numeric(df[field.name]).astype(np.float32)
     return df
 
 
 def online_user_features(store: FeatureStore, user_ids: Sequence[int]) -> pd.DataFrame:
-    """``user_features`` of each (unique) id, indexed by ``user_id``; ONE Feast call.
-
-    Unknown ids get ``found == False``, missing values and a zero ``profile_embedding``.
-    """
-    return _online(store, USER_FEATURES, "user_id", user_ids)
+    """``user_features`` + ``user_profile`` of each (unique) id, indexed by ``user_id``; ONE
+    Feast call. Unknown ids get ``found == False``, missing values and a zero
+    ``profile_embedding``."""
+    return _online(store, "user", user_ids)
 
 
 def online_post_features(store: FeatureStore, post_ids: Sequence[int]) -> pd.DataFrame:
-    """``post_features`` of each (unique) id, indexed by ``post_id``; ONE Feast call.
-
-    Unknown ids get ``found == False``, missing values and a zero ``description_embedding``.
-    """
-    return _online(store, POST_FEATURES, "post_id", post_ids)
+    """``post_features`` + ``post_content`` of each (unique) id, indexed by ``post_id``; ONE
+    Feast call. Unknown ids get ``found == False``, missing values and a zero
+    ``description_embedding``."""
+    return _online(store, "post", post_ids)
 
 
 def historical_features(

@@ -92,22 +92,43 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(dot, norm, out=np.zeros_like(dot), where=norm > 0)
 
 
+def _aligned(df: pd.DataFrame, id_col: str, n: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Rows matched 1:1 with the pairs; -1 where a row has no feature at all (a point-in-time
+    join before the entity existed)."""
+    if len(df) != n:
+        raise ValueError(f"aligned frames need {n} rows, got {len(df)}")
+    df = df.reset_index(drop=True)
+    values = df.drop(columns=[id_col], errors="ignore")
+    has = values.notna().any(axis=1).to_numpy() if values.shape[1] else np.zeros(n, bool)
+    return df, np.where(has, np.arange(n), -1)
+
+
 def ranking_features(
-    users_df: pd.DataFrame, posts_df: pd.DataFrame, pairs_df: pd.DataFrame, now_ts
+    users_df: pd.DataFrame,
+    posts_df: pd.DataFrame,
+    pairs_df: pd.DataFrame,
+    now_ts,
+    aligned: bool = False,
 ) -> pd.DataFrame:
     """Features of every ``(user_id, post_id)`` pair of ``pairs_df``, in its order.
 
+    ``users_df`` / ``posts_df``: one row per id (serving: the online features), or, with
+    ``aligned=True``, one row per pair in the pairs' order (training: each sample's features at
+    its own time, from a point-in-time join).
     ``now_ts``: the moment of scoring, a scalar (serving) or one value per pair (training:
     the sample's ``ts``), used for ``post_age_hours`` (clipped at 0).
     Returns the ``RANKER_FEATURES`` columns (index aligned with ``pairs_df``).
     """
-    users = _by_id(users_df, "user_id")
-    posts = _by_id(posts_df, "post_id")
-    user_ids = pairs_df["user_id"].to_numpy(dtype=np.int64)
-    post_ids = pairs_df["post_id"].to_numpy(dtype=np.int64)
-    u_row = users.index.get_indexer(user_ids)
-    p_row = posts.index.get_indexer(post_ids)
     n = len(pairs_df)
+    user_ids = pairs_df["user_id"].to_numpy(dtype=np.int64)
+    if aligned:
+        users, u_row = _aligned(users_df, "user_id", n)
+        posts, p_row = _aligned(posts_df, "post_id", n)
+    else:
+        users = _by_id(users_df, "user_id")
+        posts = _by_id(posts_df, "post_id")
+        u_row = users.index.get_indexer(user_ids)
+        p_row = posts.index.get_indexer(pairs_df["post_id"].to_numpy(dtype=np.int64))
     out: dict[str, object] = {}
 
     for col in USER_NUMERIC:
@@ -128,19 +149,17 @@ def ranking_features(
     out["post_age_hours"] = np.clip((_to_epoch_seconds(now_ts, n) - created) / 3600.0, 0, None)
 
     # user x post: is the post's category among the user's onboarding categories?
-    onboarding = pd.Series(
-        [parse_categories(v) for v in users["onboarding_categories"]]
+    onboarding = (
+        [frozenset(parse_categories(v)) for v in users["onboarding_categories"]]
         if "onboarding_categories" in users.columns
-        else [[] for _ in range(len(users))],
-        index=users.index,
-        dtype=object,
-    ).explode()
-    onboarding = onboarding.dropna()
-    known_pairs = pd.MultiIndex.from_arrays(
-        [onboarding.index.to_numpy(dtype=np.int64), onboarding.to_numpy(dtype=np.int64)]
+        else [frozenset()] * len(users)
     )
-    asked = pd.MultiIndex.from_arrays([user_ids, np.nan_to_num(category, nan=-1).astype(np.int64)])
-    out["category_in_onboarding"] = asked.isin(known_pairs).astype(np.int64)
+    cats = np.nan_to_num(category, nan=-1).astype(np.int64)
+    out["category_in_onboarding"] = np.fromiter(
+        (u >= 0 and c in onboarding[u] for u, c in zip(u_row.tolist(), cats.tolist(), strict=True)),
+        dtype=bool,
+        count=n,
+    ).astype(np.int64)
 
     # user x post: cosine of profile and description embeddings (gathered, then row-wise)
     profile = np.zeros((n, TEXT_EMBEDDING_DIM), dtype=np.float32)

@@ -1,19 +1,19 @@
 """Training and evaluation of the two models, framework-free (the Dagster assets call these).
 
-Training sets are read through Feast: :func:`latest_features` is a point-in-time join
-(``get_historical_features``) of the feature views at one moment, so the model is trained on
-exactly the feature definitions the service reads online.
+Training sets are read through Feast point-in-time joins (``get_historical_features``), so the
+models learn from exactly the feature definitions the service reads online, as they were at
+the right moment: :func:`latest_features` reads every user's / post's features at one moment
+(the two-tower model: the end of its training period), :func:`ranker_frames` reads each ranking
+sample's user and post features at the sample's own time. The feature histories are daily
+(cumulative counts up to each day's end, valid from the next midnight), so a feature never
+includes its sample's own day.
 
 * :func:`train_two_tower` fits the TFRS model on the ``train`` split of
-  ``ml_retrieval_positives`` and evaluates recall@K on the later splits (validation + test),
-  beside the recall@K of a random ranking of the same candidates.
+  ``ml_retrieval_positives`` (early stopping on ``validation``) and evaluates recall@K on the
+  ``test`` split beside the recall@K of a random ranking of the same candidates.
 * :func:`train_ranker` fits CatBoost on ``ml_ranking_samples`` (train split; validation split
   for early stopping) with :func:`socialrec.ranking_features.ranking_features`, and evaluates
-  AUC / log loss on the test split.
-
-Known limitation of the walking skeleton: the feature tables hold whole-history aggregates
-stamped when they were computed, so the ranker's engagement features include the sample's own
-outcome. Windowed, label-time-correct features are the data-platform / models issues' work.
+  AUC / log loss per split.
 """
 
 from __future__ import annotations
@@ -43,26 +43,45 @@ class TrainResult:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-def latest_features(store, view: str, ids, as_of: dt.datetime | None = None) -> pd.DataFrame:
-    """The feature values of ``view`` valid at ``as_of`` (default: now) for every id.
-
-    A Feast point-in-time join with one entity row per id; columns: the id column and the
-    view's features (docs/contracts.md). Ids without a row get nulls.
-    """
-    id_col = fs.ID_COLUMNS[view]
+def latest_features(store, entity: str, ids, as_of: dt.datetime | None = None) -> pd.DataFrame:
+    """The features of every ``entity`` (``user`` or ``post``) id as they were at ``as_of``
+    (default: now): a Feast point-in-time join with one entity row per id over both of the
+    entity's views. Columns: the id and the features; ids without a row get nulls."""
+    id_col = fs.ENTITY_IDS[entity]
     ids = pd.unique(np.asarray(list(ids), dtype=np.int64))
     stamp = pd.Timestamp(as_of or dt.datetime.now(dt.UTC))
     entity_df = pd.DataFrame({id_col: ids, fs.TIMESTAMP: stamp})
-    refs = [f"{view}:{name}" for name in fs.FEATURE_NAMES[view]]
-    out = fs.historical_features(store, entity_df, refs)
+    out = fs.historical_features(store, entity_df, fs.feature_refs(entity))
     return out.drop(columns=[fs.TIMESTAMP])
 
 
 def training_frames(store, positives_or_samples: pd.DataFrame, as_of=None):
-    """(users, posts): latest features of every user and post the rows mention."""
-    users = latest_features(store, fs.USER_FEATURES, positives_or_samples["user_id"], as_of)
-    posts = latest_features(store, fs.POST_FEATURES, positives_or_samples["post_id"], as_of)
+    """(users, posts): the features at ``as_of`` of every user and post the rows mention."""
+    users = latest_features(store, "user", positives_or_samples["user_id"], as_of)
+    posts = latest_features(store, "post", positives_or_samples["post_id"], as_of)
     return users, posts
+
+
+def split_end(rows: pd.DataFrame, split: str = "train") -> pd.Timestamp:
+    """The latest ``ts`` of a split: the moment a model trained on it may know about."""
+    ts = pd.to_datetime(rows.loc[rows["split"] == split, "ts"], utc=True)
+    return ts.max() if len(ts) else pd.Timestamp.now(tz="UTC")
+
+
+def ranker_frames(store, samples: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(users, posts) aligned row by row with ``samples``: each sample's user and post
+    features as they were at the sample's ``ts`` (one point-in-time join per entity; the two
+    entities' views share feature names, so they are not joined in one call)."""
+    ts = pd.to_datetime(samples["ts"], utc=True).to_numpy()
+    frames = []
+    for entity in ("user", "post"):
+        id_col = fs.ENTITY_IDS[entity]
+        entity_df = pd.DataFrame(
+            {id_col: samples[id_col].to_numpy(dtype=np.int64), fs.TIMESTAMP: ts}
+        )
+        out = fs.historical_features(store, entity_df, fs.feature_refs(entity))
+        frames.append(out.drop(columns=[fs.TIMESTAMP]))
+    return frames[0], frames[1]
 
 
 def _split(df: pd.DataFrame, *names: str) -> pd.DataFrame:
@@ -109,25 +128,32 @@ def train_two_tower(
     return TrainResult(model, params, metrics)
 
 
-def ranker_dataset(samples: pd.DataFrame, users: pd.DataFrame, posts: pd.DataFrame) -> pd.DataFrame:
+def ranker_dataset(
+    samples: pd.DataFrame, users: pd.DataFrame, posts: pd.DataFrame, aligned: bool = False
+) -> pd.DataFrame:
     """``RANKER_FEATURES`` + ``label`` + ``split`` for every sample; the post age is taken at
-    the sample's own ``ts`` (the moment it was shown)."""
+    the sample's own ``ts`` (the moment it was shown). ``aligned``: ``users`` / ``posts`` hold
+    one row per sample (:func:`ranker_frames`) instead of one per id."""
     from socialrec.ranking_features import ranking_features
 
-    feats = ranking_features(users, posts, samples, samples["ts"])
+    feats = ranking_features(users, posts, samples, samples["ts"], aligned=aligned)
     return feats.assign(
         label=samples["label"].astype(int).to_numpy(), split=samples["split"].to_numpy()
     )
 
 
 def train_ranker(
-    settings: Settings, samples: pd.DataFrame, users: pd.DataFrame, posts: pd.DataFrame
+    settings: Settings,
+    samples: pd.DataFrame,
+    users: pd.DataFrame,
+    posts: pd.DataFrame,
+    aligned: bool = False,
 ) -> TrainResult:
     """Fit CatBoost on the train split (validation split for early stopping); AUC and log loss
-    on every split."""
+    on every split. ``aligned``: see :func:`ranker_dataset`."""
     from socialrec.ranker import Ranker
 
-    data = ranker_dataset(samples.reset_index(drop=True), users, posts)
+    data = ranker_dataset(samples.reset_index(drop=True), users, posts, aligned=aligned)
     train, valid, test = (_split(data, s) for s in ("train", "validation", "test"))
     if train["label"].nunique() < 2:
         raise ValueError("the ranking train split needs both positive and negative samples")

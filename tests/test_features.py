@@ -1,5 +1,5 @@
-"""The Feast layer for real: feature tables -> apply -> materialize -> online reads, and the
-point-in-time training frames (DuckDB offline store over parquet, SQLite online store)."""
+"""The Feast layer for real: point-in-time feature histories -> apply -> materialize -> online
+reads, and the training frames (DuckDB offline store over parquet, SQLite online store)."""
 
 from __future__ import annotations
 
@@ -16,132 +16,185 @@ from socialrec.settings import TEXT_EMBEDDING_DIM, Settings
 
 pytestmark = pytest.mark.integration
 
-T1 = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
-T2 = dt.datetime(2026, 1, 9, tzinfo=dt.UTC)
-
 
 def _unit(seed: int) -> np.ndarray:
     v = np.random.default_rng(seed).normal(size=TEXT_EMBEDDING_DIM).astype(np.float32)
     return v / np.linalg.norm(v)
 
 
-def _dim_users(n_events: list[int]) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "user_id": [1, 2],
-            "onboarding_categories": ["3,7", "1"],
-            "n_events": n_events,
-            "n_impressions": [10, 4],
-            "n_positives": [3, 1],
-            "positive_rate": [0.3, 0.25],
-        }
-    )
+def _ts(s: str) -> pd.Timestamp:
+    return pd.Timestamp(s, tz="UTC")
 
 
-def _dim_posts(n_positives: list[int]) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "post_id": [10, 11, 12],
-            "creator_id": [2, 2, 1],
-            "category_id": [3, 7, 1],
-            "media_type": ["video", "text", "image"],
-            "created_at": pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-03"], utc=True),
-            "n_impressions": [20, 5, 0],
-            "n_positives": n_positives,
-            "positive_rate": [0.25, 0.2, 0.0],
-        }
-    )
-
-
-def _emb(ids: list[int], col: str) -> pd.DataFrame:
-    return pd.DataFrame({col: ids, "embedding": [_unit(i) for i in ids]})
+DIM_USERS = pd.DataFrame(
+    {
+        "user_id": [1, 2],
+        "created_at": [_ts("2026-01-01T08:00"), _ts("2026-01-03T00:00")],
+        "onboarding_categories": ["3,7", "1"],
+    }
+)
+# what dbt's user_daily_activity holds: cumulative counts up to each day's end
+USER_DAILY = pd.DataFrame(
+    {
+        "user_id": [1, 1, 2],
+        "day": pd.to_datetime(["2026-01-02", "2026-01-05", "2026-01-04"]).date,
+        "valid_from": [_ts("2026-01-03"), _ts("2026-01-06"), _ts("2026-01-05")],
+        "n_events": [5, 9, 2],
+        "n_impressions": [4, 6, 2],
+        "n_positives": [1, 3, 0],
+        "n_negatives": [0, 0, 0],
+        "positive_rate": [0.25, 0.5, 0.0],
+    }
+)
+DIM_POSTS = pd.DataFrame(
+    {
+        "post_id": [10, 11, 12],
+        "creator_id": [2, 2, 1],
+        "category_id": [3, 7, 1],
+        "media_type": ["video", "text", "image"],
+        "created_at": [_ts("2026-01-01"), _ts("2026-01-02"), _ts("2026-01-04")],
+    }
+)
+POST_DAILY = pd.DataFrame(
+    {
+        "post_id": [10, 10],
+        "day": pd.to_datetime(["2026-01-02", "2026-01-04"]).date,
+        "valid_from": [_ts("2026-01-03"), _ts("2026-01-05")],
+        "n_events": [7, 12],
+        "n_impressions": [5, 8],
+        "n_positives": [2, 5],
+        "n_negatives": [0, 1],
+        "positive_rate": [0.4, 0.625],
+    }
+)
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """Two snapshots: T1, and T2 where user 1 and post 10 changed (the others did not)."""
     settings = Settings(data_dir=tmp_path_factory.mktemp("feast"))
     settings.ensure_dirs()
-    user_emb, post_emb = _emb([1, 2], "user_id"), _emb([10, 11, 12], "post_id")
-    first = fs.write_feature_tables(
-        settings,
-        fs.build_user_features(_dim_users([5, 2]), user_emb, T1),
-        fs.build_post_features(_dim_posts([5, 1, 0]), post_emb, T1),
+    user_emb = pd.DataFrame({"user_id": [1, 2], "embedding": [_unit(1), _unit(2)]})
+    post_emb = pd.DataFrame(
+        {"post_id": [10, 11, 12], "embedding": [_unit(i) for i in (10, 11, 12)]}
     )
-    second = fs.write_feature_tables(
-        settings,
-        fs.build_user_features(_dim_users([9, 2]), user_emb, T2),
-        fs.build_post_features(_dim_posts([8, 1, 0]), post_emb, T2),
-    )
+    tables = {
+        fs.USER_FEATURES: fs.build_user_features(DIM_USERS, USER_DAILY),
+        fs.USER_PROFILE: fs.build_user_profile(DIM_USERS, user_emb),
+        fs.POST_FEATURES: fs.build_post_features(DIM_POSTS, POST_DAILY),
+        fs.POST_CONTENT: fs.build_post_content(DIM_POSTS, post_emb),
+    }
+    written = fs.write_feature_tables(settings, tables)
     store = fs.feature_store(settings)
     names = fs.apply_definitions(store, feature_repo.all_definitions(settings))
-    written = fs.materialize(store, dt.datetime(2026, 1, 10, tzinfo=dt.UTC))
+    materialized = fs.materialize(store, dt.datetime(2026, 1, 10, tzinfo=dt.UTC))
     return {
         "settings": settings,
         "store": store,
         "names": names,
-        "first": first,
-        "second": second,
+        "tables": tables,
         "written": written,
+        "materialized": materialized,
     }
 
 
-def test_snapshots_append_only_changed_rows(store):
-    assert store["first"] == {
-        fs.USER_FEATURES: {"rows": 2, "appended": 2},
-        fs.POST_FEATURES: {"rows": 3, "appended": 3},
+def test_histories_start_at_creation_and_follow_the_daily_activity(store):
+    users = store["tables"][fs.USER_FEATURES]
+    u1 = users[users["user_id"] == 1].sort_values(fs.TIMESTAMP)
+    assert u1[fs.TIMESTAMP].tolist() == [
+        _ts("2026-01-01T08:00"),
+        _ts("2026-01-03"),
+        _ts("2026-01-06"),
+    ]
+    assert u1["n_events"].tolist() == [0, 5, 9]
+    assert set(u1["onboarding_categories"]) == {"3,7"}
+    posts = store["tables"][fs.POST_FEATURES]
+    assert len(posts[posts["post_id"] == 11]) == 1  # no activity: the creation row only
+    assert store["written"] == {
+        fs.USER_FEATURES: 5,
+        fs.USER_PROFILE: 2,
+        fs.POST_FEATURES: 5,
+        fs.POST_CONTENT: 3,
     }
-    assert store["second"] == {
-        fs.USER_FEATURES: {"rows": 3, "appended": 1},
-        fs.POST_FEATURES: {"rows": 4, "appended": 1},
-    }
+    again = fs.read_feature_table(store["settings"], fs.POST_CONTENT)
+    np.testing.assert_allclose(again["description_embedding"].iloc[0], _unit(10), atol=1e-6)
 
 
 def test_apply_registers_the_repo(store):
     s = store["store"]
-    assert {"user", "post", "user_features", "post_features", "ranking_v1"} <= set(store["names"])
-    assert {v.name for v in s.list_feature_views()} == {"user_features", "post_features"}
+    assert {"user", "post", "ranking_v1", "retrieval_v1"} <= set(store["names"])
+    assert {v.name for v in s.list_feature_views()} == set(fs.SCHEMAS)
     assert {f.name for f in s.list_feature_services()} == {"ranking_v1", "retrieval_v1"}
 
 
-def test_online_reads_latest_values_in_one_call(store):
-    assert store["written"] == {fs.USER_FEATURES: 2, fs.POST_FEATURES: 3}
-    assert fs.online_row_counts(store["settings"]) == {fs.USER_FEATURES: 2, fs.POST_FEATURES: 3}
-    users = fs.online_user_features(store["store"], [1, 999, 2])
+def test_online_reads_the_latest_values_of_both_views_in_one_call(store):
+    assert store["materialized"][fs.USER_FEATURES] == 2
+    counts = fs.online_row_counts(store["settings"])
+    assert counts == {
+        fs.USER_FEATURES: 2,
+        fs.USER_PROFILE: 2,
+        fs.POST_FEATURES: 3,
+        fs.POST_CONTENT: 3,
+    }
+    calls = []
+    real = store["store"].get_online_features
+    store["store"].get_online_features = lambda **kw: calls.append(kw) or real(**kw)
+    try:
+        users = fs.online_user_features(store["store"], [1, 999, 2])
+        posts = fs.online_post_features(store["store"], [12, 10])
+    finally:
+        del store["store"].get_online_features
+    assert len(calls) == 2  # one Feast call per entity batch, both views inside it
     assert users.index.tolist() == [1, 999, 2]
     assert users["found"].tolist() == [True, False, True]
-    assert users.loc[1, "n_events"] == 9  # the T2 snapshot
-    assert users.loc[1, "onboarding_categories"] == "3,7"
+    assert users.loc[1, "n_events"] == 9 and users.loc[1, "onboarding_categories"] == "3,7"
     np.testing.assert_allclose(users.loc[2, "profile_embedding"], _unit(2), atol=1e-6)
     assert not users.loc[999, "profile_embedding"].any()
-    posts = fs.online_post_features(store["store"], [12, 10])
-    assert posts.loc[10, "n_positives"] == 8 and posts.loc[12, "category_id"] == 1
+    assert posts.loc[10, "n_positives"] == 5 and posts.loc[12, "category_id"] == 1
     assert posts.loc[10, "media_type"] == "video" and posts.index.tolist() == [12, 10]
 
 
 def test_point_in_time_join_never_reads_the_future(store):
     entity = pd.DataFrame(
         {
-            "user_id": [1, 1, 1, 2],
-            fs.TIMESTAMP: pd.to_datetime(
-                ["2026-01-04T00:00", "2026-01-06T00:00", "2026-01-09T12:00", "2026-01-06T00:00"],
-                utc=True,
-            ),
+            "user_id": [1, 1, 1, 1, 2],
+            fs.TIMESTAMP: [
+                _ts("2026-01-01T07:00"),  # before the user existed
+                _ts("2026-01-02T23:00"),  # day 2's events are not over yet
+                _ts("2026-01-03T00:00"),  # day 2 ended
+                _ts("2026-01-09T12:00"),
+                _ts("2026-01-04T12:00"),
+            ],
         }
     )
     out = fs.historical_features(store["store"], entity, ["user_features:n_events"])
-    # before any snapshot: nothing; between: T1's value; after T2: T2's value
     assert pd.isna(out["n_events"].iloc[0])
-    assert out["n_events"].iloc[1:].tolist() == [5, 9, 2]
+    assert out["n_events"].iloc[1:].tolist() == [0, 5, 9, 0]
 
 
-def test_latest_features_are_the_training_frames(store):
-    posts = training.latest_features(store["store"], fs.POST_FEATURES, [12, 10, 10, 77])
+def test_training_frames_are_point_in_time(store):
+    posts = training.latest_features(store["store"], "post", [12, 10, 10, 77])
     assert posts["post_id"].tolist() == [12, 10, 77]
-    assert posts.set_index("post_id").loc[10, "n_positives"] == 8
-    assert pd.isna(posts.set_index("post_id").loc[77, "category_id"])
-    early = training.latest_features(store["store"], fs.POST_FEATURES, [10], as_of=T1)
-    assert early["n_positives"].tolist() == [5]
+    by_id = posts.set_index("post_id")
+    assert by_id.loc[10, "n_positives"] == 5 and pd.isna(by_id.loc[77, "category_id"])
     np.testing.assert_allclose(
-        np.asarray(early["description_embedding"].iloc[0], dtype=np.float32), _unit(10), atol=1e-6
+        np.asarray(by_id.loc[10, "description_embedding"], dtype=np.float32), _unit(10), atol=1e-6
     )
+    early = training.latest_features(store["store"], "post", [10], as_of=_ts("2026-01-04"))
+    assert early["n_positives"].tolist() == [2]
+
+    samples = pd.DataFrame(
+        {
+            "user_id": [1, 1, 2],
+            "post_id": [10, 10, 12],
+            "ts": [_ts("2026-01-02T10:00"), _ts("2026-01-06T10:00"), _ts("2026-01-04T10:00")],
+        }
+    )
+    users, posts = training.ranker_frames(store["store"], samples)
+    assert users["user_id"].tolist() == [1, 1, 2] and posts["post_id"].tolist() == [10, 10, 12]
+    assert users["n_events"].tolist() == [0, 9, 0]
+    assert posts["n_positives"].tolist() == [0, 5, 0]
+    from socialrec.ranking_features import ranking_features
+
+    feats = ranking_features(users, posts, samples, samples["ts"], aligned=True)
+    assert feats["post_positive_rate"].tolist() == pytest.approx([0.0, 0.625, 0.0])
+    assert feats["category_in_onboarding"].tolist() == [1, 1, 1]
