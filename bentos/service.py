@@ -109,7 +109,8 @@ class Recommender:
 
         self.settings = Settings()
         self.index = PostIndex(str(self.settings.milvus_uri), self.settings.milvus_token)
-        self.seen_store = open_seen_store(self.settings)
+        # a per-user Bloom filter in front of the seen store (SQLite or ScyllaDB)
+        self.seen_store = open_seen_store(self.settings, bloom=True)
         self.recommender = FourStages(
             features=features.feature_store(self.settings),
             two_tower=TwoTowerModel.load(self.two_tower_model.path),

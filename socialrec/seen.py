@@ -5,8 +5,10 @@ events here at once, so a user never gets a post again right after reacting to i
 (read-your-writes). ``negatives`` are the posts the user disliked or reported.
 
 Embedded default: ``SQLiteSeenStore`` (WAL mode: the service writes while another process,
-e.g. the ``seen_history`` asset or a benchmark, reads). Production: ScyllaDB, behind the same
-``SeenStore`` protocol; ``open_seen_store`` is the one place that chooses.
+e.g. the ``seen_history`` asset or a benchmark, reads). Production: ScyllaDB
+(``socialrec.seen_scylla.ScyllaSeenStore``), behind the same ``SeenStore`` protocol;
+``open_seen_store`` is the one place that chooses. ``socialrec.bloom.BloomFilteredSeenStore``
+wraps any of them with per-user Bloom filters.
 """
 
 from __future__ import annotations
@@ -204,14 +206,22 @@ class InMemorySeenStore:
         pass
 
 
-def open_seen_store(settings: Settings) -> SeenStore:
+def open_seen_store(settings: Settings, *, bloom: bool = False) -> SeenStore:
     """The seen store of these settings: SQLite (embedded default) or ScyllaDB.
 
-    The ScyllaDB implementation is not written yet; with ``SOCIALREC_SCYLLA_HOSTS`` set this
-    raises instead of silently falling back to a local file.
+    With ``SOCIALREC_SCYLLA_HOSTS`` set: a ``socialrec.seen_scylla.ScyllaSeenStore`` (it
+    connects on first use; the schema comes from ``python -m socialrec.seen_scylla migrate``).
+    ``bloom=True`` puts a ``socialrec.bloom.BloomFilteredSeenStore`` (per-user Bloom filters,
+    ``SOCIALREC_SEEN_BLOOM_*``) in front of either.
     """
     if settings.scylla_hosts:
-        raise NotImplementedError(
-            "the ScyllaDB seen store is not implemented yet (SOCIALREC_SCYLLA_HOSTS is set)"
-        )
-    return SQLiteSeenStore(settings.seen_store_path)
+        from socialrec.seen_scylla import ScyllaSeenStore
+
+        store: SeenStore = ScyllaSeenStore.from_settings(settings)
+    else:
+        store = SQLiteSeenStore(settings.seen_store_path)
+    if bloom:
+        from socialrec.bloom import BloomFilteredSeenStore
+
+        return BloomFilteredSeenStore.from_settings(store, settings)
+    return store

@@ -17,7 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 POSITIVE_EVENTS = ("LIKE", "COMMENT", "SHARE", "BOOKMARK", "VIEW_FULL")
@@ -82,6 +82,19 @@ class Settings(BaseSettings):
 
     # --- landing sensor ----------------------------------------------------------------------
     landing_sensor_lag_seconds: int = 600  # how late a landing file may become visible
+
+    # --- ScyllaDB seen store -----------------------------------------------------------------
+    scylla_port: int = 9042
+    scylla_local_dc: str | None = None  # None: the driver takes the first contact point's DC
+    scylla_replication_factor: int = Field(default=1, ge=1)  # keyspace RF, at `migrate` only
+    scylla_seen_ttl_days: int = Field(default=90, ge=0, le=7300)  # 0: seen rows never expire
+    scylla_read_consistency: str = "LOCAL_ONE"  # a cassandra.ConsistencyLevel name
+    scylla_write_consistency: str = "LOCAL_QUORUM"
+    scylla_username: str | None = None
+    scylla_password: SecretStr | None = None
+    seen_bloom_capacity: int = Field(default=2000, ge=1)  # seen posts a user's filter is sized for
+    seen_bloom_fp_rate: float = Field(default=0.01, gt=0.0, lt=1.0)
+    seen_bloom_max_users: int = Field(default=100_000, ge=1)  # users' filters kept (LRU)
 
     @model_validator(mode="after")
     def _profile_defaults(self) -> Settings:

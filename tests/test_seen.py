@@ -79,5 +79,8 @@ def test_open_seen_store(tmp_path, monkeypatch):
         assert isinstance(s, SQLiteSeenStore) and s.path == tmp_path / "seen.sqlite"
     finally:
         s.close()
-    with pytest.raises(NotImplementedError):
-        open_seen_store(Settings(data_dir=tmp_path, scylla_hosts="10.0.0.1"))
+    from socialrec.seen_scylla import ScyllaSeenStore
+
+    # SCYLLA_HOSTS switches to ScyllaDB; the store connects lazily (no connection made here)
+    s = open_seen_store(Settings(data_dir=tmp_path, scylla_hosts="127.0.0.1"))
+    assert isinstance(s, ScyllaSeenStore) and s._session is None
