@@ -55,10 +55,12 @@ class LocalLandingBucket:
 
     def list(self, prefix: str = "") -> list[BlobInfo]:
         base = self.root
-        if not base.exists():
+        # walk only the deepest folder the prefix names (not the whole bucket per prefix)
+        folder = base / prefix.rsplit("/", 1)[0] if "/" in prefix else base
+        if not folder.exists():
             return []
         out = []
-        for path in base.rglob("*"):
+        for path in folder.rglob("*"):
             if not path.is_file() or path.name.startswith("."):
                 continue
             key = path.relative_to(base).as_posix()
