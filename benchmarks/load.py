@@ -1,7 +1,9 @@
 """Benchmark `load`: synthetic events through raw loading + ``dbt build`` on DuckDB.
 
 Phases, each in its own child process so that its wall time and peak RSS (``wait4``'s
-``ru_maxrss`` of that child) are its own:
+``ru_maxrss`` of that child and the processes it waited for, e.g. dbt) are its own. The data is
+generated in a child too: Linux carries a process's peak RSS across fork + exec, so a large
+parent would inflate every child's figure.
 
 1. ``raw_full``: every landed event partition but the last day, plus posts/users/categories,
    into the raw tables (``socialrec.warehouse``, what the raw assets run).
@@ -47,6 +49,17 @@ def _child(code: str, env: dict[str, str]) -> dict:
     return {"seconds": wall, "peak_rss_mib": usage.ru_maxrss / 1024, "output": out}
 
 
+GEN = """
+import json
+from socialrec.generator import generate_dataset, write_landing
+from socialrec.landing import LocalLandingBucket
+ds = generate_dataset(n_users={users}, n_posts={posts}, n_events={events}, days={days})
+write_landing(ds, LocalLandingBucket({staging!r}))
+per_day = ds.events["ts"].dt.strftime("%Y-%m-%d").value_counts().to_dict()
+print("JSON", json.dumps({{"events": len(ds.events), "users": len(ds.users),
+                          "posts": len(ds.posts), "per_day": per_day}}))
+"""
+
 RAW = """
 from socialrec import warehouse
 from socialrec.landing import open_bucket
@@ -78,7 +91,6 @@ sys.exit(out.returncode)
 
 
 def run(n_events: int, days: int, keep: bool) -> list[dict]:
-    from socialrec.generator import generate_dataset, write_landing
     from socialrec.landing import LocalLandingBucket
 
     data_dir = Path(tempfile.mkdtemp(prefix="socialrec-bench-load-"))
@@ -89,15 +101,18 @@ def run(n_events: int, days: int, keep: bool) -> list[dict]:
         "DBT_LOG_PATH": str(data_dir / "dbt_logs"),
     }
     try:
-        t0 = time.perf_counter()
-        ds = generate_dataset(
-            n_users=max(2000, n_events // 50),
-            n_posts=max(5000, n_events // 20),
-            n_events=n_events,
-            days=days,
-        )
         staging = LocalLandingBucket(data_dir / "staging")
-        write_landing(ds, staging)
+        gen = _child(
+            GEN.format(
+                users=max(2000, n_events // 50),
+                posts=max(5000, n_events // 20),
+                events=n_events,
+                days=days,
+                staging=str(staging.root),
+            ),
+            env,
+        )
+        info = json.loads(gen["output"].split("JSON ", 1)[1].splitlines()[0])
         landing = data_dir / "landing"
         landing.mkdir(parents=True, exist_ok=True)
         parts = sorted({b.partition for b in staging.list("events/")})
@@ -109,12 +124,13 @@ def run(n_events: int, days: int, keep: bool) -> list[dict]:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(staging.root / blob.key, dst)
         print(
-            f"generated {len(ds.events):,} events, {len(ds.users):,} users, "
-            f"{len(ds.posts):,} posts over {days} days in {time.perf_counter() - t0:.0f}s",
+            f"generated {info['events']:,} events, {info['users']:,} users, "
+            f"{info['posts']:,} posts over {days} days in {gen['seconds']:.0f}s "
+            f"(peak RSS {gen['peak_rss_mib']:.0f} MiB)",
             flush=True,
         )
-        n_last = int((ds.events["ts"].dt.strftime("%Y-%m-%d") == last).sum())
-        n_before = len(ds.events) - n_last
+        n_last = int(info["per_day"].get(last, 0))
+        n_before = info["events"] - n_last
         target = str(data_dir / "dbt_target")
         results = []
 

@@ -229,22 +229,18 @@ def to_markdown(table: pd.DataFrame, index_name: str = "method") -> str:
     return "\n".join(lines)
 
 
-def plot_recall_curves(
-    lists: Mapping[str, Mapping[int, Sequence[int]]], data: EvalData, path: str | Path
-) -> Path:
-    """recall@K for K = 1..100 of every method, as a PNG."""
+def _axes():
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    ks = np.unique(np.linspace(1, max(KS), 40).astype(int))
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-    for method, ranked in lists.items():
-        ax.plot(ks, [m.recall_at_k(ranked, data.relevant, int(k)) for k in ks], label=method)
-    ax.set_xlabel("K")
-    ax.set_ylabel("recall@K")
-    ax.set_title("Held-out recall@K (temporal split, full ranking)")
+    return plt.subplots(figsize=(6, 4), dpi=110)
+
+
+def _save(fig, ax, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -255,20 +251,29 @@ def plot_recall_curves(
     return path
 
 
+def plot_recall_curves(
+    lists: Mapping[str, Mapping[int, Sequence[int]]], data: EvalData, path: str | Path
+) -> Path:
+    """recall@K for K = 1..100 of every method, as a PNG."""
+    ks = np.unique(np.linspace(1, max(KS), 40).astype(int))
+    fig, ax = _axes()
+    for method, ranked in lists.items():
+        ax.plot(ks, [m.recall_at_k(ranked, data.relevant, int(k)) for k in ks], label=method)
+    ax.set_xlabel("K")
+    ax.set_ylabel("recall@K")
+    ax.set_title("Held-out recall@K (temporal split, full ranking)")
+    return _save(fig, ax, path)
+
+
 def plot_popularity_bias(
     finals: Mapping[str, Mapping[int, Sequence[int]]], data: EvalData, path: str | Path
 ) -> Path:
     """Share of top-10 slots (y) going to the most popular x% of posts, per method (a Lorenz
     style curve: the diagonal would be no popularity preference at all)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     order = sorted(data.popularity, key=lambda i: (-data.popularity[i], i))
     rank = {p: i for i, p in enumerate(order)}
     n = max(data.n_items, 1)
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    fig, ax = _axes()
     xs = np.linspace(0, 1, 101)
     for method, final in finals.items():
         slots = [rank.get(p, n) / n for recs in final.values() for p in list(recs)[:FINAL_K]]
@@ -280,11 +285,4 @@ def plot_popularity_bias(
     ax.set_xlabel("most popular x% of posts (by training positives)")
     ax.set_ylabel("share of top-10 slots")
     ax.set_title("Popularity bias")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
