@@ -13,11 +13,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import dagster as dg  # noqa: E402
 
-from assets import dbt, embeddings, features, index, models, raw, serving  # noqa: E402
+from assets import dbt, embeddings, evaluation, features, index, models, raw, serving  # noqa: E402
 from orchestration.resources import LandingResource, SettingsResource, mlflow_resource  # noqa: E402
 from orchestration.sensors import build_landing_sensor  # noqa: E402
 
-ASSET_MODULES = [raw, dbt, embeddings, features, models, index, serving]
+ASSET_MODULES = [raw, dbt, embeddings, features, models, index, serving, evaluation]
 
 
 def build_definitions(data_dir: str | None = None) -> dg.Definitions:
@@ -33,8 +33,8 @@ def build_definitions(data_dir: str | None = None) -> dg.Definitions:
     )
     nightly_retrain = dg.define_asset_job(
         "nightly_retrain",
-        selection=dg.AssetSelection.groups("models", "index", "serving"),
-        description="Retrain the models, rebuild the post index and the bento.",
+        selection=dg.AssetSelection.groups("models", "index", "serving", "evaluation"),
+        description="Retrain the models, rebuild the post index and the bento, evaluate offline.",
     )
     return dg.Definitions(
         assets=all_assets,

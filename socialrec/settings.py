@@ -73,6 +73,7 @@ class Settings(BaseSettings):
     ranker_iterations: int = 300
     # the challenger becomes champion unless its validation metric is this much (relative) worse
     quality_gate_tolerance: float = 0.02
+    evaluation_max_users: int = 1000  # held-out users sampled by the offline evaluation
 
     # --- serving -----------------------------------------------------------------------------
     retrieval_top_n: int = 200

@@ -208,3 +208,25 @@ def test_a_body_that_is_not_json_is_a_4xx(service):
         "/recommend", content=b"{not json", headers={"content-type": "application/json"}
     )
     assert 400 <= r.status_code < 500, (r.status_code, r.text)
+
+
+def test_offline_evaluation_compares_the_pipeline_with_the_baselines(materialized):
+    code = (
+        "import dagster as dg\n"
+        "with dg.DagsterInstance.get() as i:\n"
+        "    e = i.get_latest_materialization_event(dg.AssetKey('offline_evaluation'))\n"
+        "    print(e.asset_materialization.metadata['results'].value)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=materialized,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    assert {"socialrec", "popularity", "recent_popularity", "als"} <= set(rows), out
+    ndcg = {m: float(rows[m].split("|")[5]) for m in ("socialrec", "popularity", "als")}
+    assert all(0 <= v <= 1 for v in ndcg.values()), ndcg
