@@ -276,7 +276,10 @@ def plot_popularity_bias(
     fig, ax = _axes()
     xs = np.linspace(0, 1, 101)
     for method, final in finals.items():
-        slots = [rank.get(p, n) / n for recs in final.values() for p in list(recs)[:FINAL_K]]
+        # posts without training positives are tied at the head of the zero-popularity tail
+        slots = [
+            rank.get(p, len(order)) / n for recs in final.values() for p in list(recs)[:FINAL_K]
+        ]
         if not slots:
             continue
         slots = np.sort(np.asarray(slots))
