@@ -39,11 +39,20 @@ NEW_USER_MAX_POSITIVES = 5  # users with fewer training positives form the "new"
 
 class FrameFeatures:
     """Online features served from frames (one row per id, latest values), the shape
-    :mod:`socialrec.features` online readers return: indexed by id, with ``found``."""
+    :mod:`socialrec.features` online readers return: indexed by id, with ``found``.
+
+    Like the online store, an id is ``found`` only when it has feature values: a row of nulls
+    (a point-in-time read before the entity existed) is an unknown entity (cold start)."""
 
     def __init__(self, users: pd.DataFrame, posts: pd.DataFrame):
-        self._users = users.drop_duplicates("user_id", keep="last").set_index("user_id")
-        self._posts = posts.drop_duplicates("post_id", keep="last").set_index("post_id")
+        self._users = self._known(users.drop_duplicates("user_id", keep="last"), "user_id")
+        self._posts = self._known(posts.drop_duplicates("post_id", keep="last"), "post_id")
+
+    @staticmethod
+    def _known(frame: pd.DataFrame, id_col: str) -> pd.DataFrame:
+        frame = frame.set_index(id_col)
+        scalars = [c for c in frame.columns if not c.endswith("_embedding")]
+        return frame[frame[scalars].notna().any(axis=1)] if scalars else frame
 
     @staticmethod
     def _lookup(frame: pd.DataFrame, ids: Iterable[int], name: str) -> pd.DataFrame:

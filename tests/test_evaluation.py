@@ -143,3 +143,18 @@ def test_the_four_stage_pipeline_runs_offline_and_beats_random(world, tmp_path):
     curve = ev.plot_recall_curves({"pipeline": candidates}, data, tmp_path / "recall.png")
     bias = ev.plot_popularity_bias({"pipeline": final}, data, tmp_path / "bias.png")
     assert curve.read_bytes()[:4] == b"\x89PNG" and bias.stat().st_size > 1000
+
+
+def test_frame_features_treat_rows_of_nulls_as_unknown_like_the_online_store():
+    users = pd.DataFrame(
+        {
+            "user_id": [1, 2],
+            "n_events": [3, None],
+            "onboarding_categories": ["1", None],
+            "profile_embedding": [np.ones(4), None],
+        }
+    )
+    posts = pd.DataFrame({"post_id": [10], "category_id": [1]})
+    found = ev.FrameFeatures(users, posts).users([2, 1, 3])
+    assert found.index.tolist() == [2, 1, 3]
+    assert found["found"].tolist() == [False, True, False]
