@@ -172,9 +172,12 @@ def run_pipeline(recommender, data: EvalData, now: Any = None) -> tuple[dict, di
     The recommender's seen store must hold ``data.seen`` (see :func:`seen_store_of`)."""
     candidates, final = {}, {}
     for u in data.users:
-        rec = recommender.recommend(u, FINAL_K, now=now)
-        candidates[u] = rec.candidates or [it["post_id"] for it in rec.items]
-        final[u] = [it["post_id"] for it in rec.items]
+        # one request for the longest list; the final top 10 is its head
+        rec = recommender.recommend(u, max(KS), now=now)
+        items = [it["post_id"] for it in rec.items]
+        # personalized: the retrieval stage's candidates; cold start: its popular/fresh list
+        candidates[u] = rec.candidates or items
+        final[u] = items[:FINAL_K]
     return candidates, final
 
 
