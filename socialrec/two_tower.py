@@ -417,6 +417,10 @@ class TwoTowerModel:
         if fn is None:
             raise RuntimeError("the model is neither trained nor loaded")
         n = len(next(iter(inputs.values())))
+        # feed only what the tower's signature takes: a model saved by an older version (fewer
+        # inputs) still loads and embeds, e.g. the champion a new challenger is gated against
+        accepted = set(fn.structured_input_signature[1])
+        inputs = {k: v for k, v in inputs.items() if k in accepted}
         out = np.zeros((n, self.embedding_dim), dtype=np.float32)
         for start in range(0, n, _PREDICT_BATCH):
             batch = {k: tf.constant(v[start : start + _PREDICT_BATCH]) for k, v in inputs.items()}

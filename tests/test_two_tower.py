@@ -217,3 +217,16 @@ def test_logq_correction_uses_the_positive_frequencies(frames):
     assert not np.allclose(
         plain.post_embeddings(frames.posts), corrected.post_embeddings(frames.posts), atol=1e-4
     )
+
+
+def test_a_tower_gets_only_the_inputs_its_signature_takes(frames, trained, tmp_path):
+    """A model saved before a tower gained inputs still embeds (the quality gate loads the
+    previous champion with today's encoders)."""
+    from socialrec.two_tower import TwoTowerModel, encode_posts
+
+    loaded = TwoTowerModel.load(trained.save(tmp_path / "tt"))
+    inputs = encode_posts(frames.posts.head(4))
+    inputs["a_future_input"] = np.zeros((4, 3), dtype=np.float32)
+    np.testing.assert_array_equal(
+        loaded._embed(loaded._post_fn, inputs), trained.post_embeddings(frames.posts.head(4))
+    )
