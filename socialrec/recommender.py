@@ -9,8 +9,9 @@ Each stage is a plain function over small inputs (unit-testable without any serv
 2. :func:`filter_candidates` — drop posts the user has seen, disliked or reported, and their own.
 3. :func:`rank_candidates` — one online fetch of all candidates' post features,
    ``ranking_features`` (the same function as at training time), ranker probabilities.
-4. :func:`rerank` — category diversity as a decayed score (the n-th post of a category, counting
-   from 0, gets ``score * diversity_decay ** n``), sorted by that final score.
+4. :func:`rerank` — best first, interleaved so the top k holds at most
+   ``settings.max_per_category`` posts of a category and ``max_per_creator`` of a creator
+   (the caps give way when nothing else is left); optionally a decay of repeated categories.
 
 An unknown user, or a user left with no candidates, gets the cold-start path (popular and fresh
 posts from the catalog, minus what they have seen) — never an error.
@@ -175,23 +176,36 @@ def rank_candidates(
 
 
 # --- stage 4: re-ranking --------------------------------------------------------------------
-def rerank(scored: pd.DataFrame, k: int, diversity_decay: float) -> list[dict]:
-    """The top ``k`` after category diversity; returned ``score``s are non-increasing.
+def rerank(
+    scored: pd.DataFrame,
+    k: int,
+    diversity_decay: float = 1.0,
+    max_per_category: int | None = None,
+    max_per_creator: int | None = None,
+) -> list[dict]:
+    """The top ``k`` after category and creator diversity; returned ``score``s never increase.
 
-    ``scored``: post_id, ranker_score, category_id, creator_id. Posts are taken in ranker
-    order; the n-th post (from 0) of a category gets ``ranker_score * diversity_decay ** n``.
+    ``scored``: post_id, ranker_score, category_id, creator_id.
+
+    1. Decay: the n-th post (from 0, in ranker order) of a category gets
+       ``ranker_score * diversity_decay ** n`` (1.0: no decay).
+    2. Interleave: posts are taken best first, skipping one that would put more than
+       ``max_per_category`` posts of its category or ``max_per_creator`` of its creator in the
+       top k; when only such posts are left, the caps give way (k posts whenever k exist).
+    The returned ``score`` is the decayed score clamped so that it never increases down the
+    list; ``ranker_score`` is the ranker's own (None on the cold-start path).
     """
     if scored.empty or k <= 0:
         return []
     ordered = scored.sort_values(["ranker_score", "post_id"], ascending=[False, True])
     seen_per_category: dict[int, int] = {}
-    items = []
+    pool = []
     for row in ordered.itertuples(index=False):
         cat = int(row.category_id)
         n = seen_per_category.get(cat, 0)
         seen_per_category[cat] = n + 1
         base = float(row.ranker_score)
-        items.append(
+        pool.append(
             {
                 "post_id": int(row.post_id),
                 "score": base * diversity_decay**n,
@@ -200,8 +214,33 @@ def rerank(scored: pd.DataFrame, k: int, diversity_decay: float) -> list[dict]:
                 "creator_id": int(row.creator_id),
             }
         )
-    items.sort(key=lambda it: (-it["score"], it["post_id"]))
-    return items[:k]
+    pool.sort(key=lambda it: (-it["score"], it["post_id"]))
+    picked: list[dict] = []
+    per_cat: dict[int, int] = {}
+    per_creator: dict[int, int] = {}
+    rest = pool
+    while len(picked) < k and rest:
+        nxt = next(
+            (
+                i
+                for i, it in enumerate(rest)
+                if (
+                    max_per_category is None or per_cat.get(it["category_id"], 0) < max_per_category
+                )
+                and (
+                    max_per_creator is None
+                    or per_creator.get(it["creator_id"], 0) < max_per_creator
+                )
+            ),
+            0,  # every remaining post breaks a cap: take the best anyway
+        )
+        item = rest.pop(nxt)
+        per_cat[item["category_id"]] = per_cat.get(item["category_id"], 0) + 1
+        per_creator[item["creator_id"]] = per_creator.get(item["creator_id"], 0) + 1
+        if picked and item["score"] > picked[-1]["score"]:
+            item["score"] = picked[-1]["score"]
+        picked.append(item)
+    return picked
 
 
 # --- the composition ------------------------------------------------------------------------
@@ -306,7 +345,7 @@ class Recommender:
         if scored.empty:
             path = COLD_START
             scored = self._cold_start_frame(user_id, k, categories, seen | negatives)
-        items = rerank(scored, k, s.diversity_decay)
+        items = rerank(scored, k, s.diversity_decay, s.max_per_category, s.max_per_creator)
         timer.stage("reranking", t, returned=len(items), path=path)
 
         info = None

@@ -78,7 +78,11 @@ class Settings(BaseSettings):
     # --- serving -----------------------------------------------------------------------------
     retrieval_top_n: int = 200
     exploration_share: float = 0.2
-    diversity_decay: float = 0.85
+    # re-ranking: the top k holds at most this many posts of one category / one creator (when
+    # enough other posts exist); diversity_decay < 1 also decays repeated categories' scores
+    max_per_category: int | None = 4
+    max_per_creator: int | None = 2
+    diversity_decay: float = 1.0
     collection_alias: str = "posts"
 
     # --- landing sensor ----------------------------------------------------------------------

@@ -197,6 +197,29 @@ def test_rerank_decays_repeated_categories_and_sorts():
     assert rerank(scored.iloc[:0], 3, 0.5) == []
 
 
+def test_rerank_caps_categories_and_creators_then_gives_way():
+    scored = pd.DataFrame(
+        {
+            "post_id": [1, 2, 3, 4, 5, 6],
+            "ranker_score": [0.9, 0.85, 0.8, 0.7, 0.6, 0.5],
+            "category_id": [1, 1, 1, 2, 2, 3],
+            "creator_id": [5, 5, 6, 7, 8, 9],
+        }
+    )
+    items = rerank(scored, 4, max_per_category=2, max_per_creator=1)
+    # post 2 is the creator 5's second and post 3 the category 1's third: both wait
+    assert [i["post_id"] for i in items] == [1, 3, 4, 5]
+    scores = [i["score"] for i in items]
+    assert scores == sorted(scores, reverse=True)
+    assert [i["ranker_score"] for i in items] == [0.9, 0.8, 0.7, 0.6]
+    # only capped posts left: the caps give way so k posts come back, scores still non-increasing
+    everything = rerank(scored, 6, max_per_category=1, max_per_creator=1)
+    assert sorted(i["post_id"] for i in everything) == [1, 2, 3, 4, 5, 6]
+    assert [i["post_id"] for i in everything[:3]] == [1, 4, 6]
+    scores = [i["score"] for i in everything]
+    assert scores == sorted(scores, reverse=True)
+
+
 # --- catalog ------------------------------------------------------------------------------
 def test_catalog_cold_start_and_roundtrip(world, tmp_path):
     cat = world["catalog"]
