@@ -104,7 +104,8 @@ def two_tower_model(
     automation_condition=NIGHTLY,
     kinds={"catboost", "mlflow"},
     description="CatBoost ranker on ml_ranking_samples with user, post and user x post "
-    "features (socialrec.ranking_features); AUC / log loss per split; registered in MLflow.",
+    "features (socialrec.ranking_features), point in time; Logloss and YetiRank both trained, "
+    "the better validation NDCG@10 per user kept; registered in MLflow.",
 )
 def ranker_model(
     context: dg.AssetExecutionContext, settings: SettingsResource, mlflow: dg.ResourceParam[MlFlow]
@@ -186,8 +187,8 @@ def two_tower_quality_gate(settings: SettingsResource) -> dg.AssetCheckResult:
 @dg.asset_check(
     asset=ranker_model,
     blocking=True,
-    description="Quality gate: AUC of the challenger vs the champion on the current validation "
-    "split; promotes the challenger to champion unless it regresses.",
+    description="Quality gate: NDCG@10 per user of the challenger vs the champion on the "
+    "current validation split; promotes the challenger to champion unless it regresses.",
 )
 def ranker_quality_gate(settings: SettingsResource) -> dg.AssetCheckResult:
     s = settings.get()
@@ -197,7 +198,7 @@ def ranker_quality_gate(settings: SettingsResource) -> dg.AssetCheckResult:
     gate = training.quality_gate(
         s,
         registry.RANKER,
-        "validation AUC",
-        lambda path: training.ranker_validation_auc(path, data),
+        "validation NDCG@10",
+        lambda path: training.ranker_validation_ndcg(path, data),
     )
     return _gate_result(gate)

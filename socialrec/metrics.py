@@ -116,6 +116,33 @@ def random_recall_at_k(k: int, n_items: int, relevant: int | Iterable[int] = 1) 
     return min(k, n_items) / n_items
 
 
+def grouped_ndcg(
+    groups: Sequence, relevance: Sequence[float], scores: Sequence[float], k: int = 10
+) -> float:
+    """Mean NDCG@k over groups (e.g. users) of graded relevance (negatives count as 0) ranked
+    by ``scores``; groups with no positive relevance are left out."""
+    df = pd.DataFrame(
+        {
+            "g": np.asarray(groups),
+            "rel": np.clip(np.asarray(relevance, float), 0, None),
+            "s": np.asarray(scores, float),
+        }
+    )
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    out = []
+    for _, grp in df.groupby("g", sort=False):
+        rel = grp["rel"].to_numpy()
+        if rel.max() <= 0:
+            continue
+        order = np.argsort(-grp["s"].to_numpy(), kind="stable")[:k]
+        ideal = np.sort(rel)[::-1][:k]
+        gains = 2.0 ** rel[order] - 1
+        dcg = float((gains * discounts[: len(order)]).sum())
+        idcg = float(((2.0**ideal - 1) * discounts[: len(ideal)]).sum())
+        out.append(dcg / idcg)
+    return float(np.mean(out)) if out else float("nan")
+
+
 def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float:
     """Area under the ROC curve (Mann-Whitney U with tied ranks averaged)."""
     y = np.asarray(labels, dtype=bool)

@@ -137,8 +137,12 @@ def ranker_dataset(
     from socialrec.ranking_features import ranking_features
 
     feats = ranking_features(users, posts, samples, samples["ts"], aligned=aligned)
+    relevance = samples["relevance"] if "relevance" in samples.columns else samples["label"]
     return feats.assign(
-        label=samples["label"].astype(int).to_numpy(), split=samples["split"].to_numpy()
+        label=samples["label"].astype(int).to_numpy(),
+        relevance=pd.to_numeric(relevance, errors="coerce").fillna(0).to_numpy(dtype=float),
+        user_id=samples["user_id"].astype("int64").to_numpy(),
+        split=samples["split"].to_numpy(),
     )
 
 
@@ -149,26 +153,39 @@ def train_ranker(
     posts: pd.DataFrame,
     aligned: bool = False,
 ) -> TrainResult:
-    """Fit CatBoost on the train split (validation split for early stopping); AUC and log loss
-    on every split. ``aligned``: see :func:`ranker_dataset`."""
-    from socialrec.ranker import Ranker
+    """Fit CatBoost with both objectives on the train split (validation split for early
+    stopping) and keep the one with the better validation NDCG@10 per user (graded relevance):
+    the ranker's job is the order of one user's candidates, which AUC over all pairs does not
+    measure. AUC, log loss and NDCG@10 of the kept model on every split.
+    ``aligned``: see :func:`ranker_dataset`."""
+    from socialrec.ranker import LOSSES, Ranker
 
     data = ranker_dataset(samples.reset_index(drop=True), users, posts, aligned=aligned)
     train, valid, test = (_split(data, s) for s in ("train", "validation", "test"))
     if train["label"].nunique() < 2:
         raise ValueError("the ranking train split needs both positive and negative samples")
-    ranker = Ranker(iterations=settings.ranker_iterations, seed=settings.seed)
-    ranker.fit(train, valid)
-    metrics: dict[str, float] = {}
+    candidates = {}
+    for loss in LOSSES:
+        ranker = Ranker(
+            iterations=settings.ranker_iterations, seed=settings.seed, loss_function=loss
+        ).fit(train, valid)
+        score = ranker.evaluate(valid).get("ndcg@10", float("nan")) if len(valid) else float("nan")
+        candidates[loss] = (ranker, score)
+    best = max(
+        LOSSES, key=lambda name: -np.inf if np.isnan(candidates[name][1]) else candidates[name][1]
+    )
+    ranker = candidates[best][0]
+    metrics: dict[str, float] = {
+        f"validation_ndcg@10.{loss}": float(score) for loss, (_, score) in candidates.items()
+    }
     for name, part in (("train", train), ("validation", valid), ("test", test)):
         if len(part) and part["label"].nunique() == 2:
             for k, v in ranker.evaluate(part).items():
                 metrics[f"{name}_{k}"] = v
     metrics["best_iteration"] = float(ranker.best_iteration or 0)
     metrics.update({f"importance.{k}": v for k, v in ranker.feature_importance().items()})
-    return TrainResult(
-        ranker, {**ranker.params, "loss": "Logloss"}, metrics, {"example": test.head(5)}
-    )
+    params = {**ranker.params, "loss": best, "chosen_by": "validation NDCG@10 per user"}
+    return TrainResult(ranker, params, metrics, {"example": test.head(5)})
 
 
 # ---- the quality gate: challenger vs champion on the same validation set -------------------
@@ -213,6 +230,17 @@ def ranker_validation_auc(model_path: Path, data: pd.DataFrame) -> float:
     if valid.empty or valid["label"].nunique() < 2:
         return float("nan")
     return Ranker.load(model_path).evaluate(valid)["auc"]
+
+
+def ranker_validation_ndcg(model_path: Path, data: pd.DataFrame) -> float:
+    """NDCG@10 per user (graded relevance) of a saved ranker on the ``validation`` rows of
+    :func:`ranker_dataset`: comparable across objectives (only each user's order counts)."""
+    from socialrec.ranker import Ranker
+
+    valid = _split(data, "validation")
+    if valid.empty:
+        return float("nan")
+    return Ranker.load(model_path).evaluate(valid).get("ndcg@10", float("nan"))
 
 
 def quality_gate(

@@ -108,3 +108,53 @@ def test_ranker_save_and_load_give_identical_predictions(ranker, datasets, tmp_p
     np.testing.assert_array_equal(
         loaded.predict(datasets["test"]), ranker.predict(datasets["test"])
     )
+
+
+def test_grouped_ndcg_by_hand():
+    from socialrec.metrics import grouped_ndcg
+
+    # user 1: the relevant post ranked first -> 1; user 2: ranked second of two -> 1/log2(3)
+    # (gain 2^1-1 = 1); user 3 has no positive relevance and is left out
+    groups = [1, 1, 2, 2, 3]
+    relevance = [2.0, 0.0, 0.0, 1.0, -2.0]
+    scores = [0.9, 0.1, 0.8, 0.2, 0.5]
+    assert grouped_ndcg(groups, relevance, scores, 10) == pytest.approx((1 + 1 / np.log2(3)) / 2)
+
+
+@pytest.fixture(scope="module")
+def graded(frames):
+    from socialrec.training import ranker_dataset
+
+    s = frames.samples.assign(relevance=frames.samples["label"] * 2.0)
+    data = ranker_dataset(s, frames.users, frames.posts)
+    return {name: part for name, part in data.groupby("split")}
+
+
+def test_yetirank_ranks_users_candidates_and_round_trips(graded, tmp_path):
+    ranker = Ranker(iterations=60, seed=3, loss_function="YetiRank").fit(
+        graded["train"], graded["validation"]
+    )
+    scores = ranker.predict(graded["test"])
+    assert ((scores > 0) & (scores < 1)).all()  # sigmoid of the raw score: a score, not a prob
+    report = ranker.evaluate(graded["test"])
+    assert report["ndcg@10"] > 0.5 and report["auc"] > 0.55, report
+    loaded = Ranker.load(ranker.save(tmp_path / "yeti"))
+    assert loaded.loss_function == "YetiRank"
+    np.testing.assert_allclose(loaded.predict(graded["test"]), scores)
+    with pytest.raises(ValueError):
+        Ranker(loss_function="RMSE")
+
+
+def test_train_ranker_keeps_the_objective_with_the_better_validation_ndcg(frames, tmp_path):
+    from socialrec.settings import Settings
+    from socialrec.training import train_ranker
+
+    samples = frames.samples.assign(relevance=frames.samples["label"] * 2.0)
+    result = train_ranker(
+        Settings(data_dir=tmp_path, ranker_iterations=40), samples, frames.users, frames.posts
+    )
+    m = result.metrics
+    by_loss = {loss: m[f"validation_ndcg@10.{loss}"] for loss in ("Logloss", "YetiRank")}
+    assert result.params["loss"] == max(by_loss, key=by_loss.get)
+    assert result.model.loss_function == result.params["loss"]
+    assert m["validation_ndcg@10"] == pytest.approx(by_loss[result.params["loss"]])

@@ -1,7 +1,10 @@
--- Ranking samples: one row per (user, post) that had an impression or a positive/negative
--- engagement, deleted posts left out. label 1 = any positive event; 0 = an impression without a
--- positive, or any negative event (negatives win over positives). ts is the pair's first event
--- (the exposure), split is the time-based split of ts.
+-- Ranking samples: one row per (user, post) that had an exposure (an IMPRESSION, or a VIEW for
+-- logs without impressions) or a positive/negative engagement, deleted posts left out.
+-- label 1 = any positive event; 0 = an exposure without a positive, or any negative event
+-- (negatives win over positives). relevance = the sum of the pair's event weights
+-- (var relevance_weights: VIEW 0.5 ... SHARE 3, DISLIKE -2, REPORT -4), the graded target of a
+-- ranking objective. ts is the pair's first event (the exposure), split is the time-based
+-- split of ts.
 --
 -- Point-in-time features: counts over the events STRICTLY BEFORE the row's ts (events at the
 -- same instant are not "before"), so a row never sees its own or any later event. Each is a
@@ -20,7 +23,9 @@ events as (
         e.ts,
         e.is_positive,
         e.is_negative,
-        case when e.event_type = 'IMPRESSION' then 1 else 0 end as is_impression
+        e.relevance,
+        case when e.event_type = 'IMPRESSION' then 1 else 0 end as is_impression,
+        case when e.event_type in ('IMPRESSION', 'VIEW') then 1 else 0 end as is_exposure
     from {{ ref('fct_interactions') }} e
     join {{ ref('stg_posts') }} p on p.post_id = e.post_id
 ),
@@ -32,10 +37,11 @@ pairs as (
         category_id,
         min(ts) as ts,
         max(is_positive) as has_positive,
-        max(is_negative) as has_negative
+        max(is_negative) as has_negative,
+        sum(relevance) as relevance
     from events
     where not is_deleted
-      and (is_impression = 1 or is_positive = 1 or is_negative = 1)
+      and (is_exposure = 1 or is_positive = 1 or is_negative = 1)
     group by user_id, post_id, category_id
 ),
 
@@ -120,6 +126,7 @@ select
         as {{ dbt.type_int() }}
     ) as label,
     {{ time_split('p.ts') }} as split,
+    cast(p.relevance as {{ type_double() }}) as relevance,
     cast(coalesce(up.user_prior_events, 0) as {{ dbt.type_bigint() }}) as user_prior_events,
     cast(coalesce(up.user_prior_impressions, 0) as {{ dbt.type_bigint() }}) as user_prior_impressions,
     cast(coalesce(up.user_prior_positives, 0) as {{ dbt.type_bigint() }}) as user_prior_positives,
