@@ -185,3 +185,35 @@ select
     {{ safe_rate('n_positives', 'n_impressions') }} as positive_rate
 from cumulative
 {%- endmacro %}
+
+
+{#-
+  The smoothed affinity of a user toward a `key` (category_id, creator_id): CTEs `totals` and
+  `affinity_prior` (a key's share of all positives, add-one smoothed) over a `pairs` relation
+  with columns user_id, <key>, n_positives; and the score expression, for a `p` (pairs),
+  `u` (user_totals: user_positives) and `c` (affinity_prior) join:
+  (n_positives + s * prior) / (user_positives + s), s = var affinity_prior_strength.
+-#}
+{% macro affinity_prior_ctes(key) -%}
+totals as (
+    select sum(n_positives) as all_positives, count(distinct {{ key }}) as n_keys
+    from pairs
+),
+
+affinity_prior as (
+    select
+        p.{{ key }},
+        (sum(p.n_positives) + 1.0) / (max(t.all_positives) + max(t.n_keys)) as prior
+    from pairs p
+    cross join totals t
+    group by p.{{ key }}
+)
+{%- endmacro %}
+
+{% macro affinity_score() -%}
+    cast(
+        (p.n_positives + {{ var('affinity_prior_strength') }} * c.prior)
+        / (u.user_positives + {{ var('affinity_prior_strength') }})
+        as {{ type_double() }}
+    )
+{%- endmacro %}

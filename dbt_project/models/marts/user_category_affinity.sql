@@ -28,19 +28,7 @@ user_totals as (
     group by user_id
 ),
 
-totals as (
-    select sum(n_positives) as all_positives, count(distinct category_id) as n_categories
-    from pairs
-),
-
-category_prior as (
-    select
-        p.category_id,
-        (sum(p.n_positives) + 1.0) / (max(t.all_positives) + max(t.n_categories)) as prior
-    from pairs p
-    cross join totals t
-    group by p.category_id
-)
+{{ affinity_prior_ctes('category_id') }}
 
 select
     p.user_id,
@@ -50,12 +38,8 @@ select
     cast(p.n_positives as {{ dbt.type_bigint() }}) as n_positives,
     cast(p.n_negatives as {{ dbt.type_bigint() }}) as n_negatives,
     {{ safe_rate('p.n_positives', 'p.n_impressions') }} as positive_rate,
-    cast(
-        (p.n_positives + {{ var('affinity_prior_strength') }} * c.prior)
-        / (u.user_positives + {{ var('affinity_prior_strength') }})
-        as {{ type_double() }}
-    ) as affinity_score,
+    {{ affinity_score() }} as affinity_score,
     p.last_event_ts
 from pairs p
 join user_totals u on u.user_id = p.user_id
-join category_prior c on c.category_id = p.category_id
+join affinity_prior c on c.category_id = p.category_id

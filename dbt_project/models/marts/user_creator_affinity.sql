@@ -30,19 +30,7 @@ user_totals as (
     group by user_id
 ),
 
-totals as (
-    select sum(n_positives) as all_positives, count(distinct creator_id) as n_creators
-    from pairs
-),
-
-creator_prior as (
-    select
-        p.creator_id,
-        (sum(p.n_positives) + 1.0) / (max(t.all_positives) + max(t.n_creators)) as prior
-    from pairs p
-    cross join totals t
-    group by p.creator_id
-)
+{{ affinity_prior_ctes('creator_id') }}
 
 select
     p.user_id,
@@ -53,12 +41,8 @@ select
     cast(p.n_positives as {{ dbt.type_bigint() }}) as n_positives,
     cast(p.n_negatives as {{ dbt.type_bigint() }}) as n_negatives,
     {{ safe_rate('p.n_positives', 'p.n_impressions') }} as positive_rate,
-    cast(
-        (p.n_positives + {{ var('affinity_prior_strength') }} * c.prior)
-        / (u.user_positives + {{ var('affinity_prior_strength') }})
-        as {{ type_double() }}
-    ) as affinity_score,
+    {{ affinity_score() }} as affinity_score,
     p.last_event_ts
 from pairs p
 join user_totals u on u.user_id = p.user_id
-join creator_prior c on c.creator_id = p.creator_id
+join affinity_prior c on c.creator_id = p.creator_id
