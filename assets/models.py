@@ -48,8 +48,10 @@ def _registered_metadata(reg: registry.RegisteredModel) -> dict:
     automation_condition=NIGHTLY,
     kinds={"tensorflow", "mlflow"},
     description="TFRS two-tower model (user tower: id, onboarding categories, profile "
-    "embedding; post tower: id, category, description embedding) trained on the train split of "
-    "ml_retrieval_positives; recall@K on the later splits beside random; registered in MLflow.",
+    "embedding, activity; post tower: id, category, media type, creator, description "
+    "embedding; logQ-corrected in-batch softmax) trained on the train split of "
+    "ml_retrieval_positives, early-stopped on validation recall@100; recall@K on the test split "
+    "beside random; registered in MLflow as the challenger.",
 )
 def two_tower_model(
     context: dg.AssetExecutionContext, settings: SettingsResource, mlflow: dg.ResourceParam[MlFlow]
