@@ -33,6 +33,7 @@ EVENT_TYPES = (
 ) + NEGATIVE_EVENTS
 MEDIA_TYPES = ("text", "image", "video", "link")
 TEXT_EMBEDDING_DIM = 384
+LOCAL_API_TOKEN = "socialrec-local-dev-token"  # the local profile's bearer token (README)
 
 
 class Settings(BaseSettings):
@@ -83,7 +84,26 @@ class Settings(BaseSettings):
     max_per_category: int | None = 4
     max_per_creator: int | None = 2
     diversity_decay: float = 1.0
+    # posts younger than new_post_boost_hours get their score multiplied by new_post_boost
+    new_post_boost_hours: float = Field(default=24.0, ge=0)  # 0: no boost
+    new_post_boost: float = Field(default=1.15, ge=1.0)
+    # > 0: the top k is sampled without replacement from softmax(score / temperature), seeded
+    # per request; 0: deterministic order
+    softmax_temperature: float = Field(default=0.0, ge=0)
+    # promoted posts (e.g. SOCIALREC_PROMOTED_POST_IDS='[12, 40]') go to the top when their
+    # ranker score is at least promoted_min_score
+    promoted_post_ids: list[int] = Field(default_factory=list)
+    promoted_min_score: float = Field(default=0.5, ge=0.0)
     collection_alias: str = "posts"
+    text_collection_alias: str = "post_texts"  # MiniLM description embeddings (/search)
+    # bearer token of the write endpoints (/events, /posts); the read endpoints too when
+    # auth_read_endpoints. The local profile has a fixed development token; gcp needs one.
+    api_token: SecretStr | None = None
+    auth_read_endpoints: bool = False
+    # the /events write path: a durable local spool appended to the landing bucket
+    spool_flush_events: int = Field(default=500, ge=1)  # flush when this many are pending
+    spool_flush_seconds: float = Field(default=5.0, gt=0)  # ... or when the oldest is this old
+    spool_retry_seconds: float = Field(default=2.0, gt=0)  # wait after a failed flush
 
     # --- landing sensor ----------------------------------------------------------------------
     landing_sensor_lag_seconds: int = 600  # how late a landing file may become visible
@@ -111,6 +131,7 @@ class Settings(BaseSettings):
                     ("SOCIALREC_BIGQUERY_PROJECT", self.bigquery_project),
                     ("SOCIALREC_MILVUS_URI", self.milvus_uri),
                     ("SOCIALREC_MLFLOW_TRACKING_URI", self.mlflow_tracking_uri),
+                    ("SOCIALREC_API_TOKEN", self.api_token),
                 )
                 if not value
             ]
@@ -123,6 +144,7 @@ class Settings(BaseSettings):
             self.landing_uri = self.landing_uri or str(self.data_dir / "landing")
             self.warehouse_path = self.warehouse_path or self.data_dir / "warehouse.duckdb"
             self.dbt_target = self.dbt_target or "duckdb"
+            self.api_token = self.api_token or SecretStr(LOCAL_API_TOKEN)
             self.milvus_uri = self.milvus_uri or str(self.data_dir / "milvus" / "posts.db")
             self.mlflow_tracking_uri = (
                 self.mlflow_tracking_uri or f"sqlite:///{self.data_dir / 'mlflow' / 'mlflow.db'}"
@@ -156,6 +178,11 @@ class Settings(BaseSettings):
     @cached_property
     def dagster_home(self) -> Path:
         return self.data_dir / "dagster"
+
+    @cached_property
+    def spool_dir(self) -> Path:
+        """The /events durable spool (always local: it is what survives a bucket outage)."""
+        return self.data_dir / "spool"
 
     @cached_property
     def seen_store_path(self) -> Path:
