@@ -11,10 +11,18 @@ Each stage is a plain function over small inputs (unit-testable without any serv
    ``ranking_features`` (the same function as at training time), ranker probabilities.
 4. :func:`rerank` — best first, interleaved so the top k holds at most
    ``settings.max_per_category`` posts of a category and ``max_per_creator`` of a creator
-   (the caps give way when nothing else is left); optionally a decay of repeated categories.
+   (the caps give way when nothing else is left); optionally a decay of repeated categories,
+   a boost of posts younger than ``new_post_boost_hours``, softmax sampling of the order
+   (``softmax_temperature``, seeded per request) and promoted posts
+   (``promoted_post_ids`` with a ranker score >= ``promoted_min_score``) first.
 
-An unknown user, or a user left with no candidates, gets the cold-start path (popular and fresh
-posts from the catalog, minus what they have seen) — never an error.
+A user the feature store does not know yet but whose request names categories (a new user's
+onboarding choice) is embedded from them by the user tower and goes through the same four
+stages. An unknown user without categories, or a user left with no candidates, gets the
+cold-start path (popular and fresh
+posts from the catalog, minus what they have seen) — never an error. Its list is re-ranked the
+same way (caps, decay, new-post boost, sampling), except the promoted rule: it needs a ranker
+score to check against ``promoted_min_score``, and cold-start scores are only list positions.
 """
 
 from __future__ import annotations
@@ -147,12 +155,15 @@ def rank_candidates(
     ranker: Scorer,
     feature_builder: FeatureBuilder,
     now_ts: Any,
+    retrieval_scores: dict[int, float] | None = None,
 ) -> pd.DataFrame:
     """Ranker probabilities for the candidates that have online features.
 
     ``user_row``: the user's online features (one row, ``user_id`` column);
-    ``post_features``: online post features indexed by post_id with a ``found`` column.
-    Returns post_id, ranker_score, category_id, creator_id (candidate order kept).
+    ``post_features``: online post features indexed by post_id with a ``found`` column;
+    ``retrieval_scores``: each candidate's ANN similarity (the ``retrieval_score`` feature).
+    Returns post_id, ranker_score, category_id, creator_id and created_at (epoch seconds from
+    the ``created_at_ts`` feature; NaN when the features lack it), candidate order kept.
     """
     known = (
         post_features[post_features["found"].astype(bool)] if len(post_features) else post_features
@@ -160,11 +171,13 @@ def rank_candidates(
     ids = [int(p) for p in post_ids if int(p) in known.index]
     out = pd.DataFrame({"post_id": pd.Series(ids, dtype="int64")})
     if not ids:
-        return out.assign(ranker_score=[], category_id=[], creator_id=[])
+        return out.assign(ranker_score=[], category_id=[], creator_id=[], created_at=[])
     posts = known.loc[ids].reset_index()
     users = user_row.reset_index(drop=True)
     user_id = int(users["user_id"].iloc[0])
     pairs = pd.DataFrame({"user_id": np.full(len(ids), user_id, dtype=np.int64), "post_id": ids})
+    if retrieval_scores is not None:
+        pairs["retrieval_score"] = [retrieval_scores.get(p, np.nan) for p in ids]
     feats = feature_builder(users, posts, pairs, now_ts)
     scores = np.asarray(ranker.predict(feats), dtype=float).reshape(-1)
     if len(scores) != len(ids):
@@ -172,69 +185,172 @@ def rank_candidates(
     out["ranker_score"] = scores
     out["category_id"] = posts["category_id"].astype("int64").to_numpy()
     out["creator_id"] = posts["creator_id"].astype("int64").to_numpy()
+    created = (
+        pd.to_numeric(posts["created_at_ts"], errors="coerce").astype("float64")
+        if "created_at_ts" in posts.columns
+        else pd.Series(np.nan, index=posts.index)
+    )
+    out["created_at"] = created.where(created > 0).to_numpy()  # 0: a filled-in unknown
     return out
 
 
 # --- stage 4: re-ranking --------------------------------------------------------------------
+# a post dated up to this far in the future (clock skew between services) still counts as new;
+# one dated further ahead (e.g. after an offline evaluation's "now") is not boosted
+NEW_POST_CLOCK_SKEW_SECONDS = 300.0
+# Recommender.recommend without an explicit seed: the sampling seed is derived from the user and
+# the request time in buckets of this many seconds (a retry within the bucket gets the same order)
+SEED_BUCKET_SECONDS = 60
+_U64 = (1 << 64) - 1
+
+
+def _epoch_seconds(ts: Any) -> float:
+    """A scalar time (Timestamp, datetime, ISO string or epoch seconds) as epoch seconds (UTC;
+    a naive time is taken as UTC)."""
+    if isinstance(ts, int | float | np.number):
+        return float(ts)
+    return pd.Timestamp(ts).timestamp()
+
+
+def _created_seconds(values: pd.Series) -> np.ndarray:
+    """A ``created_at`` column (epoch seconds or datetimes) as float epoch seconds; NaN unknown."""
+    if pd.api.types.is_numeric_dtype(values):
+        return values.to_numpy(dtype=np.float64)
+    ts = pd.to_datetime(values, utc=True)
+    return (ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
+
+
+def new_post_mask(scored: pd.DataFrame, now_ts: Any, window_hours: float) -> np.ndarray:
+    """Which rows of ``scored`` are younger than ``window_hours`` at ``now_ts``.
+
+    None of them without a ``now_ts``, a ``created_at`` column or a window; an unknown (NaN)
+    ``created_at`` is not new; a post dated at most ``NEW_POST_CLOCK_SKEW_SECONDS`` after
+    ``now_ts`` is (clock skew), one dated further ahead is not.
+    """
+    n = len(scored)
+    if now_ts is None or window_hours <= 0 or "created_at" not in scored.columns:
+        return np.zeros(n, dtype=bool)
+    age = _epoch_seconds(now_ts) - _created_seconds(scored["created_at"])
+    return (age < window_hours * 3600.0) & (age >= -NEW_POST_CLOCK_SKEW_SECONDS)
+
+
+def request_seed(user_id: int, now_ts: Any) -> int:
+    """The sampling seed of a request without one: a hash of (user, request time bucket of
+    ``SEED_BUCKET_SECONDS``), so a request is reproducible from the user and its time."""
+    bucket = int(_epoch_seconds(now_ts) // SEED_BUCKET_SECONDS)
+    seq = np.random.SeedSequence([int(user_id) & _U64, bucket & _U64])
+    return int(seq.generate_state(1, np.uint64)[0])
+
+
+def plackett_luce_order(
+    scores: Sequence[float], temperature: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Positions of ``scores`` in an order sampled without replacement from
+    ``softmax(score / temperature)`` (Plackett-Luce), with the Gumbel-max trick: sorting
+    ``score / temperature + Gumbel noise`` is such a sample. As the temperature goes to 0 the
+    order becomes the sorted one; as it grows, uniformly random."""
+    s = np.asarray(scores, dtype=np.float64)
+    keys = s / temperature + rng.gumbel(size=len(s))
+    return np.argsort(-keys, kind="stable")
+
+
 def rerank(
     scored: pd.DataFrame,
     k: int,
     diversity_decay: float = 1.0,
     max_per_category: int | None = None,
     max_per_creator: int | None = None,
+    *,
+    now_ts: Any = None,
+    new_post_boost_hours: float = 0.0,
+    new_post_boost: float = 1.0,
+    softmax_temperature: float = 0.0,
+    seed: int | None = None,
+    rng: np.random.Generator | None = None,
+    promoted: Iterable[int] | None = None,
+    promoted_min_score: float = 0.5,
 ) -> list[dict]:
-    """The top ``k`` after category and creator diversity; returned ``score``s never increase.
+    """The top ``k`` after boosts, promotion, sampling and diversity; ``score``s never increase.
 
-    ``scored``: post_id, ranker_score, category_id, creator_id.
+    ``scored``: post_id, ranker_score, category_id, creator_id; optionally ``created_at``
+    (epoch seconds or datetimes, for the new-post boost) and ``cold`` (cold-start rows: no
+    ranker score, never promoted).
 
     1. Decay: the n-th post (from 0, in ranker order) of a category gets
        ``ranker_score * diversity_decay ** n`` (1.0: no decay).
-    2. Interleave: posts are taken best first, skipping one that would put more than
+    2. Boost: a post younger than ``new_post_boost_hours`` at ``now_ts`` (see
+       :func:`new_post_mask`) gets that score multiplied by ``new_post_boost``.
+    3. Order: best score first. Posts in ``promoted`` whose *ranker* score is at least
+       ``promoted_min_score`` come before all others (among themselves in score order).
+       With ``softmax_temperature > 0`` the order of the other posts is sampled instead
+       (:func:`plackett_luce_order`, from ``rng``, else a generator seeded with ``seed``, else
+       a fresh one); 0 keeps it deterministic.
+    4. Interleave: posts are taken in that order, skipping one that would put more than
        ``max_per_category`` posts of its category or ``max_per_creator`` of its creator in the
        top k; when only such posts are left, the caps give way (k posts whenever k exist).
-    The returned ``score`` is the decayed score clamped so that it never increases down the
-    list; ``ranker_score`` is the ranker's own (None on the cold-start path).
+       Promoted posts are counted in the caps and obey them like any other post (a promoted
+       post that would break a cap waits), so how many are promoted into the top k is bounded
+       by the caps only: the promoted list is meant to be short.
+
+    Each item: post_id, score, ranker_score, category_id, creator_id and why it is where it
+    is: ``boosted`` (step 2 applied), ``promoted`` (step 3 moved it to the front),
+    ``cap_relaxed`` (taken although it breaks a cap: nothing else was left).
+    The returned ``score`` is the decayed and boosted score clamped so that it never increases
+    down the list (sampling and promotion can put a lower score first); ``ranker_score`` is
+    the ranker's own (None on the cold-start path).
     """
     if scored.empty or k <= 0:
         return []
     ordered = scored.sort_values(["ranker_score", "post_id"], ascending=[False, True])
+    young = new_post_mask(ordered, now_ts, new_post_boost_hours) & (new_post_boost != 1.0)
+    promoted_ids = {int(p) for p in promoted or ()}
     seen_per_category: dict[int, int] = {}
     pool = []
-    for row in ordered.itertuples(index=False):
+    for row, is_young in zip(ordered.itertuples(index=False), young.tolist(), strict=True):
         cat = int(row.category_id)
         n = seen_per_category.get(cat, 0)
         seen_per_category[cat] = n + 1
         base = float(row.ranker_score)
+        cold = bool(getattr(row, "cold", False))
+        score = base * diversity_decay**n
         pool.append(
             {
                 "post_id": int(row.post_id),
-                "score": base * diversity_decay**n,
-                "ranker_score": None if getattr(row, "cold", False) else base,
+                "score": score * new_post_boost if is_young else score,
+                "ranker_score": None if cold else base,
                 "category_id": cat,
                 "creator_id": int(row.creator_id),
+                "boosted": bool(is_young),
+                "promoted": not cold
+                and int(row.post_id) in promoted_ids
+                and base >= promoted_min_score,
+                "cap_relaxed": False,
             }
         )
     pool.sort(key=lambda it: (-it["score"], it["post_id"]))
+    front = [it for it in pool if it["promoted"]]
+    rest = [it for it in pool if not it["promoted"]]
+    if softmax_temperature > 0 and len(rest) > 1:
+        rng = rng if rng is not None else np.random.default_rng(seed)
+        order = plackett_luce_order([it["score"] for it in rest], softmax_temperature, rng)
+        rest = [rest[i] for i in order]
+    rest = front + rest
+
+    def fits(it: dict) -> bool:
+        return (
+            max_per_category is None or per_cat.get(it["category_id"], 0) < max_per_category
+        ) and (max_per_creator is None or per_creator.get(it["creator_id"], 0) < max_per_creator)
+
     picked: list[dict] = []
     per_cat: dict[int, int] = {}
     per_creator: dict[int, int] = {}
-    rest = pool
     while len(picked) < k and rest:
-        nxt = next(
-            (
-                i
-                for i, it in enumerate(rest)
-                if (
-                    max_per_category is None or per_cat.get(it["category_id"], 0) < max_per_category
-                )
-                and (
-                    max_per_creator is None
-                    or per_creator.get(it["creator_id"], 0) < max_per_creator
-                )
-            ),
-            0,  # every remaining post breaks a cap: take the best anyway
-        )
-        item = rest.pop(nxt)
+        nxt = next((i for i, it in enumerate(rest) if fits(it)), None)
+        if nxt is None:  # every remaining post breaks a cap: take the next one anyway
+            item = rest.pop(0)
+            item["cap_relaxed"] = True
+        else:
+            item = rest.pop(nxt)
         per_cat[item["category_id"]] = per_cat.get(item["category_id"], 0) + 1
         per_creator[item["creator_id"]] = per_creator.get(item["creator_id"], 0) + 1
         if picked and item["score"] > picked[-1]["score"]:
@@ -302,8 +418,25 @@ class Recommender:
         self.feature_builder = feature_builder
 
     def recommend(
-        self, user_id: int, k: int = 20, debug: bool = False, now: Any = None
+        self,
+        user_id: int,
+        k: int = 20,
+        debug: bool = False,
+        now: Any = None,
+        seed: int | None = None,
+        categories: Sequence[int] | None = None,
     ) -> Recommendation:
+        """The user's top ``k``. ``categories``: the app's categories for this request (e.g. a
+        new user's onboarding choice); they replace the stored onboarding categories in the
+        retrieval filter, and a user the feature store does not know yet is embedded from them
+        by the user tower (its content path: unknown id, no history) and goes through the same
+        four stages. Without features or categories, the cold-start answer.
+        ``now``: the request time (default: the clock), for features
+        and the new-post boost. ``seed``: the softmax sampling's seed (used only when
+        ``settings.softmax_temperature > 0``); None derives one from the user and ``now``
+        (:func:`request_seed`), so a request is reproducible and a fixed ``now`` (offline
+        evaluation) is deterministic. The debug info's ``reranking`` stage reports it.
+        """
         s = self.settings
         user_id = int(user_id)
         now_ts = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
@@ -314,18 +447,34 @@ class Recommender:
         negatives = self.seen_store.negatives(user_id)
         users = self.features.users([user_id])
         found = bool(len(users)) and bool(users["found"].iloc[0])
-        categories = parse_categories(users["onboarding_categories"].iloc[0]) if found else []
-
+        requested = [int(c) for c in categories] if categories else []
+        categories = requested or (
+            parse_categories(users["onboarding_categories"].iloc[0]) if found else []
+        )
         user_df = users.reset_index()
+        if not found and requested:
+            # a new user: embedded from the requested categories alone
+            user_df = pd.DataFrame(
+                {"user_id": [user_id], "onboarding_categories": [",".join(map(str, requested))]}
+            )
+            user_df["profile_embedding"] = [None]
+        elif requested:
+            user_df["onboarding_categories"] = ",".join(map(str, requested))
         candidates: list[tuple[int, float]] = []
-        if found:
+        if found or requested:
             vector = self.two_tower.user_embeddings(user_df)[0]
             # over-fetch by what filtering will drop, within reason
             fetch_n = min(s.retrieval_top_n + len(seen | negatives), 3 * s.retrieval_top_n)
             candidates = retrieve(
                 self.index, s.collection_alias, vector, fetch_n, categories, s.exploration_share
             )
-        t = timer.stage("retrieval", t, found=found, candidates=len(candidates))
+        t = timer.stage(
+            "retrieval",
+            t,
+            found=found,
+            new_user=not found and bool(requested),
+            candidates=len(candidates),
+        )
 
         kept, dropped = filter_candidates(
             candidates, user_id, seen, negatives, self.catalog.creators(p for p, _ in candidates)
@@ -336,17 +485,50 @@ class Recommender:
         if kept:
             post_feats = self.features.posts([p for p, _ in kept])
             scored = rank_candidates(
-                user_df, post_feats, [p for p, _ in kept], self.ranker, self.feature_builder, now_ts
+                user_df,
+                post_feats,
+                [p for p, _ in kept],
+                self.ranker,
+                self.feature_builder,
+                now_ts,
+                retrieval_scores=dict(kept),
             )
             scored = scored[scored["creator_id"] != user_id]  # posts missing from the catalog
+            scored = self._with_created_at(scored)
         t = timer.stage("ranking", t, scored=len(scored))
 
         path = PERSONALIZED
         if scored.empty:
             path = COLD_START
             scored = self._cold_start_frame(user_id, k, categories, seen | negatives)
-        items = rerank(scored, k, s.diversity_decay, s.max_per_category, s.max_per_creator)
-        timer.stage("reranking", t, returned=len(items), path=path)
+        sampled = s.softmax_temperature > 0
+        if seed is None and sampled:
+            seed = request_seed(user_id, now_ts)
+        items = rerank(
+            scored,
+            k,
+            s.diversity_decay,
+            s.max_per_category,
+            s.max_per_creator,
+            now_ts=now_ts,
+            new_post_boost_hours=s.new_post_boost_hours,
+            new_post_boost=s.new_post_boost,
+            softmax_temperature=s.softmax_temperature,
+            seed=seed,
+            promoted=s.promoted_post_ids,
+            promoted_min_score=s.promoted_min_score,
+        )
+        timer.stage(
+            "reranking",
+            t,
+            returned=len(items),
+            path=path,
+            boosted=sum(it["boosted"] for it in items),
+            promoted=sum(it["promoted"] for it in items),
+            cap_relaxed=sum(it["cap_relaxed"] for it in items),
+            temperature=s.softmax_temperature,
+            seed=int(seed) if sampled and seed is not None else None,
+        )
 
         info = None
         if debug:
@@ -364,8 +546,24 @@ class Recommender:
         frame = pd.DataFrame(picks, columns=["post_id", "ranker_score"])
         frame["category_id"] = meta.loc[frame["post_id"], "category_id"].to_numpy()
         frame["creator_id"] = meta.loc[frame["post_id"], "creator_id"].to_numpy()
+        frame["created_at"] = meta.loc[frame["post_id"], "created_at"].to_numpy()
         frame["cold"] = True
         return frame
+
+    def _with_created_at(self, scored: pd.DataFrame) -> pd.DataFrame:
+        """``created_at`` from the online features, else from the catalog (NaN when neither
+        knows the post: no new-post boost)."""
+        if scored.empty:
+            return scored
+        created = (
+            scored["created_at"].astype("float64")
+            if "created_at" in scored.columns
+            else pd.Series(np.nan, index=scored.index)
+        )
+        if created.isna().any():
+            meta = self.catalog.metadata(scored["post_id"])
+            created = created.fillna(scored["post_id"].map(meta["created_at"]).astype("float64"))
+        return scored.assign(created_at=created)
 
     def mark_events(self, events: Iterable[tuple[int, int, str, Any]]) -> int:
         """The write path's read-your-writes half: mark events seen at once."""

@@ -7,6 +7,8 @@ chain is exercised by the end-to-end test).
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,6 +22,7 @@ from socialrec.recommender import (
     filter_candidates,
     parse_categories,
     rank_candidates,
+    request_seed,
     rerank,
     retrieve,
 )
@@ -177,6 +180,10 @@ def test_rank_candidates_one_fetch_and_unknown_posts(world):
     expected = post_feats.loc[[1001, 1000], "positive_rate"].to_numpy(dtype=float)
     assert np.allclose(ranked["ranker_score"], expected)
     assert ranked["category_id"].tolist() == [1, 0]
+    assert ranked["created_at"].isna().all()  # these features carry no created_at_ts
+    dated = post_feats.assign(created_at_ts=[1_767_225_600, 0, 0])  # 0: unknown
+    ranked = rank_candidates(user, dated, [1001, 1000], RateRanker(), positive_rate_builder, None)
+    assert np.isnan(ranked["created_at"].iloc[0]) and ranked["created_at"].iloc[1] == 1_767_225_600
 
 
 # --- stage 4 ------------------------------------------------------------------------------
@@ -218,6 +225,140 @@ def test_rerank_caps_categories_and_creators_then_gives_way():
     assert [i["post_id"] for i in everything[:3]] == [1, 4, 6]
     scores = [i["score"] for i in everything]
     assert scores == sorted(scores, reverse=True)
+
+
+def _ids(items: list[dict]) -> list[int]:
+    return [i["post_id"] for i in items]
+
+
+def _non_increasing(items: list[dict]) -> bool:
+    scores = [i["score"] for i in items]
+    return scores == sorted(scores, reverse=True)
+
+
+def test_rerank_boosts_new_posts_only_within_the_window():
+    now = pd.Timestamp("2026-03-01 12:00", tz="UTC")
+    created = [now - pd.Timedelta(hours=h) for h in (100, 2, 30, -48)] + [pd.NaT]
+    scored = pd.DataFrame(
+        {
+            "post_id": [1, 2, 3, 4, 5],
+            "ranker_score": [0.8, 0.75, 0.7, 0.6, 0.55],
+            "category_id": [1, 2, 3, 4, 5],
+            "creator_id": [1, 2, 3, 4, 5],
+            "created_at": created,
+        }
+    )
+    boost = {"now_ts": now, "new_post_boost_hours": 24, "new_post_boost": 1.15}
+    items = rerank(scored, 5, **boost)
+    # post 2 (2h old) passes post 1; post 3 (30h old) would too (0.805) but is out of the
+    # window; post 4 is dated 2 days after now and post 5 has no date: neither is boosted
+    assert _ids(items) == [2, 1, 3, 4, 5]
+    assert [i["boosted"] for i in items] == [True, False, False, False, False]
+    assert items[0]["score"] == pytest.approx(0.75 * 1.15) and items[0]["ranker_score"] == 0.75
+    assert _non_increasing(items)
+    # a wider window reaches post 3
+    wide = rerank(scored, 5, now_ts=now, new_post_boost_hours=48, new_post_boost=1.15)
+    assert _ids(wide) == [2, 3, 1, 4, 5]
+    # epoch seconds (the catalog's created_at) work like datetimes
+    epoch = scored.assign(
+        created_at=[t.timestamp() if t is not pd.NaT else np.nan for t in created]
+    )
+    assert rerank(epoch, 5, **boost) == items
+    # no window, no now, no created_at column: the plain order
+    for plain in (
+        rerank(scored, 5, now_ts=now, new_post_boost_hours=0, new_post_boost=1.15),
+        rerank(scored, 5, new_post_boost_hours=24, new_post_boost=1.15),
+        rerank(scored.drop(columns="created_at"), 5, **boost),
+    ):
+        assert _ids(plain) == [1, 2, 3, 4, 5] and not any(i["boosted"] for i in plain)
+
+
+def test_rerank_promoted_posts_go_first_above_the_threshold():
+    scored = pd.DataFrame(
+        {
+            "post_id": [1, 2, 3, 4, 5, 6],
+            "ranker_score": [0.9, 0.8, 0.7, 0.6, 0.4, 0.3],
+            "category_id": [1, 1, 2, 2, 3, 1],
+            "creator_id": [1, 2, 3, 4, 5, 6],
+        }
+    )
+    items = rerank(scored, 6, promoted={4, 5}, promoted_min_score=0.5)
+    # post 4 (0.6 >= 0.5) goes to the top; post 5 (0.4) is below the threshold and stays put
+    assert _ids(items) == [4, 1, 2, 3, 5, 6]
+    assert [i["promoted"] for i in items] == [True] + [False] * 5
+    assert _non_increasing(items)
+    assert items[1]["score"] == 0.6 and items[1]["ranker_score"] == 0.9  # clamped, raw kept
+    # several promoted posts: in score order
+    assert _ids(rerank(scored, 3, promoted={3, 4}, promoted_min_score=0.5)) == [3, 4, 1]
+    # promoted posts count in the caps: post 4 takes category 2's only slot, post 3 waits
+    capped = rerank(scored, 4, max_per_category=1, promoted={4}, promoted_min_score=0.5)
+    assert _ids(capped) == [4, 1, 5, 2]
+    assert [i["cap_relaxed"] for i in capped] == [False, False, False, True]
+    # ... and obey them: the second promoted post of category 2 waits too
+    assert _ids(rerank(scored, 4, max_per_category=1, promoted={3, 4})) == [3, 1, 5, 4]
+    # cold-start rows have no ranker score: never promoted
+    cold = rerank(scored.assign(cold=True), 6, promoted={4}, promoted_min_score=0.0)
+    assert _ids(cold) == [1, 2, 3, 4, 5, 6] and not any(i["promoted"] for i in cold)
+
+
+def _many(n: int = 40, flat: bool = False) -> pd.DataFrame:
+    ids = np.arange(1, n + 1)
+    return pd.DataFrame(
+        {
+            "post_id": ids,
+            "ranker_score": np.full(n, 0.5) if flat else np.linspace(0.9, 0.1, n),
+            "category_id": ids % 5,
+            "creator_id": ids % 10,
+        }
+    )
+
+
+def test_rerank_softmax_sampling_is_seeded():
+    scored = _many(flat=True)
+    sample = rerank(scored, 10, softmax_temperature=0.5, seed=1)
+    assert sample == rerank(scored, 10, softmax_temperature=0.5, seed=1)
+    assert sample == rerank(scored, 10, softmax_temperature=0.5, rng=np.random.default_rng(1))
+    assert _ids(sample) != _ids(rerank(scored, 10, softmax_temperature=0.5, seed=2))
+    assert (
+        len({tuple(_ids(rerank(scored, 10, softmax_temperature=0.5, seed=s))) for s in range(5)})
+        == 5
+    )
+    assert _non_increasing(sample) and all(i["ranker_score"] == 0.5 for i in sample)
+    # temperature -> 0: the sorted order, whatever the seed
+    graded = _many()
+    for s in range(5):
+        cold = rerank(graded, 10, softmax_temperature=1e-6, seed=s)
+        assert _ids(cold) == _ids(rerank(graded, 10)) == list(range(1, 11))
+    # a low temperature keeps the best post first far more often than a high one
+    firsts = {
+        t: sum(
+            rerank(graded, 1, softmax_temperature=t, seed=s)[0]["post_id"] == 1 for s in range(100)
+        )
+        for t in (0.01, 5.0)
+    }
+    assert firsts[0.01] > 50 > firsts[5.0]
+    # promoted posts stay on top while the rest is sampled
+    top = rerank(graded, 5, softmax_temperature=5.0, seed=3, promoted={30}, promoted_min_score=0.0)
+    assert top[0]["post_id"] == 30 and top[0]["promoted"]
+
+
+def test_rerank_caps_hold_after_sampling():
+    scored = _many()
+    for s in range(20):
+        items = rerank(
+            scored,
+            10,
+            max_per_category=2,
+            max_per_creator=1,
+            softmax_temperature=0.3,
+            seed=s,
+        )
+        assert len(items) == 10 and not any(i["cap_relaxed"] for i in items)
+        assert max(Counter(i["category_id"] for i in items).values()) <= 2
+        assert max(Counter(i["creator_id"] for i in items).values()) <= 1
+        assert _non_increasing(items)
+        raw = dict(zip(scored["post_id"], scored["ranker_score"], strict=True))
+        assert all(i["ranker_score"] == raw[i["post_id"]] for i in items)
 
 
 # --- catalog ------------------------------------------------------------------------------
@@ -299,6 +440,44 @@ def test_cold_start_for_unknown_user(recommender):
     assert rec.debug["stages"]["retrieval"]["found"] is False
 
 
+def test_new_user_with_categories_goes_through_the_four_stages(recommender, world):
+    """Unknown to the feature store, but the request names categories: embedded from them,
+    retrieved, filtered, ranked (the ranker sees the retrieval score), re-ranked."""
+    recommender.seen_store.mark(778, [1002], "IMPRESSION")
+    rec = recommender.recommend(778, k=6, debug=True, categories=[2])
+    assert rec.path == PERSONALIZED and len(rec.items) == 6
+    assert rec.debug["stages"]["retrieval"]["new_user"] is True
+    assert rec.debug["categories"] == [2]
+    cats = world["dim_posts"].set_index("post_id")["category_id"]
+    # the stand-in tower puts the user on category 2's axis and the filter keeps category 2
+    # (plus the exploration slice)
+    share = np.mean([cats[p] == 2 for p in rec.candidates])
+    assert share >= 0.6 and share > 2 * np.mean(cats == 2)
+    assert 1002 not in {i["post_id"] for i in rec.items}
+    assert all(i["ranker_score"] is not None for i in rec.items)
+
+
+def test_rank_candidates_passes_the_retrieval_score():
+    users = pd.DataFrame({"user_id": [1], "found": [True]})
+    posts = pd.DataFrame(
+        {"category_id": [1, 2], "creator_id": [5, 6], "found": [True, True]},
+        index=pd.Index([10, 11], name="post_id"),
+    )
+    seen_pairs = []
+
+    def builder(u, p, pairs, now):
+        seen_pairs.append(pairs)
+        return pd.DataFrame({"x": pairs["retrieval_score"].to_numpy()})
+
+    class Echo:
+        def predict(self, feats):
+            return feats["x"].to_numpy()
+
+    out = rank_candidates(users, posts, [11, 10], Echo(), builder, None, {10: 0.3, 11: 0.7})
+    assert out.set_index("post_id")["ranker_score"].to_dict() == {11: 0.7, 10: 0.3}
+    assert seen_pairs[0]["retrieval_score"].tolist() == [0.7, 0.3]
+
+
 def test_cold_start_when_no_candidates_survive(recommender, world):
     # user 3 has no categories: unfiltered retrieval; everything seen -> cold start, no error
     all_ids = world["dim_posts"]["post_id"].tolist()
@@ -306,3 +485,88 @@ def test_cold_start_when_no_candidates_survive(recommender, world):
     rec = recommender.recommend(3, k=10)
     assert rec.path in (PERSONALIZED, COLD_START)
     assert {i["post_id"] for i in rec.items} <= set(all_ids[-5:])
+
+
+NOW = pd.Timestamp("2026-06-01", tz="UTC")  # months after every test post: nothing is new
+
+
+def _configure(recommender, **settings) -> None:
+    recommender.settings = recommender.settings.model_copy(update=settings)
+
+
+def _created(world) -> dict[int, pd.Timestamp]:
+    d = world["dim_posts"]
+    return dict(zip(d["post_id"].tolist(), d["created_at"].tolist(), strict=True))
+
+
+def test_recommend_samples_with_a_per_request_seed(recommender):
+    _configure(recommender, softmax_temperature=1.0)
+    first = recommender.recommend(2, k=10, now=NOW, seed=1, debug=True)
+    assert first.path == PERSONALIZED and len(first.items) == 10
+    assert first.items == recommender.recommend(2, k=10, now=NOW, seed=1).items
+    assert _ids(first.items) != _ids(recommender.recommend(2, k=10, now=NOW, seed=2).items)
+    assert first.debug["stages"]["reranking"]["seed"] == 1
+    assert _non_increasing(first.items)
+    s = recommender.settings
+    assert max(Counter(i["category_id"] for i in first.items).values()) <= s.max_per_category
+    assert max(Counter(i["creator_id"] for i in first.items).values()) <= s.max_per_creator
+    # no seed: derived from the user and the request time, so a fixed "now" is deterministic
+    derived = recommender.recommend(2, k=10, now=NOW, debug=True)
+    assert derived.items == recommender.recommend(2, k=10, now=NOW).items
+    assert derived.debug["stages"]["reranking"]["seed"] == request_seed(2, NOW)
+    # temperature 0: no sampling, no seed
+    _configure(recommender, softmax_temperature=0.0)
+    plain = recommender.recommend(2, k=10, now=NOW, seed=1, debug=True)
+    assert plain.items == recommender.recommend(2, k=10, now=NOW, seed=2).items
+    assert plain.debug["stages"]["reranking"]["seed"] is None
+
+
+def test_recommend_boosts_new_posts(recommender, world):
+    created = _created(world)
+    _configure(recommender, diversity_decay=1.0)  # so the boost alone decides the order
+    base = recommender.recommend(2, k=10, now=NOW)
+    assert not any(i["boosted"] for i in base.items)
+    # a candidate that did not make the top 10, with a positive score, made 1h before "now"
+    ranked = world["features"].posts(base.candidates)["positive_rate"]
+    target = next(
+        p for p in reversed(base.candidates) if ranked[p] > 0 and p not in _ids(base.items)
+    )
+    now = created[target] + pd.Timedelta(hours=1)
+    _configure(recommender, new_post_boost=100.0, new_post_boost_hours=24)
+    rec = recommender.recommend(2, k=10, now=now, debug=True)
+    by_id = {i["post_id"]: i for i in rec.items}
+    assert target in by_id and by_id[target]["boosted"]  # boosted into the top 10
+    window = pd.Timedelta(hours=24)
+    for item in rec.items:
+        age = now - created[item["post_id"]]
+        assert item["boosted"] == (pd.Timedelta(0) <= age < window)
+    assert rec.debug["stages"]["reranking"]["boosted"] == sum(i["boosted"] for i in rec.items)
+    assert _non_increasing(rec.items)
+
+
+def test_recommend_promoted_post_rule(recommender, world):
+    base = recommender.recommend(2, k=10, now=NOW)
+    ranked = world["features"].posts(base.candidates)["positive_rate"]
+    worst = min(base.candidates, key=lambda p: (ranked[p], p))
+    _configure(recommender, promoted_post_ids=[worst], promoted_min_score=float(ranked[worst]))
+    rec = recommender.recommend(2, k=10, now=NOW, debug=True)
+    assert rec.items[0]["post_id"] == worst and rec.items[0]["promoted"]
+    assert rec.debug["stages"]["reranking"]["promoted"] == 1
+    assert _non_increasing(rec.items)
+    # below the threshold: not moved
+    _configure(recommender, promoted_min_score=float(ranked[worst]) + 0.01)
+    assert recommender.recommend(2, k=10, now=NOW).items == base.items
+
+
+def test_cold_start_boosts_new_posts_but_promotes_nothing(recommender, world):
+    created = _created(world)
+    newest = max(created, key=lambda p: (created[p], p))
+    now = created[newest] + pd.Timedelta(hours=1)
+    _configure(recommender, promoted_post_ids=[newest], promoted_min_score=0.0)
+    rec = recommender.recommend(778, k=10, now=now)
+    assert rec.path == COLD_START
+    by_id = {i["post_id"]: i for i in rec.items}
+    assert by_id[newest]["boosted"] and not any(i["promoted"] for i in rec.items)
+    for item in rec.items:
+        assert item["boosted"] == (now - created[item["post_id"]] < pd.Timedelta(hours=24))
+    assert _non_increasing(rec.items)
