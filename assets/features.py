@@ -19,6 +19,7 @@ from socialrec import features, text, warehouse
         dg.AssetKey("dim_posts"),
         dg.AssetKey("user_daily_activity"),
         dg.AssetKey("post_daily_activity"),
+        dg.AssetKey("fct_interactions"),
         dg.AssetKey("post_text_embeddings"),
         dg.AssetKey("user_text_embeddings"),
     ],
@@ -28,7 +29,9 @@ from socialrec import features, text, warehouse
     kinds={"parquet", "feast"},
     description="The Feast offline sources, rewritten from the warehouse: user_features and "
     "post_features (point-in-time histories: a row per day with activity, cumulative counts up "
-    "to that day's end), user_profile and post_content (text embeddings from creation).",
+    "to that day's end; posts with 1- and 7-day windows), user_history (per-category and "
+    "per-creator engagement, liked-posts embedding; daily), user_profile and post_content (text "
+    "embeddings from creation).",
 )
 def feature_tables(
     context: dg.AssetExecutionContext, settings: SettingsResource
@@ -36,6 +39,7 @@ def feature_tables(
     s = settings.get()
     dim_users = warehouse.read_table(s, "dim_users")
     dim_posts = warehouse.read_table(s, "dim_posts")
+    post_emb = text.read_embeddings(s.features_dir / text.POST_EMBEDDINGS_FILE)
     tables = {
         features.USER_FEATURES: features.build_user_features(
             dim_users, warehouse.read_table(s, "user_daily_activity")
@@ -43,12 +47,17 @@ def feature_tables(
         features.USER_PROFILE: features.build_user_profile(
             dim_users, text.read_embeddings(s.features_dir / text.USER_EMBEDDINGS_FILE)
         ),
+        features.USER_HISTORY: features.build_user_history(
+            warehouse.read_table(
+                s, "fct_interactions", ["user_id", "post_id", "ts", "is_positive"]
+            ),
+            dim_posts,
+            post_emb,
+        ),
         features.POST_FEATURES: features.build_post_features(
             dim_posts, warehouse.read_table(s, "post_daily_activity")
         ),
-        features.POST_CONTENT: features.build_post_content(
-            dim_posts, text.read_embeddings(s.features_dir / text.POST_EMBEDDINGS_FILE)
-        ),
+        features.POST_CONTENT: features.build_post_content(dim_posts, post_emb),
     }
     written = features.write_feature_tables(s, tables)
     context.log.info(f"feature tables: {written}")

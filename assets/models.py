@@ -60,8 +60,9 @@ def two_tower_model(
     positives = warehouse.read_table(s, "ml_retrieval_positives")
     # the features as they were when the training period ended (no look into its future)
     as_of = training.split_end(positives, "train")
-    users, posts = training.training_frames(features.feature_store(s), positives, as_of)
-    result = training.train_two_tower(s, positives, users, posts)
+    store = features.feature_store(s)
+    users, posts = training.training_frames(store, positives, as_of)
+    result = training.train_two_tower(s, positives, users, posts, store=store)
     m = result.metrics
     table = "| K | recall@K | random recall@K |\n|---|---|---|\n" + "\n".join(
         f"| {k} | {m[f'recall@{k}']:.4f} | {m[f'random_recall@{k}']:.4f} |"
@@ -100,6 +101,7 @@ def two_tower_model(
         dg.AssetKey("ml_ranking_samples"),
         dg.AssetKey("feature_tables"),
         dg.AssetKey("feast_registry"),
+        dg.AssetKey("two_tower_model"),  # retrieval_score: the champion two-tower's score
     ],
     group_name="models",
     freshness_policy=TRAINING_FRESHNESS,
@@ -116,7 +118,9 @@ def ranker_model(
     samples = warehouse.read_table(s, "ml_ranking_samples")
     # each sample's user and post features as they were when it was shown (point in time)
     users, posts = training.ranker_frames(features.feature_store(s), samples)
-    result = training.train_ranker(s, samples, users, posts, aligned=True)
+    # retrieval_score: the serving two-tower's score of each sample
+    two_tower = training.champion_two_tower(s)
+    result = training.train_ranker(s, samples, users, posts, aligned=True, two_tower=two_tower)
     m = result.metrics
     context.log.info(
         "ranker: "
@@ -196,7 +200,9 @@ def ranker_quality_gate(settings: SettingsResource) -> dg.AssetCheckResult:
     s = settings.get()
     samples = warehouse.read_table(s, "ml_ranking_samples")
     users, posts = training.ranker_frames(features.feature_store(s), samples)
-    data = training.ranker_dataset(samples, users, posts, aligned=True)
+    data = training.ranker_dataset(
+        samples, users, posts, aligned=True, two_tower=training.champion_two_tower(s)
+    )
     gate = training.quality_gate(
         s,
         registry.RANKER,

@@ -19,6 +19,8 @@ TIMESTAMP_FIELD = "event_timestamp"
 TABLES = {
     "user_features": "Point-in-time activity history of each user (user_daily_activity).",
     "user_profile": "The profile text embedding of each user, valid from its creation.",
+    "user_history": "Point-in-time engagement summary of each user (categories, creators, "
+    "liked-posts embedding).",
     "post_features": "Point-in-time attributes and engagement history of each post.",
     "post_content": "The description text embedding of each post, valid from its creation.",
 }

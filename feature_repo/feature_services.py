@@ -24,7 +24,8 @@ def make_feature_services(views: dict[str, FeatureView]) -> tuple[FeatureService
                 ["onboarding_categories", "n_events", "n_positives", "positive_rate"]
             ],
             views["user_profile"],
-            views["post_features"][["creator_id", "category_id", "media_type"]],
+            views["user_history"],
+            views["post_features"][["creator_id", "category_id", "media_type", "created_at_ts"]],
             views["post_content"],
         ],
         description="The two-tower inputs (user tower and post tower).",

@@ -33,6 +33,19 @@ FIELDS = {
     "user_profile": [
         Field(name="profile_embedding", dtype=Array(Float32), description="MiniLM, 384-d"),
     ],
+    "user_history": [
+        Field(
+            name="category_counts",
+            dtype=String,
+            description="category:positives:events,... up to the row's day end",
+        ),
+        Field(name="creator_positives", dtype=String, description="creator:positives,... (top)"),
+        Field(
+            name="history_embedding",
+            dtype=Array(Float32),
+            description="mean MiniLM embedding of the latest liked posts, 384-d",
+        ),
+    ],
     "post_features": [
         Field(name="creator_id", dtype=Int64),
         Field(name="category_id", dtype=Int64),
@@ -41,6 +54,15 @@ FIELDS = {
         Field(name="n_impressions", dtype=Int64, description="received up to the row's day end"),
         Field(name="n_positives", dtype=Int64),
         Field(name="positive_rate", dtype=Float32),
+        *[
+            Field(name=f"{name}_{n}d", dtype=dtype, description=f"trailing {n}-day window")
+            for n in (1, 7)
+            for name, dtype in (
+                ("n_events", Int64),
+                ("n_positives", Int64),
+                ("positive_rate", Float32),
+            )
+        ],
     ],
     "post_content": [
         Field(name="description_embedding", dtype=Array(Float32), description="MiniLM, 384-d"),
@@ -49,6 +71,8 @@ FIELDS = {
 DESCRIPTIONS = {
     "user_features": "Onboarding categories and point-in-time activity of a user.",
     "user_profile": "Profile (headline + about) text embedding of a user.",
+    "user_history": "What a user engaged with, point in time: per-category positives and "
+    "events, most liked creators, mean embedding of the latest liked posts.",
     "post_features": "Metadata and point-in-time engagement of a post.",
     "post_content": "Description text embedding of a post.",
 }
@@ -73,4 +97,5 @@ def make_feature_views(sources: dict[str, FileSource]) -> dict[str, FeatureView]
 
 VIEWS = make_feature_views(SOURCES)
 user_features, user_profile = VIEWS["user_features"], VIEWS["user_profile"]
+user_history = VIEWS["user_history"]
 post_features, post_content = VIEWS["post_features"], VIEWS["post_content"]

@@ -1,13 +1,17 @@
 """Feature tables and the Feast feature store (embedded default: DuckDB offline, SQLite online).
 
-Four feature views, two per entity (columns: docs/contracts.md, "Feature tables"):
+Five feature views, three of the user and two of the post (columns: docs/contracts.md,
+"Feature tables"):
 
 * ``user_features`` — onboarding categories and activity counts, a POINT-IN-TIME history: a row
   at the user's creation (zero counts) and one per day with events (cumulative counts up to the
   end of that day, valid from the next midnight; the dbt model ``user_daily_activity``);
 * ``user_profile`` — the MiniLM profile embedding, one row valid from the user's creation;
+* ``user_history`` — what the user engaged with, the same kind of daily history: positives
+  and events per category, positives per creator, the mean embedding of the latest liked posts
+  (:func:`build_user_history`);
 * ``post_features`` — creator, category, media type, creation time and engagement counts, the
-  same kind of history (``post_daily_activity``);
+  same kind of history (``post_daily_activity``), with 1- and 7-day trailing windows;
 * ``post_content`` — the MiniLM description embedding, valid from the post's creation.
 
 A point-in-time join (:func:`historical_features`) at time t therefore reads only events of days
@@ -47,6 +51,11 @@ USER_FEATURES = "user_features"
 USER_PROFILE = "user_profile"
 POST_FEATURES = "post_features"
 POST_CONTENT = "post_content"
+USER_HISTORY = "user_history"
+# the post_features engagement windows (days); rows are added when a window empties
+POST_WINDOWS_DAYS = (1, 7)
+HISTORY_RECENT_LIKES = 20  # history_embedding: the mean of this many latest liked posts
+HISTORY_TOP_CREATORS = 50  # creator_positives keeps the user's top creators only
 TIMESTAMP = "event_timestamp"
 _ROW = "__socialrec_row"
 
@@ -80,21 +89,49 @@ POST_SCHEMA = pa.schema(
         ("n_impressions", pa.int64()),
         ("n_positives", pa.int64()),
         ("positive_rate", pa.float32()),
+        *[
+            (f"{name}_{n}d", kind)
+            for n in POST_WINDOWS_DAYS
+            for name, kind in (
+                ("n_events", pa.int64()),
+                ("n_positives", pa.int64()),
+                ("positive_rate", pa.float32()),
+            )
+        ],
     ]
 )
 POST_CONTENT_SCHEMA = pa.schema(
     [("post_id", pa.int64()), (TIMESTAMP, _TS_TYPE), ("description_embedding", _EMB_TYPE)]
 )
+USER_HISTORY_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.int64()),
+        (TIMESTAMP, _TS_TYPE),
+        # "category:positives:events,..." over every category the user had events in
+        ("category_counts", pa.string()),
+        # "creator:positives,..." for the user's HISTORY_TOP_CREATORS most liked creators
+        ("creator_positives", pa.string()),
+        # the mean description embedding of the HISTORY_RECENT_LIKES latest liked posts
+        ("history_embedding", _EMB_TYPE),
+    ]
+)
 SCHEMAS = {
     USER_FEATURES: USER_SCHEMA,
     USER_PROFILE: USER_PROFILE_SCHEMA,
+    USER_HISTORY: USER_HISTORY_SCHEMA,
     POST_FEATURES: POST_SCHEMA,
     POST_CONTENT: POST_CONTENT_SCHEMA,
 }
-ENTITY_VIEWS = {"user": (USER_FEATURES, USER_PROFILE), "post": (POST_FEATURES, POST_CONTENT)}
+ENTITY_VIEWS = {
+    "user": (USER_FEATURES, USER_PROFILE, USER_HISTORY),
+    "post": (POST_FEATURES, POST_CONTENT),
+}
 ENTITY_IDS = {"user": "user_id", "post": "post_id"}
 ID_COLUMNS = {name: ENTITY_IDS[e] for e, views in ENTITY_VIEWS.items() for name in views}
-EMBEDDING_COLUMNS = {"user": "profile_embedding", "post": "description_embedding"}
+EMBEDDING_COLUMNS = {
+    "user": ("profile_embedding", "history_embedding"),
+    "post": ("description_embedding",),
+}
 # the feature names of each view (everything but the join key and the timestamp)
 FEATURE_NAMES = {name: [f.name for f in schema][2:] for name, schema in SCHEMAS.items()}
 
@@ -212,8 +249,149 @@ def build_post_features(
             "created_at_ts": ((created - _EPOCH) // pd.Timedelta(seconds=1)).to_numpy(np.int64),
         }
     )
-    out = _history(base, post_daily_activity, "post_id", ["n_impressions", "n_positives"])
+    counts = ["n_events", "n_impressions", "n_positives"]
+    if post_daily_activity is not None and "n_events" not in post_daily_activity.columns:
+        post_daily_activity = post_daily_activity.assign(n_events=0)
+    out = _history(base, post_daily_activity, "post_id", counts)
+    out = _windows(out, "post_id", POST_WINDOWS_DAYS)
     return _conform(out, POST_SCHEMA)
+
+
+def _windows(history: pd.DataFrame, id_col: str, windows_days: Sequence[int]) -> pd.DataFrame:
+    """Add trailing-window counts to a cumulative history: ``n_events_Nd`` / ``n_positives_Nd``
+    = the cumulative count at the row's time minus the count N days earlier, and
+    ``positive_rate_Nd`` = positives / events of the window (0 without events).
+
+    A row's window must also EMPTY when nothing happens: for every row, a copy is added N days
+    later (same cumulative counts, so the window counts fall to what happened since), unless
+    the entity already has a row at that instant (rows without any events yet are not
+    copied). Point-in-time: every value is computed from
+    rows at or before its own timestamp."""
+    static = [c for c in history.columns if c not in (id_col, TIMESTAMP, "n_events", "n_positives")]
+    base = history.sort_values([id_col, TIMESTAMP], kind="stable")
+    later = [base]
+    active = base[base["n_events"] > 0]  # rows that put events in a window
+    for n in windows_days:
+        later.append(active.assign(**{TIMESTAMP: active[TIMESTAMP] + pd.Timedelta(days=n)}))
+    rows = pd.concat(later, ignore_index=True)
+    # a shifted copy carries the counts of its origin; the original rows win on ties
+    rows = rows.drop_duplicates([id_col, TIMESTAMP], keep="first")
+    rows = rows.sort_values([TIMESTAMP, id_col], kind="stable", ignore_index=True)
+    # cumulative counts at each instant: the latest original row at or before it
+    cum = base[[id_col, TIMESTAMP, "n_events", "n_positives", *static]].sort_values(TIMESTAMP)
+    at = pd.merge_asof(
+        rows[[id_col, TIMESTAMP]], cum, on=TIMESTAMP, by=id_col, direction="backward"
+    )
+    for n in windows_days:
+        before = pd.merge_asof(
+            rows[[id_col, TIMESTAMP]]
+            .assign(_t=rows[TIMESTAMP] - pd.Timedelta(days=n), _k=np.arange(len(rows)))
+            .sort_values("_t"),
+            cum[[id_col, TIMESTAMP, "n_events", "n_positives"]].rename(columns={TIMESTAMP: "_t"}),
+            on="_t",
+            by=id_col,
+            direction="backward",
+        ).sort_values("_k")
+        ev = at["n_events"].to_numpy() - before["n_events"].fillna(0).to_numpy()
+        po = at["n_positives"].to_numpy() - before["n_positives"].fillna(0).to_numpy()
+        at[f"n_events_{n}d"] = ev.astype(np.int64)
+        at[f"n_positives_{n}d"] = po.astype(np.int64)
+        at[f"positive_rate_{n}d"] = np.divide(
+            po, ev, out=np.zeros(len(ev), dtype=np.float64), where=ev > 0
+        )
+    return at
+
+
+def _count_string(counts: dict[int, list[int]], top: int | None = None) -> str:
+    items = counts.items()
+    if top is not None and len(counts) > top:
+        items = sorted(items, key=lambda kv: (-kv[1][0], kv[0]))[:top]
+    return ",".join(":".join(str(v) for v in (k, *vals)) for k, vals in sorted(items))
+
+
+def build_user_history(
+    interactions: pd.DataFrame,
+    dim_posts: pd.DataFrame,
+    post_emb: pd.DataFrame | None,
+    recent_likes: int = HISTORY_RECENT_LIKES,
+    top_creators: int = HISTORY_TOP_CREATORS,
+) -> pd.DataFrame:
+    """The ``user_history`` table (columns of ``USER_HISTORY_SCHEMA``): one row per (user, day
+    with events), valid from the next midnight, summarising every event up to that day's end:
+
+    * ``category_counts``: positives and events per category of the posts (the user's category
+      affinity and positive rate per category);
+    * ``creator_positives``: positives per creator (the ``top_creators`` most liked);
+    * ``history_embedding``: the mean description embedding of the ``recent_likes`` latest
+      positively engaged posts (zeros before the first one).
+
+    ``interactions``: ``fct_interactions`` rows (user_id, post_id, ts, is_positive).
+    Like the dbt daily histories, a point-in-time join at t sees only days that ended before t.
+    """
+    cols = [f.name for f in USER_HISTORY_SCHEMA]
+    if interactions is None or interactions.empty:
+        return pd.DataFrame(columns=cols)
+    posts = dim_posts.drop_duplicates("post_id", keep="last").set_index("post_id")
+    ev = interactions[["user_id", "post_id", "ts", "is_positive"]].copy()
+    ev = ev[ev["post_id"].isin(posts.index)]
+    ev["ts"] = _utc_series(ev["ts"]).to_numpy()
+    ev["day"] = ev["ts"].dt.floor("D")
+    ev["category_id"] = posts["category_id"].reindex(ev["post_id"]).to_numpy(dtype=np.int64)
+    ev["creator_id"] = posts["creator_id"].reindex(ev["post_id"]).to_numpy(dtype=np.int64)
+    ev["is_positive"] = ev["is_positive"].fillna(0).astype(np.int64)
+    ev = ev.sort_values(["user_id", "ts", "post_id"], kind="stable", ignore_index=True)
+
+    # the liked posts' embeddings in (user, ts) order, and their running sums
+    liked = ev[ev["is_positive"] == 1]
+    emb = np.asarray(
+        _attach_embeddings(liked["post_id"].to_numpy(dtype=np.int64), post_emb, "post_id"),
+        dtype=np.float32,
+    ).reshape(len(liked), TEXT_EMBEDDING_DIM)
+    csum = np.vstack([np.zeros((1, TEXT_EMBEDDING_DIM)), np.cumsum(emb, axis=0, dtype=np.float64)])
+    liked_users = liked["user_id"].to_numpy()
+    liked_days = liked["day"].to_numpy()
+
+    out_rows: list[tuple] = []
+    out_emb: list[np.ndarray] = []
+    zero = np.zeros(TEXT_EMBEDDING_DIM, dtype=np.float32)
+    daily = ev.groupby(["user_id", "day", "category_id", "creator_id"], sort=True).agg(
+        n=("post_id", "size"), pos=("is_positive", "sum")
+    )
+    for user_id, user_rows in daily.groupby(level="user_id", sort=True):
+        cats: dict[int, list[int]] = {}
+        creators: dict[int, list[int]] = {}
+        # this user's liked posts: positions [lo, hi) of the running sums
+        lo = np.searchsorted(liked_users, user_id, side="left")
+        hi_user = np.searchsorted(liked_users, user_id, side="right")
+        for day, day_rows in user_rows.groupby(level="day", sort=True):
+            for (_, _, cat, creator), n, pos in zip(
+                day_rows.index, day_rows["n"], day_rows["pos"], strict=True
+            ):
+                c = cats.setdefault(int(cat), [0, 0])
+                c[0] += int(pos)
+                c[1] += int(n)
+                if pos:
+                    creators.setdefault(int(creator), [0])[0] += int(pos)
+            # liked posts up to this day's end
+            end = lo + int(np.searchsorted(liked_days[lo:hi_user], day, side="right"))
+            start = max(lo, end - recent_likes)
+            vec = (
+                ((csum[end] - csum[start]) / (end - start)).astype(np.float32)
+                if end > start
+                else zero
+            )
+            out_rows.append(
+                (
+                    int(user_id),
+                    day + pd.Timedelta(days=1),
+                    _count_string(cats),
+                    _count_string(creators, top_creators),
+                )
+            )
+            out_emb.append(vec)
+    out = pd.DataFrame(out_rows, columns=cols[:4])
+    out["history_embedding"] = out_emb
+    return out.sort_values([TIMESTAMP, "user_id"], kind="stable", ignore_index=True)
 
 
 def build_post_content(dim_posts: pd.DataFrame, post_emb: pd.DataFrame | None) -> pd.DataFrame:
@@ -399,7 +577,7 @@ def _online(store: FeatureStore, entity: str, ids: Sequence[int]) -> pd.DataFram
     id_col = ENTITY_IDS[entity]
     ids = list(dict.fromkeys(int(i) for i in ids))  # unique, in request order
     names = [n for view in ENTITY_VIEWS[entity] for n in FEATURE_NAMES[view]]
-    emb_col = EMBEDDING_COLUMNS[entity]
+    emb_cols = EMBEDDING_COLUMNS[entity]
     if not ids:
         empty = pd.DataFrame(columns=[*names, "found"], index=pd.Index([], name=id_col))
         return empty.astype({"found": bool})
@@ -412,7 +590,7 @@ def _online(store: FeatureStore, entity: str, ids: Sequence[int]) -> pd.DataFram
         vector = by_name[name]
         statuses = np.fromiter(vector.statuses, dtype=np.int64, count=len(ids))
         ok = statuses == FieldStatus.PRESENT
-        if name == emb_col:
+        if name in emb_cols:
             zero = np.zeros(TEXT_EMBEDDING_DIM, dtype=np.float32)
             data[name] = [
                 np.asarray(v.float_list_val.val, dtype=np.float32) if good else zero.copy()

@@ -18,7 +18,14 @@ from socialrec.settings import TEXT_EMBEDDING_DIM
 from socialrec.text import embedding_matrix
 
 USER_NUMERIC = ("n_events", "n_impressions", "positive_rate")
-POST_NUMERIC = ("n_impressions", "positive_rate")
+POST_NUMERIC = (
+    "n_impressions",
+    "positive_rate",
+    "n_events_1d",
+    "positive_rate_1d",
+    "n_events_7d",
+    "positive_rate_7d",
+)
 CAT_FEATURES = ["post_category_id", "post_media_type"]
 RANKER_FEATURES = [
     "user_n_events",
@@ -28,9 +35,19 @@ RANKER_FEATURES = [
     "post_media_type",
     "post_n_impressions",
     "post_positive_rate",
+    "post_n_events_1d",
+    "post_positive_rate_1d",
+    "post_n_events_7d",
+    "post_positive_rate_7d",
     "post_age_hours",
     "category_in_onboarding",
+    "category_affinity",
+    "user_category_events",
+    "user_category_positive_rate",
+    "creator_affinity",
     "text_cosine",
+    "history_cosine",
+    "retrieval_score",
 ]
 UNKNOWN = "unknown"
 
@@ -46,6 +63,18 @@ def parse_categories(value) -> list[int]:
     if isinstance(value, str):
         return [int(v) for v in value.replace(";", ",").replace(" ", "").split(",") if v]
     return [int(v) for v in value]
+
+
+def parse_counts(value) -> dict[int, tuple[int, ...]]:
+    """``"3:5:20,7:1:4"`` (``user_history.category_counts`` / ``creator_positives``) as
+    ``{3: (5, 20), 7: (1, 4)}``; ``{}`` for a missing or empty value."""
+    if not isinstance(value, str) or not value:
+        return {}
+    out = {}
+    for item in value.split(","):
+        key, *counts = item.split(":")
+        out[int(key)] = tuple(int(c) for c in counts)
+    return out
 
 
 # ---- features -------------------------------------------------------------------------------
@@ -83,6 +112,22 @@ def _to_epoch_seconds(now_ts, n: int) -> np.ndarray:
         return values.to_numpy(dtype=np.float64)
     ts = pd.to_datetime(values, utc=True)
     return (ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
+
+
+def _per_row(df: pd.DataFrame, col: str) -> list[dict[int, tuple[int, ...]]]:
+    """``parse_counts`` of every row of ``df[col]`` ({} when the column is missing)."""
+    if col not in df.columns:
+        return [{}] * len(df)
+    return [parse_counts(v) for v in df[col].tolist()]
+
+
+def _gather(df: pd.DataFrame, col: str, rows: np.ndarray) -> np.ndarray:
+    """``df[col]`` embeddings at row positions ``rows`` (zeros where -1 or missing)."""
+    out = np.zeros((len(rows), TEXT_EMBEDDING_DIM), dtype=np.float32)
+    if col in df.columns and len(df):
+        ok = rows >= 0
+        out[ok] = embedding_matrix(df[col])[rows[ok]]
+    return out
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -161,15 +206,44 @@ def ranking_features(
         count=n,
     ).astype(np.int64)
 
-    # user x post: cosine of profile and description embeddings (gathered, then row-wise)
-    profile = np.zeros((n, TEXT_EMBEDDING_DIM), dtype=np.float32)
-    description = np.zeros((n, TEXT_EMBEDDING_DIM), dtype=np.float32)
-    if "profile_embedding" in users.columns and len(users):
-        ok = u_row >= 0
-        profile[ok] = embedding_matrix(users["profile_embedding"])[u_row[ok]]
-    if "description_embedding" in posts.columns and len(posts):
-        ok = p_row >= 0
-        description[ok] = embedding_matrix(posts["description_embedding"])[p_row[ok]]
-    out["text_cosine"] = _cosine(profile, description)
+    # user x post: the user's history in the post's category and with its creator
+    # (user_history, point in time): share of the user's positives, events, positive rate
+    creators = np.nan_to_num(_numeric(posts, "creator_id", p_row), nan=-1).astype(np.int64)
+    cat_counts = _per_row(users, "category_counts")
+    creator_counts = _per_row(users, "creator_positives")
+    total_pos = [sum(v[0] for v in d.values()) for d in cat_counts]
+    cat_aff = np.full(n, np.nan)
+    cat_events = np.full(n, np.nan)
+    cat_rate = np.full(n, np.nan)
+    creator_aff = np.full(n, np.nan)
+    for i, (u, c, cr) in enumerate(
+        zip(u_row.tolist(), cats.tolist(), creators.tolist(), strict=True)
+    ):
+        if u < 0:
+            continue
+        pos, events = cat_counts[u].get(c, (0, 0))
+        total = total_pos[u]
+        cat_aff[i] = pos / total if total else 0.0
+        cat_events[i] = events
+        cat_rate[i] = pos / events if events else np.nan
+        creator_aff[i] = creator_counts[u].get(cr, (0,))[0] / total if total else 0.0
+    out["category_affinity"] = cat_aff
+    out["user_category_events"] = cat_events
+    out["user_category_positive_rate"] = cat_rate
+    out["creator_affinity"] = creator_aff
+
+    # user x post: cosine of the description embedding with the profile embedding and with
+    # the mean embedding of the user's latest liked posts (gathered, then row-wise)
+    description = _gather(posts, "description_embedding", p_row)
+    out["text_cosine"] = _cosine(_gather(users, "profile_embedding", u_row), description)
+    out["history_cosine"] = _cosine(_gather(users, "history_embedding", u_row), description)
+
+    # the two-tower score of the pair (serving: the ANN similarity; training: the same dot
+    # product of the two towers' embeddings), when the caller has it
+    out["retrieval_score"] = (
+        pd.to_numeric(pairs_df["retrieval_score"], errors="coerce").to_numpy(dtype=np.float64)
+        if "retrieval_score" in pairs_df.columns
+        else np.full(n, np.nan)
+    )
 
     return pd.DataFrame(out, index=pairs_df.index)[RANKER_FEATURES]

@@ -210,12 +210,25 @@ class TwoTowerPyfunc(mlflow.pyfunc.PythonModel):
 
 def two_tower_example(users_df: pd.DataFrame) -> pd.DataFrame:
     """The user-tower input columns of a few users, typed for signature inference
-    (``profile_embedding`` as float32 arrays, which MLflow infers as ``Array(float)``; the
-    activity counts as int64 and the rate as float64)."""
+    (``profile_embedding`` / ``history_embedding`` as float32 arrays, which MLflow infers as
+    ``Array(float)``; the activity counts as int64, the rate as float64, ``category_counts``
+    as a string)."""
     from socialrec.text import embedding_matrix
 
     activity = [c for c in ("n_events", "n_positives", "positive_rate") if c in users_df.columns]
-    out = users_df[["user_id", "onboarding_categories", "profile_embedding", *activity]]
+    out = users_df[["user_id", "onboarding_categories", "profile_embedding", *activity]].copy()
+    out["category_counts"] = (
+        users_df["category_counts"].fillna("").astype(str).to_numpy()
+        if "category_counts" in users_df.columns
+        else ""
+    )
+    out["history_embedding"] = list(
+        embedding_matrix(
+            users_df["history_embedding"]
+            if "history_embedding" in users_df.columns
+            else [None] * len(users_df)
+        )
+    )
     out = out.reset_index(drop=True).astype({"user_id": "int64"})
     for c in activity:
         values = pd.to_numeric(out[c], errors="coerce").fillna(0)

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     two_tower_embedding_dim: int = 32
     two_tower_epochs: int = 5
     two_tower_batch_size: int = 512
+    # uniformly sampled extra negatives per batch (mixed negative sampling); 0: in-batch only
+    two_tower_random_negatives: int = Field(default=0, ge=0)
     ranker_iterations: int = 300
     # the challenger becomes champion unless its validation metric is this much (relative) worse
     quality_gate_tolerance: float = 0.02

@@ -72,16 +72,45 @@ def ranker_frames(store, samples: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
     """(users, posts) aligned row by row with ``samples``: each sample's user and post
     features as they were at the sample's ``ts`` (one point-in-time join per entity; the two
     entities' views share feature names, so they are not joined in one call)."""
-    ts = pd.to_datetime(samples["ts"], utc=True).to_numpy()
-    frames = []
-    for entity in ("user", "post"):
-        id_col = fs.ENTITY_IDS[entity]
-        entity_df = pd.DataFrame(
-            {id_col: samples[id_col].to_numpy(dtype=np.int64), fs.TIMESTAMP: ts}
-        )
-        out = fs.historical_features(store, entity_df, fs.feature_refs(entity))
-        frames.append(out.drop(columns=[fs.TIMESTAMP]))
-    return frames[0], frames[1]
+    return point_in_time(store, "user", samples), point_in_time(store, "post", samples)
+
+
+def point_in_time(store, entity: str, rows: pd.DataFrame) -> pd.DataFrame:
+    """The ``entity``'s features for every row of ``rows`` (its id column and ``ts``) as they
+    were at that row's ``ts``; one point-in-time join, rows in the same order."""
+    id_col = fs.ENTITY_IDS[entity]
+    entity_df = pd.DataFrame(
+        {
+            id_col: rows[id_col].to_numpy(dtype=np.int64),
+            fs.TIMESTAMP: pd.to_datetime(rows["ts"], utc=True).to_numpy(),
+        }
+    )
+    out = fs.historical_features(store, entity_df, fs.feature_refs(entity))
+    return out.drop(columns=[fs.TIMESTAMP])
+
+
+def retrieval_scores(two_tower, users: pd.DataFrame, posts: pd.DataFrame) -> np.ndarray:
+    """The two-tower score (user vector . post vector, a cosine) of each aligned (user row,
+    post row) pair: the ``retrieval_score`` ranker feature at training time, the same quantity
+    the ANN search returns at serving time. Rows without features score NaN."""
+    if two_tower is None or not len(users):
+        return np.full(len(users), np.nan)
+    u = two_tower.user_embeddings(users.reset_index(drop=True))
+    p = two_tower.post_embeddings(posts.reset_index(drop=True))
+    scores = np.einsum("ij,ij->i", u, p).astype(np.float64)
+    missing = users.drop(columns=["user_id"], errors="ignore").isna().all(axis=1).to_numpy()
+    missing |= posts.drop(columns=["post_id"], errors="ignore").isna().all(axis=1).to_numpy()
+    scores[missing] = np.nan
+    return scores
+
+
+def champion_two_tower(settings: Settings):
+    """The serving (``champion``) two-tower model, or None before the first one."""
+    from socialrec.two_tower import TwoTowerModel
+
+    if registry.aliased_version(settings, registry.TWO_TOWER, registry.CHAMPION) is None:
+        return None
+    return TwoTowerModel.load(registry.model_dir(settings, registry.TWO_TOWER, registry.CHAMPION))
 
 
 def _split(df: pd.DataFrame, *names: str) -> pd.DataFrame:
@@ -95,15 +124,22 @@ def train_two_tower(
     posts: pd.DataFrame,
     *,
     seed: int | None = None,
+    store=None,
 ) -> TrainResult:
     """Fit on the train split, early-stopped on validation recall@100; recall@K on the test
-    split (the latest period, never seen in training or model selection) beside random."""
+    split (the latest period, never seen in training or model selection) beside random.
+
+    With a Feast ``store``, each train positive gets its user's features as they were at the
+    positive's time (:func:`point_in_time`), so the history inputs never contain the positive
+    itself; ``users`` (one row per user) serves the validation and test evaluation."""
     from socialrec.two_tower import TwoTowerModel
 
     train = _split(positives, "train")
     valid = _split(positives, "validation")
     test = _split(positives, "test")
-    model = TwoTowerModel(settings.two_tower_embedding_dim)
+    model = TwoTowerModel(
+        settings.two_tower_embedding_dim, random_negatives=settings.two_tower_random_negatives
+    )
     model.fit(
         train,
         users,
@@ -112,6 +148,7 @@ def train_two_tower(
         batch_size=settings.two_tower_batch_size,
         seed=settings.seed if seed is None else seed,
         validation_df=valid,
+        aligned_users=None if store is None else point_in_time(store, "user", train),
     )
     seen = pd.concat([train, valid], ignore_index=True)  # exposure before the test period
     metrics = evaluate_retrieval(model, users, posts, seen, test, ks=RETRIEVAL_KS)
@@ -129,12 +166,20 @@ def train_two_tower(
 
 
 def ranker_dataset(
-    samples: pd.DataFrame, users: pd.DataFrame, posts: pd.DataFrame, aligned: bool = False
+    samples: pd.DataFrame,
+    users: pd.DataFrame,
+    posts: pd.DataFrame,
+    aligned: bool = False,
+    two_tower=None,
 ) -> pd.DataFrame:
     """``RANKER_FEATURES`` + ``label`` + ``split`` for every sample; the post age is taken at
     the sample's own ``ts`` (the moment it was shown). ``aligned``: ``users`` / ``posts`` hold
-    one row per sample (:func:`ranker_frames`) instead of one per id."""
+    one row per sample (:func:`ranker_frames`) instead of one per id. ``two_tower``: the model
+    whose score becomes ``retrieval_score`` (aligned frames only; NaN without one)."""
     from socialrec.ranking_features import ranking_features
+
+    if aligned and two_tower is not None and "retrieval_score" not in samples.columns:
+        samples = samples.assign(retrieval_score=retrieval_scores(two_tower, users, posts))
 
     feats = ranking_features(users, posts, samples, samples["ts"], aligned=aligned)
     relevance = samples["relevance"] if "relevance" in samples.columns else samples["label"]
@@ -152,6 +197,7 @@ def train_ranker(
     users: pd.DataFrame,
     posts: pd.DataFrame,
     aligned: bool = False,
+    two_tower=None,
 ) -> TrainResult:
     """Fit CatBoost with both objectives on the train split (validation split for early
     stopping) and keep the one with the better validation NDCG@10 per user (graded relevance):
@@ -160,7 +206,9 @@ def train_ranker(
     ``aligned``: see :func:`ranker_dataset`."""
     from socialrec.ranker import LOSSES, Ranker
 
-    data = ranker_dataset(samples.reset_index(drop=True), users, posts, aligned=aligned)
+    data = ranker_dataset(
+        samples.reset_index(drop=True), users, posts, aligned=aligned, two_tower=two_tower
+    )
     train, valid, test = (_split(data, s) for s in ("train", "validation", "test"))
     if train["label"].nunique() < 2:
         raise ValueError("the ranking train split needs both positive and negative samples")

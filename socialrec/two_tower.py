@@ -1,10 +1,14 @@
 """The two-tower retrieval model (TensorFlow Recommenders).
 
 * User tower: user id embedding (unknown ids share one OOV row), onboarding categories
-  (multi-hot over the category slots), profile text embedding (MiniLM 384 -> dense), activity
-  (log counts of events and positives, positive rate).
+  (multi-hot over the category slots), category affinity (the user's share of positives per
+  category slot, from ``user_history``), profile text embedding (MiniLM 384 -> dense), the mean
+  embedding of the latest liked posts (``history_embedding``), activity (log counts of events
+  and positives, positive rate).
 * Post tower: post id embedding (OOV row), category embedding, media type embedding, creator
-  embedding (OOV row), description text embedding.
+  embedding (OOV row), age bucket (hours since creation at the moment of the interaction in
+  training, at ``now`` when embedding; unknown when no moment is given), description text
+  embedding.
 * Both end in an L2-normalised vector of ``embedding_dim``: the dot product is a cosine.
 
 Training uses in-batch softmax (``tfrs.tasks.Retrieval``) with a temperature and the
@@ -35,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from socialrec.ranking_features import parse_categories
+from socialrec.ranking_features import parse_categories, parse_counts
 from socialrec.settings import MEDIA_TYPES, TEXT_EMBEDDING_DIM
 from socialrec.text import embedding_matrix
 
@@ -44,11 +48,27 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS needs Keras 2 (tf-kera
 import tensorflow as tf  # noqa: E402
 import tensorflow_recommenders as tfrs  # noqa: E402
 
-USER_TOWER_INPUTS = ("user_id", "onboarding", "profile_embedding", "activity")
-POST_TOWER_INPUTS = ("post_id", "category_id", "media_type", "creator_id", "description_embedding")
+USER_TOWER_INPUTS = (
+    "user_id",
+    "onboarding",
+    "category_affinity",
+    "profile_embedding",
+    "history_embedding",
+    "activity",
+)
+POST_TOWER_INPUTS = (
+    "post_id",
+    "category_id",
+    "media_type",
+    "creator_id",
+    "age_bucket",
+    "description_embedding",
+)
 ACTIVITY_FEATURES = 3
+# post age buckets (upper bounds in hours): <6h, <1d, <3d, <1w, <30d, older; -1 = unknown
+AGE_BUCKET_HOURS = (6.0, 24.0, 72.0, 168.0, 720.0)
 _PREDICT_BATCH = 4096
-_META_VERSION = 2
+_META_VERSION = 3
 
 
 # ---- encoding: columns -> named arrays (the one place, training and serving) ---------------
@@ -60,9 +80,22 @@ def _numeric(df: pd.DataFrame, col: str) -> np.ndarray:
     return pd.to_numeric(df[col], errors="coerce").fillna(0).to_numpy(dtype=np.float32)
 
 
+def _column(df: pd.DataFrame, col: str) -> list:
+    return df[col].tolist() if col in df.columns else [None] * len(df)
+
+
+def age_buckets(age_hours) -> np.ndarray:
+    """int64 bucket of each age in hours (``AGE_BUCKET_HOURS``); -1 where unknown (NaN)."""
+    age = pd.to_numeric(pd.Series(np.asarray(age_hours, dtype=object)), errors="coerce")
+    out = np.searchsorted(np.asarray(AGE_BUCKET_HOURS), age.fillna(0).clip(lower=0), "right")
+    return np.where(age.isna(), -1, out).astype(np.int64)
+
+
 def encode_users(users_df: pd.DataFrame, category_slots: list[int]) -> dict[str, np.ndarray]:
     """User tower inputs: ``user_id`` int64, ``onboarding`` multi-hot float32 over the
-    category slots (unknown categories ignored), ``profile_embedding`` float32[384],
+    category slots (unknown categories ignored), ``category_affinity`` float32 over the slots
+    (share of the user's positives, from ``category_counts``; 0 without history),
+    ``profile_embedding`` / ``history_embedding`` float32[384] (zeros when missing),
     ``activity`` float32[3] (log1p events, log1p positives, positive rate; 0 when missing)."""
     slot = {c: i for i, c in enumerate(category_slots)}
     n = len(users_df)
@@ -74,6 +107,14 @@ def encode_users(users_df: pd.DataFrame, category_slots: list[int]) -> dict[str,
                 rows.append(i)
                 cols.append(slot[c])
     multi_hot[rows, cols] = 1.0
+    affinity = np.zeros((n, len(category_slots)), dtype=np.float32)
+    for i, value in enumerate(_column(users_df, "category_counts")):
+        counts = parse_counts(value)
+        total = sum(v[0] for v in counts.values())
+        if total:
+            for c, (pos, *_) in counts.items():
+                if c in slot:
+                    affinity[i, slot[c]] = pos / total
     activity = np.stack(
         [
             np.log1p(np.maximum(_numeric(users_df, "n_events"), 0)),
@@ -85,15 +126,25 @@ def encode_users(users_df: pd.DataFrame, category_slots: list[int]) -> dict[str,
     return {
         "user_id": users_df["user_id"].to_numpy(dtype=np.int64),
         "onboarding": multi_hot,
+        "category_affinity": affinity,
         "profile_embedding": embedding_matrix(users_df["profile_embedding"]),
+        "history_embedding": embedding_matrix(_column(users_df, "history_embedding")),
         "activity": activity,
     }
 
 
-def encode_posts(posts_df: pd.DataFrame) -> dict[str, np.ndarray]:
+def encode_posts(posts_df: pd.DataFrame, now=None) -> dict[str, np.ndarray]:
     """Post tower inputs: ``post_id`` int64, ``category_id`` int64 (-1 when missing),
     ``media_type`` int64 (index in MEDIA_TYPES, -1 when unknown), ``creator_id`` int64 (-1
-    when missing), ``description_embedding`` float32[384]."""
+    when missing), ``age_bucket`` int64 (from an ``age_hours`` column, else from
+    ``created_at_ts`` and ``now``; -1 when neither), ``description_embedding`` float32[384]."""
+    if "age_hours" in posts_df.columns:
+        age = pd.to_numeric(posts_df["age_hours"], errors="coerce").to_numpy(dtype=np.float64)
+    elif now is not None and "created_at_ts" in posts_df.columns:
+        created = pd.to_numeric(posts_df["created_at_ts"], errors="coerce")
+        age = ((pd.Timestamp(now).timestamp() - created) / 3600.0).to_numpy(dtype=np.float64)
+    else:
+        age = np.full(len(posts_df), np.nan)
     media_index = {m: i for i, m in enumerate(MEDIA_TYPES)}
     media = (
         posts_df["media_type"]
@@ -110,6 +161,7 @@ def encode_posts(posts_df: pd.DataFrame) -> dict[str, np.ndarray]:
         "category_id": pd.to_numeric(posts_df["category_id"]).fillna(-1).to_numpy(dtype=np.int64),
         "media_type": np.asarray([media_index.get(v, -1) for v in media], dtype=np.int64),
         "creator_id": pd.to_numeric(creator).fillna(-1).to_numpy(dtype=np.int64),
+        "age_bucket": age_buckets(age),
         "description_embedding": embedding_matrix(posts_df["description_embedding"]),
     }
 
@@ -119,8 +171,14 @@ def _input_specs(n_slots: int) -> dict[str, dict[str, tf.TensorSpec]]:
         "user": {
             "user_id": tf.TensorSpec([None], tf.int64, name="user_id"),
             "onboarding": tf.TensorSpec([None, n_slots], tf.float32, name="onboarding"),
+            "category_affinity": tf.TensorSpec(
+                [None, n_slots], tf.float32, name="category_affinity"
+            ),
             "profile_embedding": tf.TensorSpec(
                 [None, TEXT_EMBEDDING_DIM], tf.float32, name="profile_embedding"
+            ),
+            "history_embedding": tf.TensorSpec(
+                [None, TEXT_EMBEDDING_DIM], tf.float32, name="history_embedding"
             ),
             "activity": tf.TensorSpec([None, ACTIVITY_FEATURES], tf.float32, name="activity"),
         },
@@ -129,6 +187,7 @@ def _input_specs(n_slots: int) -> dict[str, dict[str, tf.TensorSpec]]:
             "category_id": tf.TensorSpec([None], tf.int64, name="category_id"),
             "media_type": tf.TensorSpec([None], tf.int64, name="media_type"),
             "creator_id": tf.TensorSpec([None], tf.int64, name="creator_id"),
+            "age_bucket": tf.TensorSpec([None], tf.int64, name="age_bucket"),
             "description_embedding": tf.TensorSpec(
                 [None, TEXT_EMBEDDING_DIM], tf.float32, name="description_embedding"
             ),
@@ -184,21 +243,51 @@ class _Tower(tf.keras.Model):
 
 
 class _Retrieval(tfrs.Model):
-    def __init__(self, user_tower: _Tower, post_tower: _Tower, temperature: float):
+    """In-batch softmax; with ``corpus`` (the encoded posts) and ``random_negatives`` > 0,
+    also ``random_negatives`` posts drawn uniformly from the corpus per batch (mixed negative
+    sampling, Yang et al. 2020): the batch's positives are the diagonal of the score matrix,
+    the extra columns are negatives only, with sampling probability 1 / corpus size."""
+
+    def __init__(
+        self,
+        user_tower: _Tower,
+        post_tower: _Tower,
+        temperature: float,
+        corpus: dict[str, np.ndarray] | None = None,
+        random_negatives: int = 0,
+        seed: int = 0,
+    ):
         super().__init__()
         self.user_tower = user_tower
         self.post_tower = post_tower
         self.task = tfrs.tasks.Retrieval(temperature=temperature, remove_accidental_hits=True)
+        self.random_negatives = random_negatives if corpus is not None else 0
+        self.seed = seed
+        if self.random_negatives:
+            self.corpus = {k: tf.constant(corpus[k]) for k in POST_TOWER_INPUTS}
+            self.corpus_size = len(corpus["post_id"])
 
     def compute_loss(self, features, training=False):
         users = self.user_tower({k: features[k] for k in USER_TOWER_INPUTS}, training=training)
-        posts = self.post_tower({k: features[k] for k in POST_TOWER_INPUTS}, training=training)
+        post_inputs = {k: features[k] for k in POST_TOWER_INPUTS}
+        ids = features["post_id"]
+        q = features.get("sampling_probability")  # logQ correction; None: plain softmax
+        if self.random_negatives:
+            pick = tf.random.uniform([self.random_negatives], 0, self.corpus_size, dtype=tf.int64)
+            post_inputs = {
+                k: tf.concat([v, tf.gather(self.corpus[k], pick)], axis=0)
+                for k, v in post_inputs.items()
+            }
+            ids = post_inputs["post_id"]
+            if q is not None:
+                uniform = tf.fill([self.random_negatives], 1.0 / self.corpus_size)
+                q = tf.concat([q, uniform], axis=0)
+        posts = self.post_tower(post_inputs, training=training)
         return self.task(
             users,
             posts,
-            candidate_ids=features["post_id"],
-            # logQ correction: None trains the plain in-batch softmax
-            candidate_sampling_probability=features.get("sampling_probability"),
+            candidate_ids=ids,
+            candidate_sampling_probability=q,
             compute_metrics=False,
             compute_batch_metrics=False,
         )
@@ -237,6 +326,7 @@ class TwoTowerModel:
         temperature: float = 0.1,
         id_dropout: float = 0.2,
         logq_correction: bool = True,
+        random_negatives: int = 0,
     ):
         self.embedding_dim = embedding_dim
         self.hparams = {
@@ -249,6 +339,7 @@ class TwoTowerModel:
             "temperature": temperature,
             "id_dropout": id_dropout,
             "logq_correction": logq_correction,
+            "random_negatives": random_negatives,
         }
         self.meta: dict = {}
         self.history: dict[str, list[float]] = {}
@@ -268,9 +359,17 @@ class TwoTowerModel:
         validation_df: pd.DataFrame | None = None,
         patience: int = 2,
         eval_k: int = 100,
+        aligned_users: pd.DataFrame | None = None,
     ) -> TwoTowerModel:
         """Train on (user_id, post_id) positives; features come from users_df / posts_df
         (positives whose user or post has no feature row are dropped).
+
+        ``aligned_users``: one user feature row per positive (same order), e.g. each user's
+        features just before the positive (a point-in-time join): the tower then learns from
+        the history the user had at that moment, not one that already contains the positive.
+        ``users_df`` still gives the vocabulary and the validation users. With a ``ts`` column
+        in the positives and ``created_at_ts`` in ``posts_df``, the post's age bucket is its
+        age at the positive's time.
 
         With ``validation_df`` (later positives), recall@``eval_k`` over all posts of
         ``posts_df`` (the user's training positives excluded) is measured after every epoch;
@@ -281,10 +380,16 @@ class TwoTowerModel:
         hp = self.hparams
         users_df = users_df.drop_duplicates("user_id", keep="last").reset_index(drop=True)
         posts_df = posts_df.drop_duplicates("post_id", keep="last").reset_index(drop=True)
-        pos = positives_df[["user_id", "post_id"]].astype("int64")
-        pos = pos[
+        if aligned_users is not None and len(aligned_users) != len(positives_df):
+            raise ValueError("aligned_users needs one row per positive")
+        pos = positives_df[["user_id", "post_id"]].astype("int64").reset_index(drop=True)
+        if "ts" in positives_df.columns:
+            pos["ts_s"] = pd.to_datetime(positives_df["ts"], utc=True).to_numpy()
+            pos["ts_s"] = (pos["ts_s"] - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+        keep = (
             pos["user_id"].isin(users_df["user_id"]) & pos["post_id"].isin(posts_df["post_id"])
-        ]
+        ).to_numpy()
+        pos = pos[keep]
         if pos.empty:
             raise ValueError("no positives with both a user and a post feature row")
 
@@ -323,7 +428,9 @@ class TwoTowerModel:
             {
                 "user_id": _IdEmbedding(user_vocab, hp["id_dim"], dropout, seed),
                 "onboarding": tf.keras.layers.Dense(hp["category_dim"], use_bias=False),
+                "category_affinity": tf.keras.layers.Dense(hp["category_dim"], use_bias=False),
                 "profile_embedding": tf.keras.layers.Dense(hp["text_dim"], activation="relu"),
+                "history_embedding": tf.keras.layers.Dense(hp["text_dim"], activation="relu"),
                 "activity": tf.keras.layers.Dense(8, activation="relu"),
             },
             hp["hidden_dim"],
@@ -354,17 +461,30 @@ class TwoTowerModel:
                 ),
                 # creators are content too: a new post of a known creator lands near its siblings
                 "creator_id": _IdEmbedding(creator_vocab, hp["category_dim"], 0.0, seed + 2),
+                # age: dropped to "unknown" as often as ids, so an unknown age embeds sensibly
+                "age_bucket": _IdEmbedding(
+                    np.arange(len(AGE_BUCKET_HOURS) + 1), 4, dropout, seed + 3
+                ),
                 "description_embedding": tf.keras.layers.Dense(hp["text_dim"], activation="relu"),
             },
             hp["hidden_dim"],
             self.embedding_dim,
         )
 
-        u_enc = encode_users(users_df, slots)
         p_enc = encode_posts(posts_df)
-        u_row = pd.Index(users_df["user_id"]).get_indexer(pos["user_id"])
         p_row = pd.Index(posts_df["post_id"]).get_indexer(pos["post_id"])
-        tensors = {k: v[u_row] for k, v in u_enc.items()} | {k: v[p_row] for k, v in p_enc.items()}
+        tensors = {k: v[p_row] for k, v in p_enc.items()}
+        if aligned_users is not None:
+            rows = aligned_users.reset_index(drop=True)[keep].assign(
+                user_id=pos["user_id"].to_numpy()
+            )
+            tensors |= encode_users(rows, slots)
+        else:
+            u_row = pd.Index(users_df["user_id"]).get_indexer(pos["user_id"])
+            tensors |= {k: v[u_row] for k, v in encode_users(users_df, slots).items()}
+        if "ts_s" in pos.columns and "created_at_ts" in posts_df.columns:
+            created = pd.to_numeric(posts_df["created_at_ts"], errors="coerce").to_numpy(float)
+            tensors["age_bucket"] = age_buckets((pos["ts_s"].to_numpy() - created[p_row]) / 3600)
         if hp["logq_correction"]:
             # q(post): its share of the training positives (how often in-batch sampling picks it)
             freq = pos["post_id"].map(pos["post_id"].value_counts(normalize=True))
@@ -375,7 +495,9 @@ class TwoTowerModel:
             .batch(batch_size)
             .prefetch(2)
         )
-        model = _Retrieval(user_tower, post_tower, hp["temperature"])
+        model = _Retrieval(
+            user_tower, post_tower, hp["temperature"], p_enc, hp["random_negatives"], seed
+        )
         model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=hp["learning_rate"]))
         specs = _input_specs(len(slots))
         self._exports = {
@@ -432,10 +554,11 @@ class TwoTowerModel:
         profile_embedding (unknown ids are embedded from the content features)."""
         return self._embed(self._user_fn, encode_users(users_df, self.meta["category_slots"]))
 
-    def post_embeddings(self, posts_df: pd.DataFrame) -> np.ndarray:
-        """float32 ``[n, d]``, L2-normalised; columns post_id, category_id,
-        description_embedding."""
-        return self._embed(self._post_fn, encode_posts(posts_df))
+    def post_embeddings(self, posts_df: pd.DataFrame, now=None) -> np.ndarray:
+        """float32 ``[n, d]``, L2-normalised; columns post_id, category_id, media_type,
+        creator_id, description_embedding, and ``created_at_ts`` with ``now`` (or
+        ``age_hours``) for the age bucket (unknown age otherwise)."""
+        return self._embed(self._post_fn, encode_posts(posts_df, now))
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:

@@ -69,6 +69,23 @@ POST_DAILY = pd.DataFrame(
 )
 
 
+# fct_interactions rows behind USER_HISTORY (user 1 likes post 10 on day 2, post 11 on day 5)
+INTERACTIONS = pd.DataFrame(
+    {
+        "user_id": [1, 1, 1, 1, 2],
+        "post_id": [10, 10, 12, 11, 12],
+        "ts": [
+            _ts("2026-01-02T09:00"),
+            _ts("2026-01-02T09:01"),
+            _ts("2026-01-02T10:00"),
+            _ts("2026-01-05T12:00"),
+            _ts("2026-01-04T12:00"),
+        ],
+        "is_positive": [0, 1, 0, 1, 0],
+    }
+)
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     settings = Settings(data_dir=tmp_path_factory.mktemp("feast"))
@@ -80,6 +97,7 @@ def store(tmp_path_factory):
     tables = {
         fs.USER_FEATURES: fs.build_user_features(DIM_USERS, USER_DAILY),
         fs.USER_PROFILE: fs.build_user_profile(DIM_USERS, user_emb),
+        fs.USER_HISTORY: fs.build_user_history(INTERACTIONS, DIM_POSTS, post_emb),
         fs.POST_FEATURES: fs.build_post_features(DIM_POSTS, POST_DAILY),
         fs.POST_CONTENT: fs.build_post_content(DIM_POSTS, post_emb),
     }
@@ -112,11 +130,46 @@ def test_histories_start_at_creation_and_follow_the_daily_activity(store):
     assert store["written"] == {
         fs.USER_FEATURES: 5,
         fs.USER_PROFILE: 2,
-        fs.POST_FEATURES: 5,
+        fs.USER_HISTORY: 3,
+        fs.POST_FEATURES: 9,  # 5 + the rows where post 10's 1- and 7-day windows empty
         fs.POST_CONTENT: 3,
     }
     again = fs.read_feature_table(store["settings"], fs.POST_CONTENT)
     np.testing.assert_allclose(again["description_embedding"].iloc[0], _unit(10), atol=1e-6)
+
+
+def test_user_history_is_cumulative_per_day_and_point_in_time(store):
+    hist = store["tables"][fs.USER_HISTORY]
+    u1 = hist[hist["user_id"] == 1].sort_values(fs.TIMESTAMP)
+    assert u1[fs.TIMESTAMP].tolist() == [_ts("2026-01-03"), _ts("2026-01-06")]
+    # day 2: 2 events (1 positive) on post 10 (category 3), 1 on post 12 (category 1)
+    assert u1["category_counts"].tolist() == ["1:0:1,3:1:2", "1:0:1,3:1:2,7:1:1"]
+    assert u1["creator_positives"].tolist() == ["2:1", "2:2"]  # posts 10 and 11: creator 2
+    np.testing.assert_allclose(u1["history_embedding"].iloc[0], _unit(10), atol=1e-6)
+    np.testing.assert_allclose(
+        u1["history_embedding"].iloc[1], (_unit(10) + _unit(11)) / 2, atol=1e-6
+    )
+    u2 = hist[hist["user_id"] == 2]
+    assert u2["creator_positives"].tolist() == [""] and not u2["history_embedding"].iloc[0].any()
+    # read back through Feast as of a moment: day 5's like is not visible on day 5
+    entity = pd.DataFrame(
+        {"user_id": [1, 1], fs.TIMESTAMP: [_ts("2026-01-05T23:00"), _ts("2026-01-06")]}
+    )
+    out = fs.historical_features(store["store"], entity, ["user_history:creator_positives"])
+    assert out["creator_positives"].tolist() == ["2:1", "2:2"]
+
+
+def test_post_windows_count_recent_events_and_empty_later(store):
+    posts = store["tables"][fs.POST_FEATURES]
+    p10 = posts[posts["post_id"] == 10].set_index(fs.TIMESTAMP).sort_index()
+    # cumulative events: 7 valid from 01-03, 12 valid from 01-05
+    assert p10.loc[_ts("2026-01-03"), "n_events_1d"] == 7
+    assert p10.loc[_ts("2026-01-05"), "n_events_1d"] == 5  # 12 - 7 (the 01-04 row)
+    assert p10.loc[_ts("2026-01-05"), "n_events_7d"] == 12
+    assert p10.loc[_ts("2026-01-05"), "positive_rate_7d"] == pytest.approx(5 / 12)
+    assert p10.loc[_ts("2026-01-06"), "n_events_1d"] == 0  # the window emptied
+    assert p10.loc[_ts("2026-01-12"), "n_events_7d"] == 0
+    assert p10.loc[_ts("2026-01-12"), "n_positives"] == 5  # cumulative counts stay
 
 
 def test_apply_registers_the_repo(store):
@@ -132,6 +185,7 @@ def test_online_reads_the_latest_values_of_both_views_in_one_call(store):
     assert counts == {
         fs.USER_FEATURES: 2,
         fs.USER_PROFILE: 2,
+        fs.USER_HISTORY: 2,
         fs.POST_FEATURES: 3,
         fs.POST_CONTENT: 3,
     }

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from socialrec.features import TIMESTAMP, build_user_history
 from socialrec.generator import generate_dataset
 from socialrec.settings import NEGATIVE_EVENTS, POSITIVE_EVENTS, TEXT_EMBEDDING_DIM
 
@@ -74,11 +75,29 @@ def tiny_frames(
         "float32"
     )
     posts["created_at_ts"] = posts["created_at"].astype("int64") // 10**9
+    for days in (1, 7):  # the trailing windows, before the last event
+        recent = ev[ev["ts"] > ev["ts"].max() - pd.Timedelta(days=days)]
+        w = recent.groupby("post_id").agg(n=("pos", "size"), p=("pos", "sum"))
+        w = w.reindex(posts["post_id"], fill_value=0)
+        posts[f"n_events_{days}d"] = w["n"].to_numpy(dtype="int64")
+        posts[f"n_positives_{days}d"] = w["p"].to_numpy(dtype="int64")
+        posts[f"positive_rate_{days}d"] = (w["p"] / w["n"].clip(lower=1)).to_numpy("float32")
     desc = _unit(
         basis[posts["category_id"].to_numpy()]
         + 0.8 * rng.normal(size=(len(posts), TEXT_EMBEDDING_DIM))
     )
     posts["description_embedding"] = list(desc)
+    # user_history (category / creator counts, liked-posts embedding): each user's latest row
+    hist = build_user_history(
+        ev.assign(is_positive=ev["pos"].astype(int)),
+        posts,
+        pd.DataFrame({"post_id": posts["post_id"], "embedding": list(desc)}),
+    )
+    users = users.merge(
+        hist.drop_duplicates("user_id", keep="last").drop(columns=[TIMESTAMP]),
+        on="user_id",
+        how="left",
+    )
     posts = posts.drop(columns=["description", "created_at"])
 
     first_pos = (ev[ev["pos"]].sort_values("ts").drop_duplicates(["user_id", "post_id"]))[
