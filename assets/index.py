@@ -1,20 +1,29 @@
-"""Index layer: post-tower embeddings of every post into Milvus, behind an alias.
+"""Index layer: the post collections in Milvus, each behind an alias.
 
-Each materialization writes a NEW collection ``posts_<model version>_<time>`` with the
-champion two-tower model, loads it, then swaps the alias (``settings.collection_alias``) to it:
-the service never sees a half-built index, and the previous collection stays for a rollback.
+Each materialization writes two NEW collections of version ``<model version>_<time>`` from the
+same live posts, loads them, then swaps their aliases:
+
+* ``posts_<version>``: post-tower embeddings of the champion two-tower model, behind
+  ``settings.collection_alias`` (retrieval, ``/similar``);
+* ``post_texts_<version>``: the MiniLM description embeddings (384-d, L2-normalised: cosine),
+  behind ``settings.text_collection_alias`` (``/search``).
+
+The service never sees a half-built index, and the previous collection of each kind stays for
+a rollback (``PostIndex.swap_alias(alias, previous)``).
 """
 
 import datetime as dt
 
 import dagster as dg
 import numpy as np
+import pandas as pd
 
 from assets.common import DERIVED_FRESHNESS, EAGER
 from orchestration.resources import SettingsResource
 from socialrec import features, registry, training, warehouse
 from socialrec.catalog import live_posts
 from socialrec.index import PostIndex
+from socialrec.text import embedding_matrix
 
 
 @dg.asset(
@@ -23,10 +32,10 @@ from socialrec.index import PostIndex
     freshness_policy=DERIVED_FRESHNESS,
     automation_condition=EAGER,
     kinds={"milvus"},
-    description="Post-tower embeddings (champion two-tower) of all live (not deleted) posts "
-    "with category_id, "
-    "creator_id and created_at as scalar fields, in a new Milvus collection per model "
-    "version; the alias is swapped when it is loaded.",
+    description="Post-tower embeddings (champion two-tower) and MiniLM description embeddings "
+    "of all live (not deleted) posts, with category_id, creator_id and created_at as scalar "
+    "fields, in two new Milvus collections per model version; each alias is swapped when its "
+    "collection is loaded.",
 )
 def post_index(
     context: dg.AssetExecutionContext, settings: SettingsResource
@@ -40,31 +49,40 @@ def post_index(
     post_ids = live_posts(warehouse.read_table(s, "dim_posts"))["post_id"]
     posts = training.latest_features(store, "post", post_ids)
     posts = posts.dropna(subset=["category_id"]).reset_index(drop=True)
-    vectors = model.post_embeddings(posts)
+    # the post tower's age bucket at the data's clock (the newest post), as when it trained
+    clock = pd.Timestamp(int(posts["created_at_ts"].max()), unit="s", tz="UTC")
+    vectors = model.post_embeddings(posts, now=clock)
+    texts = embedding_matrix(posts["description_embedding"])
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
     version = f"v{champion.version}_{stamp}"
+    meta = [
+        posts[c].to_numpy(np.int64)
+        for c in ("post_id", "category_id", "creator_id", "created_at_ts")
+    ]
     with PostIndex(str(s.milvus_uri), s.milvus_token) as index:
-        collection = index.write_version(
-            version,
-            posts["post_id"].to_numpy(np.int64),
-            posts["category_id"].to_numpy(np.int64),
-            posts["creator_id"].to_numpy(np.int64),
-            posts["created_at_ts"].to_numpy(np.int64),
-            vectors,
-        )
-        previous = index.alias_target(s.collection_alias)
-        index.swap_alias(s.collection_alias, collection)
+        collection = index.write_version(version, *meta, vectors)
+        text_collection = index.write_text_version(version, *meta, texts)
+        previous = index.swap_alias(s.collection_alias, collection)
+        previous_text = index.swap_alias(s.text_collection_alias, text_collection)
         versions = index.list_versions()
-    context.log.info(f"{len(posts)} posts in {collection}; alias {s.collection_alias!r} swapped")
+    context.log.info(
+        f"{len(posts)} posts in {collection} and {text_collection}; aliases "
+        f"{s.collection_alias!r} and {s.text_collection_alias!r} swapped"
+    )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(posts),
             "collection": collection,
             "alias": s.collection_alias,
             "previous_collection": previous or "",
+            "text_collection": text_collection,
+            "text_alias": s.text_collection_alias,
+            "previous_text_collection": previous_text or "",
             "collections": versions,
             "two_tower_version": int(champion.version),
             "embedding_dim": int(vectors.shape[1]),
+            "text_embedding_dim": int(texts.shape[1]),
+            "posts_without_text": int((np.linalg.norm(texts, axis=1) == 0).sum()),
             "milvus_uri": str(s.milvus_uri),
         }
     )
