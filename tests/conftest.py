@@ -54,3 +54,166 @@ def emulator_client(endpoint: str):
         credentials=AnonymousCredentials(),
         client_options=ClientOptions(api_endpoint=endpoint),
     )
+
+
+# --- the end-to-end deployment, shared by tests/test_e2e.py and tests/test_service.py --------
+# Materialized ONCE per session (~100 s): a tiny graph through the real job, then the BUILT
+# bento served on loopback. Every fixture below is session-scoped so that no module builds it
+# again; the server is stopped at the end of the session.
+E2E_TINY = {
+    "SOCIALREC_DEMO_USERS": "150",
+    "SOCIALREC_DEMO_POSTS": "300",
+    "SOCIALREC_DEMO_EVENTS": "8000",
+    "SOCIALREC_DEMO_DAYS": "6",
+    "SOCIALREC_TWO_TOWER_EPOCHS": "3",
+    "SOCIALREC_RANKER_ITERATIONS": "60",
+    "SOCIALREC_RETRIEVAL_TOP_N": "100",
+}
+
+
+def bearer(token: str | None = None) -> dict[str, str]:
+    """The Authorization header of the write endpoints (default: the local profile's token)."""
+    from socialrec.settings import LOCAL_API_TOKEN
+
+    return {"Authorization": f"Bearer {token or LOCAL_API_TOKEN}"}
+
+
+def published_post_ids(env: dict) -> set[int]:
+    """The posts published through ``POST /posts`` of the served bento (its landing files):
+    the service knows them besides the warehouse's, and the session's tests add some."""
+    import gzip
+    import json
+    from pathlib import Path
+
+    landing = Path(env["SOCIALREC_DATA_DIR"]) / "landing" / "posts"
+    return {
+        json.loads(line)["post_id"]
+        for path in landing.glob("dt=*/api-*.jsonl.gz")
+        for line in gzip.decompress(path.read_bytes()).decode().splitlines()
+        if line.strip()
+    }
+
+
+@pytest.fixture(scope="session")
+def e2e_env(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("e2e")
+    env = {
+        **os.environ,
+        **E2E_TINY,
+        "SOCIALREC_DATA_DIR": str(data_dir),
+        "DAGSTER_HOME": str(data_dir / "dagster"),
+        "BENTOML_HOME": str(data_dir / "bentoml"),
+    }
+    (data_dir / "dagster").mkdir()
+    return env
+
+
+@pytest.fixture(scope="session")
+def e2e_materialized(e2e_env):
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    t0 = time.time()
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestration.materialize", "--generate"],
+        cwd=Path(__file__).resolve().parents[1],
+        env=e2e_env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    print(f"materialize took {time.time() - t0:.0f}s")
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-6000:]
+    return e2e_env
+
+
+@pytest.fixture(scope="session")
+def e2e_warehouse(e2e_materialized):
+    """(posts, users) of the materialized warehouse."""
+    from pathlib import Path
+
+    import duckdb
+
+    path = Path(e2e_materialized["SOCIALREC_DATA_DIR"]) / "warehouse.duckdb"
+    with duckdb.connect(str(path), read_only=True) as con:
+        posts = con.sql("select post_id, creator_id, category_id, description from dim_posts").df()
+        users = con.sql("select user_id, n_events from dim_users order by n_events desc").df()
+    return posts, users
+
+
+@pytest.fixture(scope="session")
+def e2e_service(e2e_materialized):
+    """An httpx client of the built bento served on 127.0.0.1 (ready: /readyz 200)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    root = Path(__file__).resolve().parents[1]
+    data_dir = Path(e2e_materialized["SOCIALREC_DATA_DIR"])
+    code = "from orchestration.demo import built_bento_tag; print(built_bento_tag())"
+    tag = (
+        subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=root,
+            env=e2e_materialized,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    port = free_port()
+    log_path = data_dir / "bentoml-serve.log"
+    log_file = open(log_path, "w")  # a file, not a pipe: a full pipe would block the server
+    # serve from a neutral directory: the bento must carry its own code and models
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "bentoml"), "serve", tag]
+        + ["--host", "127.0.0.1", "--port", str(port)],
+        cwd=data_dir,
+        env=e2e_materialized,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+
+    def stop():
+        client.close()
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log_file.close()
+
+    t0 = time.time()
+    deadline = t0 + 300
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            stop()
+            pytest.fail(f"bentoml serve exited:\n{log_path.read_text()[-5000:]}")
+        try:
+            if client.get("/readyz").status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    else:
+        stop()
+        pytest.fail(f"service did not become ready:\n{log_path.read_text()[-5000:]}")
+    print(f"service ready after {time.time() - t0:.0f}s")
+    try:
+        yield client
+    finally:
+        stop()
