@@ -68,9 +68,9 @@ def recommender_bento(
 ) -> dg.MaterializeResult:
     s = settings.get()
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    catalog_dir = Catalog.from_dim_posts(warehouse.read_table(s, "dim_posts")).save(
-        s.models_dir / "catalog" / stamp
-    )
+    catalog_dir = Catalog.from_dim_posts(
+        warehouse.read_table(s, "dim_posts"), fresh_share=s.cold_start_fresh_share
+    ).save(s.models_dir / "catalog" / stamp)
     models = {}
     for name in (registry.TWO_TOWER, registry.RANKER):
         mv = registry.champion_version(s, name)

@@ -356,9 +356,15 @@ def run_offline_evaluation(
         for u, c in zip(users["user_id"], users["onboarding_categories"], strict=True)
     }
     data = build_eval_data(positives, samples, catalog_ids, categories, max_users, settings.seed)
-    index = InMemoryIndex(posts["post_id"], posts["category_id"], two_tower.post_embeddings(posts))
+    # post vectors as the index holds them: the age bucket at the evaluation's "now"
+    index = InMemoryIndex(
+        posts["post_id"], posts["category_id"], two_tower.post_embeddings(posts, now=now)
+    )
     # the cold-start catalog's popularity is what was known at the start of the test period
-    catalog = Catalog.from_dim_posts(posts.rename(columns={"created_at_ts": "created_at"}))
+    catalog = Catalog.from_dim_posts(
+        posts.rename(columns={"created_at_ts": "created_at"}),
+        fresh_share=settings.cold_start_fresh_share,
+    )
     recommender = Recommender(
         FrameFeatures(users, posts),
         two_tower,

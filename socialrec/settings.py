@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     # ranker score is at least promoted_min_score
     promoted_post_ids: list[int] = Field(default_factory=list)
     promoted_min_score: float = Field(default=0.5, ge=0.0)
+    # cold start (nothing known about the user): this share of the slots goes to the freshest
+    # posts, the rest to the most popular
+    cold_start_fresh_share: float = Field(default=0.3, ge=0.0, le=1.0)
     collection_alias: str = "posts"
     text_collection_alias: str = "post_texts"  # MiniLM description embeddings (/search)
     # bearer token of the write endpoints (/events, /posts); the read endpoints too when
