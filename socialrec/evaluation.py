@@ -166,6 +166,20 @@ def score_rankings(
     return out
 
 
+# the offline evaluation also scores the pipeline with the feed's policies off: what the
+# diversity caps, the fresh share of cold start, the new-post boost and sampling cost in accuracy
+PLAIN = "socialrec_plain"
+PLAIN_POLICIES = {
+    "max_per_category": None,
+    "max_per_creator": None,
+    "diversity_decay": 1.0,
+    "cold_start_fresh_share": 0.0,
+    "new_post_boost_hours": 0.0,
+    "softmax_temperature": 0.0,
+    "promoted_post_ids": [],
+}
+
+
 def run_pipeline(recommender, data: EvalData, now: Any = None) -> tuple[dict, dict]:
     """(retrieval candidates after filtering, final top 10) of the 4-stage pipeline per user.
 
@@ -360,23 +374,28 @@ def run_offline_evaluation(
     index = InMemoryIndex(
         posts["post_id"], posts["category_id"], two_tower.post_embeddings(posts, now=now)
     )
-    # the cold-start catalog's popularity is what was known at the start of the test period
-    catalog = Catalog.from_dim_posts(
-        posts.rename(columns={"created_at_ts": "created_at"}),
-        fresh_share=settings.cold_start_fresh_share,
-    )
-    recommender = Recommender(
-        FrameFeatures(users, posts),
-        two_tower,
-        index,
-        seen_store_of(data),
-        ranker,
-        catalog,
-        settings,
-    )
-    candidates, final = run_pipeline(recommender, data, now=now)
-    lists: dict[str, tuple[Mapping, Mapping | None]] = {"socialrec": (candidates, final)}
-    results = {"socialrec": score_rankings(candidates, data, final)}
+    lists: dict[str, tuple[Mapping, Mapping | None]] = {}
+    results = {}
+    # the pipeline as configured, and the same models with the feed policies off
+    variants = {"socialrec": settings, PLAIN: settings.model_copy(update=PLAIN_POLICIES)}
+    for name, variant in variants.items():
+        # the cold-start catalog's popularity is what was known at the start of the test period
+        catalog = Catalog.from_dim_posts(
+            posts.rename(columns={"created_at_ts": "created_at"}),
+            fresh_share=variant.cold_start_fresh_share,
+        )
+        recommender = Recommender(
+            FrameFeatures(users, posts),
+            two_tower,
+            index,
+            seen_store_of(data),
+            ranker,
+            catalog,
+            variant,
+        )
+        candidates, final = run_pipeline(recommender, data, now=now)
+        lists[name] = (candidates, final)
+        results[name] = score_rankings(candidates, data, final)
     for name, r in evaluate_baselines(
         data,
         [
@@ -403,7 +422,9 @@ def run_offline_evaluation(
         f"{_split_share(positives, 'train'):.0%} of positives by time); evaluated on the "
         f"{len(data.users)} users with test positives (after {now:%Y-%m-%d %H:%M} UTC), full "
         f"ranking over {data.n_items} live posts, everything seen before the test period "
-        f"excluded for every method; features as of the test start."
+        f"excluded for every method; features as of the test start. {PLAIN}: the same "
+        f"models and stages with the feed policies off (no category/creator caps, no fresh "
+        f"share, new-post boost or sampling)."
     )
     return OfflineReport(
         results_table(results), by_segment(lists, data), plots, protocol, len(data.users)

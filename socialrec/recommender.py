@@ -4,9 +4,10 @@ Each stage is a plain function over small inputs (unit-testable without any serv
 :class:`Recommender` composes them with the real parts:
 
 1. :func:`retrieve` — the user's online features (one Feast call) -> user tower -> ANN search,
-   filtered to the user's onboarding categories, plus an unfiltered exploration slice
-   (``settings.exploration_share``), merged by best score.
-2. :func:`filter_candidates` — drop posts the user has seen, disliked or reported, and their own.
+   filtered to the user's onboarding and liked categories (:func:`preferred_categories`),
+   plus an unfiltered exploration slice (``settings.exploration_share``), merged by best score.
+2. :func:`filter_candidates` — drop posts the user has seen, disliked or reported, their own,
+   posts of creators they blocked, and posts no longer in the live catalog (deleted).
 3. :func:`rank_candidates` — one online fetch of all candidates' post features,
    ``ranking_features`` (the same function as at training time), ranker probabilities.
 4. :func:`rerank` — best first, interleaved so the top k holds at most
@@ -37,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from socialrec.catalog import Catalog
-from socialrec.ranking_features import parse_categories
+from socialrec.ranking_features import parse_categories, parse_counts
 from socialrec.seen import SeenStore
 from socialrec.settings import Settings
 
@@ -87,6 +88,17 @@ FeatureBuilder = Callable[[pd.DataFrame, pd.DataFrame, pd.DataFrame, Any], pd.Da
 
 
 # --- stage 1: retrieval ---------------------------------------------------------------------
+def preferred_categories(user: pd.Series) -> list[int]:
+    """The retrieval filter of a known user: the onboarding categories, then the categories of
+    the posts they engaged with positively (``user_history.category_counts``), most first."""
+    onboarding = parse_categories(user.get("onboarding_categories"))
+    liked = sorted(
+        ((c, counts[0]) for c, counts in parse_counts(user.get("category_counts")).items()),
+        key=lambda kv: (-kv[1], kv[0]),
+    )
+    return list(dict.fromkeys(onboarding + [c for c, pos in liked if pos > 0]))
+
+
 def retrieve(
     index: Searcher,
     alias: str,
@@ -131,17 +143,26 @@ def filter_candidates(
     seen: set[int],
     negatives: set[int],
     creator_of: dict[int, int],
+    blocked_creators: set[int] | frozenset[int] = frozenset(),
 ) -> tuple[list[tuple[int, float]], dict[str, int]]:
-    """Candidates minus seen, negative and own posts; also the drop counts per reason."""
-    dropped = {"seen": 0, "negative": 0, "own": 0}
+    """Candidates minus the posts the user disliked or reported (``negative``), has seen
+    (``seen``), made (``own``), posts of creators the user blocked (``blocked``) and posts
+    missing from the live catalog ``creator_of`` (``deleted``: tombstoned since the index was
+    built, or unknown); also the drop counts per reason."""
+    dropped = {"seen": 0, "negative": 0, "own": 0, "blocked": 0, "deleted": 0}
     kept = []
     for post_id, score in candidates:
+        creator = creator_of.get(post_id)
         if post_id in negatives:
             dropped["negative"] += 1
         elif post_id in seen:
             dropped["seen"] += 1
-        elif creator_of.get(post_id) == user_id:
+        elif creator is None:
+            dropped["deleted"] += 1
+        elif creator == user_id:
             dropped["own"] += 1
+        elif creator in blocked_creators:
+            dropped["blocked"] += 1
         else:
             kept.append((post_id, score))
     return kept, dropped
@@ -445,12 +466,15 @@ class Recommender:
 
         seen = self.seen_store.seen(user_id)
         negatives = self.seen_store.negatives(user_id)
+        blocked = (
+            self.seen_store.blocked_creators(user_id)
+            if hasattr(self.seen_store, "blocked_creators")
+            else set()
+        )
         users = self.features.users([user_id])
         found = bool(len(users)) and bool(users["found"].iloc[0])
         requested = [int(c) for c in categories] if categories else []
-        categories = requested or (
-            parse_categories(users["onboarding_categories"].iloc[0]) if found else []
-        )
+        categories = requested or (preferred_categories(users.iloc[0]) if found else [])
         user_df = users.reset_index()
         if not found and requested:
             # a new user: embedded from the requested categories alone
@@ -477,7 +501,12 @@ class Recommender:
         )
 
         kept, dropped = filter_candidates(
-            candidates, user_id, seen, negatives, self.catalog.creators(p for p, _ in candidates)
+            candidates,
+            user_id,
+            seen,
+            negatives,
+            self.catalog.creators(p for p, _ in candidates),
+            blocked,
         )
         t = timer.stage("filtering", t, kept=len(kept), dropped=dropped)
 

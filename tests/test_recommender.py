@@ -21,6 +21,7 @@ from socialrec.recommender import (
     Recommender,
     filter_candidates,
     parse_categories,
+    preferred_categories,
     rank_candidates,
     request_seed,
     rerank,
@@ -159,13 +160,18 @@ def test_retrieve_filters_and_explores(world):
 
 
 # --- stage 2 ------------------------------------------------------------------------------
-def test_filter_drops_seen_negative_and_own():
-    cands = [(1, 0.9), (2, 0.8), (3, 0.7), (4, 0.6), (5, 0.5)]
+def test_filter_drops_seen_negative_own_blocked_and_deleted():
+    cands = [(1, 0.9), (2, 0.8), (3, 0.7), (4, 0.6), (5, 0.5), (6, 0.4), (7, 0.3), (8, 0.2)]
     kept, dropped = filter_candidates(
-        cands, user_id=42, seen={1, 2}, negatives={2, 3}, creator_of={4: 42, 5: 7}
+        cands,
+        user_id=42,
+        seen={1, 2},
+        negatives={2, 3},
+        creator_of={1: 7, 2: 7, 3: 7, 4: 42, 5: 7, 6: 13, 8: 7},  # 7: not in the catalog
+        blocked_creators={13},
     )
-    assert kept == [(5, 0.5)]
-    assert dropped == {"seen": 1, "negative": 2, "own": 1}
+    assert kept == [(5, 0.5), (8, 0.2)]
+    assert dropped == {"seen": 1, "negative": 2, "own": 1, "blocked": 1, "deleted": 1}
 
 
 # --- stage 3 ------------------------------------------------------------------------------
@@ -570,3 +576,9 @@ def test_cold_start_boosts_new_posts_but_promotes_nothing(recommender, world):
     for item in rec.items:
         assert item["boosted"] == (now - created[item["post_id"]] < pd.Timedelta(hours=24))
     assert _non_increasing(rec.items)
+
+
+def test_preferred_categories_are_onboarding_then_liked():
+    user = pd.Series({"onboarding_categories": "4,2", "category_counts": "1:0:9,3:5:8,7:2:2,2:1:1"})
+    assert preferred_categories(user) == [4, 2, 3, 7]  # 1: events but no positive
+    assert preferred_categories(pd.Series({"onboarding_categories": None})) == []
