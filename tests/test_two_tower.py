@@ -249,3 +249,56 @@ def test_a_tower_gets_only_the_inputs_its_signature_takes(frames, trained, tmp_p
     np.testing.assert_array_equal(
         loaded._embed(loaded._post_fn, inputs), trained.post_embeddings(frames.posts.head(4))
     )
+
+
+def test_mixed_random_negatives_and_point_in_time_users_train(frames):
+    """Uniform extra negatives per batch and one user row per positive (the user's features
+    at the positive's time) both train a model that beats random."""
+    from socialrec.metrics import evaluate_retrieval
+    from socialrec.two_tower import TwoTowerModel
+
+    train = frames.positives[frames.positives["split"] == "train"].reset_index(drop=True)
+    # a point-in-time stand-in: every positive's user row without its history
+    aligned = (
+        frames.users.set_index("user_id")
+        .loc[train["user_id"]]
+        .reset_index()
+        .assign(category_counts=None, history_embedding=None)
+    )
+    model = TwoTowerModel(16, id_dim=16, text_dim=32, hidden_dim=64, random_negatives=128)
+    model.fit(
+        train, frames.users, frames.posts, epochs=2, batch_size=256, seed=2, aligned_users=aligned
+    )
+    assert model.hparams["random_negatives"] == 128
+    heldout = frames.positives[frames.positives["split"] != "train"]
+    res = evaluate_retrieval(model, frames.users, frames.posts, train, heldout, ks=(50,))
+    assert res["recall@50"] > 2 * res["random_recall@50"], res
+    with pytest.raises(ValueError, match="one row per positive"):
+        model.fit(train, frames.users, frames.posts, epochs=1, aligned_users=aligned.head(3))
+
+
+def test_age_buckets():
+    from socialrec.two_tower import AGE_BUCKET_HOURS, age_buckets, encode_posts
+
+    assert age_buckets([0, 5.9, 6, 30, 200, 10_000, np.nan, -3]).tolist() == [
+        0,
+        0,
+        1,
+        2,
+        4,
+        5,
+        -1,
+        0,
+    ]
+    assert len(AGE_BUCKET_HOURS) == 5
+    posts = pd.DataFrame(
+        {
+            "post_id": [1, 2],
+            "category_id": [0, 1],
+            "created_at_ts": [0, 3600 * 100],
+            "description_embedding": [None, None],
+        }
+    )
+    now = pd.Timestamp(3600 * 101, unit="s", tz="UTC")
+    assert encode_posts(posts, now)["age_bucket"].tolist() == [3, 0]  # 101 h and 1 h
+    assert encode_posts(posts)["age_bucket"].tolist() == [-1, -1]  # no moment: unknown
