@@ -17,7 +17,7 @@ import urllib.request
 
 import dagster as dg
 
-from socialrec.settings import Settings
+from socialrec.settings import LOCAL_API_TOKEN, Settings
 
 HOST = "127.0.0.1"
 DAGSTER_PORT = int(os.environ.get("DAGSTER_PORT", "3000"))
@@ -67,10 +67,57 @@ def sample_user(settings: Settings) -> int:
     return int(users.sort_values("n_events", ascending=False)["user_id"].iloc[0])
 
 
+def sample_post(settings: Settings) -> tuple[int, int, str]:
+    """(post_id, category_id, a short search query from its description) of the most engaged
+    live post; the query has no quotes, so it fits in a shell-quoted JSON body."""
+    from socialrec.warehouse import read_table
+
+    posts = read_table(settings, "dim_posts")
+    if "is_deleted" in posts.columns:
+        posts = posts[~posts["is_deleted"].fillna(False).astype(bool)]
+    row = posts.sort_values(["n_positives", "post_id"], ascending=[False, True]).iloc[0]
+    words = str(row["description"] or "").replace("'", " ").replace('"', " ").split()
+    return int(row["post_id"]), int(row["category_id"]), " ".join(words[:6]) or "street food"
+
+
+def curl_examples(base: str, user_id: int, post_id: int, category_id: int, query: str) -> str:
+    """The sample requests printed when the demo is up (every endpoint, with the token where
+    it is needed)."""
+    json_h = "-H 'content-type: application/json'"
+    auth_h = f"-H 'Authorization: Bearer {LOCAL_API_TOKEN}'"
+    recommend = json.dumps({"user_id": user_id, "k": 10})
+    new_user = json.dumps({"user_id": 999_999_999, "k": 10, "categories": [category_id]})
+    event = json.dumps(
+        {
+            "events": [
+                {
+                    "event_id": "demo-1",
+                    "user_id": user_id,
+                    "post_id": post_id,
+                    "event_type": "VIEW",
+                    "ts": "2026-01-15T12:00:00Z",
+                }
+            ]
+        }
+    )
+    similar = json.dumps({"post_id": post_id, "k": 5})
+    search = json.dumps({"query": query, "k": 5, "user_id": user_id})
+    lines = [
+        f"curl -s -X POST {base}/recommend {json_h} \\\n       -d '{recommend}'",
+        f"curl -s -X POST {base}/recommend {json_h} \\\n       -d '{new_user}'",
+        f"curl -s -X POST {base}/events {json_h} \\\n       {auth_h} \\\n       -d '{event}'",
+        f"curl -s -X POST {base}/similar {json_h} -d '{similar}'",
+        f"curl -s -X POST {base}/search {json_h} \\\n       -d '{search}'",
+        f"curl -s {base}/readyz; curl -s {base}/metrics | grep ^socialrec_",
+    ]
+    return "\n".join("  " + line for line in lines)
+
+
 def main() -> int:
     settings = Settings()
     tag = built_bento_tag()
     user_id = sample_user(settings)
+    post_id, category_id, query = sample_post(settings)
     bin_dir = os.path.dirname(sys.executable)
     procs = [
         subprocess.Popen(
@@ -106,19 +153,8 @@ def main() -> int:
         if not (ok_bento and ok_ui):
             print("a server did not come up (see its log above); stopping", file=sys.stderr)
             return 1
-        body = json.dumps({"user_id": user_id, "k": 10})
-        event = json.dumps(
-            {
-                "events": [
-                    {
-                        "event_id": "demo-1",
-                        "user_id": user_id,
-                        "post_id": 1,
-                        "event_type": "VIEW",
-                        "ts": "2026-01-15T12:00:00Z",
-                    }
-                ]
-            }
+        examples = curl_examples(
+            f"http://{HOST}:{BENTO_PORT}", user_id, post_id, category_id, query
         )
         print(
             f"""
@@ -126,10 +162,7 @@ socialrec demo is up (bento {tag})
   Dagster UI:   http://{HOST}:{DAGSTER_PORT}   (asset graph, runs, checks, freshness)
   Recommender:  http://{HOST}:{BENTO_PORT}     (OpenAPI docs at /docs)
 
-  curl -s -X POST http://{HOST}:{BENTO_PORT}/recommend -H 'content-type: application/json' \\
-       -d '{body}'
-  curl -s -X POST http://{HOST}:{BENTO_PORT}/events -H 'content-type: application/json' \\
-       -d '{event}'
+{examples}
 
 Ctrl-C stops both servers.""",
             flush=True,

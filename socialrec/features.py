@@ -655,3 +655,53 @@ def historical_features(
     # Feast returns the rows in its own order: give them back in the order they were asked
     out = out.sort_values(_ROW, kind="stable").drop(columns=[_ROW]).reset_index(drop=True)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# writing one post online (the service's POST /posts)
+# --------------------------------------------------------------------------------------------
+POST_ATTRIBUTE_COLUMNS = ("creator_id", "category_id", "media_type", "created_at_ts")
+# the engagement counts of post_features (zero for a new post)
+POST_COUNT_COLUMNS = tuple(
+    c for c in FEATURE_NAMES[POST_FEATURES] if c not in POST_ATTRIBUTE_COLUMNS
+)
+
+
+def write_online_post(
+    store: FeatureStore, post: dict, counts: dict | None = None, at=None
+) -> dict[str, int]:
+    """Write one post's online features with Feast's own write path,
+    ``FeatureStore.write_to_online_store``: ``post_features`` (the attributes, ``created_at_ts``
+    = epoch seconds of ``post["created_at"]``, engagement counts from ``counts`` — zero when
+    missing, i.e. a new post) and ``post_content`` (``post["description_embedding"]``), columns
+    as ``POST_SCHEMA`` / ``POST_CONTENT_SCHEMA``, ``event_timestamp`` = ``at`` (default now: the
+    newest value of the post). Visible to the very next online read; the next materialization
+    of the offline tables overwrites it. Returns the rows written per view."""
+    created = _utc_us(post["created_at"])
+    ts = _utc_us(at if at is not None else pd.Timestamp.now(tz="UTC"))
+    counts = counts or {}
+    row = {
+        "post_id": int(post["post_id"]),
+        TIMESTAMP: ts,
+        "creator_id": int(post["creator_id"]),
+        "category_id": int(post["category_id"]),
+        "media_type": str(post["media_type"]),
+        "created_at_ts": int((created - _EPOCH) // pd.Timedelta(seconds=1)),
+        **{c: 0 if pd.isna(counts.get(c)) else counts[c] for c in POST_COUNT_COLUMNS},
+    }
+    frames = {
+        POST_FEATURES: _conform(pd.DataFrame([row]), POST_SCHEMA),
+        POST_CONTENT: pd.DataFrame(
+            {
+                "post_id": [row["post_id"]],
+                TIMESTAMP: [ts],
+                "description_embedding": [
+                    np.asarray(post["description_embedding"], dtype=np.float32).reshape(-1)
+                ],
+            }
+        ),
+    }
+    for name, frame in frames.items():
+        frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
+        store.write_to_online_store(feature_view_name=name, df=frame)
+    return {name: len(frame) for name, frame in frames.items()}

@@ -71,6 +71,9 @@ E2E_TINY = {
 }
 
 
+E2E_SPOOL_FLUSH_SECONDS = 0.5  # SOCIALREC_SPOOL_FLUSH_SECONDS of the served bento
+
+
 def bearer(token: str | None = None) -> dict[str, str]:
     """The Authorization header of the write endpoints (default: the local profile's token)."""
     from socialrec.settings import LOCAL_API_TOKEN
@@ -171,6 +174,8 @@ def e2e_service(e2e_materialized):
         .splitlines()[-1]
     )
     port = free_port()
+    # the /events spool flushes to the landing bucket within a second (tests look for files)
+    serve_env = {**e2e_materialized, "SOCIALREC_SPOOL_FLUSH_SECONDS": str(E2E_SPOOL_FLUSH_SECONDS)}
     log_path = data_dir / "bentoml-serve.log"
     log_file = open(log_path, "w")  # a file, not a pipe: a full pipe would block the server
     # serve from a neutral directory: the bento must carry its own code and models
@@ -178,7 +183,7 @@ def e2e_service(e2e_materialized):
         [str(Path(sys.executable).parent / "bentoml"), "serve", tag]
         + ["--host", "127.0.0.1", "--port", str(port)],
         cwd=data_dir,
-        env=e2e_materialized,
+        env=serve_env,
         stdout=log_file,
         stderr=subprocess.STDOUT,
         start_new_session=True,

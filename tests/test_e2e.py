@@ -6,13 +6,17 @@ The materialized data and the server are the session fixtures of tests/conftest.
 
 from __future__ import annotations
 
+import gzip
+import json
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import bearer, published_post_ids
+from tests.conftest import E2E_SPOOL_FLUSH_SECONDS, bearer, published_post_ids
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,10 +70,63 @@ def test_events_exclude_posts_on_the_very_next_request(e2e_service, e2e_warehous
     ]
     r = service.post("/events", json={"events": events}, headers=bearer())
     assert r.status_code == 200, r.text
-    assert r.json()["accepted"] == 3
+    assert r.json() == {"accepted": 3, "spooled": 3}
     second = [it["post_id"] for it in _recommend(service, user_id, 5)["items"]]
     assert len(second) == 5
     assert not set(first[:3]) & set(second)
+
+
+def _spooled_events(landing: Path, day: str) -> dict[str, dict]:
+    """event_id -> event of the spool files of one landing partition."""
+    out = {}
+    for path in sorted((landing / "events" / f"dt={day}").glob("spool-*.jsonl.gz")):
+        for line in gzip.decompress(path.read_bytes()).decode().splitlines():
+            if line.strip():
+                event = json.loads(line)
+                out[event["event_id"]] = event
+    return out
+
+
+def test_events_reach_the_landing_bucket_through_the_spool(
+    e2e_service, e2e_warehouse, e2e_materialized
+):
+    _, users = e2e_warehouse
+    user_id = int(users["user_id"].iloc[3])
+    run = uuid.uuid4().hex[:8]
+    events = [
+        {
+            "event_id": f"spool-{run}-{i}",
+            "user_id": user_id,
+            "post_id": 100 + i,
+            "event_type": "LIKE" if i % 2 else "VIEW",
+            "ts": f"2026-01-07T08:30:0{i}Z",
+            "dwell_ms": 1000 + i,
+        }
+        for i in range(5)
+    ]
+    t0 = time.perf_counter()
+    r = e2e_service.post("/events", json={"events": events}, headers=bearer())
+    assert r.status_code == 200, r.text
+    assert r.json() == {"accepted": 5, "spooled": 5}
+
+    # flushed by time (SOCIALREC_SPOOL_FLUSH_SECONDS of the server) into events/dt=<ts day>/
+    landing = Path(e2e_materialized["SOCIALREC_DATA_DIR"]) / "landing"
+    wanted = {e["event_id"] for e in events}
+    landed: dict[str, dict] = {}
+    while time.perf_counter() - t0 < 20 * E2E_SPOOL_FLUSH_SECONDS + 10:
+        landed = _spooled_events(landing, "2026-01-07")
+        if wanted <= set(landed):
+            break
+        time.sleep(0.1)
+    elapsed = time.perf_counter() - t0
+    assert wanted <= set(landed), (elapsed, sorted(landed))
+    print(f"/events -> in the landing bucket after {elapsed:.2f}s")
+    for event in events:
+        assert landed[event["event_id"]] == event  # every field, ts as ISO-8601 UTC
+    # and the spool is empty again
+    r = e2e_service.get("/metrics")
+    pending = [ln for ln in r.text.splitlines() if ln.startswith("socialrec_spool_pending")]
+    assert pending and float(pending[0].split()[-1]) == 0, pending
 
 
 def test_unknown_user_gets_a_cold_start_answer(e2e_service, e2e_warehouse, e2e_materialized):

@@ -1,9 +1,10 @@
 """The service's endpoints.
 
-* Unit level (no server): the endpoints' logic (``bentos.service.Endpoints``) over fakes and a
-  real SQLite seen store — the fallback when Milvus or the seen store raises, the error
-  answers, the personalized search formula — and the ASGI middlewares (bearer auth, readiness
-  reason) over a dummy app.
+* Unit level (no server): the endpoints' logic (``socialrec.serving.Endpoints``) over fakes, a
+  real SQLite seen store and a real event spool — the fallback when Milvus or the seen store
+  raises, the error answers, the personalized search formula, /events through the spool,
+  /posts writing online features — and the pure-ASGI middlewares of ``socialrec.asgi``
+  (bearer auth, readiness reason, metrics refresh) over a dummy app.
 * HTTP (``e2e``): the BUILT bento on loopback, with real Milvus Lite, SQLite and Feast; the
   session fixtures of tests/conftest.py (materialized once, shared with tests/test_e2e.py).
 """
@@ -21,18 +22,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from socialrec import asgi, serving
 from tests.conftest import bearer
-
-SERVICE = pytest.importorskip("bentos.service")
 
 # --- unit level: fakes ----------------------------------------------------------------------
 DIM = 4
 
 
 class FakeFeatures:
-    def __init__(self, known: set[int], categories: str = "1,2"):
+    """Online features: users in ``known``; posts in ``posts`` ({post_id: {column: value}})."""
+
+    def __init__(self, known: set[int], categories: str = "1,2", posts: dict | None = None):
         self.known = known
         self.categories = categories
+        self.known_posts = posts or {}
 
     def users(self, user_ids):
         ids = [int(u) for u in user_ids]
@@ -45,12 +48,49 @@ class FakeFeatures:
         )
 
     def posts(self, post_ids):
-        raise AssertionError("not reached in these tests")
+        ids = [int(p) for p in post_ids]
+        rows = [{**self.known_posts.get(p, {}), "found": p in self.known_posts} for p in ids]
+        return pd.DataFrame(rows, index=pd.Index(ids, name="post_id"))
 
 
 class FakeTwoTower:
     def user_embeddings(self, users_df):
         return np.tile(np.asarray([1, 0, 0, 0], np.float32), (len(users_df), 1))
+
+    def post_embeddings(self, posts_df):
+        return np.tile(np.asarray([0, 1, 0, 0], np.float32), (len(posts_df), 1))
+
+
+class FakeEncoder:
+    def encode(self, texts):
+        return np.full((len(texts), 384), 1 / np.sqrt(384), np.float32)
+
+
+class FakeIndex:
+    """Milvus that answers: pings, and upserts recorded in ``log``."""
+
+    def __init__(self, log: list | None = None):
+        self.log = log if log is not None else []
+
+    def ping(self, alias):
+        return f"{alias}_v1"
+
+    def upsert_post(self, post_id, *args, alias="posts", text_alias="post_texts"):
+        self.log.append(("index", post_id))
+        return {alias: f"{alias}_v1", text_alias: f"{text_alias}_v1"}
+
+
+class RecordingWriter:
+    """An online feature writer that records its calls in ``log``; ``fail``: it raises."""
+
+    def __init__(self, log: list | None = None, fail: bool = False):
+        self.log = log if log is not None else []
+        self.fail = fail
+
+    def write(self, post, counts=None, at=None):
+        if self.fail:
+            raise sqlite3.OperationalError("unable to open database file")
+        self.log.append(("features", post, counts, at))
 
 
 class RaisingIndex:
@@ -72,7 +112,7 @@ class RaisingSeenStore:
     def seen(self, user_id):
         raise sqlite3.OperationalError("database is locked")
 
-    negatives = seen
+    negatives = mark_events = seen
 
 
 class FakeRanker:
@@ -102,7 +142,7 @@ def metrics():
     """The service's metrics on a registry of their own."""
     from prometheus_client import CollectorRegistry
 
-    return SERVICE.ServiceMetrics(CollectorRegistry())
+    return serving.ServiceMetrics(CollectorRegistry())
 
 
 @pytest.fixture
@@ -113,21 +153,22 @@ def seen_store(tmp_path):
         yield store
 
 
-def _endpoints(metrics, seen_store, index=None):
+def _endpoints(metrics, seen_store, index=None, **kwargs):
     from socialrec.settings import Settings
 
-    return SERVICE.Endpoints.create(
-        Settings(data_dir=Path("/nonexistent")),
-        features=FakeFeatures({2}),
-        two_tower=FakeTwoTower(),
-        index=index or RaisingIndex(),
-        seen_store=seen_store,
-        ranker=FakeRanker(),
-        catalog=_catalog(),
-        text_encoder=None,
-        bucket=None,
-        metrics=metrics,
-    )
+    parts = {
+        "features": FakeFeatures({2}),
+        "two_tower": FakeTwoTower(),
+        "index": index or RaisingIndex(),
+        "seen_store": seen_store,
+        "ranker": FakeRanker(),
+        "catalog": _catalog(),
+        "text_encoder": None,
+        "bucket": None,
+        "metrics": metrics,
+        **kwargs,
+    }
+    return serving.Endpoints.create(Settings(data_dir=Path("/nonexistent")), **parts)
 
 
 def _value(metrics, name, **labels):
@@ -170,8 +211,8 @@ def test_recommend_falls_back_when_the_seen_store_raises(metrics):
 
 def test_a_fallback_answer_is_200_through_respond_and_a_bug_is_not_a_fallback(metrics, seen_store):
     endpoints = _endpoints(metrics, seen_store)
-    out = SERVICE.respond("/recommend", metrics, endpoints.recommend, 2, 3)
-    assert isinstance(out, SERVICE.RecommendResponse) and out.source == "fallback"
+    out = serving.respond("/recommend", metrics, endpoints.recommend, 2, 3)
+    assert isinstance(out, serving.RecommendResponse) and out.source == "fallback"
 
     class BuggyIndex:
         def search(self, *args, **kwargs):
@@ -179,7 +220,7 @@ def test_a_fallback_answer_is_200_through_respond_and_a_bug_is_not_a_fallback(me
 
     buggy = _endpoints(metrics, seen_store, index=BuggyIndex())
     with pytest.raises(ValueError):
-        SERVICE.respond("/recommend", metrics, buggy.recommend, 2, 3)
+        serving.respond("/recommend", metrics, buggy.recommend, 2, 3)
     assert _value(metrics, "socialrec_errors_total", endpoint="/recommend", kind="internal") == 1
     assert _fallbacks(metrics, "milvus") == 1
 
@@ -187,7 +228,7 @@ def test_a_fallback_answer_is_200_through_respond_and_a_bug_is_not_a_fallback(me
 def test_errors_are_json_answers_with_a_reason(metrics, seen_store):
     endpoints = _endpoints(metrics, seen_store)
     # Milvus down: /similar is a 503 naming the dependency (no fallback for it)
-    r = SERVICE.respond("/similar", endpoints.metrics, endpoints.similar, 1, 5)
+    r = serving.respond("/similar", endpoints.metrics, endpoints.similar, 1, 5)
     assert r.status_code == 503
     assert json.loads(r.body)["error"] == "milvus_unavailable"
 
@@ -195,7 +236,7 @@ def test_errors_are_json_answers_with_a_reason(metrics, seen_store):
         def similar(self, alias, post_id, k):
             return None
 
-    r = SERVICE.respond(
+    r = serving.respond(
         "/similar", metrics, _endpoints(metrics, seen_store, NoSuchPost()).similar, 5, 3
     )
     assert r.status_code == 404
@@ -205,14 +246,14 @@ def test_errors_are_json_answers_with_a_reason(metrics, seen_store):
 def test_a_post_from_the_future_is_a_422(metrics, seen_store):
     endpoints = _endpoints(metrics, seen_store)
     later = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
-    r = SERVICE.respond(
+    r = serving.respond(
         "/posts", endpoints.metrics, endpoints.add_post, 1, 2, 3, "text", "hi", later
     )
     assert r.status_code == 422 and "future" in json.loads(r.body)["detail"]
 
 
 def test_personalized_search_blends_text_and_user_scores():
-    hit = SERVICE.SearchHit
+    hit = serving.SearchHit
     items = [
         hit(post_id=1, score=0.9, text_score=0.9, category_id=0, creator_id=0),
         hit(post_id=2, score=0.8, text_score=0.8, category_id=0, creator_id=0),
@@ -220,8 +261,8 @@ def test_personalized_search_blends_text_and_user_scores():
     ]
     user = np.asarray([1, 0], np.float32)
     vectors = {1: np.asarray([-1, 0], np.float32), 2: np.asarray([1, 0], np.float32)}
-    SERVICE.personalize(items, user, vectors)
-    w = SERVICE.SEARCH_USER_WEIGHT
+    serving.personalize(items, user, vectors)
+    w = serving.SEARCH_USER_WEIGHT
     by_id = {it.post_id: it for it in items}
     assert by_id[2].score == pytest.approx((1 - w) * 0.8 + w * 1.0)
     assert by_id[1].score == pytest.approx((1 - w) * 0.9 - w)
@@ -262,7 +303,7 @@ async def _ok_app(scope, receive, send):
 def test_bearer_auth_guards_write_endpoints_and_read_ones_when_configured(read_auth):
     from socialrec.settings import Settings
 
-    app = SERVICE.BearerAuth(
+    app = asgi.BearerAuth(
         _ok_app, settings=Settings(api_token="s3cret", auth_read_endpoints=read_auth)
     )
     for path in ("/events", "/posts"):
@@ -289,11 +330,342 @@ def test_readiness_reason_turns_bentomls_503_into_json():
         await send({"type": "http.response.start", "status": 503, "headers": []})
         await send({"type": "http.response.body", "body": b"Service is not ready"})
 
-    SERVICE._READINESS["reason"] = "milvus alias 'posts': gone"
-    status, headers, body = _asgi_call(SERVICE.ReadinessReason(not_ready), "/readyz")
+    asgi.set_readiness("milvus alias 'posts': gone")
+    status, headers, body = _asgi_call(asgi.ReadinessReason(not_ready), "/readyz")
     assert status == 503 and headers[b"content-type"] == b"application/json"
     assert json.loads(body) == {"ready": False, "reason": "milvus alias 'posts': gone"}
-    assert _asgi_call(SERVICE.ReadinessReason(_ok_app), "/readyz")[:1] == (200,)
+    # ready: JSON too, with the note of the check (a spool that cannot flush) or null
+    asgi.set_readiness(None)
+    status, headers, body = _asgi_call(asgi.ReadinessReason(_ok_app), "/readyz")
+    assert status == 200 and json.loads(body) == {"ready": True, "reason": None}
+    asgi.set_readiness(None, "event spool: 3 flushes to the landing bucket failed in a row")
+    status, _, body = _asgi_call(asgi.ReadinessReason(_ok_app), "/readyz")
+    assert status == 200 and "event spool" in json.loads(body)["reason"]
+    asgi.set_readiness("seen_store unavailable", "event spool: down")
+    status, _, body = _asgi_call(asgi.ReadinessReason(not_ready), "/readyz")
+    assert json.loads(body) == {
+        "ready": False,
+        "reason": "seen_store unavailable; event spool: down",
+    }
+    # other paths are untouched
+    assert _asgi_call(asgi.ReadinessReason(_ok_app), "/healthz")[2] == b"ok"
+
+
+# --- /recommend: categories and the item flags ----------------------------------------------
+def test_recommend_passes_categories_and_returns_the_item_flags(metrics):
+    from socialrec.recommender import Recommendation
+
+    class RecordingRecommender:
+        calls: list = []
+
+        def recommend(self, user_id, k, debug=False, categories=None):
+            self.calls.append((user_id, k, categories))
+            item = {
+                "post_id": 5,
+                "score": 0.9,
+                "ranker_score": 0.8,
+                "category_id": 3,
+                "creator_id": 4,
+                "boosted": True,
+                "promoted": False,
+                "cap_relaxed": True,
+            }
+            return Recommendation(user_id, [item], "personalized", {"stages": {}})
+
+    rec = RecordingRecommender()
+    endpoints = serving.Endpoints(
+        settings=None,
+        recommender=rec,
+        index=None,
+        seen_store=None,
+        two_tower=None,
+        text_encoder=None,
+        bucket=None,
+        metrics=metrics,
+    )
+    out = endpoints.recommend(99, 2, categories=[3, 7])
+    assert rec.calls == [(99, 2, [3, 7])]
+    assert out.source == "personalized"
+    item = out.model_dump()["items"][0]
+    assert item["boosted"] is True and item["promoted"] is False
+    assert "cap_relaxed" not in item  # not part of the API
+    endpoints.recommend(99, 2, categories=[])
+    assert rec.calls[-1] == (99, 2, None)  # no categories: the stored onboarding ones
+
+
+def test_a_new_users_categories_reach_the_recommender_and_its_fallback(metrics, seen_store):
+    index = RaisingIndex()
+    endpoints = _endpoints(metrics, seen_store, index)
+    out = endpoints.recommend(50, 5, categories=[1])
+    # user 50 is unknown but named categories: embedded and retrieved (Milvus is down) ...
+    assert index.calls == 1
+    # ... so the fallback answers, from those categories first
+    assert out.source == "fallback" and len(out.items) == 5
+    assert {it.category_id for it in out.items} == {1}
+    assert not any(it.boosted or it.promoted for it in out.items)
+
+
+# --- /events: seen store first, then the durable spool --------------------------------------
+class FlakyBucket:
+    """A local landing bucket whose writes raise while ``down``."""
+
+    def __init__(self, root):
+        from socialrec.landing import LocalLandingBucket
+
+        self.inner = LocalLandingBucket(root)
+        self.uri = self.inner.uri
+        self.down = False
+
+    def list(self, prefix=""):
+        return self.inner.list(prefix)
+
+    def read_bytes(self, key):
+        return self.inner.read_bytes(key)
+
+    def write_bytes(self, key, data):
+        if self.down:
+            raise ConnectionError("landing bucket unreachable")
+        self.inner.write_bytes(key, data)
+
+
+def _events(n: int, user_id: int = 2, prefix: str = "u") -> list:
+    return [
+        serving.EventIn(
+            event_id=f"{prefix}-{i}",
+            user_id=user_id,
+            post_id=10 + i,
+            event_type="VIEW",
+            ts="2026-01-06T12:00:00Z",
+            dwell_ms=100 * i or None,
+        )
+        for i in range(n)
+    ]
+
+
+def _landed_events(root: Path) -> list[dict]:
+    return [
+        json.loads(line)
+        for path in sorted(root.glob("events/dt=*/spool-*.jsonl.gz"))
+        for line in gzip.decompress(path.read_bytes()).decode().splitlines()
+        if line.strip()
+    ]
+
+
+@pytest.fixture
+def spooled(tmp_path, seen_store, metrics):
+    """(endpoints, spool, bucket) with a real EventSpool (no background flusher) on a local
+    bucket that can go down."""
+    from socialrec.spool import EventSpool
+
+    bucket = FlakyBucket(tmp_path / "landing")
+    spool = EventSpool(tmp_path / "spool", bucket, flush_seconds=60, retry_seconds=60)
+    endpoints = _endpoints(
+        metrics, seen_store, FakeIndex(), text_encoder=FakeEncoder(), spool=spool
+    )
+    yield endpoints, spool, bucket
+    spool.close()
+
+
+def test_events_are_marked_seen_then_spooled_to_the_landing_bucket(
+    spooled, seen_store, metrics, tmp_path
+):
+    endpoints, spool, _ = spooled
+    out = endpoints.events(_events(3))
+    assert (out.accepted, out.spooled) == (3, 3)
+    assert seen_store.seen(2) == {10, 11, 12}  # read-your-writes at once
+    assert _value(metrics, "socialrec_spool_pending") == 3
+    assert spool.flush() == 3
+    landed = _landed_events(tmp_path / "landing")
+    assert [e["event_id"] for e in landed] == ["u-0", "u-1", "u-2"]
+    assert landed[1] == {
+        "event_id": "u-1",
+        "user_id": 2,
+        "post_id": 11,
+        "event_type": "VIEW",
+        "ts": "2026-01-06T12:00:00Z",
+        "dwell_ms": 100,
+    }
+    assert list((tmp_path / "landing" / "events").iterdir())[0].name == "dt=2026-01-06"
+    endpoints.observe_spool()
+    assert _value(metrics, "socialrec_spool_pending") == 0
+    stage = {"endpoint": "/events", "stage": "spool"}
+    assert _value(metrics, "socialrec_stage_duration_seconds_count", **stage) == 1
+
+
+def test_a_bucket_outage_is_reported_by_readiness_but_never_makes_it_unready(
+    spooled, metrics, tmp_path
+):
+    endpoints, spool, bucket = spooled
+    bucket.down = True
+    assert endpoints.events(_events(4)).spooled == 4  # accepted: durable on local disk
+    for _ in range(serving.SPOOL_FAILING_AFTER):
+        assert endpoints.spool_note() is None  # a failure or two is not worth reporting
+        assert spool.flush() == 0
+    note = endpoints.spool_note()
+    assert note.startswith("event spool: 3 flushes to the landing bucket failed in a row")
+    assert "4 events kept on local disk" in note and "ConnectionError" in note
+    assert endpoints.readiness() is None  # still ready: the spool rides the outage out
+    assert _value(metrics, "socialrec_spool_pending") == 4
+    assert _value(metrics, "socialrec_spool_failures") == 3
+    assert _value(metrics, "socialrec_spool_consecutive_failures") == 3
+    assert _value(metrics, "socialrec_spool_oldest_pending_seconds") >= 0
+
+    bucket.down = False
+    assert spool.flush() == 4
+    assert endpoints.spool_note() is None
+    assert _value(metrics, "socialrec_spool_pending") == 0
+    assert _value(metrics, "socialrec_spool_consecutive_failures") == 0
+    assert len(_landed_events(tmp_path / "landing")) == 4
+
+
+def test_events_are_a_503_when_the_spool_fails_but_marked_seen_first(spooled, seen_store, metrics):
+    endpoints, spool, _ = spooled
+    spool.close()  # appends now raise
+    r = serving.respond("/events", metrics, endpoints.events, _events(2))
+    assert r.status_code == 503
+    assert json.loads(r.body)["error"] == "spool_unavailable"
+    assert seen_store.seen(2) == {10, 11}  # read-your-writes came first
+    assert _value(metrics, "socialrec_errors_total", endpoint="/events", kind="spool") == 1
+
+
+def test_events_are_a_503_and_not_spooled_when_the_seen_store_fails(metrics, tmp_path):
+    from socialrec.spool import EventSpool
+
+    with EventSpool(tmp_path / "spool", FlakyBucket(tmp_path / "landing")) as spool:
+        endpoints = _endpoints(metrics, RaisingSeenStore(), spool=spool)
+        r = serving.respond("/events", metrics, endpoints.events, _events(2))
+        assert r.status_code == 503
+        assert json.loads(r.body)["error"] == "seen_store_unavailable"
+        assert spool.stats()["pending"] == 0
+
+
+# --- /posts: online features ------------------------------------------------------------------
+def test_a_new_post_gets_online_features_before_it_is_indexed(metrics, seen_store, tmp_path):
+    from socialrec.landing import LocalLandingBucket
+
+    log: list = []
+    endpoints = _endpoints(
+        metrics,
+        seen_store,
+        FakeIndex(log),
+        text_encoder=FakeEncoder(),
+        bucket=LocalLandingBucket(tmp_path / "landing"),
+        post_writer=RecordingWriter(log),
+    )
+    now = dt.datetime(2026, 1, 6, 12, tzinfo=dt.UTC)
+    created = now - dt.timedelta(hours=1)
+    out = endpoints.add_post(77, 4, 2, "image", "a kayak", created, now=now)
+    assert out.online_features is True
+    assert [entry[0] for entry in log] == ["features", "index"]
+    _, post, counts, at = log[0]
+    assert counts is None  # a new post: zero engagement counts
+    assert at == now
+    assert {k: post[k] for k in ("post_id", "creator_id", "category_id", "media_type")} == {
+        "post_id": 77,
+        "creator_id": 4,
+        "category_id": 2,
+        "media_type": "image",
+    }
+    assert post["created_at"] == created
+    assert np.allclose(post["description_embedding"], FakeEncoder().encode(["x"])[0])
+    assert endpoints.catalog.creators([77]) == {77: 4}
+
+
+def test_an_edited_post_keeps_its_online_counts(metrics, seen_store, tmp_path):
+    from socialrec.landing import LocalLandingBucket
+
+    log: list = []
+    known = {5: {"n_impressions": 40, "n_positives": 7, "positive_rate": 0.175}}
+    endpoints = _endpoints(
+        metrics,
+        seen_store,
+        FakeIndex(log),
+        features=FakeFeatures({2}, posts=known),
+        text_encoder=FakeEncoder(),
+        bucket=LocalLandingBucket(tmp_path / "landing"),
+        post_writer=RecordingWriter(log),
+    )
+    endpoints.add_post(5, 4, 2, "text", "edited")
+    counts = log[0][2]
+    assert counts["n_impressions"] == 40 and counts["n_positives"] == 7
+
+
+def test_a_feature_store_that_fails_is_a_503_and_the_post_is_not_indexed(
+    metrics, seen_store, tmp_path
+):
+    from socialrec.landing import LocalLandingBucket
+
+    log: list = []
+    endpoints = _endpoints(
+        metrics,
+        seen_store,
+        FakeIndex(log),
+        text_encoder=FakeEncoder(),
+        bucket=LocalLandingBucket(tmp_path / "landing"),
+        post_writer=RecordingWriter(log, fail=True),
+    )
+    r = serving.respond("/posts", metrics, endpoints.add_post, 78, 4, 2, "text", "hi")
+    assert r.status_code == 503 and json.loads(r.body)["error"] == "feature_store_unavailable"
+    assert log == []  # not in the index: retrieval never returns a post ranking cannot score
+
+
+@pytest.mark.integration
+def test_write_online_post_makes_the_post_readable_online(tmp_path):
+    """The Feast write path for real: FeatureStore.write_to_online_store on the SQLite online
+    store, read back by the same one-call online reader the ranking stage uses."""
+    import feature_repo
+    from socialrec import features as fs
+    from socialrec.settings import Settings
+
+    settings = Settings(data_dir=tmp_path)
+    settings.ensure_dirs()
+    store = fs.feature_store(settings)
+    fs.apply_definitions(store, feature_repo.all_definitions(settings))
+    assert not fs.online_post_features(store, [5])["found"].iloc[0]
+    vector = np.random.default_rng(0).normal(size=384).astype(np.float32)
+    created = dt.datetime(2026, 1, 6, 11, tzinfo=dt.UTC)
+    post = {
+        "post_id": 5,
+        "creator_id": 3,
+        "category_id": 2,
+        "media_type": "image",
+        "created_at": created,
+        "description_embedding": vector,
+    }
+    writer = serving.OnlinePostWriter(store)
+    assert writer.write(post) == {"post_features": 1, "post_content": 1}
+    row = fs.online_post_features(store, [5]).iloc[0]
+    assert bool(row["found"])
+    assert (row["creator_id"], row["category_id"], row["media_type"]) == (3, 2, "image")
+    assert row["created_at_ts"] == int(created.timestamp())
+    assert all(row[c] == 0 for c in fs.POST_COUNT_COLUMNS)
+    assert np.allclose(row["description_embedding"], vector)
+    # an edit with counts keeps them
+    writer.write({**post, "category_id": 4}, counts={"n_impressions": 9, "n_positives": pd.NA})
+    row = fs.online_post_features(store, [5]).iloc[0]
+    assert (row["category_id"], row["n_impressions"], row["n_positives"]) == (4, 9, 0)
+
+
+def test_metrics_refresh_updates_the_gauges_before_a_scrape():
+    calls: list[str] = []
+
+    def refresher():
+        calls.append("refreshed")
+
+    def broken():
+        raise RuntimeError("a broken refresher never fails the scrape")
+
+    metrics = serving.service_metrics()
+    metrics.add_refresher(refresher)
+    metrics.add_refresher(broken)
+    try:
+        assert _asgi_call(asgi.MetricsRefresh(_ok_app), "/metrics")[0] == 200
+        assert calls == ["refreshed"]
+        _asgi_call(asgi.MetricsRefresh(_ok_app), "/recommend")
+        assert calls == ["refreshed"]
+    finally:
+        metrics._refreshers.remove(refresher)
+        metrics._refreshers.remove(broken)
 
 
 # --- HTTP against the served bento ----------------------------------------------------------
@@ -302,6 +674,7 @@ def test_readiness_reason_turns_bentomls_503_into_json():
 def test_readyz_is_200_when_models_milvus_and_the_seen_store_answer(e2e_service):
     r = e2e_service.get("/readyz")
     assert r.status_code == 200, r.text
+    assert r.json() == {"ready": True, "reason": None}  # the spool flushes: nothing to report
 
 
 @pytest.mark.e2e
@@ -359,7 +732,7 @@ def test_search_for_a_user_is_reranked_by_the_documented_blend(e2e_service, e2e_
     assert body["personalized"] is True and body["reason"] is None
     items = body["items"]
     assert len(items) == 8
-    w = SERVICE.SEARCH_USER_WEIGHT
+    w = serving.SEARCH_USER_WEIGHT
     for it in items:
         assert it["user_score"] is not None
         assert it["score"] == pytest.approx((1 - w) * it["text_score"] + w * it["user_score"])
@@ -425,6 +798,49 @@ def test_a_new_post_is_found_by_similar_search_and_cold_start_within_2s(
     assert line["updated_at"]
 
 
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_a_new_post_is_ranked_by_recommend_for_a_new_user_of_its_category(
+    e2e_service, e2e_warehouse
+):
+    posts, users = e2e_warehouse
+    post_id = int(posts["post_id"].max()) + 3000
+    # the smallest category: its posts all fit in the category-filtered retrieval
+    category_id = int(posts["category_id"].value_counts().index[-1])
+    creator_id = int(users["user_id"].iloc[-2])
+    body = {
+        "post_id": post_id,
+        "creator_id": creator_id,
+        "category_id": category_id,
+        "media_type": "video",
+        "description": "Night market dumplings, steam rising under paper lanterns",
+    }
+    r = e2e_service.post("/posts", json=body, headers=bearer())
+    assert r.status_code == 200, r.text
+    assert r.json()["online_features"] is True
+
+    # a new user (no features, no history) whose onboarding choice is the post's category
+    new_user = 10_000_002
+    r = e2e_service.post(
+        "/recommend",
+        json={"user_id": new_user, "k": 200, "categories": [category_id], "debug": True},
+    )
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["source"] == "personalized"  # embedded from its categories: the 4 stages
+    assert out["debug"]["categories"] == [category_id]
+    assert out["debug"]["stages"]["retrieval"]["new_user"] is True
+    by_id = {it["post_id"]: it for it in out["items"]}
+    assert post_id in by_id, sorted(by_id)  # retrieved from Milvus AND scored by the ranker
+    item = by_id[post_id]
+    assert item["ranker_score"] is not None and item["category_id"] == category_id
+    assert item["boosted"] is True  # created just now: the new-post boost
+    assert all(isinstance(it["promoted"], bool) for it in out["items"])
+    # without categories the same user is a cold start
+    r = e2e_service.post("/recommend", json={"user_id": new_user, "k": 5})
+    assert r.json()["source"] == "cold_start"
+
+
 def _event(user_id=1, post_id=2):
     return {
         "event_id": f"auth-{user_id}-{post_id}",
@@ -486,6 +902,9 @@ def test_write_endpoints_need_the_bearer_token(e2e_service, e2e_warehouse):
             },
         ),
         ("/events", {"events": []}),
+        ("/recommend", {"user_id": 1, "categories": [-1]}),
+        ("/recommend", {"user_id": 1, "categories": list(range(21))}),
+        ("/recommend", {"user_id": 1, "categories": ["food"]}),
     ],
 )
 def test_bad_bodies_are_4xx_with_a_reason(e2e_service, path, body):
@@ -510,6 +929,10 @@ def test_metrics_expose_the_custom_metrics(e2e_service, e2e_warehouse):
         "socialrec_errors_total",
         "socialrec_fallback_total",
         "socialrec_stage_duration_seconds_bucket",
+        "socialrec_spool_pending",
+        "socialrec_spool_failures",
+        "socialrec_spool_consecutive_failures",
+        "socialrec_spool_oldest_pending_seconds",
     ):
         assert name in text, name
     for series in (
