@@ -147,7 +147,9 @@ class Recommender:
     @bentoml.api
     def recommend(
         self,
-        user_id: Annotated[int, Field(ge=0, description="the app's user id", examples=[17])],
+        user_id: Annotated[
+            int, Field(strict=True, ge=0, description="the app's user id", examples=[17])
+        ],
         k: Annotated[int, Field(ge=1, le=MAX_K, description="how many posts", examples=[20])] = 20,
         debug: bool = False,
         categories: Annotated[
@@ -175,7 +177,9 @@ class Recommender:
     @bentoml.api
     def similar(
         self,
-        post_id: Annotated[int, Field(ge=0, description="a post in the index", examples=[42])],
+        post_id: Annotated[
+            int, Field(strict=True, ge=0, description="a post in the index", examples=[42])
+        ],
         k: Annotated[
             int, Field(ge=1, le=MAX_K, description="how many neighbours", examples=[10])
         ] = 10,
@@ -195,7 +199,12 @@ class Recommender:
         k: Annotated[int, Field(ge=1, le=MAX_K, description="how many posts", examples=[10])] = 10,
         user_id: Annotated[
             int | None,
-            Field(ge=0, description="personalize the ranking for this user", examples=[17]),
+            Field(
+                strict=True,
+                ge=0,
+                description="personalize the ranking for this user",
+                examples=[17],
+            ),
         ] = None,
     ) -> SearchResponse:
         """Posts whose description matches the query (MiniLM cosine), best first; with user_id
@@ -205,9 +214,13 @@ class Recommender:
     @bentoml.api
     def posts(
         self,
-        post_id: Annotated[int, Field(ge=0, description="the new post's id", examples=[900001])],
-        creator_id: Annotated[int, Field(ge=0, description="its author (a user_id)", examples=[8])],
-        category_id: Annotated[int, Field(ge=0, examples=[3])],
+        post_id: Annotated[
+            int, Field(strict=True, ge=0, description="the new post's id", examples=[900001])
+        ],
+        creator_id: Annotated[
+            int, Field(strict=True, ge=0, description="its author (a user_id)", examples=[8])
+        ],
+        category_id: Annotated[int, Field(strict=True, ge=0, examples=[3])],
         media_type: Annotated[MediaType, Field(examples=["image"])],
         description: Annotated[
             str,

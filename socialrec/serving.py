@@ -104,7 +104,7 @@ READ_ROUTES = ("/recommend", "/similar", "/search")
 API_ROUTES = READ_ROUTES + WRITE_ROUTES
 EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
 MediaType = Literal[MEDIA_TYPES]  # type: ignore[valid-type]
-CategoryId = Annotated[int, Field(ge=0)]
+CategoryId = Annotated[int, Field(strict=True, ge=0)]
 
 
 # --- bodies ---------------------------------------------------------------------------------
@@ -125,11 +125,11 @@ class EventIn(BaseModel):
     )
 
     event_id: Annotated[str, Field(min_length=1, max_length=128)]
-    user_id: Annotated[int, Field(ge=0)]
-    post_id: Annotated[int, Field(ge=0)]
+    user_id: Annotated[int, Field(strict=True, ge=0)]
+    post_id: Annotated[int, Field(strict=True, ge=0)]
     event_type: EventType
     ts: dt.datetime
-    dwell_ms: Annotated[int | None, Field(ge=0)] = None
+    dwell_ms: Annotated[int | None, Field(strict=True, ge=0)] = None
 
 
 class Item(BaseModel):

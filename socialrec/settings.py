@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     evaluation_max_users: int = 1000  # held-out users sampled by the offline evaluation
 
     # --- serving -----------------------------------------------------------------------------
-    retrieval_top_n: int = 200
+    retrieval_top_n: int = Field(default=500, ge=1, le=5000)  # ANN candidates per request
     exploration_share: float = 0.2
     # re-ranking: the top k holds at most this many posts of one category / one creator (when
     # enough other posts exist); diversity_decay < 1 also decays repeated categories' scores

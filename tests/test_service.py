@@ -958,3 +958,54 @@ def _has_series(text: str, series: str) -> bool:
             if wanted <= have:
                 return True
     return False
+
+
+INJECTIONS = [
+    "1] or post_id >= 0 or category_id in [1",
+    "1 or 1 == 1",
+    '1"; drop collection posts; --',
+    1.5,
+    True,
+    None,
+    [1],
+    {"$gt": 0},
+]
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("payload", INJECTIONS, ids=repr)
+def test_no_expression_is_built_from_unchecked_input(e2e_service, payload):
+    """Every request field that reaches a Milvus expression (categories and user_id of
+    /recommend, post_id of /similar and /posts, category_id and creator_id of /posts, user_id of
+    /search) refuses anything but an integer with a 4xx and a reason, never a 5xx."""
+    from tests.conftest import bearer
+
+    requests = [
+        ("/recommend", {"user_id": 1, "k": 5, "categories": [payload]}),
+        ("/recommend", {"user_id": payload, "k": 5}),
+        ("/similar", {"post_id": payload, "k": 5}),
+        *[
+            (
+                "/posts",
+                {
+                    "post_id": 900_001,
+                    "creator_id": 1,
+                    "category_id": 1,
+                    "media_type": "text",
+                    "description": "x",
+                }
+                | {field: payload},
+            )
+            for field in ("post_id", "category_id", "creator_id")
+        ],
+    ]
+    if payload is not None and payload != [1]:  # both are valid values of these fields
+        requests += [
+            ("/recommend", {"user_id": 1, "k": 5, "categories": payload}),
+            ("/search", {"query": "cats", "k": 5, "user_id": payload}),
+        ]
+    for path, body in requests:
+        r = e2e_service.post(path, json=body, headers=bearer())
+        assert 400 <= r.status_code < 500, (path, body, r.status_code, r.text)
+        assert r.json(), r.text  # a JSON reason
