@@ -69,6 +69,11 @@ class Settings(BaseSettings):
 
     # --- models ------------------------------------------------------------------------------
     two_tower_embedding_dim: int = 32
+    # tower sizes: id embeddings, the text projection and the hidden layer of each tower
+    two_tower_id_dim: int = Field(default=32, ge=1)
+    two_tower_text_dim: int = Field(default=64, ge=1)
+    two_tower_hidden_dim: int = Field(default=128, ge=1)
+    two_tower_temperature: float = Field(default=0.1, gt=0)  # softmax temperature of the loss
     two_tower_epochs: int = 5
     two_tower_batch_size: int = 512
     # uniformly sampled extra negatives per batch (mixed negative sampling); 0: in-batch only

@@ -138,7 +138,12 @@ def train_two_tower(
     valid = _split(positives, "validation")
     test = _split(positives, "test")
     model = TwoTowerModel(
-        settings.two_tower_embedding_dim, random_negatives=settings.two_tower_random_negatives
+        settings.two_tower_embedding_dim,
+        id_dim=settings.two_tower_id_dim,
+        text_dim=settings.two_tower_text_dim,
+        hidden_dim=settings.two_tower_hidden_dim,
+        temperature=settings.two_tower_temperature,
+        random_negatives=settings.two_tower_random_negatives,
     )
     model.fit(
         train,
