@@ -18,6 +18,10 @@ asset) reach the filter only on its next rebuild or ``seen`` call: bound that wi
 ``max_age_seconds`` or route a user's requests to one process. ``seen`` and ``negatives`` always
 pass through to the store, so they stay exact.
 
+Blocks (``block`` / ``unblock`` / ``blocked_creators``) pass straight through to the store: no
+filter and no cache for them (a user's blocked set is small, read whole in one query, and an
+unblock must take effect at once, which a Bloom filter -- no deletions -- could not give).
+
 Memory: a filter for ``capacity`` posts at ``fp_rate`` takes ``-capacity * ln(fp_rate) / ln(2)^2``
 bits (2,000 posts at 1%: 2.4 kB, so 100,000 users about 240 MB). A user past the capacity gets an
 extra layer of twice the size at half the rate (a scalable Bloom filter): the rate stays below
@@ -377,6 +381,19 @@ class BloomFilteredSeenStore:
     def negatives(self, user_id: int) -> set[int]:
         """The store's answer (exact)."""
         return self.store.negatives(int(user_id))
+
+    # --- blocks: straight through to the store (explicit, not via __getattr__) ------------------
+    def block(self, user_id: int, creator_ids: Iterable[int], ts=None) -> int:
+        """The store's ``block`` (no filter: blocks are few and must be exact)."""
+        return self.store.block(user_id, creator_ids, ts)
+
+    def unblock(self, user_id: int, creator_ids: Iterable[int]) -> int:
+        """The store's ``unblock``."""
+        return self.store.unblock(user_id, creator_ids)
+
+    def blocked_creators(self, user_id: int) -> set[int]:
+        """The store's answer (exact)."""
+        return self.store.blocked_creators(user_id)
 
     def close(self) -> None:
         self.invalidate()

@@ -9,10 +9,28 @@ e.g. the ``seen_history`` asset or a benchmark, reads). Production: ScyllaDB
 (``socialrec.seen_scylla.ScyllaSeenStore``), behind the same ``SeenStore`` protocol;
 ``open_seen_store`` is the one place that chooses. ``socialrec.bloom.BloomFilteredSeenStore``
 wraps any of them with per-user Bloom filters.
+
+Blocks: the same store keeps which creators each user blocked (a second, small table), so
+filtering also drops the posts of blocked creators. The ``SeenStore`` protocol's block methods:
+
+* ``block(user_id, creator_ids, ts=None) -> int``: block each creator for the user. Idempotent:
+  blocking an already blocked creator keeps one block (its ``ts`` becomes this call's). ``ts``
+  (None: now; a number, datetime or ISO string, as for ``mark``) is recorded, not used for
+  ordering: the latest ``block`` / ``unblock`` call wins.
+* ``unblock(user_id, creator_ids) -> int``: remove those blocks (unblocking a creator that is
+  not blocked is a no-op).
+* ``blocked_creators(user_id) -> set[int]``: the creators the user currently blocks.
+
+Both writes return the number of distinct creator ids in the call (whether or not each one
+changed state: a ScyllaDB write cannot tell without a read). A block lasts until it is
+unblocked: unlike seen rows, blocks never expire (no TTL on ScyllaDB). User and creator ids must
+be integers within int64 (``int``, numpy integers; not bools, floats or strings), else
+ValueError, and a call with any bad id writes nothing.
 """
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 import threading
 import time
@@ -37,6 +55,12 @@ class SeenStore(Protocol):
 
     def bulk_load(self, frame: pd.DataFrame) -> int: ...
 
+    def block(self, user_id: int, creator_ids: Iterable[int], ts=None) -> int: ...
+
+    def unblock(self, user_id: int, creator_ids: Iterable[int]) -> int: ...
+
+    def blocked_creators(self, user_id: int) -> set[int]: ...
+
     def close(self) -> None: ...
 
 
@@ -50,6 +74,32 @@ def _epoch(ts) -> float:
     if stamp.tzinfo is None:
         stamp = stamp.tz_localize("UTC")
     return stamp.timestamp()
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _check_id(value, what: str = "id") -> int:
+    """``value`` as an int if it is an integer within int64 (SQLite INTEGER, CQL bigint).
+
+    Accepts ints and numpy integers; anything else (bool, float, str, None...) is a ValueError.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be an integer, got {value!r}")
+    try:
+        out = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{what} must be an integer, got {value!r}") from None
+    if not _INT64_MIN <= out <= _INT64_MAX:
+        raise ValueError(f"{what} {out} is out of the int64 range")
+    return out
+
+
+def _check_ids(values: Iterable[int], what: str = "id") -> list[int]:
+    """The distinct ids of ``values`` (first-seen order), all checked before any is used."""
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        raise ValueError(f"{what}s must be an iterable of integers, got {values!r}")
+    return list(dict.fromkeys(_check_id(v, what) for v in values))
 
 
 def _check_event_type(event_type: str) -> str:
@@ -74,6 +124,21 @@ class SQLiteSeenStore:
         INSERT INTO seen (user_id, post_id, event_type, ts) VALUES (?, ?, ?, ?)
         ON CONFLICT (user_id, post_id, event_type) DO UPDATE SET ts = max(ts, excluded.ts)
     """
+    # blocks: one row per (user_id, creator_id), no expiry; created with the seen table (and
+    # added to an existing database file on its next open)
+    _BLOCKED_DDL = """
+        CREATE TABLE IF NOT EXISTS blocked (
+            user_id    INTEGER NOT NULL,
+            creator_id INTEGER NOT NULL,
+            ts         REAL    NOT NULL,
+            PRIMARY KEY (user_id, creator_id)
+        ) WITHOUT ROWID
+    """
+    _BLOCK = """
+        INSERT INTO blocked (user_id, creator_id, ts) VALUES (?, ?, ?)
+        ON CONFLICT (user_id, creator_id) DO UPDATE SET ts = excluded.ts
+    """
+    _UNBLOCK = "DELETE FROM blocked WHERE user_id = ? AND creator_id = ?"
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -85,6 +150,7 @@ class SQLiteSeenStore:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute(self._DDL)
+            self._conn.execute(self._BLOCKED_DDL)
             self._conn.commit()
 
     def mark(self, user_id: int, post_ids: Iterable[int], event_type: str, ts=None) -> int:
@@ -151,6 +217,35 @@ class SQLiteSeenStore:
             )
             return {r[0] for r in cur.fetchall()}
 
+    # --- blocks ---------------------------------------------------------------------------------
+    def block(self, user_id: int, creator_ids: Iterable[int], ts=None) -> int:
+        """Block each creator for ``user_id`` (idempotent); returns the distinct creator count."""
+        user_id = _check_id(user_id, "user_id")
+        creators = _check_ids(creator_ids, "creator_id")
+        at = _epoch(ts)
+        if not creators:
+            return 0
+        with self._lock, self._conn:
+            self._conn.executemany(self._BLOCK, [(user_id, c, at) for c in creators])
+        return len(creators)
+
+    def unblock(self, user_id: int, creator_ids: Iterable[int]) -> int:
+        """Remove the user's blocks of these creators; returns the distinct creator count."""
+        user_id = _check_id(user_id, "user_id")
+        creators = _check_ids(creator_ids, "creator_id")
+        if not creators:
+            return 0
+        with self._lock, self._conn:
+            self._conn.executemany(self._UNBLOCK, [(user_id, c) for c in creators])
+        return len(creators)
+
+    def blocked_creators(self, user_id: int) -> set[int]:
+        """The creators ``user_id`` blocks."""
+        user_id = _check_id(user_id, "user_id")
+        with self._lock:
+            cur = self._conn.execute("SELECT creator_id FROM blocked WHERE user_id = ?", (user_id,))
+            return {r[0] for r in cur.fetchall()}
+
     def count(self) -> int:
         with self._lock:
             return int(self._conn.execute("SELECT count(*) FROM seen").fetchone()[0])
@@ -171,6 +266,7 @@ class InMemorySeenStore:
 
     def __init__(self) -> None:
         self._rows: dict[int, dict[int, set[str]]] = {}
+        self._blocked: dict[int, set[int]] = {}  # user_id -> blocked creator ids
 
     def mark(self, user_id: int, post_ids: Iterable[int], event_type: str, ts=None) -> int:
         event_type = _check_event_type(event_type)
@@ -201,6 +297,27 @@ class InMemorySeenStore:
             for p, types in self._rows.get(int(user_id), {}).items()
             if types & set(NEGATIVE_EVENTS)
         }
+
+    def block(self, user_id: int, creator_ids: Iterable[int], ts=None) -> int:
+        user_id = _check_id(user_id, "user_id")
+        creators = _check_ids(creator_ids, "creator_id")
+        _epoch(ts)  # validated like the other stores, not kept
+        if creators:
+            self._blocked.setdefault(user_id, set()).update(creators)
+        return len(creators)
+
+    def unblock(self, user_id: int, creator_ids: Iterable[int]) -> int:
+        user_id = _check_id(user_id, "user_id")
+        creators = _check_ids(creator_ids, "creator_id")
+        blocked = self._blocked.get(user_id)
+        if blocked is not None:
+            blocked.difference_update(creators)
+            if not blocked:
+                del self._blocked[user_id]
+        return len(creators)
+
+    def blocked_creators(self, user_id: int) -> set[int]:
+        return set(self._blocked.get(_check_id(user_id, "user_id"), ()))
 
     def close(self) -> None:
         pass

@@ -8,18 +8,25 @@ the service)::
         user_id bigint, post_id bigint, event_type text, ts timestamp,
         PRIMARY KEY (user_id, post_id, event_type)
     ) WITH default_time_to_live = <SOCIALREC_SCYLLA_SEEN_TTL_DAYS * 86400>;
+    CREATE TABLE IF NOT EXISTS <keyspace>.blocked_creators (
+        user_id bigint, creator_id bigint, ts timestamp,
+        PRIMARY KEY (user_id, creator_id)
+    ) WITH default_time_to_live = 0;
 
 ``PRIMARY KEY (user_id, post_id, event_type)`` is the same key as
 ``PRIMARY KEY ((user_id), post_id, event_type)``: partition key ``user_id``, clustering columns
 ``post_id, event_type`` (the short form is the one cqlsh's grammar, used by the contract test,
 accepts). One partition per user, so ``seen`` and ``negatives`` are single-partition reads and,
-with token-aware routing, go to a replica of that partition.
+with token-aware routing, go to a replica of that partition. Likewise ``blocked_creators`` is
+keyed ``((user_id), creator_id)``: one small partition per user, read whole by
+``blocked_creators``. Running ``migrate`` again on a cluster migrated before blocks existed adds
+that table and leaves the others as they are.
 
-* Prepared statements only. The two statements carry every value as a bind marker; the only
-  text put into CQL is the keyspace and table name (checked against :data:`IDENTIFIER`) and, in
-  the DDL (which cannot be prepared), the replication factor, TTL (ints) and datacenter name
-  (checked against :data:`DATACENTER`).
-* Writes are ``INSERT ... USING TTL ? AND TIMESTAMP ?`` sent with
+* Prepared statements only. The statements (two for seen rows, three for blocks) carry every
+  value as a bind marker; the only text put into CQL is the keyspace and table names (checked
+  against :data:`IDENTIFIER`) and, in the DDL (which cannot be prepared), the replication
+  factor, TTL (ints) and datacenter name (checked against :data:`DATACENTER`).
+* Seen writes are ``INSERT ... USING TTL ? AND TIMESTAMP ?`` sent with
   ``execute_concurrent_with_args`` (no batches: rows of different users are different
   partitions). The write timestamp is the EVENT time (microseconds, capped at now), so an older
   event never overwrites a newer ``ts`` of the same (user, post, event type) -- the SQLite
@@ -31,6 +38,15 @@ with token-aware routing, go to a replica of that partition.
 * ``negatives`` reads the same partition and keeps the DISLIKE/REPORT rows client side
   (``event_type`` is the last clustering column: filtering it server side would need
   ALLOW FILTERING).
+* Blocks (``block`` / ``unblock`` / ``blocked_creators``, see ``socialrec.seen``) have NO TTL:
+  a block lasts until it is unblocked, whatever ``SOCIALREC_SCYLLA_SEEN_TTL_DAYS`` is. The table
+  is created with ``default_time_to_live = 0`` and its INSERT sets no TTL. ``block`` is an
+  ``INSERT`` (an upsert: re-blocking is idempotent) and ``unblock`` a single-row ``DELETE``;
+  neither sets a write timestamp, so the driver's client-side monotonic timestamps order them
+  and the latest call wins (``ts`` is recorded in the row, not used for ordering; across
+  processes the order is that of their clocks). Their three statements are prepared on the
+  first block call, apart from the seen statements, so a cluster not yet migrated for blocks
+  keeps serving ``seen`` / ``mark`` while block calls fail with a pointer to ``migrate``.
 * Consistency: reads at ``SOCIALREC_SCYLLA_READ_CONSISTENCY`` (LOCAL_ONE), writes at
   ``SOCIALREC_SCYLLA_WRITE_CONSISTENCY`` (LOCAL_QUORUM), set on each prepared statement.
   Read-your-writes across replicas needs read replicas + write replicas > RF; with RF 3,
@@ -57,7 +73,7 @@ import pandas as pd
 from cassandra import ConsistencyLevel, InvalidRequest
 from cassandra.concurrent import execute_concurrent_with_args
 
-from socialrec.seen import _check_event_type, _epoch
+from socialrec.seen import _check_event_type, _check_id, _check_ids, _epoch
 from socialrec.settings import EVENT_TYPES, NEGATIVE_EVENTS, Settings
 
 log = logging.getLogger(__name__)
@@ -67,6 +83,7 @@ IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,47}")
 DATACENTER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_TTL_SECONDS = 630_720_000  # 20 years: the largest TTL Scylla and Cassandra accept
 DEFAULT_TABLE = "seen"
+DEFAULT_BLOCKED_TABLE = "blocked_creators"
 WRITE_CHUNK = 5000  # rows per execute_concurrent_with_args call (bounds the result list)
 
 _CL = ConsistencyLevel
@@ -136,15 +153,25 @@ def _check_ttl(ttl_seconds: int) -> int:
     return ttl
 
 
+def _check_tables(table: str, blocked_table: str) -> tuple[str, str]:
+    tb = check_identifier(table, "table")
+    bt = check_identifier(blocked_table, "table")
+    if tb == bt:
+        raise ValueError(f"the seen and blocked-creators tables must differ, both are {tb!r}")
+    return tb, bt
+
+
 def schema_statements(
     keyspace: str,
     table: str = DEFAULT_TABLE,
     *,
+    blocked_table: str = DEFAULT_BLOCKED_TABLE,
     replication_factor: int = 1,
     local_dc: str | None = None,
     ttl_seconds: int = 90 * 86_400,
 ) -> list[str]:
-    """The migration's DDL: CREATE KEYSPACE / CREATE TABLE, both IF NOT EXISTS.
+    """The migration's DDL: CREATE KEYSPACE, then the seen and the blocked-creators tables, all
+    IF NOT EXISTS. ``ttl_seconds`` is the seen table's; blocks never expire (TTL 0).
 
     With a datacenter the keyspace uses NetworkTopologyStrategy with ``replication_factor``
     replicas in it (add other datacenters with ALTER KEYSPACE); without one, SimpleStrategy
@@ -152,7 +179,7 @@ def schema_statements(
     is: changing replication needs a repair, which is an operator's step.
     """
     ks = check_identifier(keyspace, "keyspace")
-    tb = check_identifier(table, "table")
+    tb, bt = _check_tables(table, blocked_table)
     rf = int(replication_factor)
     if rf < 1:
         raise ValueError(f"replication factor must be >= 1, got {replication_factor!r}")
@@ -170,13 +197,21 @@ def schema_statements(
         "user_id bigint, post_id bigint, event_type text, ts timestamp, "
         "PRIMARY KEY (user_id, post_id, event_type)"
         f") WITH default_time_to_live = {ttl}",
+        # blocks last until unblocked: no TTL, whatever the seen table's is
+        f"CREATE TABLE IF NOT EXISTS {ks}.{bt} ("
+        "user_id bigint, creator_id bigint, ts timestamp, "
+        "PRIMARY KEY (user_id, creator_id)"
+        ") WITH default_time_to_live = 0",
     ]
 
 
-def settings_schema_statements(settings: Settings, table: str = DEFAULT_TABLE) -> list[str]:
+def settings_schema_statements(
+    settings: Settings, table: str = DEFAULT_TABLE, blocked_table: str = DEFAULT_BLOCKED_TABLE
+) -> list[str]:
     return schema_statements(
         settings.scylla_keyspace,
         table,
+        blocked_table=blocked_table,
         replication_factor=settings.scylla_replication_factor,
         local_dc=settings.scylla_local_dc,
         ttl_seconds=ttl_seconds_of(settings),
@@ -245,6 +280,7 @@ class ScyllaSeenStore:
         keyspace: str = "socialrec",
         table: str = DEFAULT_TABLE,
         *,
+        blocked_table: str = DEFAULT_BLOCKED_TABLE,
         session_factory: Callable[[], Any] | None = None,
         ttl_seconds: int = 90 * 86_400,
         read_consistency: str = "LOCAL_ONE",
@@ -256,7 +292,7 @@ class ScyllaSeenStore:
         if (session is None) == (session_factory is None):
             raise ValueError("give exactly one of session and session_factory")
         self.keyspace = check_identifier(keyspace, "keyspace")
-        self.table = check_identifier(table, "table")
+        self.table, self.blocked_table = _check_tables(table, blocked_table)
         self.ttl_seconds = _check_ttl(ttl_seconds)
         self.read_consistency = consistency_level(read_consistency, write=False)
         self.write_consistency = consistency_level(write_consistency, write=True)
@@ -278,16 +314,27 @@ class ScyllaSeenStore:
             "USING TTL ? AND TIMESTAMP ?"
         )
         self.select_cql = f"SELECT post_id, event_type FROM {name} WHERE user_id = ?"
+        blocked = f"{self.keyspace}.{self.blocked_table}"
+        # no USING TTL (blocks never expire) and no USING TIMESTAMP (latest call wins)
+        self.block_cql = f"INSERT INTO {blocked} (user_id, creator_id, ts) VALUES (?, ?, ?)"
+        self.unblock_cql = f"DELETE FROM {blocked} WHERE user_id = ? AND creator_id = ?"
+        self.blocked_cql = f"SELECT creator_id FROM {blocked} WHERE user_id = ?"
         self._session = session
         self._factory = session_factory
         self._owns_session = session is None
         self._lock = threading.Lock()
         self._insert = None
         self._select = None
+        self._blocks = None  # (insert, delete, select) of the blocked table, prepared lazily
         self._closed = False
 
     @classmethod
-    def from_settings(cls, settings: Settings, table: str = DEFAULT_TABLE) -> ScyllaSeenStore:
+    def from_settings(
+        cls,
+        settings: Settings,
+        table: str = DEFAULT_TABLE,
+        blocked_table: str = DEFAULT_BLOCKED_TABLE,
+    ) -> ScyllaSeenStore:
         contact_points(settings)  # fail now on an empty host list, not on first use
 
         def connect():
@@ -296,6 +343,7 @@ class ScyllaSeenStore:
         return cls(
             keyspace=settings.scylla_keyspace,
             table=table,
+            blocked_table=blocked_table,
             session_factory=connect,
             ttl_seconds=ttl_seconds_of(settings),
             read_consistency=settings.scylla_read_consistency,
@@ -329,6 +377,34 @@ class ScyllaSeenStore:
                 self._insert = insert
                 self._select = select  # published last: connect()'s fast path checks it
         return self._session
+
+    def _block_statements(self) -> tuple[Any, Any, Any, Any]:
+        """The session and the blocked table's (insert, delete, select), prepared once."""
+        session = self.connect()
+        blocks = self._blocks
+        if blocks is not None:
+            return (session, *blocks)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the seen store is closed")
+            if self._blocks is None:
+                try:
+                    insert = session.prepare(self.block_cql)
+                    delete = session.prepare(self.unblock_cql)
+                    select = session.prepare(self.blocked_cql)
+                except InvalidRequest as exc:
+                    raise RuntimeError(
+                        f"cannot prepare the blocked-creators statements on {self.keyspace}."
+                        f"{self.blocked_table} ({exc}); run `python -m socialrec.seen_scylla "
+                        "migrate`"
+                    ) from exc
+                for statement in (insert, delete):
+                    statement.consistency_level = self.write_consistency
+                    statement.is_idempotent = True  # an upsert / a single-row delete
+                select.consistency_level = self.read_consistency
+                select.is_idempotent = True
+                self._blocks = (insert, delete, select)
+            return (session, *self._blocks)
 
     # --- writes -------------------------------------------------------------------------------
     def mark(self, user_id: int, post_ids: Iterable[int], event_type: str, ts=None) -> int:
@@ -395,15 +471,18 @@ class ScyllaSeenStore:
         if not values:
             return 0
         session = self.connect()
+        self._execute_many(session, self._insert, values)
+        return len(values)
+
+    def _execute_many(self, session: Any, statement: Any, values: list[tuple]) -> None:
         for start in range(0, len(values), WRITE_CHUNK):
             execute_concurrent_with_args(
                 session,
-                self._insert,
+                statement,
                 values[start : start + WRITE_CHUNK],
                 concurrency=self.concurrency,
                 raise_on_first_error=True,
             )
-        return len(values)
 
     # --- reads --------------------------------------------------------------------------------
     def _rows(self, user_id: int):
@@ -418,6 +497,34 @@ class ScyllaSeenStore:
         """The posts the user disliked or reported."""
         return {int(row[0]) for row in self._rows(user_id) if row[1] in NEGATIVE_EVENTS}
 
+    # --- blocks (no TTL: a block lasts until unblocked) ----------------------------------------
+    def block(self, user_id: int, creator_ids: Iterable[int], ts=None) -> int:
+        """Block each creator for ``user_id`` (idempotent); returns the distinct creator count."""
+        user_id = _check_id(user_id, "user_id")
+        creators = _check_ids(creator_ids, "creator_id")
+        at = dt.datetime.fromtimestamp(self._epoch(ts), tz=dt.UTC)
+        if not creators:
+            return 0
+        session, insert, _, _ = self._block_statements()
+        self._execute_many(session, insert, [(user_id, c, at) for c in creators])
+        return len(creators)
+
+    def unblock(self, user_id: int, creator_ids: Iterable[int]) -> int:
+        """Remove the user's blocks of these creators; returns the distinct creator count."""
+        user_id = _check_id(user_id, "user_id")
+        creators = _check_ids(creator_ids, "creator_id")
+        if not creators:
+            return 0
+        session, _, delete, _ = self._block_statements()
+        self._execute_many(session, delete, [(user_id, c) for c in creators])
+        return len(creators)
+
+    def blocked_creators(self, user_id: int) -> set[int]:
+        """The creators ``user_id`` blocks (one single-partition read)."""
+        user_id = _check_id(user_id, "user_id")
+        session, _, _, select = self._block_statements()
+        return {int(row[0]) for row in session.execute(select, (user_id,))}
+
     # --- lifecycle ----------------------------------------------------------------------------
     def close(self) -> None:
         with self._lock:
@@ -425,6 +532,7 @@ class ScyllaSeenStore:
                 return
             self._closed = True
             session, self._insert, self._select = self._session, None, None
+            self._blocks = None
         if self._owns_session and session is not None:
             cluster = getattr(session, "cluster", None)
             if cluster is not None:
@@ -446,16 +554,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     mig = sub.add_parser(
-        "migrate", help="create the keyspace and the seen table if they do not exist"
+        "migrate",
+        help="create the keyspace, the seen and the blocked-creators tables if they do not exist",
     )
     mig.add_argument("--table", default=DEFAULT_TABLE)
+    mig.add_argument("--blocked-table", default=DEFAULT_BLOCKED_TABLE)
     mig.add_argument(
         "--dry-run", action="store_true", help="print the CQL without connecting to the cluster"
     )
     args = parser.parse_args(argv)
 
     settings = Settings()
-    statements = settings_schema_statements(settings, args.table)
+    statements = settings_schema_statements(settings, args.table, args.blocked_table)
     if args.dry_run:
         for statement in statements:
             print(statement + ";")
@@ -470,7 +580,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     finally:
         cluster.shutdown()
-    print(f"seen store schema ready: {settings.scylla_keyspace}.{args.table}")
+    ks = settings.scylla_keyspace
+    print(f"seen store schema ready: {ks}.{args.table}, {ks}.{args.blocked_table}")
     return 0
 
 

@@ -280,6 +280,65 @@ def test_concurrent_marks_and_reads():
         assert len(truth) == 200 and all(store.might_have_seen(user, truth))
 
 
+def test_blocks_pass_straight_through_to_the_store(tmp_path, monkeypatch):
+    """block / unblock / blocked_creators are the wrapper's own methods, forwarding each call
+    unchanged to the store: no filter, no cache, no seen reads."""
+    calls = []
+
+    class RecordingStore(CountingStore):
+        def block(self, user_id, creator_ids, ts=None):
+            calls.append(("block", user_id, creator_ids, ts))
+            return super().block(user_id, creator_ids, ts)
+
+        def unblock(self, user_id, creator_ids):
+            calls.append(("unblock", user_id, creator_ids))
+            return super().unblock(user_id, creator_ids)
+
+        def blocked_creators(self, user_id):
+            calls.append(("blocked_creators", user_id))
+            return super().blocked_creators(user_id)
+
+    for name in ("block", "unblock", "blocked_creators"):
+        assert name in vars(BloomFilteredSeenStore), f"{name} relies on __getattr__"
+    # they work without the attribute pass-through at all
+    monkeypatch.delattr(BloomFilteredSeenStore, "__getattr__")
+    inner = RecordingStore()
+    store = BloomFilteredSeenStore(inner, capacity=10, fp_rate=0.01, max_users=2)
+    assert isinstance(store, SeenStore)
+    creators = [100, 101]
+    assert store.block(1, creators, ts="2026-01-01") == 2
+    assert store.blocked_creators(1) == {100, 101} == inner.blocked_creators(1)
+    assert store.block(1, [101]) == 1  # idempotent
+    assert store.block(2, [300]) == 1
+    assert store.unblock(1, [100]) == 1
+    assert store.blocked_creators(1) == {101}  # an unblock shows at once: nothing is cached
+    assert store.blocked_creators(2) == {300}
+    assert calls[0] == ("block", 1, creators, "2026-01-01")  # the same arguments
+    assert calls[0][2] is creators
+    assert [c[0] for c in calls] == [
+        "block",
+        "blocked_creators",
+        "blocked_creators",  # inner's own, above
+        "block",
+        "block",
+        "unblock",
+        "blocked_creators",
+        "blocked_creators",
+    ]
+    assert inner.seen_calls == [] and store.cached_users() == []  # no filter for blocks
+    assert store.stats()["builds"] == 0
+    with pytest.raises(ValueError):  # the store's checks apply
+        store.block(1, ["102"])
+    assert store.blocked_creators(1) == {101}
+    monkeypatch.undo()
+
+    with open_seen_store(Settings(data_dir=tmp_path), bloom=True) as sqlite_backed:
+        assert sqlite_backed.block(5, [50]) == 1
+        assert sqlite_backed.blocked_creators(5) == {50}
+        assert sqlite_backed.store.blocked_creators(5) == {50}
+        assert sqlite_backed.unblock(5, [50]) == 1 and sqlite_backed.blocked_creators(5) == set()
+
+
 def test_settings_and_open_seen_store(tmp_path, monkeypatch):
     s = Settings(data_dir=tmp_path)
     assert (s.seen_bloom_capacity, s.seen_bloom_fp_rate, s.seen_bloom_max_users) == (

@@ -1,26 +1,33 @@
 """ScyllaSeenStore: integration tests against a real cluster, and a contract test without one.
 
 (a) Integration (``SCYLLA_HOSTS=host1,host2``; optional ``SCYLLA_PORT``, ``SCYLLA_LOCAL_DC``):
-    the migration, mark / seen / negatives / mark_events / bulk_load and TTL expiry on a fresh
-    keyspace ``socialrec_it_<random>``, dropped afterwards. Without ``SCYLLA_HOSTS`` they are
+    the migration, mark / seen / negatives / mark_events / bulk_load and TTL expiry, and
+    block / unblock / blocked_creators (blocks outliving a short seen TTL) on a fresh keyspace
+    ``socialrec_it_<random>``, dropped afterwards. Without ``SCYLLA_HOSTS`` they are
     SKIPPED, and ``pytest -ra`` prints why.
 
 (b) Contract, no server: the store runs against ``FakeSession``, a recording fake of the part of
     the driver's ``Session`` the store uses (``prepare``, ``execute``, and ``execute_async``,
-    which the driver's real ``execute_concurrent_with_args`` calls). ``prepare`` returns the
-    driver's real ``PreparedStatement`` with bind metadata for our schema, so binding goes
+    which the driver's real ``execute_concurrent_with_args`` calls). Its tables (columns, types,
+    partition and primary keys, default TTL) are parsed from the migration's CREATE TABLE
+    statements, so a statement naming a column or table the migration does not create fails.
+    ``prepare`` returns the driver's real ``PreparedStatement`` with bind metadata for that
+    schema, so binding goes
     through the driver's real type serialisers (a str bound to a bigint or a timestamp fails as
     it would in production) and the real routing-key computation (token-aware routing needs
     ``user_id`` as the routing key). The fake asserts that every value is a bind
     marker (no literal in DML), that DML is never sent unprepared, that every marker is bound;
     the tests check the consistency level and idempotence of each statement, the TTL and write
-    timestamp bound per row, which statement runs for which method, and the chunked writes
-    through ``execute_concurrent_with_args``. Every CQL text the store produces (the DDL of the
-    migration and both prepared statements) is parsed with a real CQL grammar: cqlsh's
+    timestamp bound per row (and their absence from the block INSERT), which statement runs for
+    which method, and the chunked writes through ``execute_concurrent_with_args``. Writes
+    without ``USING TIMESTAMP`` (blocks, unblocks) get a monotonic client timestamp, as the
+    driver's default timestamp generator gives them; a DELETE leaves a row tombstone that wins
+    ties, as on the server. Every CQL text the store produces (the DDL of the migration and all
+    five prepared statements) is parsed with a real CQL grammar: cqlsh's
     (``cqlshlib.cql3handling``, PyPI package ``cqlsh``, installed with ``--no-deps`` because
     it requires cassandra-driver, which would clash with scylla-driver's ``cassandra``
     module). That grammar has no bind markers, so each ``?`` is replaced by a literal before
-    parsing; it does not accept ``PRIMARY KEY ((user_id), ...)`` (the schema uses the
+    parsing; it does not accept ``PRIMARY KEY ((user_id), ...)`` (both tables use the
     equivalent ``PRIMARY KEY (user_id, ...)``), and it does not check column/value counts
     (``FakeSession.prepare`` does). Without cqlshlib only that test
     (``test_every_cql_text_parses_with_a_real_cql_grammar``) is skipped, with the reason.
@@ -71,8 +78,7 @@ NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 KS = "socialrec_test"
 
 # --- the fake driver session ----------------------------------------------------------------
-COLUMN_TYPES = {"user_id": LongType, "post_id": LongType, "event_type": UTF8Type, "ts": DateType}
-PRIMARY_KEY = ("user_id", "post_id", "event_type")
+CQL_TYPES = {"bigint": LongType, "text": UTF8Type, "timestamp": DateType}
 USING_TYPES = {"TTL": ("[ttl]", Int32Type), "TIMESTAMP": ("[timestamp]", LongType)}
 PROTOCOL = 4
 
@@ -80,8 +86,11 @@ INSERT_RE = re.compile(
     r"INSERT INTO (\w+)\.(\w+) \(([^)]*)\) VALUES \(([^)]*)\)(?: USING (.+))?", re.I | re.S
 )
 SELECT_RE = re.compile(r"SELECT (.+?) FROM (\w+)\.(\w+) WHERE (.+)", re.I | re.S)
+DELETE_RE = re.compile(r"DELETE FROM (\w+)\.(\w+) WHERE (.+)", re.I | re.S)
 CREATE_TABLE_RE = re.compile(
-    r"CREATE TABLE IF NOT EXISTS (\w+)\.(\w+) .* default_time_to_live = (\d+)", re.I | re.S
+    r"CREATE TABLE IF NOT EXISTS (\w+)\.(\w+) \((.*), PRIMARY KEY \((.*)\)\) "
+    r"WITH default_time_to_live = (\d+)",
+    re.I | re.S,
 )
 
 
@@ -120,73 +129,130 @@ class FakeCluster:
         self.shutdowns += 1
 
 
-class FakeSession:
-    """Records everything; keeps rows like one replica would (last write wins, TTL expiry)."""
+class FakeTable:
+    """A table as the migration's DDL defines it, with its rows and row tombstones."""
 
-    def __init__(self, clock=lambda: NOW, tables: set[tuple[str, str]] | None = None):
+    def __init__(self, ddl: str):
+        m = CREATE_TABLE_RE.fullmatch(ddl)
+        assert m, f"unexpected CREATE TABLE: {ddl}"
+        self.keyspace, self.name, columns, key, ttl = m.groups()
+        self.columns = {}
+        for column in columns.split(","):
+            name, typ = column.split()
+            self.columns[name] = CQL_TYPES[typ]
+        if key.startswith("("):  # ((partition, key), clustering...)
+            partition, clustering = key[1:].split(")", 1)
+        else:  # (partition, clustering...)
+            partition, _, clustering = key.partition(",")
+        self.partition_key = tuple(c.strip() for c in partition.split(",") if c.strip())
+        self.primary_key = self.partition_key + tuple(
+            c.strip() for c in clustering.split(",") if c.strip()
+        )
+        assert set(self.primary_key) <= set(self.columns), ddl
+        self.default_ttl = int(ttl)
+        self.rows: dict[tuple, dict] = {}
+        self.tombstones: dict[tuple, int] = {}
+
+    def type_of(self, column: str):
+        if column not in self.columns:
+            raise InvalidRequest(f"Undefined column name {column}")
+        return self.columns[column]
+
+
+class FakeSession:
+    """Records everything; keeps rows like one replica would (last write wins, TTL expiry,
+    row deletes). Its tables come from the CREATE TABLE statements it executes (the
+    migration's DDL), so statements are checked against the schema the migration makes."""
+
+    def __init__(self, clock=lambda: NOW):
         self.clock = clock
         self.cluster = FakeCluster()
-        self.tables: set[tuple[str, str]] = set(tables or ())
+        self.tables: dict[tuple[str, str], FakeTable] = {}
         self.ddl: list[str] = []
         self.prepared: list[PreparedStatement] = []
         self.calls: list[tuple[str, BoundStatement]] = []  # (execute | execute_async, bound)
-        self.rows: dict[tuple[int, int, str], dict] = {}
+        self._last_client_ts = 0
+
+    def table(self, name: str) -> FakeTable:
+        (found,) = [t for (_, n), t in self.tables.items() if n == name]
+        return found
+
+    @property
+    def rows(self) -> dict[tuple, dict]:
+        return self.table("seen").rows
+
+    def _table(self, ks: str, name: str) -> FakeTable:
+        if (ks, name) not in self.tables:
+            raise InvalidRequest(f"unconfigured table {name}")
+        return self.tables[(ks, name)]
+
+    @staticmethod
+    def _where(table: FakeTable, where: str, query: str) -> list[tuple[str, object]]:
+        markers = []
+        for relation in re.split(r"\s+AND\s+", where, flags=re.I):
+            col, op, value = relation.split()
+            assert value == "?", f"a literal value in prepared DML: {query}"
+            assert op == "="
+            markers.append((col, table.type_of(col)))
+        return markers
 
     # prepare: what a server would say about our statements, plus the no-literal rule
     def prepare(self, query: str) -> PreparedStatement:
         query = " ".join(query.split())
+        result = None
         if m := INSERT_RE.fullmatch(query):
-            ks, table, cols, vals, using = m.groups()
+            ks, name, cols, vals, using = m.groups()
+            table = self._table(ks, name)
             cols = [c.strip() for c in cols.split(",")]
             vals = [v.strip() for v in vals.split(",")]
             assert all(v == "?" for v in vals), f"a literal value in prepared DML: {query}"
             if len(cols) != len(vals):
                 raise InvalidRequest("Unmatched column names/values")
-            markers = [(c, self._type(c)) for c in cols]
-            if missing := set(PRIMARY_KEY) - set(cols):
+            markers = [(c, table.type_of(c)) for c in cols]
+            if missing := set(table.primary_key) - set(cols):
                 raise InvalidRequest(f"Some partition/clustering key parts are missing: {missing}")
             for option in re.split(r"\s+AND\s+", using or "", flags=re.I):
                 if option:
                     word, value = option.split()
                     assert value == "?", f"a literal USING value in prepared DML: {query}"
                     markers.append(USING_TYPES[word.upper()])
-            result = None
         elif m := SELECT_RE.fullmatch(query):
-            selected, ks, table, where = m.groups()
-            result = [(c.strip(), self._type(c.strip())) for c in selected.split(",")]
-            markers = []
-            for relation in re.split(r"\s+AND\s+", where, flags=re.I):
-                col, op, value = relation.split()
-                assert value == "?", f"a literal value in prepared DML: {query}"
-                assert op == "="
-                markers.append((col, self._type(col)))
-            if "user_id" not in [c for c, _ in markers]:
+            selected, ks, name, where = m.groups()
+            table = self._table(ks, name)
+            result = [(c.strip(), table.type_of(c.strip())) for c in selected.split(",")]
+            markers = self._where(table, where, query)
+            if set(table.partition_key) - {c for c, _ in markers}:
                 raise InvalidRequest("Cannot execute this query as it might involve filtering")
+        elif m := DELETE_RE.fullmatch(query):
+            ks, name, where = m.groups()
+            table = self._table(ks, name)
+            assert " USING " not in query.upper(), f"unexpected USING in {query}"
+            markers = self._where(table, where, query)
+            # the store deletes single rows only (no range or partition deletes)
+            assert sorted(c for c, _ in markers) == sorted(table.primary_key), query
         else:
             raise AssertionError(f"unexpected statement prepared: {query}")
-        if (ks, table) not in self.tables:
-            raise InvalidRequest(f"unconfigured table {table}")
-        meta = [ColumnMetadata(ks, table, name, typ) for name, typ in markers]
+        meta = [ColumnMetadata(ks, name, col, typ) for col, typ in markers]
+        names = [col for col, _ in markers]
+        routing = (
+            [names.index(c) for c in table.partition_key]
+            if set(table.partition_key) <= set(names)
+            else None
+        )
         prepared = PreparedStatement.from_message(
             uuid.uuid4().bytes,
             meta,
-            [i for i, (name, _) in enumerate(markers) if name == "user_id"],
+            routing,
             None,
             query,
             ks,
             PROTOCOL,
-            [ColumnMetadata(ks, table, n, t) for n, t in result] if result else None,
+            [ColumnMetadata(ks, name, n, t) for n, t in result] if result else None,
             None,
             False,
         )
         self.prepared.append(prepared)
         return prepared
-
-    @staticmethod
-    def _type(column: str):
-        if column not in COLUMN_TYPES:
-            raise InvalidRequest(f"Undefined column name {column}")
-        return COLUMN_TYPES[column]
 
     def execute(self, query, parameters=None, timeout=None, execution_profile=None, **_):
         return self._run("execute", query, parameters)
@@ -197,13 +263,19 @@ class FakeSession:
         except Exception as exc:  # delivered through the errback, as the driver does
             return FakeFuture(error=exc)
 
+    def _client_timestamp(self) -> int:
+        """The driver's default write timestamp: client-side, microseconds, monotonic."""
+        self._last_client_ts = max(int(self.clock() * 1_000_000), self._last_client_ts + 1)
+        return self._last_client_ts
+
     def _run(self, how: str, query, parameters):
         if isinstance(query, str):
             assert parameters is None, f"values formatted into a simple statement: {query}"
             assert re.match(r"(CREATE|DROP|ALTER) ", query), f"unprepared DML: {query}"
             self.ddl.append(query)
-            if m := CREATE_TABLE_RE.match(query):
-                self.tables.add((m.group(1), m.group(2)))
+            if query.startswith("CREATE TABLE"):
+                table = FakeTable(query)
+                self.tables.setdefault((table.keyspace, table.name), table)  # IF NOT EXISTS
             return []
         bound = query.bind(parameters) if isinstance(query, PreparedStatement) else query
         assert isinstance(bound, BoundStatement), f"not a prepared statement: {query!r}"
@@ -215,23 +287,38 @@ class FakeSession:
             col.name: col.type.deserialize(raw, PROTOCOL)
             for col, raw in zip(meta, bound.values, strict=True)
         }
+        table = self._table(meta[0].keyspace_name, meta[0].table_name)
         text = bound.prepared_statement.query_string
+        now = self.clock()
         if text.startswith("INSERT"):
-            key = (values["user_id"], values["post_id"], values["event_type"])
-            old = self.rows.get(key)
-            if old is None or old["write_ts"] <= values["[timestamp]"]:
-                ttl = values["[ttl]"]
-                self.rows[key] = {
-                    "ts": values["ts"],
-                    "write_ts": values["[timestamp]"],
-                    "expires": self.clock() + ttl if ttl else None,
+            key = tuple(values[c] for c in table.primary_key)
+            write_ts = values.get("[timestamp]", None)
+            if write_ts is None:
+                write_ts = self._client_timestamp()
+            if table.tombstones.get(key, -1) >= write_ts:
+                return []  # shadowed by a newer (or same-time) delete
+            old = table.rows.get(key)
+            if old is None or old["[write_ts]"] <= write_ts:
+                ttl = values.get("[ttl]", table.default_ttl)
+                table.rows[key] = {
+                    **{c: v for c, v in values.items() if c in table.columns},
+                    "[write_ts]": write_ts,
+                    "[expires]": now + ttl if ttl else None,
                 }
             return []
-        now = self.clock()
+        if text.startswith("DELETE"):
+            key = tuple(values[c] for c in table.primary_key)
+            delete_ts = self._client_timestamp()
+            table.tombstones[key] = max(table.tombstones.get(key, -1), delete_ts)
+            if key in table.rows and table.rows[key]["[write_ts]"] <= delete_ts:
+                del table.rows[key]
+            return []
+        selected = [c.name for c in bound.prepared_statement.result_metadata]
         return [
-            (p, e)
-            for (u, p, e), row in sorted(self.rows.items())
-            if u == values["user_id"] and (row["expires"] is None or row["expires"] > now)
+            tuple(row[c] for c in selected)
+            for _, row in sorted(table.rows.items())
+            if all(row[c] == v for c, v in values.items())
+            and (row["[expires]"] is None or row["[expires]"] > now)
         ]
 
     def bound(self, kind: str) -> list[BoundStatement]:
@@ -283,6 +370,10 @@ def test_migration_ddl():
         "CREATE TABLE IF NOT EXISTS socialrec.seen (user_id bigint, post_id bigint, "
         "event_type text, ts timestamp, PRIMARY KEY (user_id, post_id, event_type)) "
         "WITH default_time_to_live = 7776000",
+        # blocks: partition user_id, clustering creator_id, and never expire
+        "CREATE TABLE IF NOT EXISTS socialrec.blocked_creators (user_id bigint, "
+        "creator_id bigint, ts timestamp, PRIMARY KEY (user_id, creator_id)) "
+        "WITH default_time_to_live = 0",
     ]
     nts = schema_statements(
         "ks_2", "seen_v2", replication_factor=3, local_dc="europe-west1", ttl_seconds=0
@@ -290,14 +381,32 @@ def test_migration_ddl():
     assert "{'class': 'NetworkTopologyStrategy', 'europe-west1': 3}" in nts[0]
     assert nts[1].startswith("CREATE TABLE IF NOT EXISTS ks_2.seen_v2 (")
     assert nts[1].endswith("default_time_to_live = 0")
+    assert nts[2].startswith("CREATE TABLE IF NOT EXISTS ks_2.blocked_creators (")
+    other = schema_statements("ks", blocked_table="blocks_v2", ttl_seconds=DAY)
+    assert other[2].startswith("CREATE TABLE IF NOT EXISTS ks.blocks_v2 (")
+    assert other[2].endswith("default_time_to_live = 0")  # whatever the seen TTL is
+    for bad in ("seen", "blocks; DROP TABLE x", "Blocks"):  # the seen table's name, or invalid
+        with pytest.raises(ValueError):
+            schema_statements("ks", blocked_table=bad)
+        with pytest.raises(ValueError):
+            ScyllaSeenStore(FakeSession(), "ks", blocked_table=bad)
     s = Settings(scylla_keyspace="prod", scylla_replication_factor=3, scylla_seen_ttl_days=30)
     from_settings = settings_schema_statements(s)
     assert "'replication_factor': 3" in from_settings[0]
     assert from_settings[1].endswith(f"default_time_to_live = {30 * DAY}")
+    assert from_settings[2].endswith("default_time_to_live = 0")
+    assert settings_schema_statements(s, "seen", "blocks_v2")[2].startswith(
+        "CREATE TABLE IF NOT EXISTS prod.blocks_v2 ("
+    )
 
     session = FakeSession()
     assert migrate(session, simple) == simple
-    assert session.ddl == simple and session.tables == {("socialrec", "seen")}
+    assert session.ddl == simple
+    assert set(session.tables) == {("socialrec", "seen"), ("socialrec", "blocked_creators")}
+    blocked = session.table("blocked_creators")
+    assert blocked.partition_key == ("user_id",)
+    assert blocked.primary_key == ("user_id", "creator_id")
+    assert blocked.default_ttl == 0
 
 
 @pytest.mark.parametrize(
@@ -512,7 +621,8 @@ def test_unmigrated_table_and_closing():
     created = []
 
     def factory():
-        s = FakeSession(tables={(KS, "seen")})
+        s = FakeSession()
+        migrate(s, schema_statements(KS))
         created.append(s)
         return s
 
@@ -537,6 +647,183 @@ def test_bloom_wrapper_over_the_scylla_store():
     assert wrapped.might_have_seen(1, [12]) == [True]
     assert len(session.bound("SELECT")) == n_selects  # answered by the filter
     assert wrapped.negatives(1) == {12} and wrapped.seen(1) == {10, 11, 12}
+
+
+BLOCKED = f"{KS}.blocked_creators"
+
+
+def test_block_statements_prepared_on_first_use_with_bind_markers():
+    store, session = make_store()
+    store.mark(1, [2], "VIEW")
+    assert store.seen(1) == {2}
+    assert len(session.prepared) == 2  # the seen path does not prepare the block statements
+    assert store.block(1, [100]) == 1
+    insert, delete, select = session.prepared[2:]
+    assert insert.query_string == (
+        f"INSERT INTO {BLOCKED} (user_id, creator_id, ts) VALUES (?, ?, ?)"
+    )  # no USING TTL: blocks never expire; no USING TIMESTAMP: the latest call wins
+    assert delete.query_string == f"DELETE FROM {BLOCKED} WHERE user_id = ? AND creator_id = ?"
+    assert select.query_string == f"SELECT creator_id FROM {BLOCKED} WHERE user_id = ?"
+    assert [c.name for c in insert.column_metadata] == ["user_id", "creator_id", "ts"]
+    assert [c.name for c in delete.column_metadata] == ["user_id", "creator_id"]
+    assert [c.name for c in select.column_metadata] == ["user_id"]
+    assert [c.name for c in select.result_metadata] == ["creator_id"]
+    for prepared in (insert, delete, select):
+        text = prepared.query_string
+        assert "'" not in text and not re.search(r"\b\d+\b", text), f"a literal in {text}"
+        assert "TTL" not in text.upper() and "TIMESTAMP" not in text.upper()
+        assert prepared.routing_key_indexes == [0]  # user_id: token-aware routing
+        assert prepared.is_idempotent
+    assert store.unblock(1, [100]) == 1 and store.blocked_creators(1) == set()
+    store.block(2, [5])
+    assert len(session.prepared) == 5  # prepared once
+    for _, bound in session.calls:
+        assert bound.routing_key == LongType.serialize(bound.raw_values[0], PROTOCOL)
+
+
+def test_block_consistency_levels():
+    store, session = make_store()
+    store.block(1, [100])
+    store.unblock(1, [100])
+    store.blocked_creators(1)
+    insert, delete, select = session.prepared[2:]  # after the seen store's two
+    assert insert.consistency_level == delete.consistency_level == ConsistencyLevel.LOCAL_QUORUM
+    assert select.consistency_level == ConsistencyLevel.LOCAL_ONE
+    assert session.bound(f"INSERT INTO {BLOCKED}")[0].consistency_level == (
+        ConsistencyLevel.LOCAL_QUORUM
+    )
+    assert session.bound(f"DELETE FROM {BLOCKED}")[0].consistency_level == (
+        ConsistencyLevel.LOCAL_QUORUM
+    )
+    assert session.bound("SELECT creator_id")[0].consistency_level == ConsistencyLevel.LOCAL_ONE
+
+    store, session = make_store(read_consistency="quorum", write_consistency="ALL")
+    store.blocked_creators(1)
+    assert [p.consistency_level for p in session.prepared[2:]] == [
+        ConsistencyLevel.ALL,
+        ConsistencyLevel.ALL,
+        ConsistencyLevel.QUORUM,
+    ]
+
+
+def test_block_values_round_trip_and_no_ttl():
+    now = [NOW]
+    store, session = make_store(clock=lambda: now[0], ttl_seconds=30 * DAY)
+    assert store.blocked_creators(1) == set()
+    assert store.block(1, [100, 101, 101]) == 2  # distinct creators
+    assert store.block(1, [102], ts="2025-12-31T12:00:00Z") == 1
+    at = dt.datetime.fromtimestamp
+    assert [b.raw_values for b in session.bound(f"INSERT INTO {BLOCKED}")] == [
+        (1, 100, at(NOW, dt.UTC)),
+        (1, 101, at(NOW, dt.UTC)),
+        (1, 102, at(NOW - 43200, dt.UTC)),
+    ]
+    for bound in session.bound(f"INSERT INTO {BLOCKED}"):  # bigint, bigint, timestamp
+        assert [len(v) for v in bound.values] == [8, 8, 8]
+    assert store.blocked_creators(1) == {100, 101, 102}  # read-your-writes
+    assert session.bound("SELECT creator_id")[-1].raw_values == (1,)
+    writes = [b for b in session.bound(f"INSERT INTO {BLOCKED}")]
+    writes += session.bound(f"DELETE FROM {BLOCKED}")
+    assert {how for how, b in session.calls if b in writes} == {"execute_async"}
+    reads = session.bound("SELECT creator_id")
+    assert {how for how, b in session.calls if b in reads} == {"execute"}
+
+    # idempotent re-block: still one row per (user, creator)
+    assert store.block(1, [101], ts=NOW - 10) == 1
+    assert store.blocked_creators(1) == {100, 101, 102}
+    assert sorted(session.table("blocked_creators").rows) == [(1, 100), (1, 101), (1, 102)]
+    # users are independent
+    assert store.block(2, [101, 200]) == 2
+    assert store.unblock(1, [101, 999]) == 2  # 999 was never blocked: a no-op
+    assert [b.raw_values for b in session.bound(f"DELETE FROM {BLOCKED}")] == [
+        (1, 101),
+        (1, 999),
+    ]
+    assert store.blocked_creators(1) == {100, 102}
+    assert store.blocked_creators(2) == {101, 200}
+    # block again after an unblock: the later call wins
+    assert store.block(1, [101]) == 1 and store.blocked_creators(1) == {100, 101, 102}
+
+    # no TTL: years later the seen rows are gone, the blocks are not
+    store.mark(1, [7], "VIEW")
+    now[0] += 3650 * DAY
+    assert store.seen(1) == set()
+    assert store.blocked_creators(1) == {100, 101, 102}
+    assert all(row["[expires]"] is None for row in session.table("blocked_creators").rows.values())
+
+    # nothing is sent for nothing or for a bad call
+    n_calls = len(session.calls)
+    assert store.block(1, []) == 0 and store.unblock(1, []) == 0
+    for bad in (
+        lambda: store.block("1", [2]),
+        lambda: store.block(1, [2, "3"]),
+        lambda: store.block(1, [2, 2**63]),
+        lambda: store.block(True, [2]),
+        lambda: store.block(1, 2),
+        lambda: store.unblock(1, [2, 1.5]),
+        lambda: store.blocked_creators("1"),
+    ):
+        with pytest.raises(ValueError):
+            bad()
+    assert len(session.calls) == n_calls
+
+
+def test_block_writes_use_execute_concurrent_in_chunks(monkeypatch):
+    calls = []
+    real = seen_scylla.execute_concurrent_with_args
+
+    def spy(session, statement, parameters, **kwargs):
+        calls.append((statement.query_string, len(parameters), kwargs))
+        return real(session, statement, parameters, **kwargs)
+
+    monkeypatch.setattr(seen_scylla, "execute_concurrent_with_args", spy)
+    monkeypatch.setattr(seen_scylla, "WRITE_CHUNK", 2)
+    store, _ = make_store(concurrency=8)
+    assert store.block(1, range(5)) == 5
+    assert store.unblock(1, range(3)) == 3
+    assert [(q.split()[0], n) for q, n, _ in calls] == [
+        ("INSERT", 2),
+        ("INSERT", 2),
+        ("INSERT", 1),
+        ("DELETE", 2),
+        ("DELETE", 1),
+    ]
+    assert all(k == {"concurrency": 8, "raise_on_first_error": True} for _, _, k in calls)
+    assert store.blocked_creators(1) == {3, 4}
+
+
+def test_blocks_on_a_cluster_migrated_before_blocks_existed():
+    """The seen path keeps working; blocks point to the migration until it has run."""
+    session = FakeSession()
+    statements = schema_statements(KS)
+    migrate(session, statements[:2])  # the keyspace and the seen table only
+    store = ScyllaSeenStore(session, KS)
+    store.mark(1, [2], "VIEW")
+    assert store.seen(1) == {2}
+    for call in (
+        lambda: store.block(1, [3]),
+        lambda: store.unblock(1, [3]),
+        lambda: store.blocked_creators(1),
+    ):
+        with pytest.raises(RuntimeError, match="blocked_creators.*seen_scylla migrate"):
+            call()
+    migrate(session, statements)  # running migrate again adds the table
+    assert store.block(1, [3]) == 1 and store.blocked_creators(1) == {3}
+    assert store.seen(1) == {2}
+    store.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        store.blocked_creators(1)
+
+
+def test_bloom_wrapper_passes_blocks_to_the_scylla_store():
+    store, session = make_store()
+    wrapped = BloomFilteredSeenStore(store, capacity=50, fp_rate=0.01, max_users=10)
+    assert wrapped.block(1, [100, 101]) == 2
+    assert wrapped.blocked_creators(1) == {100, 101}
+    assert wrapped.unblock(1, [100]) == 1 and wrapped.blocked_creators(1) == {101}
+    assert len(session.bound(f"INSERT INTO {BLOCKED}")) == 2
+    assert len(session.bound("SELECT creator_id")) == 2  # every read goes to the store
+    assert wrapped.stats()["builds"] == 0 and session.bound("SELECT post_id") == []
 
 
 def test_cluster_from_settings():
@@ -601,8 +888,12 @@ def test_migrate_command_dry_run(monkeypatch, capsys):
     monkeypatch.setenv("SOCIALREC_SCYLLA_SEEN_TTL_DAYS", "7")
     assert seen_scylla.main(["migrate", "--dry-run"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 2 and all(line.endswith(";") for line in out)
+    assert len(out) == 3 and all(line.endswith(";") for line in out)
     assert "'dc-east': 3" in out[0] and out[1].endswith(f"default_time_to_live = {7 * DAY};")
+    assert out[2].startswith("CREATE TABLE IF NOT EXISTS feed_prod.blocked_creators (")
+    assert out[2].endswith("default_time_to_live = 0;")  # blocks never expire
+    assert seen_scylla.main(["migrate", "--dry-run", "--blocked-table", "blocks_v2"]) == 0
+    assert "feed_prod.blocks_v2 (" in capsys.readouterr().out
     # the module entry point, as an operator runs it
     env = {**os.environ, "SOCIALREC_SCYLLA_KEYSPACE": "feed_prod"}
     done = subprocess.run(
@@ -614,11 +905,12 @@ def test_migrate_command_dry_run(monkeypatch, capsys):
     )
     assert done.returncode == 0, done.stderr
     assert "CREATE TABLE IF NOT EXISTS feed_prod.seen" in done.stdout
+    assert "CREATE TABLE IF NOT EXISTS feed_prod.blocked_creators" in done.stdout
 
 
 def test_every_cql_text_parses_with_a_real_cql_grammar(monkeypatch, capsys):
-    """The DDL of the migration (every replication form), both prepared statements and the
-    migrate command's output, parsed by cqlsh's CQL grammar."""
+    """The DDL of the migration (every replication form), all five prepared statements (seen
+    and blocks) and the migrate command's output, parsed by cqlsh's CQL grammar."""
     if CQL_PARSES is None:
         pytest.skip(NO_GRAMMAR)
     for broken in (  # the check is not vacuous: it rejects broken statements
@@ -628,6 +920,9 @@ def test_every_cql_text_parses_with_a_real_cql_grammar(monkeypatch, capsys):
         "INSERT INTO ks.seen (user_id, post_id) VALUES (?, ?) USING TTL ? TIMESTAMP ?",
         "CREATE TABLE ks.seen (user_id bigint, PRIMARY KEY (user_id)",
         "CREATE KEYSPACE ks WITH replication = {'class': 'SimpleStrategy'",
+        "DELETE FROM ks.blocked_creators WHERE user_id = ? AND",
+        "DELETE ks.blocked_creators WHERE user_id = ?",
+        "SELECT creator_id FROM ks.blocked_creators WHERE",
     ):
         assert not CQL_PARSES(broken), broken
     texts = schema_statements("socialrec") + schema_statements(
@@ -635,11 +930,13 @@ def test_every_cql_text_parses_with_a_real_cql_grammar(monkeypatch, capsys):
     )
     store, session = make_store()
     store.connect()
+    store.blocked_creators(1)  # prepares the three block statements
     texts += [p.query_string for p in session.prepared]
+    assert len(session.prepared) == 5
     monkeypatch.setenv("SOCIALREC_SCYLLA_LOCAL_DC", "dc-east")
     assert seen_scylla.main(["migrate", "--dry-run"]) == 0
     texts += capsys.readouterr().out.strip().splitlines()
-    assert len(texts) == 8
+    assert len(texts) == 14
     for text in texts:
         assert CQL_PARSES(text), text
 
@@ -708,6 +1005,17 @@ def test_integration_migrate_is_idempotent(scylla):
         "ts": "timestamp",
     }
     assert int(table.options["default_time_to_live"]) == 90 * DAY
+    blocked = session.cluster.metadata.keyspaces[settings.scylla_keyspace].tables[
+        "blocked_creators"
+    ]
+    assert [c.name for c in blocked.partition_key] == ["user_id"]
+    assert [c.name for c in blocked.clustering_key] == ["creator_id"]
+    assert {n: c.cql_type for n, c in blocked.columns.items()} == {
+        "user_id": "bigint",
+        "creator_id": "bigint",
+        "ts": "timestamp",
+    }
+    assert int(blocked.options["default_time_to_live"]) == 0  # blocks never expire
 
 
 @pytest.mark.integration
@@ -762,3 +1070,37 @@ def test_integration_ttl_expiry(scylla):
     assert store.seen(1) == {1}
     time.sleep(max(0.0, start + 7.5 - time.time()))
     assert store.seen(1) == set()
+
+
+@pytest.mark.integration
+def test_integration_blocks(scylla):
+    settings, session = scylla
+    ks = settings.scylla_keyspace
+    with ScyllaSeenStore.from_settings(settings) as store:
+        assert store.blocked_creators(1) == set()
+        assert store.block(1, [100, 101]) == 2
+        assert store.blocked_creators(1) == {100, 101}  # read-your-writes
+        assert store.block(1, [101], ts="2026-01-03T10:11:12Z") == 1  # idempotent re-block
+        assert store.block(2, [101, 200]) == 2
+        assert store.unblock(1, [101, 999]) == 2
+        assert store.blocked_creators(1) == {100} and store.blocked_creators(2) == {101, 200}
+        assert store.block(1, [101]) == 1  # blocked again right after the unblock
+        assert store.blocked_creators(1) == {100, 101}
+        with pytest.raises(ValueError):
+            store.block(1, ["102"])
+        assert store.blocked_creators(1) == {100, 101}
+    rows = session.execute(
+        session.prepare(
+            f"SELECT creator_id, ts, TTL(ts) FROM {ks}.blocked_creators WHERE user_id = ?"
+        ),
+        (2,),
+    ).all()
+    assert sorted(r[0] for r in rows) == [101, 200]
+    assert all(r[2] is None for r in rows)  # no TTL on a block
+    # a store whose seen rows expire in 2 s: its blocks stay
+    store = ScyllaSeenStore(session, ks, ttl_seconds=2)
+    start = time.time()
+    store.mark(3, [1], "VIEW")
+    store.block(3, [300])
+    time.sleep(max(0.0, start + 3.5 - time.time()))
+    assert store.seen(3) == set() and store.blocked_creators(3) == {300}
