@@ -7,7 +7,7 @@ metrics) are in ``socialrec.asgi``. This file only wires them to BentoML:
 * ``POST /recommend`` {user_id, k, debug?, categories?}; ``POST /similar`` {post_id, k};
   ``POST /search`` {query, k, user_id?}; ``POST /posts`` {post_id, creator_id, category_id,
   media_type, description, created_at?} (bearer token); ``POST /events`` {events} (bearer
-  token). Every field is typed and documented in the OpenAPI spec at ``/docs``.
+  token); ``POST /blocks`` {user_id, creator_ids, blocked?} (bearer token). Every field is typed and documented in the OpenAPI spec at ``/docs``.
 * ``GET /healthz``, ``/livez``: BentoML's liveness. ``GET /readyz``: BentoML's readiness with
   ``__is_ready__`` (``Endpoints.readiness``), answered as JSON ``{"ready", "reason"}``.
 * ``GET /metrics``: BentoML's Prometheus metrics plus the ``socialrec_*`` ones
@@ -46,12 +46,15 @@ from socialrec.asgi import (  # noqa: E402
     set_readiness,
 )
 from socialrec.serving import (  # noqa: E402
+    MAX_BLOCKS,
     MAX_CATEGORIES,
     MAX_DESCRIPTION_CHARS,
     MAX_EVENTS,
     MAX_K,
     MAX_QUERY_CHARS,
+    BlocksResponse,
     CategoryId,
+    CreatorId,
     Endpoints,
     ErrorAnswer,
     EventIn,
@@ -173,6 +176,20 @@ class Recommender:
         """Record a batch of interaction events: in the seen store at once (read-your-writes),
         then durably spooled for the landing bucket. Needs the bearer token."""
         return self._respond("/events", self.endpoints.events, events)
+
+    @bentoml.api
+    def blocks(
+        self,
+        user_id: Annotated[int, Field(strict=True, ge=0, description="who blocks", examples=[17])],
+        creator_ids: Annotated[
+            list[CreatorId],
+            Field(min_length=1, max_length=MAX_BLOCKS, description="creators", examples=[[8]]),
+        ],
+        blocked: Annotated[bool, Field(description="false unblocks")] = True,
+    ) -> BlocksResponse:
+        """Block (or unblock) creators for a user: the next /recommend leaves their posts out.
+        Needs the bearer token."""
+        return self._respond("/blocks", self.endpoints.blocks, user_id, creator_ids, blocked)
 
     @bentoml.api
     def similar(

@@ -99,12 +99,14 @@ SEARCH_MAX_CANDIDATES = 500
 FUTURE_SLACK = dt.timedelta(minutes=5)  # clock skew tolerated on a post's created_at
 # failed spool flushes in a row after which /readyz reports the spool (it stays ready)
 SPOOL_FAILING_AFTER = 3
-WRITE_ROUTES = ("/events", "/posts")
+WRITE_ROUTES = ("/events", "/posts", "/blocks")
 READ_ROUTES = ("/recommend", "/similar", "/search")
 API_ROUTES = READ_ROUTES + WRITE_ROUTES
 EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
 MediaType = Literal[MEDIA_TYPES]  # type: ignore[valid-type]
 CategoryId = Annotated[int, Field(strict=True, ge=0)]
+CreatorId = Annotated[int, Field(strict=True, ge=0)]
+MAX_BLOCKS = 100  # creators per /blocks request
 
 
 # --- bodies ---------------------------------------------------------------------------------
@@ -182,6 +184,13 @@ class EventsResponse(BaseModel):
     accepted: int = Field(description="events marked in the seen store (read-your-writes)")
     spooled: int = Field(
         default=0, description="events durably spooled for the landing bucket (the warehouse)"
+    )
+
+
+class BlocksResponse(BaseModel):
+    user_id: int
+    blocked_creators: list[int] = Field(
+        description="every creator the user blocks now (their posts are filtered out)"
     )
 
 
@@ -670,6 +679,19 @@ class Endpoints:
             self.observe_spool()
         self.metrics.observe_stages("/events", stages.seconds)
         return EventsResponse(accepted=n, spooled=spooled)
+
+    # --- /blocks ----------------------------------------------------------------------------
+    def blocks(self, user_id: int, creator_ids: list[int], blocked: bool = True) -> BlocksResponse:
+        """Block (or unblock) creators for a user in the seen store: the very next /recommend
+        filters their posts out. Idempotent."""
+        store = self.recommender.seen_store
+        if blocked:
+            store.block(user_id, creator_ids)
+        else:
+            store.unblock(user_id, creator_ids)
+        return BlocksResponse(
+            user_id=user_id, blocked_creators=sorted(store.blocked_creators(user_id))
+        )
 
     def observe_spool(self) -> dict[str, Any] | None:
         """The spool's stats, also set on the spool gauges (None without a spool)."""

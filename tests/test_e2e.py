@@ -76,6 +76,34 @@ def test_events_exclude_posts_on_the_very_next_request(e2e_service, e2e_warehous
     assert not set(first[:3]) & set(second)
 
 
+def test_blocking_a_creator_filters_their_posts_on_the_next_request(e2e_service, e2e_warehouse):
+    service = e2e_service
+    posts, users = e2e_warehouse
+    user_id = int(users["user_id"].iloc[2])
+    creator_of = dict(zip(posts["post_id"], posts["creator_id"], strict=True))
+    first = _recommend(service, user_id, 10)["items"]
+    creator = first[0]["creator_id"]
+    r = service.post("/blocks", json={"user_id": user_id, "creator_ids": [creator]})
+    assert r.status_code == 401, r.text  # a write: the bearer token is required
+    r = service.post(
+        "/blocks", json={"user_id": user_id, "creator_ids": [creator]}, headers=bearer()
+    )
+    assert r.status_code == 200, r.text
+    assert r.json() == {"user_id": user_id, "blocked_creators": [creator]}
+    after = _recommend(service, user_id, 10)["items"]
+    assert after and all(creator_of.get(it["post_id"]) != creator for it in after)
+    r = service.post(
+        "/blocks",
+        json={"user_id": user_id, "creator_ids": [creator], "blocked": False},
+        headers=bearer(),
+    )
+    assert r.status_code == 200 and r.json()["blocked_creators"] == []
+    r = service.post(
+        "/blocks", json={"user_id": user_id, "creator_ids": ["8 or 1"]}, headers=bearer()
+    )
+    assert r.status_code == 422, r.text
+
+
 def _spooled_events(landing: Path, day: str) -> dict[str, dict]:
     """event_id -> event of the spool files of one landing partition."""
     out = {}
