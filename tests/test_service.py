@@ -137,12 +137,24 @@ def _catalog():
     )
 
 
+def _samples(registry) -> dict:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for metric in registry.collect()
+        for sample in metric.samples
+    }
+
+
 @pytest.fixture
 def metrics():
-    """The service's metrics on a registry of their own."""
+    """The service's metrics on a registry of their own. Once BentoML has been imported in
+    this process, prometheus_client is in multiprocess mode and same-named series of every
+    registry share one value: ``_value`` reads a counter's change since the fixture was made."""
     from prometheus_client import CollectorRegistry
 
-    return serving.ServiceMetrics(CollectorRegistry())
+    out = serving.ServiceMetrics(CollectorRegistry())
+    out.baseline = _samples(out.registry)
+    return out
 
 
 @pytest.fixture
@@ -172,7 +184,10 @@ def _endpoints(metrics, seen_store, index=None, **kwargs):
 
 
 def _value(metrics, name, **labels):
-    return metrics.registry.get_sample_value(name, labels)
+    value = metrics.registry.get_sample_value(name, labels)
+    if value is None or not name.endswith(("_total", "_count", "_sum", "_bucket")):
+        return value  # a gauge is set, not added to
+    return value - getattr(metrics, "baseline", {}).get((name, tuple(sorted(labels.items()))), 0)
 
 
 def _fallbacks(metrics, dependency):
