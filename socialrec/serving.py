@@ -565,13 +565,19 @@ class Endpoints:
         """Wrap the parts in guards and compose the 4-stage recommender over them.
         ``features``: a Feast FeatureStore (then ``post_writer`` defaults to an
         :class:`OnlinePostWriter` on it) or anything with ``users`` and ``posts``."""
-        from socialrec.recommender import FeastFeatures
+        from socialrec.recommender import CachedPostFeatures, FeastFeatures
         from socialrec.recommender import Recommender as FourStages
 
+        post_cache = None
         if not (hasattr(features, "users") and hasattr(features, "posts")):
             if post_writer is None:
                 post_writer = OnlinePostWriter(features)
             features = FeastFeatures(features)
+            if settings.post_feature_cache_seconds > 0 and settings.post_feature_cache_size > 0:
+                # post rows change at materialization or /posts (invalidated), not per request
+                features = post_cache = CachedPostFeatures(
+                    features, settings.post_feature_cache_size, settings.post_feature_cache_seconds
+                )
         index = Guarded(index, "milvus")
         seen_store = Guarded(seen_store, "seen_store")
         recommender = FourStages(
@@ -597,6 +603,7 @@ class Endpoints:
             spool=None if spool is None else Guarded(spool, "spool"),
             post_writer=None if post_writer is None else Guarded(post_writer, "feature_store"),
         )
+        endpoints.post_cache = post_cache
         if spool is not None:
             metrics.add_refresher(endpoints.observe_spool)
         return endpoints
@@ -814,6 +821,8 @@ class Endpoints:
             post_id, creator_id, category_id, media_type, created, text_vector, now
         )
         stages.done("features")
+        if getattr(self, "post_cache", None) is not None:
+            self.post_cache.invalidate([post_id])  # the next ranking reads the new row
 
         collections = self.index.upsert_post(
             post_id,

@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     # cold start (nothing known about the user): this share of the slots goes to the freshest
     # posts, the rest to the most popular
     cold_start_fresh_share: float = Field(default=0.3, ge=0.0, le=1.0)
+    # the service's cache of online post features (rows change at materialization or /posts)
+    post_feature_cache_seconds: float = Field(default=60.0, ge=0)  # 0: no cache
+    post_feature_cache_size: int = Field(default=50_000, ge=0)  # posts kept (LRU)
     collection_alias: str = "posts"
     text_collection_alias: str = "post_texts"  # MiniLM description embeddings (/search)
     # bearer token of the write endpoints (/events, /posts); the read endpoints too when

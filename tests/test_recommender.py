@@ -582,3 +582,43 @@ def test_preferred_categories_are_onboarding_then_liked():
     user = pd.Series({"onboarding_categories": "4,2", "category_counts": "1:0:9,3:5:8,7:2:2,2:1:1"})
     assert preferred_categories(user) == [4, 2, 3, 7]  # 1: events but no positive
     assert preferred_categories(pd.Series({"onboarding_categories": None})) == []
+
+
+def test_cached_post_features_fetch_misses_in_one_call_and_expire(world, monkeypatch):
+    from socialrec import recommender as rec_module
+    from socialrec.recommender import CachedPostFeatures
+
+    class Counting:
+        def __init__(self, inner):
+            self.inner, self.calls = inner, []
+
+        def users(self, ids):
+            return self.inner.users(ids)
+
+        def posts(self, ids):
+            self.calls.append(list(ids))
+            return self.inner.posts(ids)
+
+    inner = Counting(world["features"])
+    clock = [1000.0]
+    monkeypatch.setattr(rec_module.time, "monotonic", lambda: clock[0])
+    cache = CachedPostFeatures(inner, max_posts=3, ttl_seconds=60)
+    direct = world["features"].posts([1000, 1001, 99999])
+    first = cache.posts([1000, 1001, 99999])
+    pd.testing.assert_frame_equal(first, direct)
+    second = cache.posts([1001, 1002, 1000])  # two hits, one miss: one call for the miss
+    assert inner.calls == [[1000, 1001, 99999], [1002]]
+    assert second.index.tolist() == [1001, 1002, 1000]
+    for col in ("category_id", "creator_id", "found"):
+        assert second[col].tolist() == world["features"].posts([1001, 1002, 1000])[col].tolist()
+    # bounded: 1002 pushed out the least recently used row (99999)
+    cache.posts([99999])
+    assert inner.calls[-1] == [99999]
+    # expired rows are fetched again; invalidate drops one at once
+    clock[0] += 61
+    cache.posts([1000])
+    assert inner.calls[-1] == [1000]
+    cache.invalidate([1000])
+    cache.posts([1000])
+    assert inner.calls[-1] == [1000] and len(inner.calls) == 5
+    assert cache.users([1]).equals(world["features"].users([1]))
