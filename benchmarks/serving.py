@@ -135,21 +135,12 @@ def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _child(phase: str, spec: dict, env: dict[str, str], log: Path, timeout: float) -> dict:
-    """Run ``python -m benchmarks.serving --phase <phase>`` with ``spec``; its RESULT JSON."""
-    spec_path = log.with_suffix(".spec.json")
-    spec_path.write_text(json.dumps(spec))
+def _run_logged(module: list[str], env: dict[str, str], log: Path, timeout: float) -> int:
+    """``python -m <module...>`` in its own session, output to ``log``; stopped (with its
+    children) when it ends, times out or we are interrupted. Its exit code."""
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "benchmarks.serving",
-                "--phase",
-                phase,
-                "--spec",
-                str(spec_path),
-            ],
+            [sys.executable, "-m", *module],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -161,10 +152,19 @@ def _child(phase: str, spec: dict, env: dict[str, str], log: Path, timeout: floa
             proc.wait(timeout=timeout)
         finally:
             _stop(proc)
+    return proc.returncode
+
+
+def _child(phase: str, spec: dict, env: dict[str, str], log: Path, timeout: float) -> dict:
+    """Run ``python -m benchmarks.serving --phase <phase>`` with ``spec``; its RESULT JSON."""
+    spec_path = log.with_suffix(".spec.json")
+    spec_path.write_text(json.dumps(spec))
+    module = ["benchmarks.serving", "--phase", phase, "--spec", str(spec_path)]
+    returncode = _run_logged(module, env, log, timeout)
     text = log.read_text(errors="replace")
     found = [line for line in text.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or not found:
-        raise SystemExit(f"phase {phase} failed (exit {proc.returncode}):\n{text[-5000:]}")
+    if returncode != 0 or not found:
+        raise SystemExit(f"phase {phase} failed (exit {returncode}):\n{text[-5000:]}")
     return json.loads(found[-1][len("RESULT ") :])
 
 
@@ -464,21 +464,8 @@ def train_tiny(tiny: Path, log: Path) -> float:
         BENTOML_HOME=str(tiny / "bentoml"),
     )
     t0 = time.perf_counter()
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "orchestration.materialize", "--generate"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        _PROCS.append(proc)
-        try:
-            proc.wait(timeout=1800)
-        finally:
-            _stop(proc)
-    if proc.returncode != 0 or not _tiny_ready(tiny):
+    returncode = _run_logged(["orchestration.materialize", "--generate"], env, log, 1800)
+    if returncode != 0 or not _tiny_ready(tiny):
         raise SystemExit(f"the tiny graph failed:\n{log.read_text(errors='replace')[-5000:]}")
     return time.perf_counter() - t0
 

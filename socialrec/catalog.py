@@ -81,6 +81,42 @@ class Catalog:
     def __len__(self) -> int:
         return len(self.posts)
 
+    def with_post(
+        self, post_id: int, category_id: int, creator_id: int, created_at: int
+    ) -> Catalog:
+        """A new catalog with one post added (or replaced: an edit keeps its popularity, a new
+        post has 0); this one is left as it is, so a request in flight keeps a consistent view.
+        The row is put at its place in both orders instead of re-sorting the catalog."""
+        post_id = int(post_id)
+        popularity = (
+            float(self.posts.at[post_id, "popularity"]) if post_id in self.posts.index else 0.0
+        )
+        row = pd.DataFrame(
+            {
+                "post_id": [post_id],
+                "category_id": [int(category_id)],
+                "creator_id": [int(creator_id)],
+                "created_at": [int(created_at)],
+                "popularity": [popularity],
+            },
+            index=pd.Index([post_id]),
+        ).astype(self.posts.dtypes.to_dict())
+
+        def insert(frame: pd.DataFrame, key: str) -> pd.DataFrame:
+            # frame is sorted by (key descending, post_id ascending)
+            frame = frame[frame.index != post_id]
+            values, ids = frame[key].to_numpy(), frame.index.to_numpy()
+            value = row[key].iloc[0]
+            at = int(np.count_nonzero((values > value) | ((values == value) & (ids < post_id))))
+            return pd.concat([frame.iloc[:at], row, frame.iloc[at:]])
+
+        out = object.__new__(Catalog)
+        out.fresh_share = self.fresh_share
+        out.posts = pd.concat([self.posts[self.posts.index != post_id], row])
+        out._popular = insert(self._popular, "popularity")
+        out._fresh = insert(self._fresh, "created_at")
+        return out
+
     # --- persistence -----------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         d = Path(directory)

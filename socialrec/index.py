@@ -86,13 +86,21 @@ def validated_ints(values: Sequence[object], what: str = "category_ids") -> list
     return out
 
 
-def category_filter(category_ids: Sequence[object] | None) -> str:
-    """The Milvus filter expression for a category restriction ("" for none)."""
+def validated_categories(category_ids: Sequence[object] | None) -> list[int] | None:
+    """A category restriction as sorted unique ints (None: no restriction); ValueError for a
+    string or anything that is not an integer."""
     if category_ids is None:
-        return ""
+        return None
     if isinstance(category_ids, str | bytes):
         raise ValueError(f"category_ids must be a list of integers, got {category_ids!r}")
-    ids = sorted(set(validated_ints(list(category_ids))))
+    return sorted(set(validated_ints(list(category_ids))))
+
+
+def category_filter(category_ids: Sequence[object] | None) -> str:
+    """The Milvus filter expression for a category restriction ("" for none)."""
+    ids = validated_categories(category_ids)
+    if ids is None:
+        return ""
     return f"category_id in [{', '.join(str(i) for i in ids)}]"
 
 
@@ -500,10 +508,9 @@ class InMemoryIndex:
     ) -> list[list[tuple[int, float]]]:
         queries = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         mask = np.ones(len(self.post_ids), dtype=bool)
-        if category_ids is not None:
-            if isinstance(category_ids, str | bytes):
-                raise ValueError(f"category_ids must be a list of integers, got {category_ids!r}")
-            mask = np.isin(self.category_ids, validated_ints(list(category_ids)))
+        cats = validated_categories(category_ids)
+        if cats is not None:
+            mask = np.isin(self.category_ids, cats)
         idx = np.flatnonzero(mask)
         top_n = min(int(top_n), len(idx))
         if top_n <= 0:

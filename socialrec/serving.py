@@ -874,30 +874,11 @@ class Endpoints:
         return True
 
     def _add_to_catalog(self, post_id: int, category_id: int, creator_id: int, created: int):
-        """A new catalog view with the post (its popularity kept if it is an edit, else 0);
-        swapped in whole, so a request in flight keeps a consistent view."""
-        import pandas as pd
-
-        from socialrec.catalog import COLUMNS, Catalog
-
+        """Swap in a catalog view with the post (``Catalog.with_post``: no re-sort)."""
         with self._catalog_lock:
-            old = self.recommender.catalog
-            posts = old.posts[COLUMNS]
-            popularity = float(posts.at[post_id, "popularity"]) if post_id in posts.index else 0.0
-            row = pd.DataFrame(
-                {
-                    "post_id": [post_id],
-                    "category_id": [category_id],
-                    "creator_id": [creator_id],
-                    "created_at": [created],
-                    "popularity": [popularity],
-                }
+            self.recommender.catalog = self.recommender.catalog.with_post(
+                post_id, category_id, creator_id, created
             )
-            rest = posts[posts["post_id"] != post_id]
-            frame = pd.concat([rest, row], ignore_index=True).astype(
-                {c: "int64" for c in COLUMNS[:4]}
-            )
-            self.recommender.catalog = Catalog(frame, old.fresh_share)
 
     # --- readiness --------------------------------------------------------------------------
     def readiness(self) -> str | None:

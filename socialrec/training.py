@@ -110,7 +110,7 @@ def champion_two_tower(settings: Settings):
 
     if registry.aliased_version(settings, registry.TWO_TOWER, registry.CHAMPION) is None:
         return None
-    return TwoTowerModel.load(registry.model_dir(settings, registry.TWO_TOWER, registry.CHAMPION))
+    return TwoTowerModel.load(registry.champion_dir(settings, registry.TWO_TOWER))
 
 
 def _split(df: pd.DataFrame, *names: str) -> pd.DataFrame:

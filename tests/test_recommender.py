@@ -622,3 +622,37 @@ def test_cached_post_features_fetch_misses_in_one_call_and_expire(world, monkeyp
     cache.posts([1000])
     assert inner.calls[-1] == [1000] and len(inner.calls) == 5
     assert cache.users([1]).equals(world["features"].users([1]))
+
+
+def test_catalog_with_post_equals_a_rebuild(world):
+    cat = world["catalog"]
+    base = cat.posts.reset_index(drop=True)
+    newest = int(base["created_at"].max()) + 10
+    edited = int(base["post_id"].iloc[4])
+    for post_id, category, creator, created in (
+        (55_555, 3, 77, newest),  # a new post: popularity 0, the freshest
+        (edited, 1, 2, int(base["created_at"].min())),  # an edit keeps its popularity
+    ):
+        incremental = cat.with_post(post_id, category, creator, created)
+        popularity = (
+            float(base.loc[base["post_id"] == post_id, "popularity"].iloc[0])
+            if post_id in set(base["post_id"])
+            else 0.0
+        )
+        row = {
+            "post_id": post_id,
+            "category_id": category,
+            "creator_id": creator,
+            "created_at": created,
+            "popularity": popularity,
+        }
+        rebuilt = Catalog(
+            pd.concat([base[base["post_id"] != post_id], pd.DataFrame([row])], ignore_index=True),
+            cat.fresh_share,
+        )
+        assert len(incremental) == len(rebuilt)
+        pd.testing.assert_frame_equal(incremental._popular, rebuilt._popular, check_like=False)
+        pd.testing.assert_frame_equal(incremental._fresh, rebuilt._fresh)
+        assert incremental.cold_start(30) == rebuilt.cold_start(30)
+        assert incremental.creators([post_id]) == {post_id: creator}
+    assert 55_555 not in cat.posts.index  # the original view is untouched
