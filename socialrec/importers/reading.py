@@ -1,0 +1,107 @@
+"""Reading the source tables: ids, times, categories and text as canonical values."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from socialrec.importers.options import HASH_ID_BITS
+
+_UINT_RE = re.compile(r"^\d{1,19}$")
+_SECONDS_PER_UNIT = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+# epoch values outside 1900..2200 are unit mistakes, not times
+_MIN_EPOCH_S, _MAX_EPOCH_S = -2_208_988_800, 7_258_118_400
+
+
+def read_table(
+    source: str | Path | pd.DataFrame, sep: str = ",", str_cols: tuple[str, ...] = ()
+) -> pd.DataFrame:
+    """A DataFrame from a DataFrame, a parquet file (.parquet/.pq) or a CSV (.csv[.gz], ...).
+
+    ``str_cols`` of a CSV are read as strings (ids keep leading zeros)."""
+    if isinstance(source, pd.DataFrame):
+        return source.reset_index(drop=True)
+    path = Path(source)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return pd.read_parquet(path).reset_index(drop=True)
+    header = pd.read_csv(path, sep=sep, nrows=0).columns
+    dtype = {c: str for c in str_cols if c in header}
+    return pd.read_csv(path, sep=sep, dtype=dtype, keep_default_na=True)
+
+
+def _require(df: pd.DataFrame, cols: list[str | None], table: str) -> None:
+    missing = [c for c in cols if c is not None and c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"{table} table lacks column(s) {missing}; it has {list(map(str, df.columns))}"
+        )
+
+
+def _canon(value: Any) -> str | None:
+    """The canonical string of an id / category / event value (None when missing)."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        if np.isnan(value):
+            return None
+        return str(int(value)) if float(value).is_integer() else repr(float(value))
+    text = str(value).strip()
+    return text or None
+
+
+def _keys(series: pd.Series) -> np.ndarray:
+    """Canonical strings (object array, None = missing), computed once per distinct value."""
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    table = np.array([_canon(v) for v in uniques] + [None], dtype=object)
+    return table[codes]  # code -1 picks the trailing None
+
+
+def _times(series: pd.Series, unit: str) -> pd.Series:
+    """UTC timestamps (NaT = missing or unparseable)."""
+    if unit == "iso":
+        return pd.to_datetime(series, utc=True, errors="coerce", format="ISO8601")
+    num = pd.to_numeric(series, errors="coerce")
+    seconds = num * _SECONDS_PER_UNIT[unit]
+    num = num.where((seconds >= _MIN_EPOCH_S) & (seconds <= _MAX_EPOCH_S))
+    return pd.to_datetime(num, unit=unit, utc=True)
+
+
+def hash_id(namespace: str, key: str) -> int:
+    """A stable positive id (< 2**53) for a non-integer source id."""
+    digest = hashlib.blake2b(f"{namespace}:{key}".encode(), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") & ((1 << HASH_ID_BITS) - 1)) or 1
+
+
+def _id_map(keys: set[str], namespace: str) -> tuple[dict[str, int], str]:
+    """Source id -> landing id: the integers themselves if every key is one, else hashes."""
+    if all(_UINT_RE.match(k) for k in keys):
+        ids = {k: int(k) for k in keys}
+        if len(set(ids.values())) == len(ids) and all(v < 2**63 for v in ids.values()):
+            return ids, "kept"
+    ids = {k: hash_id(namespace, k) for k in keys}
+    if len(set(ids.values())) != len(ids):  # astronomically rare; fail loudly
+        raise ValueError(f"hash collision among {namespace} ids; rename the colliding ids")
+    return ids, "hashed"
+
+
+def _first_value(value: str | None, sep: str | None) -> str | None:
+    if value is None or not sep:
+        return value
+    return next((v.strip() for v in value.split(sep) if v.strip()), None)
+
+
+def _text(df: pd.DataFrame, cols: list[str]) -> list[str]:
+    parts = []
+    for c in cols:
+        col = df[c]
+        parts.append(["" if pd.isna(v) else str(v).strip() for v in col.tolist()])
+    return [". ".join(p for p in row if p) for row in zip(*parts, strict=True)] if parts else []
