@@ -6,6 +6,7 @@ import datetime as dt
 import gzip
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -307,6 +308,107 @@ def test_creator_column_in_the_interactions_table(tmp_path):
     users = {u["user_id"]: u["created_at"] for u in _lines(bucket, "users")}
     # user 2 first acted at T0+200 but created post 10 (first seen at T0+100)
     assert users[2] == "2026-01-01T00:01:40Z"
+
+
+WIDE_OPTS = {
+    "source": "w",
+    "user_col": "uid",
+    "item_col": "vid",
+    "time_col": "t",
+    "time_unit": "ms",
+    "row_event": "IMPRESSION",
+    "event_flags": {
+        "is_click": "VIEW",
+        "long_view": ["VIEW_FULL", "VIEW"],  # VIEW twice for a row: one event
+        "liked": "LIKE",
+        "hate": "DISLIKE",
+    },
+    "dwell_col": "play_ms",
+}
+
+
+def _wide_log() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "uid": [1, 1, 2, 2, 3],
+            "vid": [10, 11, 10, 12, 11],
+            "t": [T0 * 1000 + i * 60_000 for i in range(5)],
+            "is_click": pd.array([1, 0, None, 1, 0], dtype="Int64"),
+            "long_view": [1.0, 0.0, 0.0, np.nan, 0.0],
+            "liked": ["yes", "", None, "TRUE", "0"],
+            "hate": [False, False, True, False, False],
+            "play_ms": [5000, 0, None, 1200, 0],
+        }
+    )
+
+
+def test_wide_log_row_event_and_flag_columns(tmp_path):
+    settings = Settings(data_dir=tmp_path / "data")
+    settings.ensure_dirs()
+    bucket = LocalLandingBucket(settings.landing_uri)
+    report = import_interactions(_wide_log(), bucket, options=WIDE_OPTS, now=NOW)
+    events = {e["event_id"]: e["dwell_ms"] for e in _lines(bucket, "events")}
+    assert events == {
+        "w-0-IMPRESSION": 5000,
+        "w-0-VIEW": 5000,
+        "w-0-VIEW_FULL": 5000,
+        "w-0-LIKE": 5000,
+        "w-1-IMPRESSION": 0,
+        "w-2-IMPRESSION": None,
+        "w-2-DISLIKE": None,
+        "w-3-IMPRESSION": 1200,
+        "w-3-VIEW": 1200,
+        "w-3-LIKE": 1200,
+        "w-4-IMPRESSION": 0,
+    }
+    assert report["rows_dropped"] == {}
+    assert report["events_by_type"]["VIEW"] == 2
+    _assert_loads_cleanly(settings, bucket, report)
+
+    # without row_event, a row with no true flag has no event
+    flags_only = {**WIDE_OPTS, "row_event": None}
+    report = import_interactions(
+        _wide_log(), LocalLandingBucket(tmp_path / "l2"), options=flags_only, now=NOW
+    )
+    assert report["rows_dropped"] == {"no_flag": 2} and report["rows_imported"] == 3
+    assert report["events_by_type"] == {"VIEW": 2, "VIEW_FULL": 1, "LIKE": 2, "DISLIKE": 1}
+    # row_event alone: one event per row
+    report = import_interactions(
+        _wide_log(),
+        LocalLandingBucket(tmp_path / "l3"),
+        options={**WIDE_OPTS, "event_flags": None},
+        now=NOW,
+    )
+    assert report["events_by_type"] == {"IMPRESSION": 5}
+
+
+def test_wide_log_validation(tmp_path):
+    bucket = LocalLandingBucket(tmp_path / "l")
+    with pytest.raises(ValueError, match="exactly one"):
+        ImportOptions.from_dict({**WIDE_OPTS, "event_col": "e"})
+    with pytest.raises(ValueError, match="exactly one"):
+        ImportOptions.from_dict(
+            {"rating_col": "r", "rating_rules": "five_star", "row_event": "VIEW"}
+        )
+    with pytest.raises(ValueError, match="row_event: not in EVENT_TYPES"):
+        ImportOptions.from_dict({"row_event": "SHOWN"})
+    with pytest.raises(ValueError, match=r"event_flags\['is_follow'\]: not in EVENT_TYPES"):
+        ImportOptions.from_dict({"event_flags": {"is_follow": "FOLLOW"}})
+    with pytest.raises(ValueError, match="gives no event type"):
+        ImportOptions.from_dict({"event_flags": {"is_follow": []}})
+    with pytest.raises(ValueError, match="non-empty"):
+        ImportOptions.from_dict({"event_flags": {}})
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['is_follow'\]"):
+        import_interactions(
+            _wide_log(), bucket, options={**WIDE_OPTS, "event_flags": {"is_follow": "LIKE"}}
+        )
+    with pytest.raises(ValueError, match="'liked': 'maybe' is not a flag"):
+        import_interactions(
+            _wide_log().assign(liked=["maybe", "", "", "", ""]), bucket, options=WIDE_OPTS
+        )
+    opts = ImportOptions.from_dict(WIDE_OPTS)
+    assert opts.event_flags["is_click"] == ["VIEW"]  # normalised to lists
+    assert ImportOptions.from_dict(json.loads(json.dumps(opts.to_dict()))) == opts
 
 
 def test_options_are_validated_data(tmp_path):

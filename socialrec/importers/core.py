@@ -20,6 +20,7 @@ from socialrec.importers.reading import (
     _require,
     _text,
     _times,
+    _truthy,
     read_table,
 )
 from socialrec.importers.writing import _write
@@ -59,7 +60,7 @@ def import_interactions(
     _require(
         df,
         [opts.user_col, opts.item_col, opts.time_col, opts.event_col, opts.rating_col]
-        + [opts.dwell_col],
+        + [opts.dwell_col, *(opts.event_flags or {})],
         "interactions",
     )
     n_read = len(df)
@@ -208,6 +209,22 @@ def _event_pairs(
                 rows.append(r)
                 rules.append(k)
                 types.append(t)
+    elif opts.rating_col is None:  # a wide log: the row's event, then its flags in order
+        rules_ = [(None, opts.row_event)] if opts.row_event is not None else []
+        rules_ += [(col, t) for col, ts in (opts.event_flags or {}).items() for t in ts]
+        hit = np.zeros(len(df), dtype=bool)
+        flags = {col: _truthy(df[col], col) for col in opts.event_flags or {}}
+        for k, (col, event_type) in enumerate(rules_):
+            mask = valid if col is None else valid & flags[col]
+            idx = np.flatnonzero(mask)
+            rows.append(idx)
+            rules.append(np.full(len(idx), k))
+            types.append(np.full(len(idx), event_type, dtype=object))
+            hit |= mask
+        no_flag = valid & ~hit
+        if no_flag.any():
+            dropped["no_flag"] = int(no_flag.sum())
+        rows, rules, types = (np.concatenate(x) for x in (rows, rules, types))
     else:
         rating = pd.to_numeric(df[opts.rating_col], errors="coerce").to_numpy(dtype=float)
         missing = valid & np.isnan(rating)

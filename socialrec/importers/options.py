@@ -43,6 +43,10 @@ class ImportOptions:
     # [{"min": x or null, "max": y or null, "event": TYPE}, ...] (bounds inclusive) or the
     # name of a preset ("five_star": every rating VIEW, >= 4 LIKE, <= 2 DISLIKE)
     rating_rules: list[dict] | str | None = None
+    # ... or a wide log (one row per impression with flag columns): row_event is emitted for
+    # every valid row, event_flags {column: TYPE or [TYPES]} when the column is truthy
+    row_event: str | None = None
+    event_flags: dict[str, str | list[str]] | None = None
     dwell_col: str | None = None  # milliseconds, optional
     # --- items table (default: the item columns of the interactions table, if any) ---
     items_item_col: str | None = None  # default: item_col
@@ -84,8 +88,16 @@ class ImportOptions:
             raise ValueError(f"source must match {_SOURCE_RE.pattern}: {self.source!r}")
         if isinstance(self.text_cols, str):
             self.text_cols = [c.strip() for c in self.text_cols.split(",") if c.strip()]
-        if (self.event_col is None) == (self.rating_col is None):
-            raise ValueError("give exactly one of event_col (+ event_map) or rating_col")
+        wide = self.row_event is not None or self.event_flags is not None
+        if (self.event_col is not None) + (self.rating_col is not None) + wide != 1:
+            raise ValueError(
+                "give exactly one of event_col (+ event_map), rating_col (+ rating_rules), or "
+                "row_event and/or event_flags (a wide log)"
+            )
+        if self.row_event is not None and self.row_event not in EVENT_TYPES:
+            raise ValueError(f"row_event: not in EVENT_TYPES {EVENT_TYPES}: {self.row_event!r}")
+        if self.event_flags is not None:
+            self.event_flags = _flags(self.event_flags)
         if self.rating_col is not None:
             if self.rating_rules is None:
                 raise ValueError(
@@ -119,11 +131,26 @@ def _event_types(value: Any, what: str) -> tuple[str, ...]:
     """An event_map value as a tuple of EVENT_TYPES (null or [] = no event)."""
     if value is None:
         return ()
+    if not isinstance(value, str | list | tuple):
+        raise ValueError(f"{what}: an EVENT_TYPE or a list of them, not {value!r}")
     values = [value] if isinstance(value, str) else list(value)
     bad = [v for v in values if v not in EVENT_TYPES]
     if bad:
         raise ValueError(f"{what}: not in EVENT_TYPES {EVENT_TYPES}: {bad}")
     return tuple(dict.fromkeys(values))
+
+
+def _flags(flags: Any) -> dict[str, list[str]]:
+    """event_flags as {column: [EVENT_TYPES]} (every column names at least one type)."""
+    if not isinstance(flags, Mapping) or not flags:
+        raise ValueError("event_flags must be a non-empty {column: EVENT_TYPE or [types]}")
+    out = {}
+    for col, value in flags.items():
+        types = _event_types(value, f"event_flags[{col!r}]")
+        if not types:
+            raise ValueError(f"event_flags[{col!r}] gives no event type: leave the column out")
+        out[str(col)] = list(types)
+    return out
 
 
 def _rules(rules: list[dict] | tuple[dict, ...] | str) -> list[dict]:

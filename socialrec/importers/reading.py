@@ -105,3 +105,34 @@ def _text(df: pd.DataFrame, cols: list[str]) -> list[str]:
         col = df[c]
         parts.append(["" if pd.isna(v) else str(v).strip() for v in col.tolist()])
     return [". ".join(p for p in row if p) for row in zip(*parts, strict=True)] if parts else []
+
+
+_TRUE = frozenset({"true", "t", "yes", "y"})
+_FALSE = frozenset({"false", "f", "no", "n", ""})
+
+
+def _truthy(series: pd.Series, col: str) -> np.ndarray:
+    """A flag column as booleans: true = a non-zero number, True, or "true"/"yes" (any case);
+    false = missing, 0, False, "" or "false"/"no". Any other value is an error (ValueError)."""
+    if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
+        return (pd.to_numeric(series).astype("float64").fillna(0.0) != 0).to_numpy(dtype=bool)
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    table = np.array([_flag(v, col) for v in uniques] + [False], dtype=bool)
+    return table[codes]
+
+
+def _flag(value: Any, col: str) -> bool:
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | float | np.number):
+        return bool(value == value and value != 0)  # NaN: missing
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError(
+            f"event_flags column {col!r}: {value!r} is not a flag (0/1, true/false, yes/no)"
+        ) from None
+    return number == number and number != 0
