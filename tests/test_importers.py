@@ -382,6 +382,26 @@ def test_wide_log_row_event_and_flag_columns(tmp_path):
     assert report["events_by_type"] == {"IMPRESSION": 5}
 
 
+def test_several_interaction_files_are_one_log(tmp_path):
+    log = _wide_log()
+    log.iloc[:2].to_csv(tmp_path / "a.csv", index=False)
+    log.iloc[2:].to_parquet(tmp_path / "b.parquet")
+    one = LocalLandingBucket(tmp_path / "one")
+    two = LocalLandingBucket(tmp_path / "two")
+    import_interactions(log, one, options=WIDE_OPTS, now=NOW)
+    report = import_interactions(
+        [tmp_path / "a.csv", tmp_path / "b.parquet"], two, options=WIDE_OPTS, now=NOW
+    )
+    assert report["interaction_files"] == 2 and report["rows_read"] == 5
+    # the row numbers continue across the files: the same ids and bytes as one table
+    assert {b.key: two.read_bytes(b.key) for b in two.list()} == {
+        b.key: one.read_bytes(b.key) for b in one.list()
+    }
+    log.iloc[2:].drop(columns="play_ms").to_parquet(tmp_path / "c.parquet")
+    with pytest.raises(ValueError, match=r"interactions\[1\] \(.*c.parquet\) table lacks"):
+        import_interactions([tmp_path / "a.csv", tmp_path / "c.parquet"], two, options=WIDE_OPTS)
+
+
 def test_wide_log_validation(tmp_path):
     bucket = LocalLandingBucket(tmp_path / "l")
     with pytest.raises(ValueError, match="exactly one"):

@@ -21,6 +21,7 @@ from socialrec.importers.reading import (
     _text,
     _times,
     _truthy,
+    read_interactions,
     read_table,
 )
 from socialrec.importers.writing import _write
@@ -31,7 +32,7 @@ _MISSING = object()
 
 
 def import_interactions(
-    interactions: str | Path | pd.DataFrame,
+    interactions: str | Path | pd.DataFrame | list[str | Path | pd.DataFrame],
     bucket: LandingBucket | str,
     *,
     items: str | Path | pd.DataFrame | None = None,
@@ -41,6 +42,9 @@ def import_interactions(
     **overrides: Any,
 ) -> dict[str, Any]:
     """Write an interaction log into the landing layout of ``bucket``; returns a report.
+
+    ``interactions``: one table or a list of them (concatenated in order; the row numbers of
+    the event ids continue across them, so ids stay unique and stable).
 
     ``options`` (an ImportOptions or a dict of its fields) and keyword ``overrides`` of single
     fields say how the columns map (see ImportOptions and the module docstring). ``now``
@@ -56,12 +60,12 @@ def import_interactions(
     now_ts = pd.Timestamp(now or dt.datetime.now(dt.UTC))
     now_ts = now_ts.tz_localize("UTC") if now_ts.tzinfo is None else now_ts.tz_convert("UTC")
 
-    df = read_table(interactions, opts.csv_sep, (opts.user_col, opts.item_col))
-    _require(
-        df,
+    df, n_files = read_interactions(
+        interactions,
+        opts.csv_sep,
+        (opts.user_col, opts.item_col),
         [opts.user_col, opts.item_col, opts.time_col, opts.event_col, opts.rating_col]
         + [opts.dwell_col, *(opts.event_flags or {})],
-        "interactions",
     )
     n_read = len(df)
     dropped: dict[str, int] = {}
@@ -156,6 +160,7 @@ def import_interactions(
     report: dict[str, Any] = {
         "source": opts.source,
         "landing": bucket.uri,
+        "interaction_files": n_files,
         "rows_read": n_read,
         "rows_imported": int(pairs["row"].nunique()),
         "rows_dropped": dropped,

@@ -34,6 +34,35 @@ def read_table(
     return pd.read_csv(path, sep=sep, dtype=dtype, keep_default_na=True)
 
 
+Table = str | Path | pd.DataFrame
+
+
+def read_interactions(
+    sources: Table | list[Table] | tuple[Table, ...],
+    sep: str,
+    str_cols: tuple[str, ...],
+    required: list[str | None],
+) -> tuple[pd.DataFrame, int]:
+    """One table (and how many were read) from one source or a list of them, concatenated in
+    order: row numbers continue across files. Each must have the ``required`` columns."""
+    many = isinstance(sources, list | tuple)
+    parts = list(sources) if many else [sources]
+    if not parts:
+        raise ValueError("interactions: the list of files is empty")
+    frames = []
+    for i, part in enumerate(parts):
+        frame = read_table(part, sep, str_cols)
+        name = "interactions" if not many else f"interactions[{i}] ({_name(part)})"
+        _require(frame, required, name)
+        frames.append(frame)
+    df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    return df, len(frames)
+
+
+def _name(source: Table) -> str:
+    return "a DataFrame" if isinstance(source, pd.DataFrame) else str(source)
+
+
 def _require(df: pd.DataFrame, cols: list[str | None], table: str) -> None:
     missing = [c for c in cols if c is not None and c not in df.columns]
     if missing:
