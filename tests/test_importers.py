@@ -431,6 +431,51 @@ def test_wide_log_validation(tmp_path):
     assert ImportOptions.from_dict(json.loads(json.dumps(opts.to_dict()))) == opts
 
 
+def test_created_col_gives_the_post_creation_time(tmp_path):
+    settings = Settings(data_dir=tmp_path / "data")
+    settings.ensure_dirs()
+    bucket = LocalLandingBucket(settings.landing_uri)
+    rows = [(1, 10, 5, T0 + 100), (1, 11, 5, T0 + 200), (2, 12, 5, T0 + 300), (2, 13, 4, T0)]
+    items = pd.DataFrame(
+        {
+            "item": [10, 11, 12, 13],
+            "uploaded": ["2025-12-30", "2026-01-02T00:00:00Z", None, "soon"],
+        }
+    )
+    opts = {**RATING_OPTS, "items_item_col": "item", "created_col": "uploaded"}
+    report = import_interactions(
+        _ratings(tmp_path, rows), bucket, items=items, options=opts, now=NOW
+    )
+    created = {p["post_id"]: p["created_at"] for p in _lines(bucket, "posts")}
+    assert created == {
+        10: "2025-12-30T00:00:00Z",  # the upload day
+        11: "2026-01-01T00:03:20Z",  # uploaded after its first event: the first event
+        12: "2026-01-01T00:05:00Z",  # missing
+        13: "2026-01-01T00:00:00Z",  # unparseable = missing
+    }
+    assert report["created_at_fallback"] == {"missing": 2, "after_first_event": 1}
+    _assert_loads_cleanly(settings, bucket, report, created_col=True)
+    users = {u["user_id"]: u["created_at"] for u in _lines(bucket, "users")}
+    assert users[CREATOR_ID_BASE + 1] == "2025-12-30T00:00:00Z"  # created with its first post
+
+    # epoch units, and shift_to moves the creation times with the events
+    items = pd.DataFrame({"item": [10, 11, 12, 13], "up": [T0 - 86_400] * 4})
+    opts = {**opts, "created_col": "up", "created_unit": "s", "shift_to": "2026-02-01"}
+    report = import_interactions(
+        _ratings(tmp_path, rows),
+        LocalLandingBucket(tmp_path / "l2"),
+        items=items,
+        options=opts,
+        now=NOW,
+    )
+    posts = _lines(LocalLandingBucket(tmp_path / "l2"), "posts")
+    assert {p["created_at"] for p in posts} == {"2026-01-31T00:00:00Z"}
+    assert report["first_ts"] == "2026-02-01T00:00:00Z"
+    assert report["created_at_fallback"] == {"missing": 0, "after_first_event": 0}
+    with pytest.raises(ValueError, match="created_unit"):
+        ImportOptions.from_dict({**opts, "created_unit": "days"})
+
+
 def test_options_are_validated_data(tmp_path):
     with pytest.raises(ValueError, match="unknown import option"):
         ImportOptions.from_dict({"user_column": "u"})
@@ -564,7 +609,7 @@ def test_landing_files_load_into_the_warehouse_with_zero_quarantine(tmp_path):
     assert users["onboarding_categories"].str.len().gt(0).sum() >= 7
 
 
-def _assert_loads_cleanly(settings, bucket, report) -> None:
+def _assert_loads_cleanly(settings, bucket, report, created_col: bool = False) -> None:
     days = sorted({b.partition for b in bucket.list("events/")})
     loaded = warehouse.load_event_partitions(settings, bucket, days)
     assert (loaded.rows_loaded, loaded.rows_quarantined) == (report["events"], 0)
@@ -587,7 +632,11 @@ def _assert_loads_cleanly(settings, bucket, report) -> None:
     assert set(posts["category_id"]) <= set(cats["category_id"])
     assert events["event_id"].is_unique
     first_event = events.groupby("post_id")["ts"].min()
-    assert (posts.set_index("post_id")["created_at"] == first_event).all()
+    created = posts.set_index("post_id")["created_at"]
+    if created_col:  # the given creation time, never after the first event
+        assert (created <= first_event).all()
+    else:
+        assert (created == first_event).all()
 
 
 def test_cli_generic_and_movielens(tmp_path, capsys):

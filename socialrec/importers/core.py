@@ -85,9 +85,11 @@ def import_interactions(
             dropped[reason] = int(bad.sum())
         valid &= ~bad
     pairs = _event_pairs(df, opts, valid, dropped)
+    shift = pd.Timedelta(0)  # moves every time of the log (events and creation times)
     if opts.shift_to is not None and len(pairs):
         first_day = ts.iloc[pairs["row"].to_numpy()].min().normalize()
-        ts = ts + (pd.Timestamp(opts.shift_to, tz="UTC") - first_day)
+        shift = pd.Timestamp(opts.shift_to, tz="UTC") - first_day
+        ts = ts + shift
     pairs["ts"] = ts.iloc[pairs["row"].to_numpy()].reset_index(drop=True)
     future = (pairs["ts"] > now_ts).to_numpy()
     if future.any():
@@ -109,6 +111,13 @@ def import_interactions(
     info, n_catalog = _item_info(df, items, opts, set(item_first.index))
     posts = pd.DataFrame({"item_key": item_first.index, "created_at": item_first.array})
     posts = posts.merge(info, on="item_key", how="left")
+    created_fallback = None
+    if opts.created_col is not None:  # the given creation time, unless missing or too late
+        created = pd.to_datetime(posts["created"], utc=True) + shift
+        missing = created.isna()
+        late = ~missing & (created > posts["created_at"])
+        posts["created_at"] = created.where(~(missing | late), posts["created_at"])
+        created_fallback = {"missing": int(missing.sum()), "after_first_event": int(late.sum())}
     posts["category"] = posts["category"].fillna(opts.unknown_category)
     posts["description"] = posts["description"].fillna("")
     names = sorted(set(posts["category"]))
@@ -149,8 +158,9 @@ def import_interactions(
     users_df = _users(pairs, posts, opts, users, user_ids, names, category_id)
 
     # 5. write --------------------------------------------------------------------------------
-    subsecond = bool(
-        (pairs["ts"].dt.microsecond != 0).any() or (pairs["ts"].dt.nanosecond != 0).any()
+    subsecond = any(
+        bool(((t.dt.microsecond != 0) | (t.dt.nanosecond != 0)).any())
+        for t in (pairs["ts"], posts["created_at"])
     )
     fmt = "%Y-%m-%dT%H:%M:%S.%fZ" if subsecond else "%Y-%m-%dT%H:%M:%SZ"
     keys = _write(bucket, opts, pairs, posts, users_df, names, fmt)
@@ -168,6 +178,9 @@ def import_interactions(
         "events_by_type": {k: int(v) for k, v in pairs["event_type"].value_counts().items()},
         "posts": len(posts),
         "catalog_items_without_events": n_catalog,
+        # posts whose created_col value was missing or after their first event: created at
+        # their first event instead (None without created_col)
+        "created_at_fallback": created_fallback,
         "users": int(len(users_df)),
         "interacting_users": len(set(pairs["user_id"])),
         "synthetic_creators": len(synth_ids),
@@ -269,11 +282,13 @@ def _item_info(
     opts: ImportOptions,
     used: set[str],
 ) -> tuple[pd.DataFrame, int]:
-    """item_key -> category, description[, creator_key] of the used items; and how many
-    catalog items had no event (not written: their creation time is unknown)."""
+    """item_key -> category, description[, creator_key][, created] of the used items; and how
+    many catalog items had no event (not written: their first interaction is unknown)."""
     item_col = opts.items_item_col or opts.item_col
-    wanted = [*opts.text_cols, opts.category_col, opts.creator_col]
-    cols = ["item_key", "category", "description"] + (["creator_key"] if opts.creator_col else [])
+    wanted = [*opts.text_cols, opts.category_col, opts.creator_col, opts.created_col]
+    cols = ["item_key", "category", "description"]
+    cols += ["creator_key"] if opts.creator_col else []
+    cols += ["created"] if opts.created_col else []
     if items is not None:
         table = read_table(items, opts.csv_sep, (item_col,))
         _require(table, [item_col, *wanted], "items")
@@ -298,6 +313,8 @@ def _item_info(
     out["description"] = _text(table, opts.text_cols) if opts.text_cols else ""
     if opts.creator_col is not None:
         out["creator_key"] = _keys(table[opts.creator_col])
+    if opts.created_col is not None:
+        out["created"] = _times(table[opts.created_col], opts.created_unit).array
     return out[cols], n_catalog
 
 

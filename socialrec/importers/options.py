@@ -54,6 +54,9 @@ class ImportOptions:
     category_col: str | None = None
     category_sep: str | None = None  # multi-valued categories: the first value is used
     creator_col: str | None = None  # the creator's id, in the user id space
+    # the item's creation time (default: its first interaction), in created_unit (as time_unit)
+    created_col: str | None = None
+    created_unit: str = "iso"
     media_type: str = "text"  # one of MEDIA_TYPES, for every post
     unknown_category: str = "unknown"  # the category of items without one
     # --- users table (optional) ---
@@ -113,6 +116,8 @@ class ImportOptions:
                 _event_types(value, f"event_map[{key!r}]")
         if self.time_unit not in TIME_UNITS:
             raise ValueError(f"time_unit must be one of {TIME_UNITS}: {self.time_unit!r}")
+        if self.created_unit not in TIME_UNITS:
+            raise ValueError(f"created_unit must be one of {TIME_UNITS}: {self.created_unit!r}")
         if self.media_type not in MEDIA_TYPES:
             raise ValueError(f"media_type must be one of {MEDIA_TYPES}: {self.media_type!r}")
         if self.creator not in CREATOR_MODES:
