@@ -476,6 +476,86 @@ def test_created_col_gives_the_post_creation_time(tmp_path):
         ImportOptions.from_dict({**opts, "created_unit": "days"})
 
 
+def _creator_log() -> tuple[pd.DataFrame, pd.DataFrame]:
+    log = pd.DataFrame(
+        {
+            "user_id": [1, 2, 2, 3],
+            "item_id": [10, 11, 10, 12],
+            "timestamp": [T0 + 100, T0 + 200, T0 + 300, T0 + 400],
+            "event": ["VIEW", "VIEW", "LIKE", "VIEW"],
+        }
+    )
+    # author ids share numbers with user ids (author 2 is not user 2); item 12 has none
+    items = pd.DataFrame({"item_id": [10, 11, 12], "author": [2, 7, None], "cat": list("xyx")})
+    return log, items
+
+
+def test_creator_none_and_item_modes(tmp_path):
+    log, items = _creator_log()
+    settings = Settings(data_dir=tmp_path / "data")
+    settings.ensure_dirs()
+    bucket = LocalLandingBucket(settings.landing_uri)
+    opts = {"event_col": "event", "category_col": "cat", "creator": "none"}
+    report = import_interactions(log, bucket, items=items, options=opts, now=NOW)
+    assert {p["creator_id"] for p in _lines(bucket, "posts")} == {None}
+    assert {u["user_id"] for u in _lines(bucket, "users")} == {1, 2, 3}  # no creator users
+    assert (report["creators"], report["synthetic_creators"]) == (0, 0)
+    assert report["posts_without_creator"] == 3
+    _assert_loads_cleanly(settings, bucket, report)
+    assert warehouse.read_table(settings, "raw.posts")["creator_id"].isna().all()
+
+    bucket = LocalLandingBucket(tmp_path / "item")
+    report = import_interactions(log, bucket, items=items, options={**opts, "creator": "item"})
+    posts = {p["post_id"]: p["creator_id"] for p in _lines(bucket, "posts")}
+    assert posts == {k: importers.hash_id("item-creator", str(k)) for k in (10, 11, 12)}
+    users = {u["user_id"]: u for u in _lines(bucket, "users")}
+    assert users[posts[12]]["headline"] == "import: item 12"
+    assert users[posts[12]]["onboarding_categories"] == [1]  # its item's category (x)
+    assert (report["creators"], report["synthetic_creators"]) == (3, 3)
+
+
+def test_creator_column_in_its_own_id_space(tmp_path):
+    log, items = _creator_log()
+    settings = Settings(data_dir=tmp_path / "data")
+    settings.ensure_dirs()
+    bucket = LocalLandingBucket(settings.landing_uri)
+    opts = {
+        "event_col": "event",
+        "category_col": "cat",
+        "creator_col": "author",
+        "creator_ids": "separate",
+        "creator": "none",
+    }
+    report = import_interactions(log, bucket, items=items, options=opts, now=NOW)
+    author = {k: importers.hash_id("creator", k) for k in ("2", "7")}
+    assert report["creator_id_map"] == author
+    posts = {p["post_id"]: p["creator_id"] for p in _lines(bucket, "posts")}
+    assert posts == {10: author["2"], 11: author["7"], 12: None}
+    users = {u["user_id"]: u["created_at"] for u in _lines(bucket, "users")}
+    assert set(users) == {1, 2, 3, author["2"], author["7"]}  # written as users, apart
+    assert users[2] == "2026-01-01T00:03:20Z"  # user 2 is not author 2: own first event
+    assert users[author["2"]] == "2026-01-01T00:01:40Z"  # created with its first post
+    _assert_loads_cleanly(settings, bucket, report)
+    # default "users": the same numbers are user ids
+    report = import_interactions(
+        log,
+        LocalLandingBucket(tmp_path / "l2"),
+        items=items,
+        options={**opts, "creator_ids": "users"},
+    )
+    assert report["creator_id_map"] is None
+    posts = {
+        p["post_id"]: p["creator_id"] for p in _lines(LocalLandingBucket(tmp_path / "l2"), "posts")
+    }
+    assert posts == {10: 2, 11: 7, 12: None}
+    with pytest.raises(ValueError, match="needs creator_col"):
+        ImportOptions.from_dict({"event_col": "e", "creator_ids": "separate"})
+    with pytest.raises(ValueError, match="creator_ids must be one of"):
+        ImportOptions.from_dict({"event_col": "e", "creator_col": "a", "creator_ids": "own"})
+    with pytest.raises(ValueError, match="creator must be one of"):
+        ImportOptions.from_dict({"event_col": "e", "creator": "author"})
+
+
 def test_options_are_validated_data(tmp_path):
     with pytest.raises(ValueError, match="unknown import option"):
         ImportOptions.from_dict({"user_column": "u"})
@@ -628,7 +708,7 @@ def _assert_loads_cleanly(settings, bucket, report, created_col: bool = False) -
     # referential integrity: what dbt would check
     assert set(events["user_id"]) <= set(users["user_id"])
     assert set(events["post_id"]) <= set(posts["post_id"])
-    assert set(posts["creator_id"]) <= set(users["user_id"])
+    assert set(posts["creator_id"].dropna()) <= set(users["user_id"])  # null: unknown
     assert set(posts["category_id"]) <= set(cats["category_id"])
     assert events["event_id"].is_unique
     first_event = events.groupby("post_id")["ts"].min()
@@ -691,3 +771,22 @@ def test_cli_generic_and_movielens(tmp_path, capsys):
         ["movielens", "--dataset-dir", str(tmp_path / "ml"), "--landing", str(tmp_path / "c")]
     )
     assert len(_lines(LocalLandingBucket(tmp_path / "c"), "posts")) == 3
+
+
+def test_cli_wide_log_from_two_files(tmp_path):
+    log = _wide_log()
+    log.iloc[:2].to_parquet(tmp_path / "a.parquet")
+    log.iloc[2:].to_parquet(tmp_path / "b.parquet")
+    importers.main(
+        ["--interactions", str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")]
+        + ["--user-col", "uid", "--item-col", "vid", "--time-col", "t", "--time-unit", "ms"]
+        + ["--row-event", "IMPRESSION", "--event-flags", "is_click=VIEW,hate=DISLIKE"]
+        + ["--creator", "none", "--landing", str(tmp_path / "l")]
+    )
+    lines = _lines(LocalLandingBucket(tmp_path / "l"), "events")
+    assert sorted(e["event_id"] for e in lines if e["event_type"] != "IMPRESSION") == [
+        "import-0-VIEW",
+        "import-2-DISLIKE",
+        "import-3-VIEW",
+    ]
+    assert {p["creator_id"] for p in _lines(LocalLandingBucket(tmp_path / "l"), "posts")} == {None}

@@ -11,7 +11,7 @@ from typing import Any
 
 from socialrec.importers.core import import_interactions
 from socialrec.importers.movielens import import_movielens
-from socialrec.importers.options import CREATOR_MODES, TIME_UNITS
+from socialrec.importers.options import CREATOR_ID_SPACES, CREATOR_MODES, TIME_UNITS
 
 
 def _parse_event_map(text: str) -> dict[str, Any]:
@@ -88,7 +88,9 @@ def main(argv: list[str] | None = None) -> None:
         description="Import an interaction log (CSV/parquet) into the landing bucket. "
         "Subcommand `movielens --dataset-dir DIR` imports MovieLens. See docs/importing.md.",
     )
-    p.add_argument("--interactions", required=True, help="CSV or parquet of interactions")
+    p.add_argument(
+        "--interactions", required=True, nargs="+", help="CSV or parquet file(s) of interactions"
+    )
     p.add_argument("--items", help="CSV or parquet of items (text, category)")
     p.add_argument("--users", help="CSV or parquet of users (headline, about)")
     p.add_argument("--landing", help="directory or gs://bucket (default: settings)")
@@ -104,12 +106,17 @@ def main(argv: list[str] | None = None) -> None:
         "--event-map": "event_map",
         "--rating-col": "rating_col",
         "--rating-rules": "rating_rules",
+        "--row-event": "row_event",
+        "--event-flags": "event_flags",
         "--dwell-col": "dwell_col",
         "--items-item-col": "items_item_col",
         "--text-cols": "text_cols",
         "--category-col": "category_col",
         "--category-sep": "category_sep",
         "--creator-col": "creator_col",
+        "--creator-ids": "creator_ids",
+        "--created-col": "created_col",
+        "--created-unit": "created_unit",
         "--media-type": "media_type",
         "--unknown-category": "unknown_category",
         "--users-user-col": "users_user_col",
@@ -125,7 +132,10 @@ def main(argv: list[str] | None = None) -> None:
         "event_map": 'JSON or click=VIEW,like=VIEW+LIKE (a value "" = ignored)',
         "rating_rules": 'JSON list of {"min","max","event"} or a preset: five_star',
         "text_cols": "comma separated",
+        "event_flags": "JSON or is_click=VIEW,long_view=VIEW_FULL+VIEW",
         "time_unit": "/".join(TIME_UNITS),
+        "created_unit": "/".join(TIME_UNITS),
+        "creator_ids": "/".join(CREATOR_ID_SPACES),
         "creator": "/".join(CREATOR_MODES),
     }
     for flag, name in flags.items():
@@ -139,13 +149,14 @@ def main(argv: list[str] | None = None) -> None:
         value = args[name]
         if value is None:
             continue
-        if name == "event_map":
+        if name in ("event_map", "event_flags"):
             value = _parse_event_map(value)
         elif name == "rating_rules" and value.strip().startswith("["):
             value = json.loads(value)
         options[name] = value
+    files = args["interactions"]
     report = import_interactions(
-        args["interactions"],
+        files[0] if len(files) == 1 else files,
         args["landing"] or _default_landing(),
         items=args["items"],
         users=args["users"],

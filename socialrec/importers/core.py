@@ -21,6 +21,7 @@ from socialrec.importers.reading import (
     _text,
     _times,
     _truthy,
+    hash_id,
     read_interactions,
     read_table,
 )
@@ -126,36 +127,22 @@ def import_interactions(
 
     # 3. ids ----------------------------------------------------------------------------------
     creator_keys = set(posts["creator_key"].dropna()) if "creator_key" in posts else set()
-    user_ids, user_mode = _id_map(set(pairs["user_key"]) | creator_keys, "user")
+    as_users = creator_keys if opts.creator_ids == "users" else set()
+    user_ids, user_mode = _id_map(set(pairs["user_key"]) | as_users, "user")
     post_ids, post_mode = _id_map(set(posts["item_key"]), "post")
     pairs["user_id"] = pairs["user_key"].map(user_ids).astype("int64")
     pairs["post_id"] = pairs["item_key"].map(post_ids).astype("int64")
     posts["post_id"] = posts["item_key"].map(post_ids).astype("int64")
-    synthetic = (
-        CREATOR_ID_BASE + posts["category_id"]
-        if opts.creator == "category"
-        else pd.Series(CREATOR_ID_BASE, index=posts.index)
-    )
-    if "creator_key" in posts:  # python ints: no float round trip for large ids
-        real = [user_ids[k] if isinstance(k, str) else None for k in posts["creator_key"]]
-        posts["creator_id"] = np.array(
-            [r if r is not None else int(s) for r, s in zip(real, synthetic, strict=True)],
-            dtype=np.int64,
-        )
-        posts["synthetic_creator"] = [r is None for r in real]
-    else:
-        posts["creator_id"] = synthetic.astype("int64")
-        posts["synthetic_creator"] = True
-    synth_ids = set(posts.loc[posts["synthetic_creator"], "creator_id"])
-    clash = synth_ids & set(user_ids.values())
+    posts["creator_id"], profiles, creator_map = _creators(posts, opts, user_ids, names)
+    clash = (set(profiles) | set((creator_map or {}).values())) & set(user_ids.values())
     if clash:
         raise ValueError(
-            f"user ids {sorted(clash)[:5]} collide with the synthetic creator ids "
-            f"(>= {CREATOR_ID_BASE}); give creator_col or renumber the users"
+            f"user ids {sorted(clash)[:5]} collide with creator ids that are not user ids "
+            f"(synthetic: >= {CREATOR_ID_BASE} or hashed); renumber the users"
         )
 
     # 4. users --------------------------------------------------------------------------------
-    users_df = _users(pairs, posts, opts, users, user_ids, names, category_id)
+    users_df = _users(pairs, posts, opts, users, user_ids, profiles, category_id)
 
     # 5. write --------------------------------------------------------------------------------
     subsecond = any(
@@ -183,7 +170,10 @@ def import_interactions(
         "created_at_fallback": created_fallback,
         "users": int(len(users_df)),
         "interacting_users": len(set(pairs["user_id"])),
-        "synthetic_creators": len(synth_ids),
+        "creators": int(posts["creator_id"].nunique()),  # null (unknown) not counted
+        "synthetic_creators": len(profiles),
+        "posts_without_creator": int(posts["creator_id"].isna().sum()),
+        "creator_ids": opts.creator_ids,
         "categories": len(names),
         "first_ts": pairs["ts"].min().strftime(fmt),
         "last_ts": pairs["ts"].max().strftime(fmt),
@@ -196,6 +186,7 @@ def import_interactions(
         # source id -> landing id, only when the ids were hashed
         "user_id_map": user_ids if user_mode == "hashed" else None,
         "post_id_map": post_ids if post_mode == "hashed" else None,
+        "creator_id_map": creator_map,  # creator_ids "separate" only
         "seconds": round(time.perf_counter() - t0, 2),
     }
     return report
@@ -318,6 +309,49 @@ def _item_info(
     return out[cols], n_catalog
 
 
+def _creators(
+    posts: pd.DataFrame, opts: ImportOptions, user_ids: dict[str, int], names: list[str]
+) -> tuple[pd.Series, dict[int, tuple[str, str, list[int]]], dict[str, int] | None]:
+    """Each post's creator_id (nullable Int64: null = unknown), the synthetic creators'
+    profiles (user_id -> headline, about, onboarding categories) and, for creator_ids
+    "separate", the creator_col value -> creator_id map.
+
+    A creator_col value is a user id (creator_ids "users") or ``hash_id("creator", value)``
+    ("separate": never the id of a user of the log); a post without one gets the creator of
+    ``opts.creator``: one synthetic creator per category (``CREATOR_ID_BASE + category_id``),
+    one for the source (``CREATOR_ID_BASE``), one per item (``hash_id("item-creator", item)``)
+    or none."""
+    src = opts.source
+    keys = posts["creator_key"] if "creator_key" in posts else [None] * len(posts)
+    separate = None
+    if opts.creator_ids == "separate":
+        separate = {k: hash_id("creator", k) for k in sorted({k for k in keys if k})}
+    ids: list[int | None] = []
+    profiles: dict[int, tuple[str, str, list[int]]] = {}
+    for key, item, cat in zip(keys, posts["item_key"], posts["category_id"], strict=True):
+        cat = int(cat)
+        if isinstance(key, str):  # python ints: no float round trip for large ids
+            ids.append(separate[key] if separate is not None else user_ids[key])
+            continue
+        if opts.creator == "none":
+            ids.append(None)
+            continue
+        if opts.creator == "category":
+            uid, name = CREATOR_ID_BASE + cat, names[cat - 1]
+            about = f"Synthetic creator of the imported {src} items in {name}."
+            profile = (f"{src}: {name}", about, [cat])
+        elif opts.creator == "source":
+            uid = CREATOR_ID_BASE
+            profile = (src, f"Synthetic creator of every imported {src} item.", [])
+        else:  # "item"
+            uid = hash_id("item-creator", item)
+            about = f"Synthetic creator of the imported {src} item {item}."
+            profile = (f"{src}: item {item}", about, [cat])
+        ids.append(uid)
+        profiles[uid] = profile
+    return pd.Series(pd.array(ids, dtype="Int64"), index=posts.index), profiles, separate
+
+
 def _onboarding(
     pairs: pd.DataFrame, item_category: pd.Series, first_n: int, top_k: int, unknown: int | None
 ) -> dict[int, list[int]]:
@@ -349,7 +383,7 @@ def _users(
     opts: ImportOptions,
     users: str | Path | pd.DataFrame | None,
     user_ids: dict[str, int],
-    names: list[str],
+    profiles: dict[int, tuple[str, str, list[int]]],
     category_id: dict[str, int],
 ) -> pd.DataFrame:
     """One row per user: every interacting user, every creator (real or synthetic)."""
@@ -367,9 +401,9 @@ def _users(
     out["headline"] = ""
     out["about"] = ""
 
-    # creators: created at their first post (an interacting creator: the earlier of both)
-    first_post = posts.groupby("creator_id")["created_at"].min()
-    synthetic = set(posts.loc[posts["synthetic_creator"], "creator_id"].astype(int))
+    # creators: created at their first post (an interacting creator: the earlier of both);
+    # posts of unknown creators (null) have no creator user
+    first_post = posts.groupby("creator_id", dropna=True)["created_at"].min()
     interacting = out["user_id"].isin(first_post.index)
     if interacting.any():
         post_first = out.loc[interacting, "user_id"].map(first_post)
@@ -381,15 +415,7 @@ def _users(
         uid = int(uid)
         if uid in existing:
             continue
-        headline, about, cats = "", "", []
-        if uid in synthetic and opts.creator == "category":
-            k = uid - CREATOR_ID_BASE
-            headline = f"{opts.source}: {names[k - 1]}"
-            about = f"Synthetic creator of the imported {opts.source} items in {names[k - 1]}."
-            cats = [k]
-        elif uid in synthetic:
-            headline = opts.source
-            about = f"Synthetic creator of every imported {opts.source} item."
+        headline, about, cats = profiles.get(uid, ("", "", []))
         new.append(
             {
                 "user_id": uid,

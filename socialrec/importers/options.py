@@ -11,7 +11,8 @@ from typing import Any
 from socialrec.settings import EVENT_TYPES, MEDIA_TYPES
 
 TIME_UNITS = ("s", "ms", "us", "ns", "iso")
-CREATOR_MODES = ("category", "source")
+CREATOR_MODES = ("category", "source", "item", "none")
+CREATOR_ID_SPACES = ("users", "separate")
 # synthetic creators get user ids from here up (real integer user ids must stay below it)
 CREATOR_ID_BASE = 1_000_000_000_000
 HASH_ID_BITS = 53  # hashed ids stay exact in JSON readers that use doubles
@@ -53,7 +54,9 @@ class ImportOptions:
     text_cols: list[str] = field(default_factory=list)  # joined with ". " into the description
     category_col: str | None = None
     category_sep: str | None = None  # multi-valued categories: the first value is used
-    creator_col: str | None = None  # the creator's id, in the user id space
+    creator_col: str | None = None  # the creator's id
+    # creator_col ids are user ids ("users") or their own id space ("separate": hash_id)
+    creator_ids: str = "users"
     # the item's creation time (default: its first interaction), in created_unit (as time_unit)
     created_col: str | None = None
     created_unit: str = "iso"
@@ -64,7 +67,9 @@ class ImportOptions:
     headline_col: str | None = None
     about_col: str | None = None
     # --- derived fields ---
-    creator: str = "category"  # synthetic creators: one per "category" or one per "source"
+    # the creator of posts without a creator_col value: a synthetic one per "category", one for
+    # the whole "source", one per "item", or "none" (creator_id null: unknown)
+    creator: str = "category"
     onboarding_first_n: int = 10
     onboarding_top_k: int = 3
     shift_to: str | None = None  # YYYY-MM-DD: the log is moved to start on this day
@@ -122,6 +127,12 @@ class ImportOptions:
             raise ValueError(f"media_type must be one of {MEDIA_TYPES}: {self.media_type!r}")
         if self.creator not in CREATOR_MODES:
             raise ValueError(f"creator must be one of {CREATOR_MODES}: {self.creator!r}")
+        if self.creator_ids not in CREATOR_ID_SPACES:
+            raise ValueError(
+                f"creator_ids must be one of {CREATOR_ID_SPACES}: {self.creator_ids!r}"
+            )
+        if self.creator_ids != "users" and self.creator_col is None:
+            raise ValueError(f"creator_ids {self.creator_ids!r} needs creator_col")
         if self.onboarding_first_n < 0 or self.onboarding_top_k < 0:
             raise ValueError("onboarding_first_n and onboarding_top_k must be >= 0")
         if self.rows_per_file < 1:

@@ -57,7 +57,7 @@ def _write(
             (
                 {
                     "post_id": int(p.post_id),
-                    "creator_id": int(p.creator_id),
+                    "creator_id": None if pd.isna(p.creator_id) else int(p.creator_id),
                     "category_id": int(p.category_id),
                     "media_type": opts.media_type,
                     "description": p.description,
