@@ -790,3 +790,87 @@ def test_cli_wide_log_from_two_files(tmp_path):
         "import-3-VIEW",
     ]
     assert {p["creator_id"] for p in _lines(LocalLandingBucket(tmp_path / "l"), "posts")} == {None}
+
+
+def _dataset_folder(root, config: dict):
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "data").mkdir(exist_ok=True)
+    log = _wide_log()
+    log.iloc[:3].to_parquet(root / "data" / "part-0.parquet")
+    log.iloc[3:].to_csv(root / "data" / "part-1.csv", index=False)
+    pd.DataFrame(
+        {"vid": [10, 11, 12], "title": ["Ten", "", "Twelve"], "up": ["2025-12-31"] * 3}
+    ).to_csv(root / "items.csv", index=False)
+    (root / importers.CONFIG_FILE).write_text(json.dumps(config))
+    return root
+
+
+DATASET = {
+    "name": "tiny-feed",
+    "interactions": ["data/part-0.parquet", "data/part-1.csv"],
+    "items": "items.csv",
+    "options": {
+        **{k: v for k, v in WIDE_OPTS.items() if k != "source"},
+        "items_item_col": "vid",
+        "text_cols": ["title"],
+        "created_col": "up",
+        "creator": "none",
+        "onboarding_first_n": 0,
+    },
+}
+
+
+def test_import_dataset_folder(tmp_path):
+    folder = _dataset_folder(tmp_path / "tiny", DATASET)
+    settings = Settings(data_dir=tmp_path / "data")
+    settings.ensure_dirs()
+    bucket = LocalLandingBucket(settings.landing_uri)
+    report = importers.import_dataset(folder, bucket, now=NOW)
+    assert report["name"] == report["source"] == "tiny-feed"  # no source option: the name
+    assert (report["first_day"], report["last_day"]) == ("2026-01-01", "2026-01-01")
+    assert report["interaction_files"] == 2 and report["events"] == 11
+    assert report["created_at_fallback"] == {"missing": 0, "after_first_event": 0}
+    assert all(u["onboarding_categories"] == [] for u in _lines(bucket, "users"))
+    _assert_loads_cleanly(settings, bucket, report, created_col=True)
+    # the same log as import_interactions on the tables: the same files
+    same = LocalLandingBucket(tmp_path / "same")
+    import_interactions(
+        _wide_log(),
+        same,
+        items=folder / "items.csv",
+        options={**DATASET["options"], "source": "tiny-feed"},
+        now=NOW,
+    )
+    assert {b.key: same.read_bytes(b.key) for b in same.list()} == {
+        b.key: bucket.read_bytes(b.key) for b in bucket.list()
+    }
+    # absolute paths, an options override, and the CLI
+    absolute = {**DATASET, "items": str(folder / "items.csv"), "name": "abs"}
+    other = _dataset_folder(tmp_path / "abs", absolute)
+    importers.main(
+        ["dataset", "--dir", str(other), "--landing", str(tmp_path / "cli")]
+        + ["--shift-to", "2026-02-01", "--report", str(tmp_path / "r.json")]
+    )
+    cli_report = json.loads((tmp_path / "r.json").read_text())
+    assert (cli_report["name"], cli_report["first_day"]) == ("abs", "2026-02-01")
+
+
+def test_import_dataset_errors(tmp_path):
+    bucket = LocalLandingBucket(tmp_path / "l")
+    with pytest.raises(FileNotFoundError, match="has no import.json"):
+        importers.import_dataset(tmp_path, bucket)
+    cases = [
+        ({**DATASET, "interactions": ["data/part-0.parquet", "data/gone.csv"]}, FileNotFoundError,
+         r"interactions\[1\] file 'data/gone.csv' not found"),
+        ({**DATASET, "items": "nope.parquet"}, FileNotFoundError, "items file 'nope.parquet'"),
+        ({**DATASET, "ratings": "r.csv"}, ValueError, r"unknown key\(s\) \['ratings'\]"),
+        ({k: v for k, v in DATASET.items() if k != "name"}, ValueError, "'name' must be"),
+        ({**DATASET, "interactions": []}, ValueError, "non-empty list"),
+        ({**DATASET, "options": {**DATASET["options"], "colour": 1}}, ValueError,
+         "unknown import option"),
+        ({**DATASET, "name": "tiny feed"}, ValueError, "source must match"),
+    ]  # fmt: skip
+    for i, (config, error, message) in enumerate(cases):
+        folder = _dataset_folder(tmp_path / f"case{i}", config)
+        with pytest.raises(error, match=message):
+            importers.import_dataset(folder, bucket, now=NOW)

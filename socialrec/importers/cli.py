@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from socialrec.importers.core import import_interactions
+from socialrec.importers.datasets import import_dataset
 from socialrec.importers.movielens import import_movielens
 from socialrec.importers.options import CREATOR_ID_SPACES, CREATOR_MODES, TIME_UNITS
 
@@ -62,6 +63,21 @@ def _default_landing() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["dataset"]:
+        p = argparse.ArgumentParser(
+            prog="python -m socialrec.importers dataset",
+            description="Import a dataset folder (its files + import.json) into the landing "
+            "bucket. See docs/importing.md, 'Dataset folders'.",
+        )
+        p.add_argument("--dir", required=True, help="the folder holding import.json")
+        p.add_argument("--landing", help="directory or gs://bucket (default: settings)")
+        p.add_argument("--shift-to", help="YYYY-MM-DD: move the log to start on this day")
+        p.add_argument("--report", help="write the full JSON report here")
+        args = p.parse_args(argv[1:])
+        overrides = {"shift_to": args.shift_to} if args.shift_to else {}
+        report = import_dataset(args.dir, args.landing or _default_landing(), **overrides)
+        _finish(report, args.report)
+        return
     if argv[:1] == ["movielens"]:
         p = argparse.ArgumentParser(
             prog="python -m socialrec.importers movielens",
@@ -86,7 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         prog="python -m socialrec.importers",
         description="Import an interaction log (CSV/parquet) into the landing bucket. "
-        "Subcommand `movielens --dataset-dir DIR` imports MovieLens. See docs/importing.md.",
+        "Subcommands: `dataset --dir FOLDER` imports a dataset folder (import.json), "
+        "`movielens --dataset-dir DIR` imports MovieLens. See docs/importing.md.",
     )
     p.add_argument(
         "--interactions", required=True, nargs="+", help="CSV or parquet file(s) of interactions"

@@ -280,9 +280,8 @@ def _item_info(
     cols = ["item_key", "category", "description"]
     cols += ["creator_key"] if opts.creator_col else []
     cols += ["created"] if opts.created_col else []
-    if items is not None:
-        table = read_table(items, opts.csv_sep, (item_col,))
-        _require(table, [item_col, *wanted], "items")
+    if items is not None:  # only the mapped columns are read
+        table = read_table(items, opts.csv_sep, (item_col,), [item_col, *wanted], "items")
     elif any(c is not None for c in wanted):
         item_col = opts.item_col
         table = df  # the item columns live in the interactions table (first row per item)
@@ -430,8 +429,8 @@ def _users(
 
     if users is not None:  # headline / about from the users table
         col = opts.users_user_col or opts.user_col
-        table = read_table(users, opts.csv_sep, (col,))
-        _require(table, [col, opts.headline_col, opts.about_col], "users")
+        wanted = [col, opts.headline_col, opts.about_col]
+        table = read_table(users, opts.csv_sep, (col,), wanted, "users")
         keys = _keys(table[col])
         table = table.assign(user_id=[user_ids.get(k) if k else None for k in keys])
         table = table[table["user_id"].notna()].drop_duplicates("user_id", keep="last")

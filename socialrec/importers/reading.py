@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from socialrec.importers.options import HASH_ID_BITS
 
@@ -19,19 +20,37 @@ _MIN_EPOCH_S, _MAX_EPOCH_S = -2_208_988_800, 7_258_118_400
 
 
 def read_table(
-    source: str | Path | pd.DataFrame, sep: str = ",", str_cols: tuple[str, ...] = ()
+    source: str | Path | pd.DataFrame,
+    sep: str = ",",
+    str_cols: tuple[str, ...] = (),
+    columns: list[str | None] | None = None,
+    table: str = "the",
 ) -> pd.DataFrame:
     """A DataFrame from a DataFrame, a parquet file (.parquet/.pq) or a CSV (.csv[.gz], ...).
 
-    ``str_cols`` of a CSV are read as strings (ids keep leading zeros)."""
+    ``str_cols`` of a CSV are read as strings (ids keep leading zeros). ``columns``: read only
+    these (None entries ignored); a missing one is a ValueError naming the ``table``. Columns
+    an import does not map are never read (e.g. statistics that would leak)."""
+    wanted = None if columns is None else list(dict.fromkeys(c for c in columns if c))
     if isinstance(source, pd.DataFrame):
+        if wanted is not None:
+            _require(source, wanted, table)
+            source = source[wanted]
         return source.reset_index(drop=True)
     path = Path(source)
-    if path.suffix.lower() in (".parquet", ".pq"):
-        return pd.read_parquet(path).reset_index(drop=True)
-    header = pd.read_csv(path, sep=sep, nrows=0).columns
+    parquet = path.suffix.lower() in (".parquet", ".pq")
+    if wanted is not None:
+        header = pq.read_schema(path).names if parquet else _csv_header(path, sep)
+        _require(pd.DataFrame(columns=header), wanted, table)
+    if parquet:
+        return pd.read_parquet(path, columns=wanted).reset_index(drop=True)
+    header = _csv_header(path, sep)
     dtype = {c: str for c in str_cols if c in header}
-    return pd.read_csv(path, sep=sep, dtype=dtype, keep_default_na=True)
+    return pd.read_csv(path, sep=sep, dtype=dtype, keep_default_na=True, usecols=wanted)
+
+
+def _csv_header(path: Path, sep: str) -> list[str]:
+    return list(pd.read_csv(path, sep=sep, nrows=0).columns)
 
 
 Table = str | Path | pd.DataFrame
