@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -874,3 +875,29 @@ def test_import_dataset_errors(tmp_path):
         folder = _dataset_folder(tmp_path / f"case{i}", config)
         with pytest.raises(error, match=message):
             importers.import_dataset(folder, bucket, now=NOW)
+
+
+def test_committed_benchmark_dataset_folders_are_valid():
+    """benchmarks/datasets/*/import.json: known keys, valid options, relative data paths (the
+    data itself is not in the repository, so it is not read here)."""
+    root = Path(__file__).resolve().parents[1] / "benchmarks" / "datasets"
+    folders = sorted(p.parent for p in root.glob(f"*/{importers.CONFIG_FILE}"))
+    assert [f.name for f in folders] == ["kuairand-pure-log-0425-0508", "movielens-latest-small"]
+    for folder in folders:
+        config = json.loads((folder / importers.CONFIG_FILE).read_text())
+        assert set(config) <= {"name", "interactions", "items", "users", "options"}
+        assert config["name"] == folder.name and (folder / "README.md").is_file()
+        opts = ImportOptions.from_dict({"source": config["name"], **config["options"]})
+        assert opts.onboarding_first_n == 0  # no onboarding leakage in a temporal benchmark
+        files = config["interactions"] if isinstance(config["interactions"], list) else []
+        for path in [*files, config.get("items")]:
+            assert path is None or path.startswith("../../../../shared/datasets/")
+    kuai = ImportOptions.from_dict(
+        json.loads((root / "kuairand-pure-log-0425-0508" / importers.CONFIG_FILE).read_text())[
+            "options"
+        ]
+    )
+    # only id, creator, tag and upload date of the item table: never its statistics (leakage)
+    item_cols = {kuai.items_item_col, kuai.creator_col, kuai.category_col, kuai.created_col}
+    assert item_cols == {"video_id", "author_id", "tag", "upload_dt"} and not kuai.text_cols
+    assert "is_follow" not in kuai.event_flags
