@@ -505,14 +505,19 @@ def test_creator_none_and_item_modes(tmp_path):
     _assert_loads_cleanly(settings, bucket, report)
     assert warehouse.read_table(settings, "raw.posts")["creator_id"].isna().all()
 
-    bucket = LocalLandingBucket(tmp_path / "item")
-    report = import_interactions(log, bucket, items=items, options={**opts, "creator": "item"})
+    settings = Settings(data_dir=tmp_path / "item")
+    settings.ensure_dirs()
+    bucket = LocalLandingBucket(settings.landing_uri)
+    report = import_interactions(
+        log, bucket, items=items, options={**opts, "creator": "item"}, now=NOW
+    )
     posts = {p["post_id"]: p["creator_id"] for p in _lines(bucket, "posts")}
     assert posts == {k: importers.hash_id("item-creator", str(k)) for k in (10, 11, 12)}
     users = {u["user_id"]: u for u in _lines(bucket, "users")}
     assert users[posts[12]]["headline"] == "import: item 12"
     assert users[posts[12]]["onboarding_categories"] == [1]  # its item's category (x)
     assert (report["creators"], report["synthetic_creators"]) == (3, 3)
+    _assert_loads_cleanly(settings, bucket, report)
 
 
 def test_creator_column_in_its_own_id_space(tmp_path):
