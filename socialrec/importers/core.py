@@ -195,7 +195,8 @@ def import_interactions(
 def _event_pairs(
     df: pd.DataFrame, opts: ImportOptions, valid: np.ndarray, dropped: dict[str, int]
 ) -> pd.DataFrame:
-    """(row, rule, event_type) for every event the valid rows generate."""
+    """(row, rule, event_type) for every event the valid rows generate; ``rule`` orders the
+    events of a row (event_map list order, rating rule order, or row_event then the flags)."""
     rows, rules, types = [], [], []
     if opts.event_col is not None:
         values = _keys(df[opts.event_col])
@@ -219,11 +220,11 @@ def _event_pairs(
                 rules.append(k)
                 types.append(t)
     elif opts.rating_col is None:  # a wide log: the row's event, then its flags in order
-        rules_ = [(None, opts.row_event)] if opts.row_event is not None else []
-        rules_ += [(col, t) for col, ts in (opts.event_flags or {}).items() for t in ts]
+        wide = [(None, opts.row_event)] if opts.row_event is not None else []
+        wide += [(col, t) for col, col_types in (opts.event_flags or {}).items() for t in col_types]
         hit = np.zeros(len(df), dtype=bool)
         flags = {col: _truthy(df[col], col) for col in opts.event_flags or {}}
-        for k, (col, event_type) in enumerate(rules_):
+        for k, (col, event_type) in enumerate(wide):
             mask = valid if col is None else valid & flags[col]
             idx = np.flatnonzero(mask)
             rows.append(idx)
