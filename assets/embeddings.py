@@ -1,7 +1,8 @@
 """Text embeddings (all-MiniLM-L6-v2) of post descriptions and user profiles.
 
 Thin wrappers of ``socialrec.text``: read the dbt marts, re-embed only the rows whose text is
-new or changed since the last run, write the parquet tables of docs/contracts.md.
+new or changed since the last run, write the parquet tables of docs/contracts.md. A blank text
+gets the zero vector ("no text").
 """
 
 import dagster as dg
@@ -31,12 +32,16 @@ def _embed(
     )
     text.write_embeddings(table, path, id_col)
     embedded, reused = table.attrs["n_embedded"], table.attrs["n_reused"]
-    context.log.info(f"{file_name}: {embedded} rows embedded, {reused} reused")
+    empty = table.attrs["n_empty"]
+    context.log.info(
+        f"{file_name}: {embedded} rows embedded, {reused} reused, {empty} without text (zeros)"
+    )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(table),
             "rows_embedded": embedded,
             "rows_reused": reused,
+            "rows_without_text": empty,  # blank text: the zero vector, not MiniLM("")
             "model": text.MODEL_NAME,
             "dim": text.TextEncoder.dim,
             "path": dg.MetadataValue.path(str(path)),

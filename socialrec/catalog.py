@@ -1,7 +1,8 @@
 """The post catalog: metadata of every post, and the cold-start lists.
 
 Built from a ``dim_posts``-shaped frame (post_id, creator_id, category_id, created_at,
-n_impressions, n_positives, n_negatives ...). It serves:
+n_impressions, n_positives, n_negatives ...; a null creator_id, an unknown creator, becomes
+``UNKNOWN_CREATOR_ID``). It serves:
 
 * metadata lookups (category, creator, created_at) for filtering and re-ranking;
 * cold start: popular posts (engagement, smoothed) interleaved with fresh posts (newest
@@ -21,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from socialrec.settings import UNKNOWN_CREATOR_ID
+
 COLUMNS = ["post_id", "category_id", "creator_id", "created_at", "popularity"]
 
 
@@ -31,6 +34,12 @@ def _epoch_seconds(values: pd.Series) -> np.ndarray:
     return (
         ((ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds()).fillna(0).astype("int64").to_numpy()
     )
+
+
+def creator_id_array(values) -> np.ndarray:
+    """Creator ids as int64, an unknown (null) creator as ``UNKNOWN_CREATOR_ID``."""
+    ids = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
+    return ids.astype("Int64").fillna(UNKNOWN_CREATOR_ID).to_numpy(dtype=np.int64)
 
 
 def popularity_score(frame: pd.DataFrame) -> np.ndarray:
@@ -64,7 +73,7 @@ class Catalog:
             {
                 "post_id": dim_posts["post_id"].astype("int64").to_numpy(),
                 "category_id": dim_posts["category_id"].astype("int64").to_numpy(),
-                "creator_id": dim_posts["creator_id"].astype("int64").to_numpy(),
+                "creator_id": creator_id_array(dim_posts["creator_id"]),
                 "created_at": _epoch_seconds(dim_posts["created_at"]),
                 "popularity": popularity_score(dim_posts),
             }

@@ -10,8 +10,9 @@ Five feature views, three of the user and two of the post (columns: docs/contrac
 * ``user_history`` — what the user engaged with, the same kind of daily history: positives
   and events per category, positives per creator, the mean embedding of the latest liked posts
   (:func:`build_user_history`);
-* ``post_features`` — creator, category, media type, creation time and engagement counts, the
-  same kind of history (``post_daily_activity``), with 1- and 7-day trailing windows;
+* ``post_features`` — creator (``UNKNOWN_CREATOR_ID`` = -1 when unknown), category, media type,
+  creation time and engagement counts, the same kind of history (``post_daily_activity``),
+  with 1- and 7-day trailing windows;
 * ``post_content`` — the MiniLM description embedding, valid from the post's creation.
 
 A point-in-time join (:func:`historical_features`) at time t therefore reads only events of days
@@ -43,7 +44,8 @@ import pyarrow.parquet as pq
 from feast import FeatureService, FeatureStore, RepoConfig
 from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
 
-from socialrec.settings import TEXT_EMBEDDING_DIM, Settings
+from socialrec.catalog import creator_id_array
+from socialrec.settings import TEXT_EMBEDDING_DIM, UNKNOWN_CREATOR_ID, Settings
 from socialrec.text import embedding_matrix, embeddings_to_arrow
 
 PROJECT = "socialrec"
@@ -243,7 +245,7 @@ def build_post_features(
         {
             "post_id": dim_posts["post_id"].to_numpy(dtype=np.int64),
             "created_at": created.to_numpy(),
-            "creator_id": dim_posts["creator_id"].to_numpy(dtype=np.int64),
+            "creator_id": creator_id_array(dim_posts["creator_id"]),  # null -> -1
             "category_id": dim_posts["category_id"].to_numpy(dtype=np.int64),
             "media_type": dim_posts["media_type"].astype(str).to_numpy(),
             "created_at_ts": ((created - _EPOCH) // pd.Timedelta(seconds=1)).to_numpy(np.int64),
@@ -321,7 +323,8 @@ def build_user_history(
 
     * ``category_counts``: positives and events per category of the posts (the user's category
       affinity and positive rate per category);
-    * ``creator_positives``: positives per creator (the ``top_creators`` most liked);
+    * ``creator_positives``: positives per creator (the ``top_creators`` most liked; posts of
+      unknown creators left out);
     * ``history_embedding``: the mean description embedding of the ``recent_likes`` latest
       positively engaged posts (zeros before the first one).
 
@@ -337,7 +340,7 @@ def build_user_history(
     ev["ts"] = _utc_series(ev["ts"]).to_numpy()
     ev["day"] = ev["ts"].dt.floor("D")
     ev["category_id"] = posts["category_id"].reindex(ev["post_id"]).to_numpy(dtype=np.int64)
-    ev["creator_id"] = posts["creator_id"].reindex(ev["post_id"]).to_numpy(dtype=np.int64)
+    ev["creator_id"] = creator_id_array(posts["creator_id"].reindex(ev["post_id"]))
     ev["is_positive"] = ev["is_positive"].fillna(0).astype(np.int64)
     ev = ev.sort_values(["user_id", "ts", "post_id"], kind="stable", ignore_index=True)
 
@@ -370,7 +373,7 @@ def build_user_history(
                 c = cats.setdefault(int(cat), [0, 0])
                 c[0] += int(pos)
                 c[1] += int(n)
-                if pos:
+                if pos and creator != UNKNOWN_CREATOR_ID:  # no affinity to "unknown"
                     creators.setdefault(int(creator), [0])[0] += int(pos)
             # liked posts up to this day's end
             end = lo + int(np.searchsorted(liked_days[lo:hi_user], day, side="right"))
@@ -683,7 +686,7 @@ def write_online_post(
     row = {
         "post_id": int(post["post_id"]),
         TIMESTAMP: ts,
-        "creator_id": int(post["creator_id"]),
+        "creator_id": creator_id_array([post.get("creator_id")])[0],
         "category_id": int(post["category_id"]),
         "media_type": str(post["media_type"]),
         "created_at_ts": int((created - _EPOCH) // pd.Timedelta(seconds=1)),

@@ -377,7 +377,9 @@ def rerank(
        a fresh one); 0 keeps it deterministic.
     4. Interleave: posts are taken in that order, skipping one that would put more than
        ``max_per_category`` posts of its category or ``max_per_creator`` of its creator in the
-       top k; when only such posts are left, the caps give way (k posts whenever k exist).
+       top k (posts of unknown creators, ``creator_id`` < 0, are not one creator: never
+       capped together); when only such posts are left, the caps give way (k posts whenever k
+       exist).
        Promoted posts are counted in the caps and obey them like any other post (a promoted
        post that would break a cap waits), so how many are promoted into the top k is bounded
        by the caps only: the promoted list is meant to be short.
@@ -442,7 +444,8 @@ def rerank(
         else:
             item = rest.pop(nxt)
         per_cat[item["category_id"]] = per_cat.get(item["category_id"], 0) + 1
-        per_creator[item["creator_id"]] = per_creator.get(item["creator_id"], 0) + 1
+        if item["creator_id"] >= 0:  # unknown creators (UNKNOWN_CREATOR_ID) each count alone
+            per_creator[item["creator_id"]] = per_creator.get(item["creator_id"], 0) + 1
         if picked and item["score"] > picked[-1]["score"]:
             item["score"] = picked[-1]["score"]
         picked.append(item)

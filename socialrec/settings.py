@@ -33,6 +33,10 @@ EVENT_TYPES = (
 ) + NEGATIVE_EVENTS
 MEDIA_TYPES = ("text", "image", "video", "link")
 TEXT_EMBEDDING_DIM = 384
+# the creator_id of a post whose creator is unknown (landing and warehouse: creator_id null)
+# in the int64 layers: feature tables, catalog, index, API answers. Never a user_id; such posts
+# have no creator features and are never capped together as one creator
+UNKNOWN_CREATOR_ID = -1
 LOCAL_API_TOKEN = "socialrec-local-dev-token"  # the local profile's bearer token (README)
 
 

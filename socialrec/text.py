@@ -6,6 +6,10 @@ product is the cosine similarity.
 
 Embedding is incremental: every row keeps the hash of the text it was computed from, and
 :func:`embed_incremental` only re-embeds rows whose text is new or changed.
+
+An empty or blank text has no embedding: it gets the ZERO vector (not MiniLM(""), which would
+make every post without a description look alike); downstream cosines read a zero vector as
+"no text" (0).
 """
 
 from __future__ import annotations
@@ -56,18 +60,22 @@ class TextEncoder:
             return _load_model(self.device)
 
     def encode(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
-        """``float32 [len(texts), 384]``, each row L2-normalised."""
+        """``float32 [len(texts), 384]``, each row L2-normalised; a row of zeros for an empty
+        or blank text (or a non-string), which never reaches the model."""
         texts = [t if isinstance(t, str) else "" for t in texts]
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        present = [i for i, t in enumerate(texts) if t.strip()]
+        if not present:
+            return out
         emb = self.model.encode(
-            texts,
+            [texts[i] for i in present],
             batch_size=batch_size,
             convert_to_numpy=True,
             normalize_embeddings=True,
             show_progress_bar=False,
         )
-        return np.ascontiguousarray(emb, dtype=np.float32)
+        out[present] = emb
+        return out
 
 
 def _clean(value) -> str:
@@ -103,8 +111,9 @@ def embed_incremental(
     """The full up-to-date embedding table for ``ids``: ``[id_col, embedding, text_hash]``.
 
     Rows of ``existing`` whose ``text_hash`` still matches are reused; only new or changed
-    texts go through the model. Ids absent from ``ids`` are dropped (e.g. deleted posts).
-    ``result.attrs`` holds ``n_embedded`` and ``n_reused``.
+    texts go through the model; a blank text gets the zero vector (even if ``existing`` holds
+    an older non-zero vector for it). Ids absent from ``ids`` are dropped (e.g. deleted posts).
+    ``result.attrs`` holds ``n_embedded``, ``n_reused`` and ``n_empty`` (blank texts).
     """
     ids = np.asarray(ids, dtype=np.int64)
     if len(ids) != len(texts):
@@ -114,12 +123,15 @@ def embed_incremental(
     frame = frame.drop_duplicates(id_col, keep="last").reset_index(drop=True)
 
     embeddings: list[np.ndarray | None] = [None] * len(frame)
+    blank = [i for i, t in enumerate(frame["text"]) if not isinstance(t, str) or not t.strip()]
+    for i in blank:
+        embeddings[i] = np.zeros(getattr(encoder, "dim", TEXT_EMBEDDING_DIM), dtype=np.float32)
     if existing is not None and len(existing) and "text_hash" in existing.columns:
         old = existing.drop_duplicates(id_col, keep="last").set_index(id_col)
         old_hash = old["text_hash"].reindex(frame[id_col]).to_numpy()
         old_emb = old["embedding"].reindex(frame[id_col]).to_numpy()
         for i, (h_new, h_old) in enumerate(zip(frame["text_hash"], old_hash, strict=True)):
-            if h_new == h_old:
+            if h_new == h_old and embeddings[i] is None:
                 embeddings[i] = np.asarray(old_emb[i], dtype=np.float32)
 
     todo = [i for i, e in enumerate(embeddings) if e is None]
@@ -132,7 +144,8 @@ def embed_incremental(
         {id_col: frame[id_col].to_numpy(), "embedding": embeddings, "text_hash": frame["text_hash"]}
     )
     out.attrs["n_embedded"] = len(todo)
-    out.attrs["n_reused"] = len(frame) - len(todo)
+    out.attrs["n_reused"] = len(frame) - len(todo) - len(blank)
+    out.attrs["n_empty"] = len(blank)
     return out
 
 

@@ -6,9 +6,9 @@
   embedding of the latest liked posts (``history_embedding``), activity (log counts of events
   and positives, positive rate).
 * Post tower: post id embedding (OOV row), category embedding, media type embedding, creator
-  embedding (OOV row), age bucket (hours since creation at the moment of the interaction in
-  training, at ``now`` when embedding; unknown when no moment is given), description text
-  embedding.
+  embedding (OOV row, shared by new and unknown creators), age bucket (hours since creation at
+  the moment of the interaction in training, at ``now`` when embedding; unknown when no moment
+  is given), description text embedding.
 * Both end in an L2-normalised vector of ``embedding_dim``: the dot product is a cosine.
 
 Training uses in-batch softmax (``tfrs.tasks.Retrieval``) with a temperature and the
@@ -68,6 +68,9 @@ ACTIVITY_FEATURES = 3
 # post age buckets (upper bounds in hours): <6h, <1d, <3d, <1w, <30d, older; -1 = unknown
 AGE_BUCKET_HOURS = (6.0, 24.0, 72.0, 168.0, 720.0)
 _PREDICT_BATCH = 4096
+# the vocabulary of a model trained without any known creator: a value no id takes (a
+# vocabulary of [-1] is Keras's own OOV token, which leaves IntegerLookup empty: an error)
+_NO_CREATOR = np.iinfo(np.int64).min
 _META_VERSION = 3
 
 
@@ -404,8 +407,10 @@ class TwoTowerModel:
             if "creator_id" in posts_df.columns
             else np.zeros(0, dtype=np.int64)
         )
+        # an unknown creator (UNKNOWN_CREATOR_ID, or missing: -1) is OOV like a new creator
+        creator_vocab = creator_vocab[creator_vocab >= 0]
         if not len(creator_vocab):  # IntegerLookup needs a vocabulary: everyone is OOV
-            creator_vocab = np.asarray([-1], dtype=np.int64)
+            creator_vocab = np.asarray([_NO_CREATOR], dtype=np.int64)
         self.meta = {
             "version": _META_VERSION,
             "embedding_dim": self.embedding_dim,

@@ -489,7 +489,7 @@ def _parse_post(r: dict) -> dict:
     created = _ts(r, "created_at")
     return {
         "post_id": post_id,
-        "creator_id": _int(r, "creator_id"),
+        "creator_id": _int(r, "creator_id", required=False),  # null: an unknown creator
         "category_id": _int(r, "category_id"),
         "media_type": media_type,
         "description": _str(r, "description"),

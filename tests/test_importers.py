@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -309,6 +311,257 @@ def test_creator_column_in_the_interactions_table(tmp_path):
     assert users[2] == "2026-01-01T00:01:40Z"
 
 
+WIDE_OPTS = {
+    "source": "w",
+    "user_col": "uid",
+    "item_col": "vid",
+    "time_col": "t",
+    "time_unit": "ms",
+    "row_event": "IMPRESSION",
+    "event_flags": {
+        "is_click": "VIEW",
+        "long_view": ["VIEW_FULL", "VIEW"],  # VIEW twice for a row: one event
+        "liked": "LIKE",
+        "hate": "DISLIKE",
+    },
+    "dwell_col": "play_ms",
+}
+
+
+def _wide_log() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "uid": [1, 1, 2, 2, 3],
+            "vid": [10, 11, 10, 12, 11],
+            "t": [T0 * 1000 + i * 60_000 for i in range(5)],
+            "is_click": pd.array([1, 0, None, 1, 0], dtype="Int64"),
+            "long_view": [1.0, 0.0, 0.0, np.nan, 0.0],
+            "liked": ["yes", "", None, "TRUE", "0"],
+            "hate": [False, False, True, False, False],
+            "play_ms": [5000, 0, None, 1200, 0],
+        }
+    )
+
+
+def test_wide_log_row_event_and_flag_columns(tmp_path):
+    settings = Settings(data_dir=tmp_path / "data")
+    settings.ensure_dirs()
+    bucket = LocalLandingBucket(settings.landing_uri)
+    report = import_interactions(_wide_log(), bucket, options=WIDE_OPTS, now=NOW)
+    events = {e["event_id"]: e["dwell_ms"] for e in _lines(bucket, "events")}
+    assert events == {
+        "w-0-IMPRESSION": 5000,
+        "w-0-VIEW": 5000,
+        "w-0-VIEW_FULL": 5000,
+        "w-0-LIKE": 5000,
+        "w-1-IMPRESSION": 0,
+        "w-2-IMPRESSION": None,
+        "w-2-DISLIKE": None,
+        "w-3-IMPRESSION": 1200,
+        "w-3-VIEW": 1200,
+        "w-3-LIKE": 1200,
+        "w-4-IMPRESSION": 0,
+    }
+    assert report["rows_dropped"] == {}
+    assert report["events_by_type"]["VIEW"] == 2
+    _assert_loads_cleanly(settings, bucket, report)
+
+    # without row_event, a row with no true flag has no event
+    flags_only = {**WIDE_OPTS, "row_event": None}
+    report = import_interactions(
+        _wide_log(), LocalLandingBucket(tmp_path / "l2"), options=flags_only, now=NOW
+    )
+    assert report["rows_dropped"] == {"no_flag": 2} and report["rows_imported"] == 3
+    assert report["events_by_type"] == {"VIEW": 2, "VIEW_FULL": 1, "LIKE": 2, "DISLIKE": 1}
+    # row_event alone: one event per row
+    report = import_interactions(
+        _wide_log(),
+        LocalLandingBucket(tmp_path / "l3"),
+        options={**WIDE_OPTS, "event_flags": None},
+        now=NOW,
+    )
+    assert report["events_by_type"] == {"IMPRESSION": 5}
+
+
+def test_several_interaction_files_are_one_log(tmp_path):
+    log = _wide_log()
+    log.iloc[:2].to_csv(tmp_path / "a.csv", index=False)
+    log.iloc[2:].to_parquet(tmp_path / "b.parquet")
+    one = LocalLandingBucket(tmp_path / "one")
+    two = LocalLandingBucket(tmp_path / "two")
+    import_interactions(log, one, options=WIDE_OPTS, now=NOW)
+    report = import_interactions(
+        [tmp_path / "a.csv", tmp_path / "b.parquet"], two, options=WIDE_OPTS, now=NOW
+    )
+    assert report["interaction_files"] == 2 and report["rows_read"] == 5
+    # the row numbers continue across the files: the same ids and bytes as one table
+    assert {b.key: two.read_bytes(b.key) for b in two.list()} == {
+        b.key: one.read_bytes(b.key) for b in one.list()
+    }
+    log.iloc[2:].drop(columns="play_ms").to_parquet(tmp_path / "c.parquet")
+    with pytest.raises(ValueError, match=r"interactions\[1\] \(.*c.parquet\) table lacks"):
+        import_interactions([tmp_path / "a.csv", tmp_path / "c.parquet"], two, options=WIDE_OPTS)
+
+
+def test_wide_log_validation(tmp_path):
+    bucket = LocalLandingBucket(tmp_path / "l")
+    with pytest.raises(ValueError, match="exactly one"):
+        ImportOptions.from_dict({**WIDE_OPTS, "event_col": "e"})
+    with pytest.raises(ValueError, match="exactly one"):
+        ImportOptions.from_dict(
+            {"rating_col": "r", "rating_rules": "five_star", "row_event": "VIEW"}
+        )
+    with pytest.raises(ValueError, match="row_event: not in EVENT_TYPES"):
+        ImportOptions.from_dict({"row_event": "SHOWN"})
+    with pytest.raises(ValueError, match=r"event_flags\['is_follow'\]: not in EVENT_TYPES"):
+        ImportOptions.from_dict({"event_flags": {"is_follow": "FOLLOW"}})
+    with pytest.raises(ValueError, match="gives no event type"):
+        ImportOptions.from_dict({"event_flags": {"is_follow": []}})
+    with pytest.raises(ValueError, match="non-empty"):
+        ImportOptions.from_dict({"event_flags": {}})
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['is_follow'\]"):
+        import_interactions(
+            _wide_log(), bucket, options={**WIDE_OPTS, "event_flags": {"is_follow": "LIKE"}}
+        )
+    with pytest.raises(ValueError, match="'liked': 'maybe' is not a flag"):
+        import_interactions(
+            _wide_log().assign(liked=["maybe", "", "", "", ""]), bucket, options=WIDE_OPTS
+        )
+    opts = ImportOptions.from_dict(WIDE_OPTS)
+    assert opts.event_flags["is_click"] == ["VIEW"]  # normalised to lists
+    assert ImportOptions.from_dict(json.loads(json.dumps(opts.to_dict()))) == opts
+
+
+def test_created_col_gives_the_post_creation_time(tmp_path):
+    settings = Settings(data_dir=tmp_path / "data")
+    settings.ensure_dirs()
+    bucket = LocalLandingBucket(settings.landing_uri)
+    rows = [(1, 10, 5, T0 + 100), (1, 11, 5, T0 + 200), (2, 12, 5, T0 + 300), (2, 13, 4, T0)]
+    items = pd.DataFrame(
+        {
+            "item": [10, 11, 12, 13],
+            "uploaded": ["2025-12-30", "2026-01-02T00:00:00Z", None, "soon"],
+        }
+    )
+    opts = {**RATING_OPTS, "items_item_col": "item", "created_col": "uploaded"}
+    report = import_interactions(
+        _ratings(tmp_path, rows), bucket, items=items, options=opts, now=NOW
+    )
+    created = {p["post_id"]: p["created_at"] for p in _lines(bucket, "posts")}
+    assert created == {
+        10: "2025-12-30T00:00:00Z",  # the upload day
+        11: "2026-01-01T00:03:20Z",  # uploaded after its first event: the first event
+        12: "2026-01-01T00:05:00Z",  # missing
+        13: "2026-01-01T00:00:00Z",  # unparseable = missing
+    }
+    assert report["created_at_fallback"] == {"missing": 2, "after_first_event": 1}
+    _assert_loads_cleanly(settings, bucket, report, created_col=True)
+    users = {u["user_id"]: u["created_at"] for u in _lines(bucket, "users")}
+    assert users[CREATOR_ID_BASE + 1] == "2025-12-30T00:00:00Z"  # created with its first post
+
+    # epoch units, and shift_to moves the creation times with the events
+    items = pd.DataFrame({"item": [10, 11, 12, 13], "up": [T0 - 86_400] * 4})
+    opts = {**opts, "created_col": "up", "created_unit": "s", "shift_to": "2026-02-01"}
+    report = import_interactions(
+        _ratings(tmp_path, rows),
+        LocalLandingBucket(tmp_path / "l2"),
+        items=items,
+        options=opts,
+        now=NOW,
+    )
+    posts = _lines(LocalLandingBucket(tmp_path / "l2"), "posts")
+    assert {p["created_at"] for p in posts} == {"2026-01-31T00:00:00Z"}
+    assert report["first_ts"] == "2026-02-01T00:00:00Z"
+    assert report["created_at_fallback"] == {"missing": 0, "after_first_event": 0}
+    with pytest.raises(ValueError, match="created_unit"):
+        ImportOptions.from_dict({**opts, "created_unit": "days"})
+
+
+def _creator_log() -> tuple[pd.DataFrame, pd.DataFrame]:
+    log = pd.DataFrame(
+        {
+            "user_id": [1, 2, 2, 3],
+            "item_id": [10, 11, 10, 12],
+            "timestamp": [T0 + 100, T0 + 200, T0 + 300, T0 + 400],
+            "event": ["VIEW", "VIEW", "LIKE", "VIEW"],
+        }
+    )
+    # author ids share numbers with user ids (author 2 is not user 2); item 12 has none
+    items = pd.DataFrame({"item_id": [10, 11, 12], "author": [2, 7, None], "cat": list("xyx")})
+    return log, items
+
+
+def test_creator_none_and_item_modes(tmp_path):
+    log, items = _creator_log()
+    settings = Settings(data_dir=tmp_path / "data")
+    settings.ensure_dirs()
+    bucket = LocalLandingBucket(settings.landing_uri)
+    opts = {"event_col": "event", "category_col": "cat", "creator": "none"}
+    report = import_interactions(log, bucket, items=items, options=opts, now=NOW)
+    assert {p["creator_id"] for p in _lines(bucket, "posts")} == {None}
+    assert {u["user_id"] for u in _lines(bucket, "users")} == {1, 2, 3}  # no creator users
+    assert (report["creators"], report["synthetic_creators"]) == (0, 0)
+    assert report["posts_without_creator"] == 3
+    _assert_loads_cleanly(settings, bucket, report)
+    assert warehouse.read_table(settings, "raw.posts")["creator_id"].isna().all()
+
+    settings = Settings(data_dir=tmp_path / "item")
+    settings.ensure_dirs()
+    bucket = LocalLandingBucket(settings.landing_uri)
+    report = import_interactions(
+        log, bucket, items=items, options={**opts, "creator": "item"}, now=NOW
+    )
+    posts = {p["post_id"]: p["creator_id"] for p in _lines(bucket, "posts")}
+    assert posts == {k: importers.hash_id("item-creator", str(k)) for k in (10, 11, 12)}
+    users = {u["user_id"]: u for u in _lines(bucket, "users")}
+    assert users[posts[12]]["headline"] == "import: item 12"
+    assert users[posts[12]]["onboarding_categories"] == [1]  # its item's category (x)
+    assert (report["creators"], report["synthetic_creators"]) == (3, 3)
+    _assert_loads_cleanly(settings, bucket, report)
+
+
+def test_creator_column_in_its_own_id_space(tmp_path):
+    log, items = _creator_log()
+    settings = Settings(data_dir=tmp_path / "data")
+    settings.ensure_dirs()
+    bucket = LocalLandingBucket(settings.landing_uri)
+    opts = {
+        "event_col": "event",
+        "category_col": "cat",
+        "creator_col": "author",
+        "creator_ids": "separate",
+        "creator": "none",
+    }
+    report = import_interactions(log, bucket, items=items, options=opts, now=NOW)
+    author = {k: importers.hash_id("creator", k) for k in ("2", "7")}
+    assert report["creator_id_map"] == author
+    posts = {p["post_id"]: p["creator_id"] for p in _lines(bucket, "posts")}
+    assert posts == {10: author["2"], 11: author["7"], 12: None}
+    users = {u["user_id"]: u["created_at"] for u in _lines(bucket, "users")}
+    assert set(users) == {1, 2, 3, author["2"], author["7"]}  # written as users, apart
+    assert users[2] == "2026-01-01T00:03:20Z"  # user 2 is not author 2: own first event
+    assert users[author["2"]] == "2026-01-01T00:01:40Z"  # created with its first post
+    _assert_loads_cleanly(settings, bucket, report)
+    # default "users": the same numbers are user ids
+    report = import_interactions(
+        log,
+        LocalLandingBucket(tmp_path / "l2"),
+        items=items,
+        options={**opts, "creator_ids": "users"},
+    )
+    assert report["creator_id_map"] is None
+    posts = {
+        p["post_id"]: p["creator_id"] for p in _lines(LocalLandingBucket(tmp_path / "l2"), "posts")
+    }
+    assert posts == {10: 2, 11: 7, 12: None}
+    with pytest.raises(ValueError, match="needs creator_col"):
+        ImportOptions.from_dict({"event_col": "e", "creator_ids": "separate"})
+    with pytest.raises(ValueError, match="creator_ids must be one of"):
+        ImportOptions.from_dict({"event_col": "e", "creator_col": "a", "creator_ids": "own"})
+    with pytest.raises(ValueError, match="creator must be one of"):
+        ImportOptions.from_dict({"event_col": "e", "creator": "author"})
+
+
 def test_options_are_validated_data(tmp_path):
     with pytest.raises(ValueError, match="unknown import option"):
         ImportOptions.from_dict({"user_column": "u"})
@@ -442,7 +695,7 @@ def test_landing_files_load_into_the_warehouse_with_zero_quarantine(tmp_path):
     assert users["onboarding_categories"].str.len().gt(0).sum() >= 7
 
 
-def _assert_loads_cleanly(settings, bucket, report) -> None:
+def _assert_loads_cleanly(settings, bucket, report, created_col: bool = False) -> None:
     days = sorted({b.partition for b in bucket.list("events/")})
     loaded = warehouse.load_event_partitions(settings, bucket, days)
     assert (loaded.rows_loaded, loaded.rows_quarantined) == (report["events"], 0)
@@ -461,11 +714,15 @@ def _assert_loads_cleanly(settings, bucket, report) -> None:
     # referential integrity: what dbt would check
     assert set(events["user_id"]) <= set(users["user_id"])
     assert set(events["post_id"]) <= set(posts["post_id"])
-    assert set(posts["creator_id"]) <= set(users["user_id"])
+    assert set(posts["creator_id"].dropna()) <= set(users["user_id"])  # null: unknown
     assert set(posts["category_id"]) <= set(cats["category_id"])
     assert events["event_id"].is_unique
     first_event = events.groupby("post_id")["ts"].min()
-    assert (posts.set_index("post_id")["created_at"] == first_event).all()
+    created = posts.set_index("post_id")["created_at"]
+    if created_col:  # the given creation time, never after the first event
+        assert (created <= first_event).all()
+    else:
+        assert (created == first_event).all()
 
 
 def test_cli_generic_and_movielens(tmp_path, capsys):
@@ -520,3 +777,132 @@ def test_cli_generic_and_movielens(tmp_path, capsys):
         ["movielens", "--dataset-dir", str(tmp_path / "ml"), "--landing", str(tmp_path / "c")]
     )
     assert len(_lines(LocalLandingBucket(tmp_path / "c"), "posts")) == 3
+
+
+def test_cli_wide_log_from_two_files(tmp_path):
+    log = _wide_log()
+    log.iloc[:2].to_parquet(tmp_path / "a.parquet")
+    log.iloc[2:].to_parquet(tmp_path / "b.parquet")
+    importers.main(
+        ["--interactions", str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")]
+        + ["--user-col", "uid", "--item-col", "vid", "--time-col", "t", "--time-unit", "ms"]
+        + ["--row-event", "IMPRESSION", "--event-flags", "is_click=VIEW,hate=DISLIKE"]
+        + ["--creator", "none", "--landing", str(tmp_path / "l")]
+    )
+    lines = _lines(LocalLandingBucket(tmp_path / "l"), "events")
+    assert sorted(e["event_id"] for e in lines if e["event_type"] != "IMPRESSION") == [
+        "import-0-VIEW",
+        "import-2-DISLIKE",
+        "import-3-VIEW",
+    ]
+    assert {p["creator_id"] for p in _lines(LocalLandingBucket(tmp_path / "l"), "posts")} == {None}
+
+
+def _dataset_folder(root, config: dict):
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "data").mkdir(exist_ok=True)
+    log = _wide_log()
+    log.iloc[:3].to_parquet(root / "data" / "part-0.parquet")
+    log.iloc[3:].to_csv(root / "data" / "part-1.csv", index=False)
+    pd.DataFrame(
+        {"vid": [10, 11, 12], "title": ["Ten", "", "Twelve"], "up": ["2025-12-31"] * 3}
+    ).to_csv(root / "items.csv", index=False)
+    (root / importers.CONFIG_FILE).write_text(json.dumps(config))
+    return root
+
+
+DATASET = {
+    "name": "tiny-feed",
+    "interactions": ["data/part-0.parquet", "data/part-1.csv"],
+    "items": "items.csv",
+    "options": {
+        **{k: v for k, v in WIDE_OPTS.items() if k != "source"},
+        "items_item_col": "vid",
+        "text_cols": ["title"],
+        "created_col": "up",
+        "creator": "none",
+        "onboarding_first_n": 0,
+    },
+}
+
+
+def test_import_dataset_folder(tmp_path):
+    folder = _dataset_folder(tmp_path / "tiny", DATASET)
+    settings = Settings(data_dir=tmp_path / "data")
+    settings.ensure_dirs()
+    bucket = LocalLandingBucket(settings.landing_uri)
+    report = importers.import_dataset(folder, bucket, now=NOW)
+    assert report["name"] == report["source"] == "tiny-feed"  # no source option: the name
+    assert (report["first_day"], report["last_day"]) == ("2026-01-01", "2026-01-01")
+    assert report["interaction_files"] == 2 and report["events"] == 11
+    assert report["created_at_fallback"] == {"missing": 0, "after_first_event": 0}
+    assert all(u["onboarding_categories"] == [] for u in _lines(bucket, "users"))
+    _assert_loads_cleanly(settings, bucket, report, created_col=True)
+    # the same log as import_interactions on the tables: the same files
+    same = LocalLandingBucket(tmp_path / "same")
+    import_interactions(
+        _wide_log(),
+        same,
+        items=folder / "items.csv",
+        options={**DATASET["options"], "source": "tiny-feed"},
+        now=NOW,
+    )
+    assert {b.key: same.read_bytes(b.key) for b in same.list()} == {
+        b.key: bucket.read_bytes(b.key) for b in bucket.list()
+    }
+    # absolute paths, an options override, and the CLI
+    absolute = {**DATASET, "items": str(folder / "items.csv"), "name": "abs"}
+    other = _dataset_folder(tmp_path / "abs", absolute)
+    importers.main(
+        ["dataset", "--dir", str(other), "--landing", str(tmp_path / "cli")]
+        + ["--shift-to", "2026-02-01", "--report", str(tmp_path / "r.json")]
+    )
+    cli_report = json.loads((tmp_path / "r.json").read_text())
+    assert (cli_report["name"], cli_report["first_day"]) == ("abs", "2026-02-01")
+
+
+def test_import_dataset_errors(tmp_path):
+    bucket = LocalLandingBucket(tmp_path / "l")
+    with pytest.raises(FileNotFoundError, match="has no import.json"):
+        importers.import_dataset(tmp_path, bucket)
+    cases = [
+        ({**DATASET, "interactions": ["data/part-0.parquet", "data/gone.csv"]}, FileNotFoundError,
+         r"interactions\[1\] file 'data/gone.csv' not found"),
+        ({**DATASET, "items": "nope.parquet"}, FileNotFoundError, "items file 'nope.parquet'"),
+        ({**DATASET, "ratings": "r.csv"}, ValueError, r"unknown key\(s\) \['ratings'\]"),
+        ({k: v for k, v in DATASET.items() if k != "name"}, ValueError, "'name' must be"),
+        ({**DATASET, "interactions": []}, ValueError, "non-empty list"),
+        ({**DATASET, "options": {**DATASET["options"], "colour": 1}}, ValueError,
+         "unknown import option"),
+        ({**DATASET, "name": "tiny feed"}, ValueError, "source must match"),
+    ]  # fmt: skip
+    for i, (config, error, message) in enumerate(cases):
+        folder = _dataset_folder(tmp_path / f"case{i}", config)
+        with pytest.raises(error, match=message):
+            importers.import_dataset(folder, bucket, now=NOW)
+
+
+def test_committed_benchmark_dataset_folders_are_valid():
+    """benchmarks/datasets/*/import.json: known keys, valid options, relative data paths (the
+    data itself is not in the repository, so it is not read here)."""
+    root = Path(__file__).resolve().parents[1] / "benchmarks" / "datasets"
+    folders = sorted(p.parent for p in root.glob(f"*/{importers.CONFIG_FILE}"))
+    assert [f.name for f in folders] == ["kuairand-pure-log-0425-0508", "movielens-latest-small"]
+    for folder in folders:
+        config = json.loads((folder / importers.CONFIG_FILE).read_text())
+        assert set(config) <= {"name", "interactions", "items", "users", "options"}
+        assert config["name"] == folder.name and (folder / "README.md").is_file()
+        opts = ImportOptions.from_dict({"source": config["name"], **config["options"]})
+        assert opts.onboarding_first_n == 0  # no onboarding leakage in a temporal benchmark
+        files = config["interactions"] if isinstance(config["interactions"], list) else []
+        for path in [*files, config.get("items")]:
+            assert path is None or path.startswith("../../../../shared/datasets/")
+    kuai = ImportOptions.from_dict(
+        json.loads((root / "kuairand-pure-log-0425-0508" / importers.CONFIG_FILE).read_text())[
+            "options"
+        ]
+    )
+    # only id, creator, tag and upload date of the item table: never its statistics (leakage)
+    item_cols = {kuai.items_item_col, kuai.creator_col, kuai.category_col, kuai.created_col}
+    assert item_cols == {"video_id", "author_id", "tag", "upload_dt"} and not kuai.text_cols
+    assert "is_follow" not in kuai.event_flags

@@ -26,7 +26,7 @@ def encoder():
 
 
 def test_encode_shape_dtype_and_norm(encoder):
-    emb = encoder.encode(["Quick tips on pasta and sauce", "Watch: football match", ""])
+    emb = encoder.encode(["Quick tips on pasta and sauce", "Watch: football match", "x"])
     assert emb.shape == (3, TEXT_EMBEDDING_DIM) and emb.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     assert encoder.encode([]).shape == (0, TEXT_EMBEDDING_DIM)
@@ -66,7 +66,7 @@ def test_incremental_reembeds_only_new_or_changed_rows(tmp_path):
     enc = CountingEncoder()
     texts = {1: "Quick tips on yoga and cardio", 2: "Vintage denim jacket style", 3: "Galaxy"}
     first = text.embed_incremental(enc, list(texts), list(texts.values()), None, "post_id")
-    assert first.attrs == {"n_embedded": 3, "n_reused": 0}
+    assert first.attrs == {"n_embedded": 3, "n_reused": 0, "n_empty": 0}
     assert list(first.columns) == ["post_id", "embedding", "text_hash"]
 
     # round trip through parquet, as the asset does between runs
@@ -81,7 +81,7 @@ def test_incremental_reembeds_only_new_or_changed_rows(tmp_path):
     del texts[3]
     second = text.embed_incremental(enc, list(texts), list(texts.values()), existing, "post_id")
     assert sorted(enc.seen) == sorted([texts[2], texts[4]])
-    assert second.attrs == {"n_embedded": 2, "n_reused": 1}
+    assert second.attrs == {"n_embedded": 2, "n_reused": 1, "n_empty": 0}
     assert list(second["post_id"]) == [1, 2, 4]
     by_id = dict(zip(second["post_id"], second["embedding"], strict=True))
     np.testing.assert_array_equal(by_id[1], first["embedding"].iloc[0])  # reused as is
@@ -91,6 +91,28 @@ def test_incremental_reembeds_only_new_or_changed_rows(tmp_path):
     enc.seen.clear()
     third = text.embed_incremental(enc, list(texts), list(texts.values()), second, "post_id")
     assert enc.seen == [] and third.attrs["n_reused"] == 3
+
+
+def test_blank_texts_get_the_zero_vector_without_the_model():
+    enc = CountingEncoder()
+    emb = enc.encode(["", "   ", None, "A red bicycle"])
+    assert not emb[:3].any()  # zeros, not MiniLM("")
+    np.testing.assert_allclose(np.linalg.norm(emb[3]), 1.0, atol=1e-5)
+
+    posts = pd.DataFrame({"post_id": [1, 2, 3], "description": ["", "  ", "A red bicycle"]})
+    enc.seen.clear()
+    table = text.embed_incremental(enc, [1, 2, 3], text.post_text(posts), None, "post_id")
+    assert enc.seen == ["A red bicycle"]  # blank texts never reach the model
+    assert table.attrs == {"n_embedded": 1, "n_reused": 0, "n_empty": 2}
+    assert not np.stack(table["embedding"].iloc[:2]).any()
+    # a table written before this rule held MiniLM("") for blank texts (same text hash): it
+    # is not reused, the blank text gets zeros
+    stale = table.assign(embedding=[np.ones(TEXT_EMBEDDING_DIM, np.float32)] * 3)
+    again = text.embed_incremental(enc, [1, 2, 3], text.post_text(posts), stale, "post_id")
+    assert again.attrs == {"n_embedded": 0, "n_reused": 1, "n_empty": 2}
+    assert not np.stack(again["embedding"].iloc[:2]).any() and again["embedding"].iloc[2].all()
+    users = pd.DataFrame({"headline": [" ", "Chef"], "about": [None, ""]})
+    assert text.user_text(users) == ["", "Chef"]
 
 
 def test_embedding_parquet_schema(tmp_path):

@@ -1,0 +1,5 @@
+"""``python -m socialrec.importers``."""
+
+from socialrec.importers.cli import main
+
+main()
