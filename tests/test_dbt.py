@@ -1,6 +1,7 @@
 """The dbt project through dagster-dbt: raw assets -> dbt models and tests (asset checks)."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from dagster._core.storage.tags import (
 )
 
 from socialrec import warehouse
+from socialrec.evaluation.protocol import SplitBounds
+from socialrec.eventlog import EventLog
 from socialrec.generator import generate_dataset, write_landing
 from socialrec.landing import encode_jsonl, open_bucket
 from socialrec.settings import EVENT_TYPES, NEGATIVE_EVENTS, POSITIVE_EVENTS, Settings
@@ -142,11 +145,31 @@ def test_ranking_samples_labels_and_time_split(built):
     assert (got._merge == "both").all()
     assert (got.label == got.expected).all()
 
-    # roughly 80/10/10 of the time range (not of the rows)
-    t0, t1 = ev.ts.min().tz_localize(None), ev.ts.max().tz_localize(None)
-    cut = t0 + 0.8 * (t1 - t0)
-    train = samples[samples.split == "train"]
-    assert train.ts.max() <= cut + pd.Timedelta(seconds=1)
+    # the global split by event quantile (ml_split_bounds): the discrete 80% and 90% quantiles
+    # of the valid events' times (quantile_disc: the ceil(q n)-th time), floored to midnight
+    # only when the floors keep the splits apart. This 3-day log has both quantiles on its
+    # last day: the exact times are kept (tests/test_protocol.py has both cases)
+    bounds = warehouse.read_table(settings, "ml_split_bounds")
+    assert len(bounds) == 1
+    b = bounds.iloc[0]
+    fct = warehouse.read_table(settings, "fct_interactions")
+    ts = fct.ts.sort_values().reset_index(drop=True)
+    q_v, q_t = (ts.iloc[math.ceil(q * len(ts)) - 1] for q in (1 - 0.1 - 0.1, 1 - 0.1))
+    v_day, t_day = q_v.floor("D"), q_t.floor("D")
+    floored = ts.iloc[0] < v_day < t_day
+    assert not floored
+    assert (b.validation_start, b.test_start) == (q_v, q_t)
+    assert (b.data_start, b.data_end) == (ts.iloc[0], ts.iloc[-1])
+    # the Python side of the split (the offline evaluation on logs outside the warehouse)
+    # computes the same bounds from the same events
+    assert SplitBounds.from_frame(bounds) == SplitBounds.from_log(EventLog.from_frame(fct))
+    assert b.validation_share == pytest.approx(
+        ((ts >= b.validation_start) & (ts < b.test_start)).mean()
+    )
+    assert b.test_share == pytest.approx((ts >= b.test_start).mean())
+    assert b.n_events == len(fct)
+    assert (samples.split == "train").eq(samples.ts < b.validation_start).all()
+    assert (samples.split == "test").eq(samples.ts >= b.test_start).all()
 
 
 def test_retrieval_positives_are_first_positive_per_pair(built):

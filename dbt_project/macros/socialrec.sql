@@ -26,30 +26,37 @@
 
 
 {#-
-  The time-based split of the ML datasets: the first train_fraction of the event time range
-  [t_min, t_max] is 'train', the next validation_fraction 'validation', the rest 'test'.
-  `bounds` is a relation alias with columns t_min and span_s (seconds from t_min to t_max).
+  The global temporal split of the ML datasets by EVENT QUANTILE (model ml_split_bounds): the
+  last var('test_fraction') of the events by time are 'test', the var('validation_fraction')
+  before them 'validation', the rest 'train'. `bounds` is a relation alias with the columns
+  validation_start and test_start (event_time_bounds() selects them).
 -#}
 {% macro time_split(ts, bounds='bounds') -%}
   case
-    when {{ bounds }}.span_s = 0
-      or {{ dbt.datediff(bounds ~ '.t_min', ts, 'second') }}
-         < {{ var('train_fraction') }} * {{ bounds }}.span_s then 'train'
-    when {{ dbt.datediff(bounds ~ '.t_min', ts, 'second') }}
-         < ({{ var('train_fraction') }} + {{ var('validation_fraction') }}) * {{ bounds }}.span_s
-      then 'validation'
+    when {{ ts }} < {{ bounds }}.validation_start then 'train'
+    when {{ ts }} < {{ bounds }}.test_start then 'validation'
     else 'test'
   end
 {%- endmacro %}
 
 
-{#- The bounds relation time_split expects, over every valid event (fct_interactions). -#}
+{#- The bounds relation time_split expects: the one row of ml_split_bounds. -#}
 {% macro event_time_bounds() -%}
-  select
-    min(ts) as t_min,
-    max(ts) as t_max,
-    {{ dbt.datediff('min(ts)', 'max(ts)', 'second') }} as span_s
-  from {{ ref('fct_interactions') }}
+  select validation_start, test_start from {{ ref('ml_split_bounds') }}
+{%- endmacro %}
+
+
+{#- The q-quantile (0..1) of a timestamp column, an aggregate (one of its values). -#}
+{% macro ts_quantile(ts, q) -%}
+  {{ return(adapter.dispatch('ts_quantile')(ts, q)) }}
+{%- endmacro %}
+
+{% macro default__ts_quantile(ts, q) -%}
+  quantile_disc({{ ts }}, {{ q }})
+{%- endmacro %}
+
+{% macro bigquery__ts_quantile(ts, q) -%}
+  approx_quantiles({{ ts }}, 1000)[offset({{ (q * 1000) | round | int }})]
 {%- endmacro %}
 
 
