@@ -53,6 +53,7 @@ def feature_tables(
             ),
             dim_posts,
             post_emb,
+            recent_posts=s.history_recent_posts,
         ),
         features.POST_FEATURES: features.build_post_features(
             dim_posts, warehouse.read_table(s, "post_daily_activity")

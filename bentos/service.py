@@ -80,12 +80,14 @@ class Recommender:
     two_tower_model = bentoml.models.BentoModel("socialrec_two_tower:latest")
     ranker_model = bentoml.models.BentoModel("socialrec_ranker:latest")
     catalog_model = bentoml.models.BentoModel("socialrec_catalog:latest")
+    neighbours_model = bentoml.models.BentoModel("socialrec_neighbours:latest")
 
     def __init__(self) -> None:
         from socialrec import features
         from socialrec.catalog import Catalog
         from socialrec.index import PostIndex
         from socialrec.landing import open_bucket
+        from socialrec.neighbours import NeighbourTable
         from socialrec.ranker import Ranker
         from socialrec.seen import open_seen_store
         from socialrec.settings import Settings
@@ -105,7 +107,12 @@ class Recommender:
         text_encoder.encode(["warm up"])  # load MiniLM now, not on the first /search
         models = {
             str(m.tag): dict(m.info.labels)
-            for m in (self.two_tower_model, self.ranker_model, self.catalog_model)
+            for m in (
+                self.two_tower_model,
+                self.ranker_model,
+                self.catalog_model,
+                self.neighbours_model,
+            )
         }
         self.endpoints = Endpoints.create(
             self.settings,
@@ -115,6 +122,7 @@ class Recommender:
             seen_store=self.seen_store,
             ranker=Ranker.load(self.ranker_model.path),
             catalog=Catalog.load(self.catalog_model.path),
+            neighbours=NeighbourTable.load(self.neighbours_model.path),
             text_encoder=text_encoder,
             bucket=bucket,
             metrics=self.metrics,

@@ -45,6 +45,16 @@ FIELDS = {
             dtype=Array(Float32),
             description="mean MiniLM embedding of the latest liked posts, 384-d",
         ),
+        Field(
+            name="recent_post_ids",
+            dtype=String,
+            description="the latest distinct posts of any event, newest first: id,id,...",
+        ),
+        Field(
+            name="recent_positive_ids",
+            dtype=String,
+            description="the latest distinct positively engaged posts, newest first",
+        ),
     ],
     "post_features": [
         Field(name="creator_id", dtype=Int64),
@@ -72,7 +82,7 @@ DESCRIPTIONS = {
     "user_features": "Onboarding categories and point-in-time activity of a user.",
     "user_profile": "Profile (headline + about) text embedding of a user.",
     "user_history": "What a user engaged with, point in time: per-category positives and "
-    "events, most liked creators, mean embedding of the latest liked posts.",
+    "events, most liked creators, mean embedding of the latest liked posts, the latest posts.",
     "post_features": "Metadata and point-in-time engagement of a post.",
     "post_content": "Description text embedding of a post.",
 }

@@ -15,6 +15,7 @@ Saved as ``posts.parquet`` + ``meta.json`` in a directory (the BentoML model
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +23,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from socialrec.eventlog import DAY_SECONDS, EventLog, to_seconds
 from socialrec.settings import UNKNOWN_CREATOR_ID
 
-COLUMNS = ["post_id", "category_id", "creator_id", "created_at", "popularity"]
+COLUMNS = [
+    "post_id",
+    "category_id",
+    "creator_id",
+    "created_at",
+    "popularity",
+    "n_positives",
+    "trending",
+    "dwell_ms",
+]
+# the ranked lists the candidate sources read (socialrec.sources.CatalogSource): list -> the
+# column it is sorted by (descending; ties: lower post id)
+LISTS = {"popular": "n_positives", "trending": "trending", "fresh": "created_at"}
 
 
 def _epoch_seconds(values: pd.Series) -> np.ndarray:
@@ -78,14 +92,79 @@ class Catalog:
                 "popularity": popularity_score(dim_posts),
             }
         )
+        frame["n_positives"] = (
+            pd.to_numeric(dim_posts["n_positives"], errors="coerce").fillna(0).to_numpy(float)
+            if "n_positives" in dim_posts.columns
+            else 0.0
+        )
+        frame["trending"] = 0.0
         return cls(frame.drop_duplicates("post_id"), fresh_share)
 
+    @classmethod
+    def from_log(
+        cls,
+        posts: pd.DataFrame,
+        log: EventLog,
+        as_of,
+        trending_days: float = 2.0,
+        fresh_share: float = 0.3,
+    ) -> Catalog:
+        """The catalog of the live posts of ``posts`` (dim_posts-shaped) with every count read
+        from the events before ``as_of``: what was known at that instant (the service's catalog
+        as of the data's end; an offline replay's as of its start). ``trending`` = positives in
+        the ``trending_days`` before ``as_of``."""
+        posts = live_posts(posts).drop_duplicates("post_id", keep="last")
+        cutoff = to_seconds(as_of)
+        past = log.before(cutoff)
+        index = pd.Index(posts["post_id"].to_numpy(dtype=np.int64))
+        counts = pd.DataFrame(
+            {
+                "n_positives": past.counts(index, past.positive),
+                "n_negatives": past.counts(index, past.negative),
+                "n_impressions": past.counts(index, past.is_type("IMPRESSION")),
+            }
+        )
+        recent = past.between(cutoff - trending_days * DAY_SECONDS, cutoff)
+        # the mean dwell time of the post's events that carry one (NaN: no dwell logged)
+        has_dwell = np.isfinite(past.dwell_ms)
+        rows = index.get_indexer(past.post[has_dwell])
+        ok = rows >= 0
+        dwell_sum = np.bincount(rows[ok], past.dwell_ms[has_dwell][ok], minlength=len(index))
+        dwell_n = np.bincount(rows[ok], minlength=len(index))
+        frame = pd.DataFrame(
+            {
+                "post_id": index.to_numpy(),
+                "category_id": posts["category_id"].astype("int64").to_numpy(),
+                "creator_id": creator_id_array(posts["creator_id"]),
+                "created_at": _epoch_seconds(posts["created_at"]),
+                "popularity": popularity_score(counts),
+                "n_positives": counts["n_positives"].to_numpy(),
+                "trending": recent.counts(index, recent.positive),
+                "dwell_ms": np.divide(
+                    dwell_sum, dwell_n, out=np.full(len(index), np.nan), where=dwell_n > 0
+                ),
+            }
+        )
+        return cls(frame, fresh_share)
+
     def __post_init__(self) -> None:
-        p = self.posts[COLUMNS].copy()
+        p = self.posts.copy()
+        for col in ("n_positives", "trending"):
+            if col not in p.columns:
+                p[col] = 0.0
+        if "dwell_ms" not in p.columns:
+            p["dwell_ms"] = np.nan
+        p = p[COLUMNS]
         p.index = pd.Index(p["post_id"].to_numpy(dtype="int64"))  # unnamed: no column clash
         self.posts = p
         self._popular = p.sort_values(["popularity", "post_id"], ascending=[False, True])
         self._fresh = p.sort_values(["created_at", "post_id"], ascending=[False, True])
+        self._orders = {
+            name: self._fresh
+            if col == "created_at"
+            else p.sort_values([col, "post_id"], ascending=[False, True])
+            for name, col in LISTS.items()
+        }
 
     def __len__(self) -> int:
         return len(self.posts)
@@ -97,16 +176,19 @@ class Catalog:
         post has 0); this one is left as it is, so a request in flight keeps a consistent view.
         The row is put at its place in both orders instead of re-sorting the catalog."""
         post_id = int(post_id)
-        popularity = (
-            float(self.posts.at[post_id, "popularity"]) if post_id in self.posts.index else 0.0
-        )
+        known = post_id in self.posts.index
+        counts = {
+            c: float(self.posts.at[post_id, c]) if known else 0.0
+            for c in ("popularity", "n_positives", "trending")
+        }
+        counts["dwell_ms"] = float(self.posts.at[post_id, "dwell_ms"]) if known else np.nan
         row = pd.DataFrame(
             {
                 "post_id": [post_id],
                 "category_id": [int(category_id)],
                 "creator_id": [int(creator_id)],
                 "created_at": [int(created_at)],
-                "popularity": [popularity],
+                **{c: [v] for c, v in counts.items()},
             },
             index=pd.Index([post_id]),
         ).astype(self.posts.dtypes.to_dict())
@@ -124,6 +206,10 @@ class Catalog:
         out.posts = pd.concat([self.posts[self.posts.index != post_id], row])
         out._popular = insert(self._popular, "popularity")
         out._fresh = insert(self._fresh, "created_at")
+        out._orders = {
+            name: out._fresh if col == "created_at" else insert(self._orders[name], col)
+            for name, col in LISTS.items()
+        }
         return out
 
     # --- persistence -----------------------------------------------------------------------
@@ -156,6 +242,57 @@ class Catalog:
     def categories(self, post_ids: Iterable[int]) -> dict[int, int]:
         meta = self.metadata(post_ids)
         return dict(zip(meta["post_id"].tolist(), meta["category_id"].tolist(), strict=True))
+
+    def top(
+        self,
+        name: str,
+        n: int,
+        categories: Iterable[int] | None = None,
+        exclude: Iterable[int] = (),
+        created_by: int | None = None,
+    ) -> list[tuple[int, float]]:
+        """The first ``n`` (post_id, score) of a list (``LISTS``), in ``categories`` when given,
+        minus ``exclude`` and minus posts created after ``created_by`` (epoch seconds: a replay
+        of the past never sees a post before it existed). ``fresh`` scores are minus the age
+        in hours at ``created_by`` (higher is newer)."""
+        if n <= 0:
+            return []
+        cats = sorted({int(c) for c in categories}) if categories else []
+        ids, values, created = self._list(name, tuple(cats))
+        if name == "fresh":
+            now = float(created_by) if created_by is not None else float(values.max(initial=0))
+            values = -(now - values) / 3600.0
+        excluded = {int(p) for p in exclude}
+        limit = np.inf if created_by is None else float(created_by)
+        out = []
+        for pid, v, c in zip(ids.tolist(), values.tolist(), created.tolist(), strict=True):
+            if pid in excluded or c > limit:
+                continue
+            out.append((pid, v))
+            if len(out) == n:
+                break
+        return out
+
+    def _list(self, name: str, categories: tuple[int, ...]):
+        """(ids, sort values, created_at) of a list, restricted to categories (cached)."""
+        key = (name, categories)
+        cache = self.__dict__.setdefault("_list_cache", {})
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+        order = self._orders[name]
+        if categories:
+            order = order[order["category_id"].isin(categories)]
+        hit = (
+            order["post_id"].to_numpy(),
+            order[LISTS[name]].to_numpy(dtype=np.float64),
+            order["created_at"].to_numpy(dtype=np.float64),
+        )
+        with self.__dict__.setdefault("_list_lock", threading.Lock()):
+            cache[key] = hit
+            while len(cache) > 4096:  # bounded: the category combinations of many users
+                cache.pop(next(iter(cache)))
+        return hit
 
     def cold_start(
         self,

@@ -58,6 +58,7 @@ USER_HISTORY = "user_history"
 POST_WINDOWS_DAYS = (1, 7)
 HISTORY_RECENT_LIKES = 20  # history_embedding: the mean of this many latest liked posts
 HISTORY_TOP_CREATORS = 50  # creator_positives keeps the user's top creators only
+HISTORY_RECENT_POSTS = 50  # recent_post_ids / recent_positive_ids: this many latest posts
 TIMESTAMP = "event_timestamp"
 _ROW = "__socialrec_row"
 
@@ -115,6 +116,10 @@ USER_HISTORY_SCHEMA = pa.schema(
         ("creator_positives", pa.string()),
         # the mean description embedding of the HISTORY_RECENT_LIKES latest liked posts
         ("history_embedding", _EMB_TYPE),
+        # "id,id,...": the user's latest distinct posts, newest first, of any event and of the
+        # positive events (the neighbours candidate source starts from them)
+        ("recent_post_ids", pa.string()),
+        ("recent_positive_ids", pa.string()),
     ]
 )
 SCHEMAS = {
@@ -317,6 +322,7 @@ def build_user_history(
     post_emb: pd.DataFrame | None,
     recent_likes: int = HISTORY_RECENT_LIKES,
     top_creators: int = HISTORY_TOP_CREATORS,
+    recent_posts: int = HISTORY_RECENT_POSTS,
 ) -> pd.DataFrame:
     """The ``user_history`` table (columns of ``USER_HISTORY_SCHEMA``): one row per (user, day
     with events), valid from the next midnight, summarising every event up to that day's end:
@@ -326,7 +332,9 @@ def build_user_history(
     * ``creator_positives``: positives per creator (the ``top_creators`` most liked; posts of
       unknown creators left out);
     * ``history_embedding``: the mean description embedding of the ``recent_likes`` latest
-      positively engaged posts (zeros before the first one).
+      positively engaged posts (zeros before the first one);
+    * ``recent_post_ids`` / ``recent_positive_ids``: the ``recent_posts`` latest distinct posts
+      of any event / of the positive events, newest first ("id,id,...").
 
     ``interactions``: ``fct_interactions`` rows (user_id, post_id, ts, is_positive).
     Like the dbt daily histories, a point-in-time join at t sees only days that ended before t.
@@ -353,6 +361,8 @@ def build_user_history(
     csum = np.vstack([np.zeros((1, TEXT_EMBEDDING_DIM)), np.cumsum(emb, axis=0, dtype=np.float64)])
     liked_users = liked["user_id"].to_numpy()
     liked_days = liked["day"].to_numpy()
+    all_users, all_days = ev["user_id"].to_numpy(), ev["day"].to_numpy()
+    all_posts, all_pos = ev["post_id"].to_numpy(dtype=np.int64), ev["is_positive"].to_numpy()
 
     out_rows: list[tuple] = []
     out_emb: list[np.ndarray] = []
@@ -366,6 +376,9 @@ def build_user_history(
         # this user's liked posts: positions [lo, hi) of the running sums
         lo = np.searchsorted(liked_users, user_id, side="left")
         hi_user = np.searchsorted(liked_users, user_id, side="right")
+        a = np.searchsorted(all_users, user_id, side="left")
+        b = np.searchsorted(all_users, user_id, side="right")
+        user_posts, user_pos = all_posts[a:b], all_pos[a:b].astype(bool)
         for day, day_rows in user_rows.groupby(level="day", sort=True):
             for (_, _, cat, creator), n, pos in zip(
                 day_rows.index, day_rows["n"], day_rows["pos"], strict=True
@@ -383,18 +396,35 @@ def build_user_history(
                 if end > start
                 else zero
             )
+            upto = int(np.searchsorted(all_days[a:b], day, side="right"))
             out_rows.append(
                 (
                     int(user_id),
                     day + pd.Timedelta(days=1),
                     _count_string(cats),
                     _count_string(creators, top_creators),
+                    _latest_distinct(user_posts[:upto], recent_posts),
+                    _latest_distinct(user_posts[:upto][user_pos[:upto]], recent_posts),
                 )
             )
             out_emb.append(vec)
-    out = pd.DataFrame(out_rows, columns=cols[:4])
+    out = pd.DataFrame(out_rows, columns=[*cols[:4], *cols[5:]])
     out["history_embedding"] = out_emb
+    out = out[cols]
     return out.sort_values([TIMESTAMP, "user_id"], kind="stable", ignore_index=True)
+
+
+def _latest_distinct(posts: np.ndarray, n: int) -> str:
+    """The ``n`` latest distinct ids of a time-ordered array, newest first, as "id,id,..."."""
+    out: list[int] = []
+    seen: set[int] = set()
+    for p in posts[::-1].tolist():
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+            if len(out) == n:
+                break
+    return ",".join(map(str, out))
 
 
 def build_post_content(dim_posts: pd.DataFrame, post_emb: pd.DataFrame | None) -> pd.DataFrame:

@@ -20,12 +20,27 @@ from socialrec.text import embedding_matrix
 USER_NUMERIC = ("n_events", "n_impressions", "positive_rate")
 POST_NUMERIC = (
     "n_impressions",
+    "n_positives",
     "positive_rate",
     "n_events_1d",
+    "n_positives_1d",
     "positive_rate_1d",
     "n_events_7d",
+    "n_positives_7d",
     "positive_rate_7d",
 )
+# the candidate sources' signals of a (user, post) pair (socialrec.sources.merge and
+# Recommender.candidates): each source's score and rank (NaN: the source did not return it),
+# the merged score, how many sources returned it, and the signals every candidate gets
+SOURCE_NAMES = ("two_tower", "neighbours", "trending", "popular", "fresh")
+SOURCE_FEATURES = [
+    *(f"{name}_{kind}" for name in SOURCE_NAMES for kind in ("score", "rank")),
+    "merged_score",
+    "n_sources",
+    "catalog_trending",
+    "catalog_popular",
+    "catalog_dwell_ms",
+]
 CAT_FEATURES = ["post_category_id", "post_media_type"]
 RANKER_FEATURES = [
     "user_n_events",
@@ -33,21 +48,17 @@ RANKER_FEATURES = [
     "user_positive_rate",
     "post_category_id",
     "post_media_type",
-    "post_n_impressions",
-    "post_positive_rate",
-    "post_n_events_1d",
-    "post_positive_rate_1d",
-    "post_n_events_7d",
-    "post_positive_rate_7d",
+    *(f"post_{c}" for c in POST_NUMERIC),
     "post_age_hours",
     "category_in_onboarding",
     "category_affinity",
     "user_category_events",
+    "user_category_share",
     "user_category_positive_rate",
     "creator_affinity",
     "text_cosine",
     "history_cosine",
-    "retrieval_score",
+    *SOURCE_FEATURES,
 ]
 UNKNOWN = "unknown"
 
@@ -212,8 +223,10 @@ def ranking_features(
     cat_counts = _per_row(users, "category_counts")
     creator_counts = _per_row(users, "creator_positives")
     total_pos = [sum(v[0] for v in d.values()) for d in cat_counts]
+    total_events = [sum(v[1] for v in d.values() if len(v) > 1) for d in cat_counts]
     cat_aff = np.full(n, np.nan)
     cat_events = np.full(n, np.nan)
+    cat_share = np.full(n, np.nan)
     cat_rate = np.full(n, np.nan)
     creator_aff = np.full(n, np.nan)
     for i, (u, c, cr) in enumerate(
@@ -225,10 +238,12 @@ def ranking_features(
         total = total_pos[u]
         cat_aff[i] = pos / total if total else 0.0
         cat_events[i] = events
+        cat_share[i] = events / total_events[u] if total_events[u] else 0.0
         cat_rate[i] = pos / events if events else np.nan
         creator_aff[i] = creator_counts[u].get(cr, (0,))[0] / total if total else 0.0
     out["category_affinity"] = cat_aff
     out["user_category_events"] = cat_events
+    out["user_category_share"] = cat_share
     out["user_category_positive_rate"] = cat_rate
     out["creator_affinity"] = creator_aff
 
@@ -238,12 +253,17 @@ def ranking_features(
     out["text_cosine"] = _cosine(_gather(users, "profile_embedding", u_row), description)
     out["history_cosine"] = _cosine(_gather(users, "history_embedding", u_row), description)
 
-    # the two-tower score of the pair (serving: the ANN similarity; training: the same dot
-    # product of the two towers' embeddings), when the caller has it
-    out["retrieval_score"] = (
-        pd.to_numeric(pairs_df["retrieval_score"], errors="coerce").to_numpy(dtype=np.float64)
-        if "retrieval_score" in pairs_df.columns
-        else np.full(n, np.nan)
-    )
+    # the sources' signals of the pair (serving: the merged candidates; training: the same
+    # replayed sources, as of the request)
+    for col in SOURCE_FEATURES:
+        out[col] = (
+            pd.to_numeric(pairs_df[col], errors="coerce").to_numpy(dtype=np.float64)
+            if col in pairs_df.columns
+            else np.full(n, np.nan)
+        )
+    if "retrieval_score" in pairs_df.columns and "two_tower_score" not in pairs_df.columns:
+        out["two_tower_score"] = pd.to_numeric(
+            pairs_df["retrieval_score"], errors="coerce"
+        ).to_numpy(dtype=np.float64)
 
     return pd.DataFrame(out, index=pairs_df.index)[RANKER_FEATURES]

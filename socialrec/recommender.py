@@ -28,7 +28,6 @@ score to check against ``promoted_min_score``, and cold-start scores are only li
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,8 +36,8 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from socialrec import sources as _sources
 from socialrec.catalog import Catalog
-from socialrec.ranking_features import parse_categories, parse_counts
 from socialrec.seen import SeenStore
 from socialrec.settings import Settings
 
@@ -156,16 +155,9 @@ class Scorer(Protocol):
 FeatureBuilder = Callable[[pd.DataFrame, pd.DataFrame, pd.DataFrame, Any], pd.DataFrame]
 
 
-# --- stage 1: retrieval ---------------------------------------------------------------------
-def preferred_categories(user: pd.Series) -> list[int]:
-    """The retrieval filter of a known user: the onboarding categories, then the categories of
-    the posts they engaged with positively (``user_history.category_counts``), most first."""
-    onboarding = parse_categories(user.get("onboarding_categories"))
-    liked = sorted(
-        ((c, counts[0]) for c, counts in parse_counts(user.get("category_counts")).items()),
-        key=lambda kv: (-kv[1], kv[0]),
-    )
-    return list(dict.fromkeys(onboarding + [c for c, pos in liked if pos > 0]))
+# --- stage 1: retrieval (the candidate sources: socialrec.sources) --------------------------
+# kept importable from here: the service and older callers use these names
+preferred_categories = _sources.preferred_categories
 
 
 def retrieve(
@@ -176,33 +168,10 @@ def retrieve(
     category_ids: Sequence[int],
     exploration_share: float,
 ) -> list[tuple[int, float]]:
-    """(post_id, similarity) candidates, best first, at most ``top_n``.
-
-    ``top_n - round(top_n * exploration_share)`` come from a search filtered to the user's
-    categories; the exploration slice is filled from an unfiltered search with the hits the
-    filtered one did not already return (so it adds new posts rather than duplicates). Without
-    categories the whole budget is one unfiltered search.
-    """
-    vec = np.asarray(user_vector, dtype=np.float32).reshape(1, -1)
-    if top_n <= 0:
-        return []
-    if not category_ids:
-        hits = index.search(alias, vec, top_n, None)[0]
-        return sorted(hits, key=lambda kv: (-kv[1], kv[0]))[:top_n]
-    n_explore = min(top_n, round(top_n * exploration_share)) if exploration_share > 0 else 0
-    best: dict[int, float] = {}
-    if top_n - n_explore > 0:
-        for post_id, score in index.search(alias, vec, top_n - n_explore, list(category_ids))[0]:
-            best[post_id] = max(score, best.get(post_id, -math.inf))
-    if n_explore > 0:
-        added = 0
-        for post_id, score in index.search(alias, vec, top_n, None)[0]:
-            if post_id in best:
-                best[post_id] = max(score, best[post_id])  # merged by best score
-            elif added < n_explore:
-                best[post_id] = score
-                added += 1
-    return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:top_n]
+    """The two-tower source's ANN search (:func:`socialrec.sources.retrieve_two_tower`)."""
+    return _sources.retrieve_two_tower(
+        index, alias, user_vector, top_n, category_ids, exploration_share
+    )
 
 
 # --- stage 2: filtering ---------------------------------------------------------------------
@@ -213,12 +182,15 @@ def filter_candidates(
     negatives: set[int],
     creator_of: dict[int, int],
     blocked_creators: set[int] | frozenset[int] = frozenset(),
+    created_of: dict[int, float] | None = None,
+    now: float | None = None,
 ) -> tuple[list[tuple[int, float]], dict[str, int]]:
     """Candidates minus the posts the user disliked or reported (``negative``), has seen
-    (``seen``), made (``own``), posts of creators the user blocked (``blocked``) and posts
+    (``seen``), made (``own``), posts of creators the user blocked (``blocked``), posts
     missing from the live catalog ``creator_of`` (``deleted``: tombstoned since the index was
-    built, or unknown); also the drop counts per reason."""
-    dropped = {"seen": 0, "negative": 0, "own": 0, "blocked": 0, "deleted": 0}
+    built, or unknown) and, given ``created_of`` and ``now``, posts created after ``now``
+    (``unpublished``: only a replay of the past meets them); also the drop counts per reason."""
+    dropped = {"seen": 0, "negative": 0, "own": 0, "blocked": 0, "deleted": 0, "unpublished": 0}
     kept = []
     for post_id, score in candidates:
         creator = creator_of.get(post_id)
@@ -232,47 +204,85 @@ def filter_candidates(
             dropped["own"] += 1
         elif creator in blocked_creators:
             dropped["blocked"] += 1
+        elif created_of is not None and now is not None and created_of.get(post_id, 0) > now:
+            dropped["unpublished"] += 1
         else:
             kept.append((post_id, score))
     return kept, dropped
 
 
 # --- stage 3: ranking -----------------------------------------------------------------------
-def rank_candidates(
+def candidate_features(
     user_row: pd.DataFrame,
     post_features: pd.DataFrame,
-    post_ids: Sequence[int],
-    ranker: Scorer,
+    candidates: pd.DataFrame,
     feature_builder: FeatureBuilder,
     now_ts: Any,
-    retrieval_scores: dict[int, float] | None = None,
-) -> pd.DataFrame:
-    """Ranker probabilities for the candidates that have online features.
-
-    ``user_row``: the user's online features (one row, ``user_id`` column);
-    ``post_features``: online post features indexed by post_id with a ``found`` column;
-    ``retrieval_scores``: each candidate's ANN similarity (the ``retrieval_score`` feature).
-    Returns post_id, ranker_score, category_id, creator_id and created_at (epoch seconds from
-    the ``created_at_ts`` feature; NaN when the features lack it), candidate order kept.
-    """
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(candidates with online post features, their post rows, their ranker features): the
+    ranking stage's input, also the ranker's training rows (socialrec.ranker_training)."""
     known = (
         post_features[post_features["found"].astype(bool)] if len(post_features) else post_features
     )
-    ids = [int(p) for p in post_ids if int(p) in known.index]
+    cands = candidates[candidates["post_id"].isin(known.index)].reset_index(drop=True)
+    posts = known.loc[cands["post_id"].astype("int64").tolist()].reset_index()
+    if cands.empty:
+        return cands, posts, pd.DataFrame()
+    users = user_row.reset_index(drop=True)
+    pairs = cands.assign(user_id=np.full(len(cands), int(users["user_id"].iloc[0]), np.int64))
+    return cands, posts, feature_builder(users, posts, pairs, now_ts)
+
+
+def rank_candidates(
+    user_row: pd.DataFrame,
+    post_features: pd.DataFrame,
+    candidates: pd.DataFrame,
+    ranker: Scorer | None,
+    feature_builder: FeatureBuilder,
+    now_ts: Any,
+) -> pd.DataFrame:
+    """Ranker scores for the candidates that have online features.
+
+    ``user_row``: the user's online features (one row, ``user_id`` column);
+    ``post_features``: online post features indexed by post_id with a ``found`` column;
+    ``candidates``: ``post_id`` plus the merged sources' columns (``merged_score``, each
+    source's score and rank: ranker features). Without a ``ranker`` the merged score orders
+    them (retrieval alone). Returns post_id, ranker_score, category_id, creator_id, created_at
+    (epoch seconds from the ``created_at_ts`` feature; NaN when unknown) and, when the ranker
+    predicts several outcomes, one ``p_<outcome>`` column each; candidate order kept.
+    """
+    if ranker is None:
+        known = (
+            post_features[post_features["found"].astype(bool)]
+            if len(post_features)
+            else (post_features)
+        )
+        cands = candidates[candidates["post_id"].isin(known.index)].reset_index(drop=True)
+        posts = known.loc[cands["post_id"].astype("int64").tolist()].reset_index()
+        feats = None
+    else:
+        cands, posts, feats = candidate_features(
+            user_row, post_features, candidates, feature_builder, now_ts
+        )
+    ids = cands["post_id"].astype("int64").tolist()
     out = pd.DataFrame({"post_id": pd.Series(ids, dtype="int64")})
     if not ids:
         return out.assign(ranker_score=[], category_id=[], creator_id=[], created_at=[])
-    posts = known.loc[ids].reset_index()
-    users = user_row.reset_index(drop=True)
-    user_id = int(users["user_id"].iloc[0])
-    pairs = pd.DataFrame({"user_id": np.full(len(ids), user_id, dtype=np.int64), "post_id": ids})
-    if retrieval_scores is not None:
-        pairs["retrieval_score"] = [retrieval_scores.get(p, np.nan) for p in ids]
-    feats = feature_builder(users, posts, pairs, now_ts)
-    scores = np.asarray(ranker.predict(feats), dtype=float).reshape(-1)
-    if len(scores) != len(ids):
-        raise RuntimeError(f"ranker returned {len(scores)} scores for {len(ids)} candidates")
-    out["ranker_score"] = scores
+    if ranker is None:
+        out["ranker_score"] = cands["merged_score"].to_numpy(dtype=float)
+    else:
+        outcomes = getattr(ranker, "predict_outcomes", None)
+        if outcomes is not None:
+            probs = outcomes(feats)
+            scores = ranker.combine(probs)
+            for col in probs.columns:
+                out[f"p_{col}"] = probs[col].to_numpy()
+        else:
+            scores = ranker.predict(feats)
+        scores = np.asarray(scores, dtype=float).reshape(-1)
+        if len(scores) != len(ids):
+            raise RuntimeError(f"ranker returned {len(scores)} scores for {len(ids)} candidates")
+        out["ranker_score"] = scores
     out["category_id"] = posts["category_id"].astype("int64").to_numpy()
     out["creator_id"] = posts["creator_id"].astype("int64").to_numpy()
     created = (
@@ -459,8 +469,12 @@ class Recommendation:
     items: list[dict]
     path: str  # PERSONALIZED | COLD_START
     debug: dict[str, Any] | None = None
-    # the retrieval candidates that survived filtering, best first (offline evaluation reads it)
+    # the candidates that survived filtering, in merged (source fusion) order, and the ranker's
+    # order before the re-ranking policies (the offline evaluation's ablation reads both)
     candidates: list[int] = field(default_factory=list)
+    ranked: list[int] = field(default_factory=list)
+    # sources skipped because a dependency was down (name -> its error): the feed failed open
+    degraded: dict[str, BaseException] = field(default_factory=dict)
 
 
 @dataclass
@@ -473,13 +487,38 @@ class _Timer:
         return now
 
 
+@dataclass
+class Context:
+    """What the stages know about one request."""
+
+    user_id: int
+    now: pd.Timestamp
+    user_df: pd.DataFrame  # one row: the user's features (or a new user's requested categories)
+    found: bool  # the feature store knows the user
+    new_user: bool  # unknown, but the request named categories
+    categories: list[int]
+    seen: set[int]
+    negatives: set[int]
+    blocked: set[int]
+    vector: np.ndarray | None = None
+
+    @property
+    def personalized(self) -> bool:
+        return self.found or self.new_user
+
+
 class Recommender:
     """The 4 stages over the real parts.
 
     ``features``: an :class:`OnlineFeatures` or a Feast ``FeatureStore`` (wrapped in
     :class:`FeastFeatures`); ``two_tower``: anything with ``user_embeddings``; ``index``:
-    a :class:`socialrec.index.PostIndex`; ``ranker``: anything with ``predict``;
-    ``feature_builder`` defaults to ``socialrec.ranking_features.ranking_features``.
+    a :class:`socialrec.index.PostIndex`; ``ranker``: anything with ``predict`` (None: the
+    merged source order, "retrieval alone"); ``neighbours``: a
+    :class:`socialrec.neighbours.NeighbourTable` (None: no ``neighbours`` source);
+    ``sources``: the candidate sources (default: ``settings.candidate_sources`` built from the
+    parts given); ``outage``: the exception types that mean a dependency is down (a source
+    failing with one is skipped, the feed fails open); ``feature_builder`` defaults to
+    ``socialrec.ranking_features.ranking_features``.
     """
 
     def __init__(
@@ -488,10 +527,13 @@ class Recommender:
         two_tower: UserEncoder,
         index: Searcher,
         seen_store: SeenStore,
-        ranker: Scorer,
+        ranker: Scorer | None,
         catalog: Catalog,
         settings: Settings,
         feature_builder: FeatureBuilder | None = None,
+        neighbours: Any = None,
+        sources: Sequence[_sources.CandidateSource] | None = None,
+        outage: tuple[type[BaseException], ...] = (),
     ):
         self.features: OnlineFeatures = (
             features
@@ -504,11 +546,144 @@ class Recommender:
         self.ranker = ranker
         self.catalog = catalog
         self.settings = settings
+        self.neighbours = neighbours
+        self.outage = outage
+        self._sources = list(sources) if sources is not None else None
         if feature_builder is None:
             from socialrec.ranking_features import ranking_features
 
             feature_builder = ranking_features
         self.feature_builder = feature_builder
+
+    @property
+    def fusion_weights(self) -> dict[str, float] | None:
+        """The sources' weights in the merged order: settings, else the ones learned with the
+        ranker (None: equal)."""
+        return self.settings.source_weights or getattr(self.ranker, "source_weights", None)
+
+    @property
+    def sources(self) -> list[_sources.CandidateSource]:
+        """The candidate sources (built from the current parts unless given: the catalog may
+        be swapped by the service when a post is published)."""
+        if self._sources is not None:
+            return self._sources
+        s = self.settings
+        built: list[_sources.CandidateSource] = []
+        for name in s.candidate_sources:
+            if name == "two_tower" and self.index is not None:
+                built.append(
+                    _sources.TwoTowerSource(self.index, s.collection_alias, s.exploration_share)
+                )
+            elif name == "neighbours" and self.neighbours is not None:
+                built.append(_sources.NeighbourSource(self.neighbours))
+            elif name in ("trending", "popular", "fresh"):
+                built.append(_sources.CatalogSource(self.catalog, name))
+        return built
+
+    # --- the stages, one request -----------------------------------------------------------
+    def context(
+        self, user_id: int, now: Any = None, categories: Sequence[int] | None = None
+    ) -> Context:
+        """Read what the request needs: the seen store once, the user's features once, the
+        user tower's vector once (a known user, or a new one with categories)."""
+        user_id = int(user_id)
+        now_ts = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
+        if now_ts.tzinfo is None:
+            now_ts = now_ts.tz_localize("UTC")
+        seen = self.seen_store.seen(user_id)
+        negatives = self.seen_store.negatives(user_id)
+        blocked = (
+            self.seen_store.blocked_creators(user_id)
+            if hasattr(self.seen_store, "blocked_creators")
+            else set()
+        )
+        users = self.features.users([user_id])
+        found = bool(len(users)) and bool(users["found"].iloc[0])
+        requested = [int(c) for c in categories] if categories else []
+        cats = requested or (preferred_categories(users.iloc[0]) if found else [])
+        user_df = users.reset_index()
+        if not found and requested:
+            # a new user: embedded from the requested categories alone
+            user_df = pd.DataFrame(
+                {"user_id": [user_id], "onboarding_categories": [",".join(map(str, requested))]}
+            )
+            user_df["profile_embedding"] = [None]
+        elif requested:
+            user_df["onboarding_categories"] = ",".join(map(str, requested))
+        ctx = Context(
+            user_id, now_ts, user_df, found, not found and bool(requested), cats,
+            set(seen), set(negatives), set(blocked),
+        )  # fmt: skip
+        if ctx.personalized and self.two_tower is not None:
+            ctx.vector = self.two_tower.user_embeddings(user_df)[0]
+        return ctx
+
+    def candidates(self, ctx: Context) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """Stages 1 and 2: every source's candidates merged, then filtered. Returns the kept
+        candidates (``socialrec.sources.merge`` columns, plus for every candidate its post's
+        ``catalog_trending``, ``catalog_popular`` and ``catalog_dwell_ms`` — the mean dwell time
+        of its events, when the log has dwell — and its ``neighbours_score``) and what happened
+        (source sizes and errors, drop counts)."""
+        s = self.settings
+        now_s = int(ctx.now.timestamp())
+        user = ctx.user_df.iloc[0] if ctx.found else None
+        request = _sources.SourceRequest(
+            ctx.user_id, user, ctx.categories, now_s, ctx.seen | ctx.negatives, ctx.vector
+        )
+        results, errors = _sources.gather(
+            self.sources,
+            request,
+            lambda name: s.retrieval_top_n if name == "two_tower" else s.source_top_n,
+            self.outage,
+        )
+        merged = _sources.merge(results, self.fusion_weights)
+        ids = merged["post_id"].astype("int64").tolist()
+        meta = self.catalog.metadata(ids)
+        creators = dict(zip(meta["post_id"].tolist(), meta["creator_id"].tolist(), strict=True))
+        created = dict(zip(meta["post_id"].tolist(), meta["created_at"].tolist(), strict=True))
+        kept, dropped = filter_candidates(
+            [(p, 0.0) for p in ids], ctx.user_id, ctx.seen, ctx.negatives, creators,
+            ctx.blocked, created, now_s,
+        )  # fmt: skip
+        keep = {p for p, _ in kept}
+        merged = merged[merged["post_id"].isin(keep)].reset_index(drop=True)
+        merged = self._candidate_features(merged, user)
+        info = {
+            "sources": {k: len(v) for k, v in results.items()},
+            "source_errors": errors,  # name -> the outage exception (the feed failed open)
+            "dropped": dropped,
+        }
+        return merged, info
+
+    def _candidate_features(self, merged: pd.DataFrame, user: pd.Series | None) -> pd.DataFrame:
+        """Per-candidate signals every candidate gets, whichever source found it: the catalog's
+        trending and all-time positive counts, and the neighbours score of the user's recent
+        posts (0 without history)."""
+        if merged.empty:
+            return merged.assign(catalog_trending=[], catalog_popular=[], catalog_dwell_ms=[])
+        posts = self.catalog.posts.reindex(merged["post_id"].to_numpy())
+        merged = merged.assign(
+            catalog_trending=posts["trending"].to_numpy(dtype=float),
+            catalog_popular=posts["n_positives"].to_numpy(dtype=float),
+            catalog_dwell_ms=posts["dwell_ms"].to_numpy(dtype=float),
+        )
+        if self.neighbours is not None:
+            history = _sources.recent_posts(user, self.neighbours.params.signal)
+            ids, score = self.neighbours.scores(history) if history else ([], [])
+            lookup = dict(zip(np.asarray(ids).tolist(), np.asarray(score).tolist(), strict=True))
+            merged["neighbours_score"] = [lookup.get(int(p), 0.0) for p in merged["post_id"]]
+        return merged
+
+    def score(self, ctx: Context, candidates: pd.DataFrame) -> pd.DataFrame:
+        """Stage 3: one batched fetch of the candidates' post features, the ranker's scores."""
+        if candidates.empty:
+            return pd.DataFrame()
+        post_feats = self.features.posts(candidates["post_id"].tolist())
+        scored = rank_candidates(
+            ctx.user_df, post_feats, candidates, self.ranker, self.feature_builder, ctx.now
+        )
+        scored = scored[scored["creator_id"] != ctx.user_id]  # posts missing from the catalog
+        return self._with_created_at(scored)
 
     def recommend(
         self,
@@ -521,97 +696,57 @@ class Recommender:
     ) -> Recommendation:
         """The user's top ``k``. ``categories``: the app's categories for this request (e.g. a
         new user's onboarding choice); they replace the stored onboarding categories in the
-        retrieval filter, and a user the feature store does not know yet is embedded from them
-        by the user tower (its content path: unknown id, no history) and goes through the same
-        four stages. Without features or categories, the cold-start answer.
-        ``now``: the request time (default: the clock), for features
-        and the new-post boost. ``seed``: the softmax sampling's seed (used only when
-        ``settings.softmax_temperature > 0``); None derives one from the user and ``now``
-        (:func:`request_seed`), so a request is reproducible and a fixed ``now`` (offline
-        evaluation) is deterministic. The debug info's ``reranking`` stage reports it.
+        sources' category filters, and a user the feature store does not know yet is embedded
+        from them by the user tower (its content path: unknown id, no history) and goes through
+        the same four stages. A user unknown to the feature store and without categories gets
+        the sources that need no user (trending, popular, fresh) through the same ranking and
+        re-ranking (path ``cold_start``); when nothing is left, the catalog's popular and fresh
+        interleave (never an error). ``now``: the request time (default: the clock), for the
+        sources, features and the new-post boost. ``seed``: the softmax sampling's seed (used
+        only when ``settings.softmax_temperature > 0``); None derives one from the user and
+        ``now`` (:func:`request_seed`), so a request is reproducible and a fixed ``now``
+        (offline evaluation) is deterministic.
         """
         s = self.settings
-        user_id = int(user_id)
-        now_ts = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
         timer = _Timer()
         t = time.perf_counter()
-
-        seen = self.seen_store.seen(user_id)
-        negatives = self.seen_store.negatives(user_id)
-        blocked = (
-            self.seen_store.blocked_creators(user_id)
-            if hasattr(self.seen_store, "blocked_creators")
-            else set()
-        )
-        users = self.features.users([user_id])
-        found = bool(len(users)) and bool(users["found"].iloc[0])
-        requested = [int(c) for c in categories] if categories else []
-        categories = requested or (preferred_categories(users.iloc[0]) if found else [])
-        user_df = users.reset_index()
-        if not found and requested:
-            # a new user: embedded from the requested categories alone
-            user_df = pd.DataFrame(
-                {"user_id": [user_id], "onboarding_categories": [",".join(map(str, requested))]}
-            )
-            user_df["profile_embedding"] = [None]
-        elif requested:
-            user_df["onboarding_categories"] = ",".join(map(str, requested))
-        candidates: list[tuple[int, float]] = []
-        if found or requested:
-            vector = self.two_tower.user_embeddings(user_df)[0]
-            # over-fetch by what filtering will drop, within reason
-            fetch_n = min(s.retrieval_top_n + len(seen | negatives), 3 * s.retrieval_top_n)
-            candidates = retrieve(
-                self.index, s.collection_alias, vector, fetch_n, categories, s.exploration_share
-            )
+        ctx = self.context(user_id, now, categories)
+        t = timer.stage("features", t, found=ctx.found, new_user=ctx.new_user)
+        candidates, info = self.candidates(ctx)
+        degraded = info.pop("source_errors")
         t = timer.stage(
             "retrieval",
             t,
-            found=found,
-            new_user=not found and bool(requested),
             candidates=len(candidates),
+            **info,
+            skipped={k: f"{type(v).__name__}: {v}"[:200] for k, v in degraded.items()},
         )
-
-        kept, dropped = filter_candidates(
-            candidates,
-            user_id,
-            seen,
-            negatives,
-            self.catalog.creators(p for p, _ in candidates),
-            blocked,
-        )
-        t = timer.stage("filtering", t, kept=len(kept), dropped=dropped)
-
-        scored = pd.DataFrame()
-        if kept:
-            post_feats = self.features.posts([p for p, _ in kept])
-            scored = rank_candidates(
-                user_df,
-                post_feats,
-                [p for p, _ in kept],
-                self.ranker,
-                self.feature_builder,
-                now_ts,
-                retrieval_scores=dict(kept),
-            )
-            scored = scored[scored["creator_id"] != user_id]  # posts missing from the catalog
-            scored = self._with_created_at(scored)
+        scored = self.score(ctx, candidates)
         t = timer.stage("ranking", t, scored=len(scored))
 
-        path = PERSONALIZED
+        path = PERSONALIZED if ctx.personalized else COLD_START
+        ranked = (
+            scored.sort_values(["ranker_score", "post_id"], ascending=[False, True])[
+                "post_id"
+            ].tolist()
+            if not scored.empty
+            else []
+        )
         if scored.empty:
             path = COLD_START
-            scored = self._cold_start_frame(user_id, k, categories, seen | negatives)
+            scored = self._cold_start_frame(
+                ctx.user_id, k, ctx.categories, ctx.seen | ctx.negatives
+            )
         sampled = s.softmax_temperature > 0
         if seed is None and sampled:
-            seed = request_seed(user_id, now_ts)
+            seed = request_seed(ctx.user_id, ctx.now)
         items = rerank(
             scored,
             k,
             s.diversity_decay,
             s.max_per_category,
             s.max_per_creator,
-            now_ts=now_ts,
+            now_ts=ctx.now,
             new_post_boost_hours=s.new_post_boost_hours,
             new_post_boost=s.new_post_boost,
             softmax_temperature=s.softmax_temperature,
@@ -630,11 +765,13 @@ class Recommender:
             temperature=s.softmax_temperature,
             seed=int(seed) if sampled and seed is not None else None,
         )
-
         info = None
         if debug:
-            info = {"stages": timer.stages, "categories": categories, "n_seen": len(seen)}
-        return Recommendation(user_id, items, path, info, [p for p, _ in kept])
+            info = {"stages": timer.stages, "categories": ctx.categories, "n_seen": len(ctx.seen)}
+        return Recommendation(
+            ctx.user_id, items, path, info, candidates["post_id"].tolist() if len(candidates) else [],
+            ranked, degraded,
+        )  # fmt: skip
 
     def _cold_start_frame(
         self, user_id: int, k: int, categories: list[int], exclude: set[int]

@@ -561,6 +561,7 @@ class Endpoints:
         feature_builder=None,
         spool=None,
         post_writer=None,
+        neighbours=None,
     ) -> Endpoints:
         """Wrap the parts in guards and compose the 4-stage recommender over them.
         ``features``: a Feast FeatureStore (then ``post_writer`` defaults to an
@@ -589,6 +590,9 @@ class Endpoints:
             catalog=catalog,
             settings=settings,
             feature_builder=feature_builder,
+            neighbours=neighbours,
+            # a source whose store is down is skipped; the other sources answer (fail open)
+            outage=(DependencyError,),
         )
         endpoints = cls(
             settings=settings,
@@ -627,12 +631,23 @@ class Endpoints:
             return self.fallback(user_id, k, exc, categories)
         stages = (rec.debug or {}).get("stages", {})
         self.metrics.observe_stages("/recommend", stages)
+        reason = None
+        if rec.degraded:  # a source's dependency was down: the others answered (fail open)
+            for source, exc in rec.degraded.items():
+                dependency = getattr(exc, "dependency", source)
+                log.warning("recommend for user %s without source %s: %s", user_id, source, exc)
+                self.metrics.fallback.labels("/recommend", dependency).inc()
+                self.metrics.errors.labels("/recommend", dependency).inc()
+            reason = "; ".join(
+                f"{name} source skipped: {exc}" for name, exc in rec.degraded.items()
+            )
         if rec.path != "personalized":
             note_outcome(rec.path)
         return RecommendResponse(
             user_id=rec.user_id,
             source=rec.path,
             items=[Item(**it) for it in rec.items],
+            reason=reason,
             debug={**rec.debug, "models": self.models} if debug else None,
         )
 

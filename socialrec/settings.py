@@ -82,13 +82,46 @@ class Settings(BaseSettings):
     two_tower_batch_size: int = 512
     # uniformly sampled extra negatives per batch (mixed negative sampling); 0: in-batch only
     two_tower_random_negatives: int = Field(default=0, ge=0)
-    ranker_iterations: int = 300
+    ranker_iterations: int = Field(default=600, ge=1)  # at most (early stopping)
+    # the ranker predicts several outcomes (socialrec.ranker.OUTCOMES) and combines them into one
+    # score with these weights (negative outcomes subtract); None: the weights the training
+    # chose on validation (stored with the model)
+    ranker_outcome_weights: dict[str, float] | None = None
+    # the ranker's training set: replayed requests of the validation split (at most this many,
+    # users sampled), every positive candidate kept and this share of the other candidates
+    ranker_max_requests: int = Field(default=20_000, ge=1)
+    # the validation split is replayed from one snapshot per day, or per window of whole days
+    # when it spans more than this many days
+    ranker_max_snapshots: int = Field(default=8, ge=1)
+    ranker_negative_share: float = Field(default=0.05, gt=0.0, le=1.0)
+    # co-engagement neighbours (socialrec.neighbours): per post, its k best neighbours by
+    # asymmetric cosine (alpha, shrink) or EASE (l2); method and signal ("positive" or
+    # "exposure") may be "auto": chosen on validation with l2 from a small grid
+    neighbours_k: int = Field(default=100, ge=1)
+    neighbours_method: Literal["cosine", "ease", "auto"] = "auto"
+    neighbours_alpha: float = Field(default=0.8, ge=0.0, le=1.0)
+    neighbours_shrink: float = Field(default=10.0, ge=0.0)
+    neighbours_l2: float = Field(default=500.0, gt=0.0)
+    neighbours_signal: Literal["positive", "exposure", "auto"] = "auto"
+    # user_history.recent_post_ids: the user's latest posts the neighbours source starts from
+    history_recent_posts: int = Field(default=50, ge=1, le=500)
     # the challenger becomes champion unless its validation metric is this much (relative) worse
     quality_gate_tolerance: float = 0.02
     evaluation_max_users: int = 1000  # held-out users sampled by the offline evaluation
+    evaluation_name: str = "warehouse"  # the dataset name in the evaluation's report
 
     # --- serving -----------------------------------------------------------------------------
     retrieval_top_n: int = Field(default=500, ge=1, le=5000)  # ANN candidates per request
+    # the candidate sources merged by the retrieval stage (socialrec.sources.SOURCES), and how
+    # many candidates each source other than the ANN gives
+    candidate_sources: list[str] = Field(
+        default_factory=lambda: ["two_tower", "neighbours", "trending", "popular", "fresh"]
+    )
+    source_top_n: int = Field(default=100, ge=1, le=5000)
+    # the sources' weights in the merged candidate order (weighted reciprocal rank fusion);
+    # None: the weights learned with the ranker on held-out replayed requests
+    source_weights: dict[str, float] | None = None
+    trending_days: float = Field(default=2.0, gt=0)  # the catalog's trending window
     exploration_share: float = 0.2
     # re-ranking: the top k holds at most this many posts of one category / one creator (when
     # enough other posts exist); diversity_decay < 1 also decays repeated categories' scores
@@ -137,6 +170,15 @@ class Settings(BaseSettings):
     seen_bloom_capacity: int = Field(default=2000, ge=1)  # seen posts a user's filter is sized for
     seen_bloom_fp_rate: float = Field(default=0.01, gt=0.0, lt=1.0)
     seen_bloom_max_users: int = Field(default=100_000, ge=1)  # users' filters kept (LRU)
+
+    @model_validator(mode="after")
+    def _known_names(self) -> Settings:
+        from socialrec.sources import SOURCES
+
+        unknown = sorted(set(self.candidate_sources) - set(SOURCES))
+        if unknown:
+            raise ValueError(f"candidate_sources: unknown {unknown} (known: {list(SOURCES)})")
+        return self
 
     @model_validator(mode="after")
     def _profile_defaults(self) -> Settings:

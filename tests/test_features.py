@@ -149,14 +149,38 @@ def test_user_history_is_cumulative_per_day_and_point_in_time(store):
     np.testing.assert_allclose(
         u1["history_embedding"].iloc[1], (_unit(10) + _unit(11)) / 2, atol=1e-6
     )
+    # the latest distinct posts, newest first: of any event, and of the positive ones
+    assert u1["recent_post_ids"].tolist() == ["12,10", "11,12,10"]
+    assert u1["recent_positive_ids"].tolist() == ["10", "11,10"]
     u2 = hist[hist["user_id"] == 2]
     assert u2["creator_positives"].tolist() == [""] and not u2["history_embedding"].iloc[0].any()
+    assert (u2["recent_post_ids"].tolist(), u2["recent_positive_ids"].tolist()) == (["12"], [""])
     # read back through Feast as of a moment: day 5's like is not visible on day 5
     entity = pd.DataFrame(
         {"user_id": [1, 1], fs.TIMESTAMP: [_ts("2026-01-05T23:00"), _ts("2026-01-06")]}
     )
-    out = fs.historical_features(store["store"], entity, ["user_history:creator_positives"])
+    out = fs.historical_features(
+        store["store"],
+        entity,
+        ["user_history:creator_positives", "user_history:recent_positive_ids"],
+    )
     assert out["creator_positives"].tolist() == ["2:1", "2:2"]
+    assert out["recent_positive_ids"].tolist() == ["10", "11,10"]
+
+
+def test_recent_posts_keep_the_latest_distinct_ones():
+    ts = [_ts("2026-01-02T09:00") + pd.Timedelta(minutes=i) for i in range(6)]
+    events = pd.DataFrame(
+        {
+            "user_id": [1] * 6,
+            "post_id": [10, 11, 10, 12, 11, 10],
+            "ts": ts,
+            "is_positive": [1, 0, 0, 1, 1, 0],
+        }
+    )
+    hist = fs.build_user_history(events, DIM_POSTS, None, recent_posts=2)
+    assert hist["recent_post_ids"].tolist() == ["10,11"]  # 10 (latest), 11; 12 is third
+    assert hist["recent_positive_ids"].tolist() == ["11,12"]
 
 
 def test_post_windows_count_recent_events_and_empty_later(store):
@@ -201,6 +225,9 @@ def test_online_reads_the_latest_values_of_both_views_in_one_call(store):
     assert users.index.tolist() == [1, 999, 2]
     assert users["found"].tolist() == [True, False, True]
     assert users.loc[1, "n_events"] == 9 and users.loc[1, "onboarding_categories"] == "3,7"
+    # the neighbours source's history columns are served online too
+    assert users.loc[1, "recent_post_ids"] == "11,12,10"
+    assert users.loc[1, "recent_positive_ids"] == "11,10"
     np.testing.assert_allclose(users.loc[2, "profile_embedding"], _unit(2), atol=1e-6)
     assert not users.loc[999, "profile_embedding"].any()
     assert posts.loc[10, "n_positives"] == 5 and posts.loc[12, "category_id"] == 1

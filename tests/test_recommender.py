@@ -1,4 +1,5 @@
-"""The 4 stages one by one, the catalog, and the composed Recommender.
+"""The 4 stages one by one, the catalog, and the composed Recommender (its stages as methods:
+context, candidates from the merged sources, scores; the cold-start paths; a source's outage).
 
 Real Milvus Lite index, real SQLite seen store, real Catalog. The two-tower, the ranker and
 the online features are small deterministic stand-ins built here (the real TF/CatBoost/Feast
@@ -15,12 +16,13 @@ import pytest
 
 from socialrec.catalog import Catalog
 from socialrec.index import PostIndex
+from socialrec.neighbours import NeighbourParams, NeighbourTable
+from socialrec.ranking_features import parse_categories
 from socialrec.recommender import (
     COLD_START,
     PERSONALIZED,
     Recommender,
     filter_candidates,
-    parse_categories,
     preferred_categories,
     rank_candidates,
     request_seed,
@@ -29,6 +31,7 @@ from socialrec.recommender import (
 )
 from socialrec.seen import SQLiteSeenStore
 from socialrec.settings import Settings
+from socialrec.sources import CatalogSource, NeighbourSource, TwoTowerSource
 
 N_CATS = 4
 N_POSTS = 80
@@ -130,6 +133,9 @@ def world(tmp_path_factory):
             "user_id": [1, 2, 3],
             "onboarding_categories": ["1", "2,3", ""],
             "profile_embedding": [np.zeros(4, np.float32)] * 3,
+            # user_history's latest posts (the neighbours source starts from them)
+            "recent_post_ids": [None, "1009,1005", None],
+            "recent_positive_ids": [None, "1005", None],
         }
     )
     yield {
@@ -171,16 +177,50 @@ def test_filter_drops_seen_negative_own_blocked_and_deleted():
         blocked_creators={13},
     )
     assert kept == [(5, 0.5), (8, 0.2)]
-    assert dropped == {"seen": 1, "negative": 2, "own": 1, "blocked": 1, "deleted": 1}
+    assert dropped == {
+        "seen": 1,
+        "negative": 2,
+        "own": 1,
+        "blocked": 1,
+        "deleted": 1,
+        "unpublished": 0,
+    }
+
+
+def test_filter_drops_posts_created_after_now():
+    cands = [(1, 0.9), (2, 0.8), (3, 0.7), (4, 0.6)]
+    creators = {1: 7, 2: 7, 3: 7, 4: 7}
+    created = {1: 100.0, 2: 200.0, 3: 201.0}  # post 4: no creation time known (kept)
+    kept, dropped = filter_candidates(
+        cands, 42, set(), set(), creators, created_of=created, now=200
+    )
+    assert kept == [(1, 0.9), (2, 0.8), (4, 0.6)] and dropped["unpublished"] == 1
+    # without a "now" (the service) nothing is unpublished
+    kept, dropped = filter_candidates(cands, 42, set(), set(), creators, created_of=created)
+    assert len(kept) == 4 and dropped["unpublished"] == 0
 
 
 # --- stage 3 ------------------------------------------------------------------------------
+def _merged(post_ids) -> pd.DataFrame:
+    """A merged candidates frame (socialrec.sources.merge's shape) in the given order."""
+    n = len(post_ids)
+    return pd.DataFrame(
+        {
+            "post_id": post_ids,
+            "merged_score": np.linspace(0.5, 0.1, n),
+            "n_sources": 1,
+            "two_tower_score": np.linspace(0.9, 0.7, n),
+            "two_tower_rank": np.arange(n, dtype=float),
+        }
+    )
+
+
 def test_rank_candidates_one_fetch_and_unknown_posts(world):
     feats = world["features"]
     user = feats.users([1]).reset_index()
     post_feats = feats.posts([1000, 1001, 99999])
     ranked = rank_candidates(
-        user, post_feats, [1001, 99999, 1000], RateRanker(), positive_rate_builder, None
+        user, post_feats, _merged([1001, 99999, 1000]), RateRanker(), positive_rate_builder, None
     )
     assert ranked["post_id"].tolist() == [1001, 1000]  # the unknown post is dropped, order kept
     expected = post_feats.loc[[1001, 1000], "positive_rate"].to_numpy(dtype=float)
@@ -188,8 +228,72 @@ def test_rank_candidates_one_fetch_and_unknown_posts(world):
     assert ranked["category_id"].tolist() == [1, 0]
     assert ranked["created_at"].isna().all()  # these features carry no created_at_ts
     dated = post_feats.assign(created_at_ts=[1_767_225_600, 0, 0])  # 0: unknown
-    ranked = rank_candidates(user, dated, [1001, 1000], RateRanker(), positive_rate_builder, None)
+    ranked = rank_candidates(
+        user, dated, _merged([1001, 1000]), RateRanker(), positive_rate_builder, None
+    )
     assert np.isnan(ranked["created_at"].iloc[0]) and ranked["created_at"].iloc[1] == 1_767_225_600
+
+
+def test_rank_candidates_passes_the_sources_signals_to_the_ranker():
+    users = pd.DataFrame({"user_id": [1], "found": [True]})
+    posts = pd.DataFrame(
+        {"category_id": [1, 2, 3], "creator_id": [5, 6, 7], "found": [True, True, False]},
+        index=pd.Index([10, 11, 12], name="post_id"),
+    )
+    seen_pairs = []
+
+    def builder(u, p, pairs, now):
+        seen_pairs.append(pairs)
+        return pd.DataFrame({"x": pairs["two_tower_score"].to_numpy()})
+
+    class Echo:
+        def predict(self, feats):
+            return feats["x"].to_numpy()
+
+    cands = pd.DataFrame(
+        {
+            "post_id": [11, 12, 10],
+            "merged_score": [0.03, 0.02, 0.01],
+            "two_tower_score": [0.7, 0.9, 0.3],
+            "two_tower_rank": [1.0, 0.0, 2.0],
+        }
+    )
+    out = rank_candidates(users, posts, cands, Echo(), builder, None)
+    assert out["post_id"].tolist() == [11, 10]  # post 12 has no online features
+    assert out["ranker_score"].tolist() == [0.7, 0.3]
+    pairs = seen_pairs[0]
+    assert pairs["user_id"].tolist() == [1, 1]
+    assert pairs[
+        ["post_id", "merged_score", "two_tower_score", "two_tower_rank"]
+    ].values.tolist() == [
+        [11, 0.03, 0.7, 1.0],
+        [10, 0.01, 0.3, 2.0],
+    ]
+    # no ranker ("retrieval alone"): the merged score, in candidate order, no features built
+    plain = rank_candidates(users, posts, cands, None, builder, None)
+    assert plain["post_id"].tolist() == [11, 10] and plain["ranker_score"].tolist() == [0.03, 0.01]
+    assert len(seen_pairs) == 1
+
+    class TwoOutcomes:
+        def predict_outcomes(self, feats):
+            return pd.DataFrame({"positive": feats["x"], "negative": 1 - feats["x"]})
+
+        def combine(self, probs):
+            return (probs["positive"] - probs["negative"]).to_numpy()
+
+    multi = rank_candidates(users, posts, cands, TwoOutcomes(), builder, None)
+    assert multi["p_positive"].tolist() == [0.7, 0.3]
+    assert multi["p_negative"].tolist() == pytest.approx([0.3, 0.7])
+    assert multi["ranker_score"].tolist() == pytest.approx([0.4, -0.4])
+
+    class Short:
+        def predict(self, feats):
+            return np.zeros(1)
+
+    with pytest.raises(RuntimeError, match="scores"):
+        rank_candidates(users, posts, cands, Short(), builder, None)
+    empty = rank_candidates(users, posts, cands.iloc[:0], Echo(), builder, None)
+    assert empty.empty and "ranker_score" in empty.columns
 
 
 # --- stage 4 ------------------------------------------------------------------------------
@@ -395,21 +499,27 @@ def test_catalog_leaves_out_deleted_posts(world):
 
 
 # --- composed -----------------------------------------------------------------------------
+def _recommender(world, seen, settings, **kw) -> Recommender:
+    parts = {
+        "features": world["features"],
+        "two_tower": StandInTwoTower(),
+        "index": world["index"],
+        "seen_store": seen,
+        "ranker": RateRanker(),
+        "catalog": world["catalog"],
+        "settings": settings,
+        "feature_builder": positive_rate_builder,
+        **kw,
+    }
+    return Recommender(**parts)
+
+
 @pytest.fixture
 def recommender(world, tmp_path):
     seen = SQLiteSeenStore(tmp_path / "seen.sqlite")
-    settings = Settings(data_dir=tmp_path, retrieval_top_n=40, diversity_decay=0.8)
-    rec = Recommender(
-        world["features"],
-        StandInTwoTower(),
-        world["index"],
-        seen,
-        RateRanker(),
-        world["catalog"],
-        settings,
-        feature_builder=positive_rate_builder,
-    )
-    yield rec
+    # the catalog sources give 5 candidates each: the two-tower's 40 stay the bulk
+    settings = Settings(data_dir=tmp_path, retrieval_top_n=40, source_top_n=5, diversity_decay=0.8)
+    yield _recommender(world, seen, settings)
     seen.close()
 
 
@@ -419,69 +529,192 @@ def test_personalized_path(recommender, world):
     recommender.seen_store.mark(user, [1013], "DISLIKE")
     calls = world["features"].post_calls
     rec = recommender.recommend(user, k=10, debug=True)
-    assert rec.path == PERSONALIZED and len(rec.items) == 10
+    assert rec.path == PERSONALIZED and len(rec.items) == 10 and not rec.degraded
     assert world["features"].post_calls == calls + 1  # ONE online post-feature fetch
     ids = [i["post_id"] for i in rec.items]
-    assert not {1005, 1009, 1013} & set(ids)
+    assert not {1005, 1009, 1013} & set(ids + rec.candidates)
     assert all(i["creator_id"] != user for i in rec.items)
     scores = [i["score"] for i in rec.items]
     assert scores == sorted(scores, reverse=True)
     assert all(i["score"] <= i["ranker_score"] + 1e-12 for i in rec.items)
-    assert set(rec.debug["stages"]) == {"retrieval", "filtering", "ranking", "reranking"}
-    assert rec.debug["stages"]["filtering"]["dropped"]["own"] > 0
+    stages = rec.debug["stages"]
+    assert set(stages) == {"features", "retrieval", "ranking", "reranking"}
+    retrieval = stages["retrieval"]
+    # every configured source answered (the neighbours source needs a table: none here)
+    assert retrieval["sources"]["two_tower"] > 0 and retrieval["skipped"] == {}
+    assert {k: v for k, v in retrieval["sources"].items() if k != "two_tower"} == {
+        "trending": 5,
+        "popular": 5,
+        "fresh": 5,
+    }
+    # the ANN does not know what the user saw, disliked or made: the filter drops them
+    assert retrieval["dropped"]["own"] > 0 and retrieval["dropped"]["seen"] == 2
+    assert retrieval["dropped"]["negative"] == 1
+    # ranked: the ranker's order of every scored candidate, before the feed policies
+    rate = world["features"].posts(rec.ranked)["positive_rate"].to_numpy()
+    assert sorted(rec.ranked) == sorted(rec.candidates) and (np.diff(rate) <= 0).all()
+    assert ids[0] == rec.ranked[0]
 
     # read-your-writes: what was just reacted to is gone from the next feed
     recommender.mark_events([(user, ids[0], "LIKE", None)])
     assert ids[0] not in [i["post_id"] for i in recommender.recommend(user, k=10).items]
 
 
-def test_cold_start_for_unknown_user(recommender):
+def test_unknown_user_gets_the_non_personal_sources_through_the_ranker(recommender, world):
     recommender.seen_store.mark(777, [1000, 1001], "IMPRESSION")
-    rec = recommender.recommend(777, k=5, debug=True)
+    rec = recommender.recommend(777, k=5, debug=True, now=NOW)
     assert rec.path == COLD_START and len(rec.items) == 5
     assert not {1000, 1001} & {i["post_id"] for i in rec.items}
-    assert all(i["ranker_score"] is None for i in rec.items)
+    assert rec.debug["stages"]["features"]["found"] is False
+    # no vector, no two-tower candidates: the catalog's trending, popular and fresh lists
+    assert rec.debug["stages"]["retrieval"]["sources"] == {
+        "two_tower": 0,
+        "trending": 5,
+        "popular": 5,
+        "fresh": 5,
+    }
+    cat = world["catalog"]
+    lists = {
+        p
+        for name in ("trending", "popular", "fresh")
+        for p, _ in cat.top(name, 5, exclude={1000, 1001}, created_by=int(NOW.timestamp()))
+    }
+    assert set(rec.candidates) == lists
+    # ... ranked by the ranker like any other candidates
+    assert all(i["ranker_score"] is not None for i in rec.items)
+    rate = world["features"].posts(rec.candidates)["positive_rate"]
+    assert rec.items[0]["post_id"] == rec.ranked[0] == rate.idxmax()
     scores = [i["score"] for i in rec.items]
     assert scores == sorted(scores, reverse=True)
-    assert rec.debug["stages"]["retrieval"]["found"] is False
+
+
+def test_the_catalog_interleave_answers_when_nothing_is_left(world, tmp_path):
+    with SQLiteSeenStore(tmp_path / "seen.sqlite") as seen:
+        seen.mark(777, [1000, 1001], "IMPRESSION")
+        bare = _recommender(world, seen, Settings(data_dir=tmp_path), sources=[])
+        assert bare.sources == []
+        rec = bare.recommend(777, k=5, now=NOW)
+    assert rec.path == COLD_START and len(rec.items) == 5
+    assert rec.candidates == [] and rec.ranked == []
+    assert all(i["ranker_score"] is None for i in rec.items)  # list positions, not scores
+    picks = [p for p, _ in world["catalog"].cold_start(10, None, exclude={1000, 1001})]
+    assert {i["post_id"] for i in rec.items} <= set(picks)
+    assert rec.items[0]["post_id"] == picks[0]
 
 
 def test_new_user_with_categories_goes_through_the_four_stages(recommender, world):
     """Unknown to the feature store, but the request names categories: embedded from them,
-    retrieved, filtered, ranked (the ranker sees the retrieval score), re-ranked."""
+    retrieved, filtered, ranked (the ranker sees the sources' signals), re-ranked."""
     recommender.seen_store.mark(778, [1002], "IMPRESSION")
     rec = recommender.recommend(778, k=6, debug=True, categories=[2])
     assert rec.path == PERSONALIZED and len(rec.items) == 6
-    assert rec.debug["stages"]["retrieval"]["new_user"] is True
+    assert rec.debug["stages"]["features"]["new_user"] is True
     assert rec.debug["categories"] == [2]
+    ctx = recommender.context(778, NOW, categories=[2])
+    assert ctx.new_user and not ctx.found and ctx.personalized
+    assert ctx.categories == [2] and ctx.vector is not None and ctx.seen == {1002}
+    cands, info = recommender.candidates(ctx)
     cats = world["dim_posts"].set_index("post_id")["category_id"]
     # the stand-in tower puts the user on category 2's axis and the filter keeps category 2
     # (plus the exploration slice)
-    share = np.mean([cats[p] == 2 for p in rec.candidates])
+    two_tower = cands.loc[cands["two_tower_rank"].notna(), "post_id"]
+    share = np.mean([cats[p] == 2 for p in two_tower])
     assert share >= 0.6 and share > 2 * np.mean(cats == 2)
+    # the fresh source reads the request's categories too
+    assert {cats[p] for p in cands.loc[cands["fresh_rank"].notna(), "post_id"]} == {2}
+    assert 1002 not in set(cands["post_id"]) and info["dropped"]["seen"] == 1
     assert 1002 not in {i["post_id"] for i in rec.items}
     assert all(i["ranker_score"] is not None for i in rec.items)
 
 
-def test_rank_candidates_passes_the_retrieval_score():
-    users = pd.DataFrame({"user_id": [1], "found": [True]})
-    posts = pd.DataFrame(
-        {"category_id": [1, 2], "creator_id": [5, 6], "found": [True, True]},
-        index=pd.Index([10, 11], name="post_id"),
+def _neighbours() -> NeighbourTable:
+    """Post 1005's neighbours: 1010 (0.7) and 1020 (0.2); 1009's: 1010 (0.1)."""
+    posts = pd.Index([1005, 1009, 1010, 1020])
+    sim = np.zeros((4, 4), dtype=np.float32)
+    sim[0, 2], sim[0, 3], sim[1, 2] = 0.7, 0.2, 0.1
+    import scipy.sparse as sp
+
+    return NeighbourTable(posts, sp.csr_matrix(sim), NeighbourParams(signal="positive"))
+
+
+def test_candidates_merge_the_sources_with_the_signals_the_ranker_reads(world, tmp_path):
+    settings = Settings(data_dir=tmp_path, retrieval_top_n=20, source_top_n=5)
+    with SQLiteSeenStore(tmp_path / "seen.sqlite") as seen:
+        seen.mark(2, [1005, 1009], "LIKE")
+        seen.block(2, [3])  # posts 1003, 1013, ...
+        rec = _recommender(world, seen, settings, neighbours=_neighbours())
+        assert [s.name for s in rec.sources] == [
+            "two_tower",
+            "neighbours",
+            "trending",
+            "popular",
+            "fresh",
+        ]
+        assert isinstance(rec.sources[0], TwoTowerSource)
+        assert isinstance(rec.sources[1], NeighbourSource)
+        assert isinstance(rec.sources[2], CatalogSource)
+        ctx = rec.context(2, NOW)
+        assert ctx.found and ctx.categories == [2, 3] and ctx.seen == {1005, 1009}
+        assert ctx.blocked == {3} and ctx.negatives == set()
+        cands, info = rec.candidates(ctx)
+        scored = rec.score(ctx, cands)
+    # the user's recent positive (1005) through the table: its neighbours, with their ranks
+    assert info["sources"]["neighbours"] == 2
+    by_id = cands.set_index("post_id")
+    assert by_id.loc[1010, "neighbours_rank"] == 0 and by_id.loc[1020, "neighbours_rank"] == 1
+    assert by_id.loc[1010, "neighbours_score"] == pytest.approx(0.7)
+    # every candidate gets the neighbours score of the history (0 when not a neighbour) and
+    # the catalog's counts, whichever source found it
+    others = cands["neighbours_rank"].isna()
+    assert others.any() and (cands.loc[others, "neighbours_score"] == 0).all()
+    catalog = world["catalog"].posts
+    assert (
+        cands["catalog_popular"].tolist() == catalog.loc[cands["post_id"], "n_positives"].tolist()
     )
-    seen_pairs = []
+    assert (cands["catalog_trending"] == 0).all()  # a catalog from dim_posts: no trending
+    assert list(cands.columns[:3]) == ["post_id", "merged_score", "n_sources"]
+    assert (np.diff(cands["merged_score"]) <= 0).all()  # the merged (source fusion) order
+    assert (cands["n_sources"] >= 1).all() and (cands["n_sources"] > 1).any()
+    assert info["dropped"]["blocked"] > 0 and not (cands["post_id"] % 10 == 3).any()
+    # stage 3 keeps the candidates with features, scored by the ranker
+    assert scored["post_id"].tolist() == cands["post_id"].tolist()
+    rate = world["features"].posts(cands["post_id"])["positive_rate"].to_numpy()
+    assert scored["ranker_score"].to_numpy() == pytest.approx(rate)
+    # the settings choose the sources; parts that are missing are left out
+    only = _recommender(world, seen, settings.model_copy(update={"candidate_sources": ["popular"]}))
+    assert [s.name for s in only.sources] == ["popular"]
+    no_parts = _recommender(world, seen, settings, index=None)
+    assert [s.name for s in no_parts.sources] == ["trending", "popular", "fresh"]
 
-    def builder(u, p, pairs, now):
-        seen_pairs.append(pairs)
-        return pd.DataFrame({"x": pairs["retrieval_score"].to_numpy()})
 
-    class Echo:
-        def predict(self, feats):
-            return feats["x"].to_numpy()
+class Outage(Exception):
+    pass
 
-    out = rank_candidates(users, posts, [11, 10], Echo(), builder, None, {10: 0.3, 11: 0.7})
-    assert out.set_index("post_id")["ranker_score"].to_dict() == {11: 0.7, 10: 0.3}
-    assert seen_pairs[0]["retrieval_score"].tolist() == [0.7, 0.3]
+
+class DownIndex:
+    def search(self, *args, **kwargs):
+        raise Outage("milvus: failed to connect")
+
+
+def test_a_source_whose_dependency_is_down_is_skipped(world, tmp_path):
+    settings = Settings(data_dir=tmp_path, source_top_n=5)
+    with SQLiteSeenStore(tmp_path / "seen.sqlite") as seen:
+        rec = _recommender(world, seen, settings, index=DownIndex(), outage=(Outage,))
+        out = rec.recommend(2, k=5, now=NOW, debug=True)
+        # the other sources answered: still the user's personalized path, ranked
+        assert out.path == PERSONALIZED and len(out.items) == 5
+        assert list(out.degraded) == ["two_tower"] and isinstance(out.degraded["two_tower"], Outage)
+        retrieval = out.debug["stages"]["retrieval"]
+        assert "two_tower" not in retrieval["sources"]
+        assert retrieval["skipped"] == {"two_tower": "Outage: milvus: failed to connect"}
+        assert all(i["ranker_score"] is not None for i in out.items)
+        # an error the recommender was not told is an outage propagates
+        with pytest.raises(Outage):
+            _recommender(world, seen, settings, index=DownIndex()).recommend(2, k=5, now=NOW)
+        # the only source down: its outage propagates (the service's fallback answers)
+        alone = settings.model_copy(update={"candidate_sources": ["two_tower"]})
+        with pytest.raises(Outage):
+            _recommender(world, seen, alone, index=DownIndex(), outage=(Outage,)).recommend(2, 5)
 
 
 def test_cold_start_when_no_candidates_survive(recommender, world):
@@ -564,12 +797,24 @@ def test_recommend_promoted_post_rule(recommender, world):
     assert recommender.recommend(2, k=10, now=NOW).items == base.items
 
 
-def test_cold_start_boosts_new_posts_but_promotes_nothing(recommender, world):
+def test_cold_start_boosts_new_posts_and_promotes_only_a_ranked_post(recommender, world):
     created = _created(world)
     newest = max(created, key=lambda p: (created[p], p))
     now = created[newest] + pd.Timedelta(hours=1)
     _configure(recommender, promoted_post_ids=[newest], promoted_min_score=0.0)
     rec = recommender.recommend(778, k=10, now=now)
+    assert rec.path == COLD_START
+    # through the sources (the fresh list found it) and the ranker: it has a ranker score, so
+    # the promoted rule applies
+    by_id = {i["post_id"]: i for i in rec.items}
+    assert by_id[newest]["boosted"] and by_id[newest]["promoted"]
+    assert rec.items[0]["post_id"] == newest
+    for item in rec.items:
+        assert item["boosted"] == (now - created[item["post_id"]] < pd.Timedelta(hours=24))
+    assert _non_increasing(rec.items)
+    # the catalog's interleave (no source answered): boosted, never promoted (no score)
+    bare = _recommender(world, recommender.seen_store, recommender.settings, sources=[])
+    rec = bare.recommend(778, k=10, now=now)
     assert rec.path == COLD_START
     by_id = {i["post_id"]: i for i in rec.items}
     assert by_id[newest]["boosted"] and not any(i["promoted"] for i in rec.items)
@@ -634,17 +879,17 @@ def test_catalog_with_post_equals_a_rebuild(world):
         (edited, 1, 2, int(base["created_at"].min())),  # an edit keeps its popularity
     ):
         incremental = cat.with_post(post_id, category, creator, created)
-        popularity = (
-            float(base.loc[base["post_id"] == post_id, "popularity"].iloc[0])
-            if post_id in set(base["post_id"])
-            else 0.0
-        )
+        known = post_id in set(base["post_id"])
+        counts = {
+            c: float(base.loc[base["post_id"] == post_id, c].iloc[0]) if known else 0.0
+            for c in ("popularity", "n_positives", "trending")
+        }
         row = {
             "post_id": post_id,
             "category_id": category,
             "creator_id": creator,
             "created_at": created,
-            "popularity": popularity,
+            **counts,
         }
         rebuilt = Catalog(
             pd.concat([base[base["post_id"] != post_id], pd.DataFrame([row])], ignore_index=True),
@@ -653,6 +898,9 @@ def test_catalog_with_post_equals_a_rebuild(world):
         assert len(incremental) == len(rebuilt)
         pd.testing.assert_frame_equal(incremental._popular, rebuilt._popular, check_like=False)
         pd.testing.assert_frame_equal(incremental._fresh, rebuilt._fresh)
+        for name in ("popular", "trending", "fresh"):  # the candidate sources' lists
+            pd.testing.assert_frame_equal(incremental._orders[name], rebuilt._orders[name])
+            assert incremental.top(name, 30) == rebuilt.top(name, 30), name
         assert incremental.cold_start(30) == rebuilt.cold_start(30)
         assert incremental.creators([post_id]) == {post_id: creator}
     assert 55_555 not in cat.posts.index  # the original view is untouched

@@ -80,6 +80,18 @@ class FakeIndex:
         return {alias: f"{alias}_v1", text_alias: f"{text_alias}_v1"}
 
 
+class AnsweringIndex(FakeIndex):
+    """Milvus that answers searches: the catalog's posts (``_catalog``), lower ids closer."""
+
+    def search(self, alias, vectors, top_n, category_ids=None):
+        hits = [
+            (p, 1.0 - p / 100)
+            for p in range(1, 31)
+            if category_ids is None or p % 3 in set(category_ids)
+        ]
+        return [hits[:top_n] for _ in range(len(np.atleast_2d(vectors)))]
+
+
 class RecordingWriter:
     """An online feature writer that records its calls in ``log``; ``fail``: it raises."""
 
@@ -118,6 +130,18 @@ class RaisingSeenStore:
 class FakeRanker:
     def predict(self, frame):
         raise AssertionError("not reached in these tests")
+
+
+class ScoringRanker:
+    """A ranker that agrees with the merged source order."""
+
+    def predict(self, frame):
+        return frame["merged_score"].to_numpy(dtype=float)
+
+
+def _known_posts() -> dict:
+    """The online features of the catalog's posts (``_catalog``)."""
+    return {p: {"category_id": p % 3, "creator_id": p % 5} for p in range(1, 31)}
 
 
 def _catalog():
@@ -165,9 +189,16 @@ def seen_store(tmp_path):
         yield store
 
 
-def _endpoints(metrics, seen_store, index=None, **kwargs):
+def _settings(**kwargs):
     from socialrec.settings import Settings
 
+    return Settings(data_dir=Path("/nonexistent"), **kwargs)
+
+
+TWO_TOWER_ONLY = {"candidate_sources": ["two_tower"]}  # the ANN is the only candidate source
+
+
+def _endpoints(metrics, seen_store, index=None, settings=None, **kwargs):
     parts = {
         "features": FakeFeatures({2}),
         "two_tower": FakeTwoTower(),
@@ -180,7 +211,7 @@ def _endpoints(metrics, seen_store, index=None, **kwargs):
         "metrics": metrics,
         **kwargs,
     }
-    return serving.Endpoints.create(Settings(data_dir=Path("/nonexistent")), **parts)
+    return serving.Endpoints.create(settings or _settings(), **parts)
 
 
 def _value(metrics, name, **labels):
@@ -194,9 +225,42 @@ def _fallbacks(metrics, dependency):
     return _value(metrics, "socialrec_fallback_total", endpoint="/recommend", dependency=dependency)
 
 
-def test_recommend_falls_back_to_the_cold_start_list_when_milvus_raises(metrics, seen_store):
+def test_milvus_down_skips_the_two_tower_source_and_the_others_answer(metrics, seen_store):
     index = RaisingIndex()
-    endpoints = _endpoints(metrics, seen_store, index)
+    features = FakeFeatures({2}, posts=_known_posts())
+    endpoints = _endpoints(metrics, seen_store, index, features=features, ranker=ScoringRanker())
+    seen_store.mark(2, [1, 3, 4], "VIEW")
+    assert _fallbacks(metrics, "milvus") == 0
+    out = endpoints.recommend(2, 5)
+    assert index.calls == 1  # user 2 is known: the two-tower source was tried
+    # the trending, popular and fresh sources answered, through the ranker: not a fallback
+    assert out.source == "personalized"
+    assert "two_tower source skipped" in out.reason
+    assert "milvus unavailable" in out.reason and "failed to connect" in out.reason
+    ids = [it.post_id for it in out.items]
+    assert len(ids) == 5 and len(set(ids)) == 5
+    assert not {1, 3, 4} & set(ids)  # seen posts stay out
+    assert all(it.creator_id != 2 for it in out.items)  # nor the user's own posts
+    assert all(it.ranker_score is not None for it in out.items)
+    scores = [it.score for it in out.items]
+    assert scores == sorted(scores, reverse=True)
+    # still counted as a fallback of the dependency (the answer is degraded)
+    assert _fallbacks(metrics, "milvus") == 1
+    assert _value(metrics, "socialrec_errors_total", endpoint="/recommend", kind="milvus") == 1
+    # Milvus answering: nothing skipped, no reason, no fallback counted
+    healthy = _endpoints(
+        metrics, seen_store, AnsweringIndex(), features=features, ranker=ScoringRanker()
+    )
+    out = healthy.recommend(2, 5)
+    assert out.source == "personalized" and out.reason is None and len(out.items) == 5
+    assert _fallbacks(metrics, "milvus") == 1
+
+
+def test_recommend_falls_back_to_the_cold_start_list_when_the_only_source_is_down(
+    metrics, seen_store
+):
+    index = RaisingIndex()
+    endpoints = _endpoints(metrics, seen_store, index, settings=_settings(**TWO_TOWER_ONLY))
     seen_store.mark(2, [1, 3, 4], "VIEW")
     assert _fallbacks(metrics, "milvus") == 0
     out = endpoints.recommend(2, 5)
@@ -225,7 +289,8 @@ def test_recommend_falls_back_when_the_seen_store_raises(metrics):
 
 
 def test_a_fallback_answer_is_200_through_respond_and_a_bug_is_not_a_fallback(metrics, seen_store):
-    endpoints = _endpoints(metrics, seen_store)
+    only = _settings(**TWO_TOWER_ONLY)
+    endpoints = _endpoints(metrics, seen_store, settings=only)
     out = serving.respond("/recommend", metrics, endpoints.recommend, 2, 3)
     assert isinstance(out, serving.RecommendResponse) and out.source == "fallback"
 
@@ -233,10 +298,12 @@ def test_a_fallback_answer_is_200_through_respond_and_a_bug_is_not_a_fallback(me
         def search(self, *args, **kwargs):
             raise ValueError("a bug, not an outage")
 
-    buggy = _endpoints(metrics, seen_store, index=BuggyIndex())
-    with pytest.raises(ValueError):
-        serving.respond("/recommend", metrics, buggy.recommend, 2, 3)
-    assert _value(metrics, "socialrec_errors_total", endpoint="/recommend", kind="internal") == 1
+    # a bug in a source is not skipped like an outage, alone or among other sources
+    for settings in (only, _settings()):
+        buggy = _endpoints(metrics, seen_store, index=BuggyIndex(), settings=settings)
+        with pytest.raises(ValueError):
+            serving.respond("/recommend", metrics, buggy.recommend, 2, 3)
+    assert _value(metrics, "socialrec_errors_total", endpoint="/recommend", kind="internal") == 2
     assert _fallbacks(metrics, "milvus") == 1
 
 
@@ -410,7 +477,7 @@ def test_recommend_passes_categories_and_returns_the_item_flags(metrics):
 
 def test_a_new_users_categories_reach_the_recommender_and_its_fallback(metrics, seen_store):
     index = RaisingIndex()
-    endpoints = _endpoints(metrics, seen_store, index)
+    endpoints = _endpoints(metrics, seen_store, index, settings=_settings(**TWO_TOWER_ONLY))
     out = endpoints.recommend(50, 5, categories=[1])
     # user 50 is unknown but named categories: embedded and retrieved (Milvus is down) ...
     assert index.calls == 1
@@ -418,6 +485,18 @@ def test_a_new_users_categories_reach_the_recommender_and_its_fallback(metrics, 
     assert out.source == "fallback" and len(out.items) == 5
     assert {it.category_id for it in out.items} == {1}
     assert not any(it.boosted or it.promoted for it in out.items)
+    # with the other sources: the fresh source reads the categories too, the ranker orders
+    index = RaisingIndex()
+    fresh_only = _settings(candidate_sources=["two_tower", "fresh"])
+    endpoints = _endpoints(
+        metrics, seen_store, index, settings=fresh_only,
+        features=FakeFeatures({2}, posts=_known_posts()), ranker=ScoringRanker(),
+    )  # fmt: skip
+    out = endpoints.recommend(50, 5, categories=[1])
+    assert index.calls == 1 and out.source == "personalized"
+    assert "two_tower source skipped" in out.reason
+    assert len(out.items) == 5 and {it.category_id for it in out.items} == {1}
+    assert all(it.ranker_score is not None for it in out.items)
 
 
 # --- /events: seen store first, then the durable spool --------------------------------------
@@ -795,10 +874,14 @@ def test_a_new_post_is_found_by_similar_search_and_cold_start_within_2s(
     nearest = e2e_service.post("/similar", json={"post_id": post_id, "k": 1}).json()["items"][0]
     assert nearest["post_id"] != post_id
 
-    # the catalog view knows it: the freshest post opens an unknown user's cold start ...
-    cold = e2e_service.post("/recommend", json={"user_id": 10_000_001, "k": 5}).json()
-    assert cold["source"] == "cold_start" and cold["items"][0]["post_id"] == post_id
-    assert cold["items"][0]["creator_id"] == creator_id
+    # the catalog view knows it: an unknown user's cold start (the trending, popular and fresh
+    # lists through the ranker) has it, from the fresh list, boosted as a new post ...
+    cold = e2e_service.post("/recommend", json={"user_id": 10_000_001, "k": 200}).json()
+    assert cold["source"] == "cold_start"
+    by_id = {it["post_id"]: it for it in cold["items"]}
+    assert post_id in by_id, sorted(by_id)
+    assert by_id[post_id]["creator_id"] == creator_id and by_id[post_id]["boosted"] is True
+    assert by_id[post_id]["ranker_score"] is not None
     # ... and never its own creator's
     own = e2e_service.post("/recommend", json={"user_id": creator_id, "k": 20}).json()
     assert post_id not in {it["post_id"] for it in own["items"]}
@@ -844,7 +927,7 @@ def test_a_new_post_is_ranked_by_recommend_for_a_new_user_of_its_category(
     out = r.json()
     assert out["source"] == "personalized"  # embedded from its categories: the 4 stages
     assert out["debug"]["categories"] == [category_id]
-    assert out["debug"]["stages"]["retrieval"]["new_user"] is True
+    assert out["debug"]["stages"]["features"]["new_user"] is True
     by_id = {it["post_id"]: it for it in out["items"]}
     assert post_id in by_id, sorted(by_id)  # retrieved from Milvus AND scored by the ranker
     item = by_id[post_id]
@@ -957,7 +1040,7 @@ def test_metrics_expose_the_custom_metrics(e2e_service, e2e_warehouse):
         'socialrec_fallback_total{dependency="milvus",endpoint="/recommend"}',
     ):
         assert _has_series(text, series), series
-    for stage in ("retrieval", "filtering", "ranking", "reranking"):
+    for stage in ("features", "retrieval", "ranking", "reranking"):
         assert _has_series(
             text, f'socialrec_stage_duration_seconds_count{{endpoint="/recommend",stage="{stage}"}}'
         ), stage
