@@ -1,23 +1,29 @@
-"""Evaluation layer: the offline evaluation of the champion models beside baselines.
+"""Evaluation layer: the offline evaluation of the champion pipeline beside tuned baselines.
 
-Thin wrapper of ``socialrec.evaluation.run_offline_evaluation``: the service's 4-stage
-pipeline (champion two-tower + champion ranker) and popularity, recent popularity and implicit
-ALS on the same temporal split. Results as a markdown table and plots in the Dagster UI, and as
-an MLflow run (metrics per method, the plots and tables as artifacts).
+Thin wrapper of ``socialrec.evaluation.run_offline_evaluation`` (the protocol is in
+``socialrec/evaluation/protocol.py`` and docs/benchmarks.md): the service's pipeline (champion
+two-tower, champion ranker, the current neighbours) and its ablations (retrieval alone, the
+ranker without feed policies) against popularity, recent popularity, ALS, item-KNN and EASE,
+each tuned on validation, on the test split's replayed requests. The tables and plots are in
+the Dagster UI and in an MLflow run; a warning check says when the shipped pipeline loses to
+the best baseline on warm users.
 """
 
 import base64
-import datetime as dt
 
 import dagster as dg
 import mlflow as mlflow_lib
 from dagster_mlflow.resources import MlFlow
 
 from assets.common import NIGHTLY, TRAINING_FRESHNESS
+from assets.models import _read_features, current_neighbour_params
 from orchestration.resources import SettingsResource
-from socialrec import evaluation, features, registry, training, warehouse
-from socialrec.catalog import live_posts
+from socialrec import artifacts, evaluation, registry, warehouse
+from socialrec.evaluation.protocol import METRICS
+from socialrec.evaluation.report import segment_table
 from socialrec.ranker import Ranker
+
+CHECK = "shipped_pipeline_beats_best_baseline_on_warm_users"
 
 
 def _image(path) -> str:
@@ -29,8 +35,9 @@ def _image(path) -> str:
     deps=[
         dg.AssetKey("two_tower_model"),
         dg.AssetKey("ranker_model"),
-        dg.AssetKey("ml_retrieval_positives"),
-        dg.AssetKey("ml_ranking_samples"),
+        dg.AssetKey("post_neighbours"),
+        dg.AssetKey("fct_interactions"),
+        dg.AssetKey("ml_split_bounds"),
         dg.AssetKey("feature_tables"),
         dg.AssetKey("dim_posts"),
     ],
@@ -38,74 +45,82 @@ def _image(path) -> str:
     freshness_policy=TRAINING_FRESHNESS,
     automation_condition=NIGHTLY,
     kinds={"mlflow", "python"},
-    description="The champion 4-stage pipeline vs popularity, recent popularity and ALS on "
-    "the temporal split: recall@K, NDCG/MRR/precision/recall@10, coverage, popularity bias, "
-    "per segment; plots in the UI and in MLflow.",
+    check_specs=[dg.AssetCheckSpec(CHECK, asset="offline_evaluation", blocking=False)],
+    description="The champion pipeline (socialrec), without feed policies (socialrec_plain) "
+    "and its merged candidates alone (retrieval) vs popularity, recent popularity, ALS, "
+    "item-KNN and EASE tuned on validation, on the test split's requests replayed day by day: "
+    "NDCG/recall/MRR/coverage per segment (all, warm, cold), each source's recall, plots.",
 )
 def offline_evaluation(
     context: dg.AssetExecutionContext, settings: SettingsResource, mlflow: dg.ResourceParam[MlFlow]
-) -> dg.MaterializeResult:
+):
     from socialrec.two_tower import TwoTowerModel
 
     s = settings.get()
-    positives = warehouse.read_table(s, "ml_retrieval_positives")
-    samples = warehouse.read_table(s, "ml_ranking_samples")
-    start = evaluation.test_start(positives)
-    store = features.feature_store(s)
-    live = live_posts(warehouse.read_table(s, "dim_posts"))["post_id"]
-    users = training.latest_features(store, "user", positives["user_id"], as_of=start)
-    posts = training.latest_features(store, "post", live, as_of=start)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    out_dir = s.data_dir / "evaluation" / stamp
+    out_dir = artifacts.new_dir(s, "evaluation")
     report = evaluation.run_offline_evaluation(
         s,
-        positives,
-        samples,
-        users,
-        posts,
+        warehouse.read_log(s),
+        warehouse.read_table(s, "dim_posts"),
+        warehouse.read_split(s),
+        _read_features(s),
         TwoTowerModel.load(registry.champion_dir(s, registry.TWO_TOWER)),
         Ranker.load(registry.champion_dir(s, registry.RANKER)),
         out_dir,
+        name=s.evaluation_name,
+        neighbour_params=current_neighbour_params(s),
         max_users=s.evaluation_max_users,
+        log_fn=context.log.info,
     )
-    table = report.markdown()
-    context.log.info(f"{report.protocol}\n{table}")
-    report.table.to_csv(out_dir / "results.csv")
-    report.segments.to_csv(out_dir / "segments.csv", index=False)
+    context.log.info(report.markdown())
     _log_to_mlflow(s, report, out_dir)
-    ours = report.table.loc["socialrec"]
-    return dg.MaterializeResult(
+    warm = report.segments["warm"]
+    ours = warm.get("socialrec", {}).get("ndcg@10", float("nan"))
+    baselines = {m: v["ndcg@10"] for m, v in warm.items() if m in evaluation.offline.BASELINES}
+    best = max(baselines, key=lambda m: baselines[m]) if baselines else None
+    passed = best is None or not (ours < baselines[best])
+    yield dg.MaterializeResult(
         metadata={
             "protocol": report.protocol,
-            "results": dg.MetadataValue.md(table),
-            "segments": dg.MetadataValue.md(
-                evaluation.to_markdown(
-                    report.segments.set_index(["segment", "method"])[
-                        ["recall@100", "ndcg@10", "users"]
-                    ],
-                    "segment, method",
-                )
-            ),
+            **{
+                f"results_{seg}": dg.MetadataValue.md(segment_table(report.segments, seg))
+                for seg in report.segments
+            },
+            "report": dg.MetadataValue.md(report.markdown()),
             "plots": dg.MetadataValue.md("\n\n".join(_image(p) for p in report.plots.values())),
-            "ndcg@10": float(ours["ndcg@10"]),
-            "recall@100": float(ours["recall@100"]),
-            "users": report.n_users,
-            "report_dir": dg.MetadataValue.path(str(out_dir)),
+            **{f"warm_{m}": float(warm.get("socialrec", {}).get(m, float("nan"))) for m in METRICS},
+            "users_warm": report.users.get("warm", 0),
+            "users_cold": report.users.get("cold", 0),
+            "report_json": dg.MetadataValue.path(str(out_dir / "report.json")),
         }
+    )
+    yield dg.AssetCheckResult(
+        check_name=CHECK,
+        passed=bool(passed),
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"warm users: socialrec NDCG@10 {ours:.4f} vs best baseline {best} "
+            f"{baselines.get(best, float('nan')):.4f}"
+            if best
+            else "no baseline evaluated"
+        ),
+        metadata={"socialrec": float(ours), **{m: float(v) for m, v in baselines.items()}},
     )
 
 
-def _log_to_mlflow(settings, report: "evaluation.OfflineReport", out_dir) -> None:
+def _log_to_mlflow(settings, report, out_dir) -> None:
     registry.configure(settings)
     nested = mlflow_lib.active_run() is not None  # under the Dagster run's MLflow run
     with mlflow_lib.start_run(run_name="offline_evaluation", nested=nested):
         mlflow_lib.set_tags({"socialrec.model": "offline_evaluation"})
         mlflow_lib.log_param("protocol", report.protocol[:500])
-        for method, row in report.table.iterrows():
-            mlflow_lib.log_metrics(
-                {
-                    f"{method}.{registry.metric_key(k).replace('%', 'pct')}": float(v)
-                    for k, v in row.items()
-                }
-            )
+        for seg, methods in report.segments.items():
+            for method, row in methods.items():
+                mlflow_lib.log_metrics(
+                    {
+                        f"{seg}.{method}.{registry.metric_key(k)}": float(v)
+                        for k, v in row.items()
+                        if isinstance(v, int | float)
+                    }
+                )
         mlflow_lib.log_artifacts(str(out_dir), "evaluation")

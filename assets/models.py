@@ -1,15 +1,23 @@
-"""Model layer: the TFRS two-tower retrieval model and the CatBoost ranker.
+"""Model layer: the co-engagement neighbours, the TFRS two-tower model and the CatBoost ranker.
 
-Thin wrappers of ``socialrec.training`` (Feast point-in-time training frames, fit, evaluate)
-and ``socialrec.registry`` (MLflow run + registered version + ``challenger`` alias). Each model
-has a blocking quality gate (an asset check): the challenger and the current champion are
-evaluated on the same validation set and the challenger is promoted to ``champion`` only when
-it does not regress; otherwise the check fails and nothing downstream (index, bento) runs. The MLflow
-run of the Dagster run comes from dagster-mlflow's resource (key ``mlflow``, the ``mlflow``
-parameter: starting it opens the run); each model is a nested run under it. Retrained nightly.
+Thin wrappers of ``socialrec.training`` / ``socialrec.ranker_training`` (fit, evaluate) and
+``socialrec.registry`` (MLflow run + registered version + ``challenger`` alias). The split is
+the warehouse's (``ml_split_bounds``: train / validation / test by event quantile):
+
+* ``post_neighbours`` chooses its signal on validation and is fitted on the whole log (what the
+  service serves);
+* ``two_tower_model`` is fitted on train (early-stopped on validation), then refitted on train +
+  validation: the refit is the challenger, the first fit travels with it for the ranker;
+* ``ranker_model`` learns on the validation split's requests replayed through the sources (the
+  two-tower fit that never saw them), then both the challenger and the champion rank the test
+  split's replayed requests.
+
+Each model has a blocking quality gate (an asset check) on the test split: the challenger is
+promoted to ``champion`` only when it does not regress against the champion (and, for the
+ranker, when it beats the merged candidate order); otherwise the check fails and nothing
+downstream (index, bento) runs. The MLflow run of the Dagster run comes from dagster-mlflow's
+resource (key ``mlflow``); each model is a nested run under it. Retrained nightly.
 """
-
-import datetime as dt
 
 import dagster as dg
 import pandas as pd
@@ -17,13 +25,14 @@ from dagster_mlflow.resources import MlFlow
 
 from assets.common import NIGHTLY, TRAINING_FRESHNESS
 from orchestration.resources import SettingsResource
-from socialrec import features, registry, training, warehouse
+from socialrec import artifacts, features, ranker_training, registry, training, warehouse
+from socialrec.eventlog import to_timestamp
+from socialrec.neighbours import NeighbourParams, NeighbourTable
 from socialrec.settings import Settings
 
 
 def _model_dir(settings: Settings, name: str):
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    return settings.models_dir / name / stamp
+    return artifacts.new_dir(settings, name)
 
 
 def _registered_metadata(reg: registry.RegisteredModel) -> dict:
@@ -37,9 +46,68 @@ def _registered_metadata(reg: registry.RegisteredModel) -> dict:
     }
 
 
+def _read_features(settings: Settings):
+    store = features.feature_store(settings)
+
+    def read(entity: str, ids, as_of: int) -> pd.DataFrame:
+        return training.latest_features(store, entity, ids, as_of=to_timestamp(as_of))
+
+    return read
+
+
+def current_neighbour_params(settings: Settings) -> NeighbourParams:
+    """The parameters of the current ``post_neighbours`` build (settings before the first)."""
+    info = artifacts.current(settings, artifacts.NEIGHBOURS)
+    if info is None:
+        return training.neighbour_params(settings)
+    return NeighbourParams(**info["params"])
+
+
+@dg.asset(
+    deps=[
+        dg.AssetKey("fct_interactions"),
+        dg.AssetKey("ml_split_bounds"),
+        dg.AssetKey("dim_posts"),
+    ],
+    group_name="models",
+    freshness_policy=TRAINING_FRESHNESS,
+    automation_condition=NIGHTLY,
+    kinds={"python", "scipy"},
+    description="Item-to-item co-engagement neighbours (top k per post) of the neighbours "
+    "candidate source: the method (asymmetric cosine, or EASE where the catalog fits in "
+    "memory) and the signal (positive engagements or every exposure) are chosen on "
+    "validation, the table is fitted on the whole log.",
+)
+def post_neighbours(
+    context: dg.AssetExecutionContext, settings: SettingsResource
+) -> dg.MaterializeResult:
+    s = settings.get()
+    log, bounds = warehouse.read_log(s), warehouse.read_split(s)
+    posts = warehouse.read_table(s, "dim_posts")
+    choice = training.choose_neighbours(s, log, posts, bounds)
+    params = training.neighbour_params(s, **choice["chosen"])
+    table = NeighbourTable.fit(log, params)
+    out = table.save(_model_dir(s, artifacts.NEIGHBOURS))
+    artifacts.publish(s, artifacts.NEIGHBOURS, out, {"params": params.__dict__})
+    context.log.info(f"neighbours: {len(table)} pairs over {len(table.posts)} posts, {choice}")
+    return dg.MaterializeResult(
+        metadata={
+            "pairs": len(table),
+            "posts": len(table.posts),
+            "signal": params.signal,
+            **{
+                f"validation_ndcg@10.{t['method']}.{t['signal']}.{t['l2']:g}": float(t["ndcg@10"])
+                for t in choice["tried"]
+            },
+            "path": dg.MetadataValue.path(str(out)),
+        }
+    )
+
+
 @dg.asset(
     deps=[
         dg.AssetKey("ml_retrieval_positives"),
+        dg.AssetKey("ml_split_bounds"),
         dg.AssetKey("feature_tables"),
         dg.AssetKey("feast_registry"),
     ],
@@ -47,22 +115,23 @@ def _registered_metadata(reg: registry.RegisteredModel) -> dict:
     freshness_policy=TRAINING_FRESHNESS,
     automation_condition=NIGHTLY,
     kinds={"tensorflow", "mlflow"},
-    description="TFRS two-tower model (user tower: id, onboarding categories, profile "
-    "embedding, activity; post tower: id, category, media type, creator, description "
-    "embedding; logQ-corrected in-batch softmax) trained on the train split of "
-    "ml_retrieval_positives, early-stopped on validation recall@100; recall@K on the test split "
-    "beside random; registered in MLflow as the challenger.",
+    description="TFRS two-tower model (user tower: id, onboarding categories, category "
+    "affinity, profile and liked-posts embeddings, activity; post tower: id, category, media "
+    "type, creator, age bucket, description embedding; logQ-corrected in-batch softmax): "
+    "fitted on train (early-stopped on validation recall@100), refitted on train + validation "
+    "for the chosen epochs; recall@K on the test split beside random; registered in MLflow as "
+    "the challenger.",
 )
 def two_tower_model(
     context: dg.AssetExecutionContext, settings: SettingsResource, mlflow: dg.ResourceParam[MlFlow]
 ) -> dg.MaterializeResult:
     s = settings.get()
     positives = warehouse.read_table(s, "ml_retrieval_positives")
-    # the features as they were when the training period ended (no look into its future)
-    as_of = training.split_end(positives, "train")
+    bounds = warehouse.read_split(s)
     store = features.feature_store(s)
-    users, posts = training.training_frames(store, positives, as_of)
-    result = training.train_two_tower(s, positives, users, posts, store=store)
+    result = training.train_two_tower(
+        s, positives, store, to_timestamp(bounds.validation_start), to_timestamp(bounds.test_start)
+    )
     m = result.metrics
     table = "| K | recall@K | random recall@K |\n|---|---|---|\n" + "\n".join(
         f"| {k} | {m[f'recall@{k}']:.4f} | {m[f'random_recall@{k}']:.4f} |"
@@ -71,18 +140,14 @@ def two_tower_model(
     context.log.info(
         f"two-tower on {int(m['n_users'])} test-split users x {int(m['n_posts'])} posts:\n{table}"
     )
-    model_dir = result.model.save(_model_dir(s, "two_tower"))
-    example = users.head(5)
+    model_dir = training.save_two_tower(result, _model_dir(s, "two_tower"))
+    example = result.data["users"].head(5)
     reg = registry.log_two_tower(
         s,
         model_dir,
         params=result.params,
         metrics=m,
-        data={
-            "positives": registry.data_snapshot(positives),
-            "users": len(users),
-            "posts": len(posts),
-        },
+        data={"positives": registry.data_snapshot(positives), "users": len(result.data["users"])},
         example_input=registry.two_tower_example(example),
         example_output=result.model.user_embeddings(example),
     )
@@ -98,47 +163,68 @@ def two_tower_model(
 
 @dg.asset(
     deps=[
-        dg.AssetKey("ml_ranking_samples"),
+        dg.AssetKey("two_tower_model"),  # its as-of-validation fit retrieves for the replays
+        dg.AssetKey("post_neighbours"),
+        dg.AssetKey("fct_interactions"),
+        dg.AssetKey("ml_split_bounds"),
         dg.AssetKey("feature_tables"),
         dg.AssetKey("feast_registry"),
-        dg.AssetKey("two_tower_model"),  # retrieval_score: the champion two-tower's score
     ],
     group_name="models",
     freshness_policy=TRAINING_FRESHNESS,
     automation_condition=NIGHTLY,
     kinds={"catboost", "mlflow"},
-    description="CatBoost ranker on ml_ranking_samples with user, post and user x post "
-    "features (socialrec.ranking_features), point in time; Logloss and YetiRank both trained, "
-    "the better validation NDCG@10 per user kept; registered in MLflow.",
+    description="CatBoost ranker predicting several outcomes (positive, full view, like, "
+    "share/comment, negative) combined with weights chosen on held-out users: trained on the "
+    "validation split's requests replayed through the candidate sources (as the service would "
+    "have answered them that day), then the challenger, the champion and the merged candidate "
+    "order rank the test split's replayed requests (the gate's NDCG@10); registered in MLflow.",
 )
 def ranker_model(
     context: dg.AssetExecutionContext, settings: SettingsResource, mlflow: dg.ResourceParam[MlFlow]
 ) -> dg.MaterializeResult:
+    from socialrec.ranker import Ranker
+    from socialrec.two_tower import TwoTowerModel
+
     s = settings.get()
-    samples = warehouse.read_table(s, "ml_ranking_samples")
-    # each sample's user and post features as they were when it was shown (point in time)
-    users, posts = training.ranker_frames(features.feature_store(s), samples)
-    # retrieval_score: the serving two-tower's score of each sample
-    two_tower = training.champion_two_tower(s)
-    result = training.train_ranker(s, samples, users, posts, aligned=True, two_tower=two_tower)
-    m = result.metrics
+    log, bounds = warehouse.read_log(s), warehouse.read_split(s)
+    posts = warehouse.read_table(s, "dim_posts")
+    read = _read_features(s)
+    tt_dir = registry.model_dir(s, registry.TWO_TOWER, registry.CHALLENGER)
+    selection = TwoTowerModel.load(tt_dir / training.AS_OF_VALIDATION)
+    nparams = current_neighbour_params(s)
+    data, info = ranker_training.build_training_set(
+        s, log, posts, ranker_training.created_seconds(posts), bounds.validation_start,
+        bounds.test_start, read, selection, nparams,
+    )  # fmt: skip
+    context.log.info(f"replayed training set: {info}")
+    fit = ranker_training.fit_ranker(s, data, s.ranker_outcome_weights)
+    champion_dir = (
+        registry.champion_dir(s, registry.RANKER)
+        if registry.aliased_version(s, registry.RANKER, registry.CHAMPION) is not None
+        else None
+    )
+    gate = ranker_training.test_replay_ndcg(
+        s, log, posts, bounds, read, TwoTowerModel.load(tt_dir), nparams,
+        {"challenger": fit.ranker,
+         "champion": Ranker.load(champion_dir) if champion_dir is not None else None},
+    )  # fmt: skip
+    m = {**fit.metrics, **{f"test_ndcg@10.{k}": v for k, v in gate.items()}}
     context.log.info(
-        "ranker: "
-        + ", ".join(f"{k}={v:.4f}" for k, v in m.items() if not k.startswith("importance."))
+        "ranker: " + ", ".join(f"{k}={v:.4f}" for k, v in m.items() if "importance." not in k)
     )
     model_dir = _model_dir(s, "ranker")
-    result.model.save(model_dir)
-    example: pd.DataFrame = result.data["example"]
+    fit.ranker.save(model_dir)
     from socialrec.ranking_features import RANKER_FEATURES
 
     reg = registry.log_ranker(
         s,
-        result.model,
+        fit.ranker,
         model_dir,
-        params=result.params,
+        params={**fit.params, **{f"training.{k}": v for k, v in info.items()}},
         metrics=m,
-        data={"samples": registry.data_snapshot(samples)},
-        example_input=example[RANKER_FEATURES] if len(example) else None,
+        data={"bounds": bounds.__dict__},
+        example_input=fit.example[RANKER_FEATURES] if fit.example is not None else None,
     )
     importance = sorted(
         ((k.removeprefix("importance."), v) for k, v in m.items() if k.startswith("importance.")),
@@ -152,6 +238,15 @@ def ranker_model(
                 for k, v in m.items()
                 if not k.startswith("importance.")
             },
+            "outcome_weights": fit.params["weights"],
+            "weights_tried": dg.MetadataValue.md(
+                "| weights | held-out NDCG@10 |\n|---|---:|\n"
+                + "\n".join(
+                    f"| {', '.join(f'{k}={v:g}' for k, v in w.items() if k != 'ndcg@10')} "
+                    f"| {w['ndcg@10']:.4f} |"
+                    for w in fit.weights_tried
+                )
+            ),
             "feature_importance": dg.MetadataValue.md(
                 "| feature | importance |\n|---|---|\n"
                 + "\n".join(f"| {k} | {v:.2f} |" for k, v in importance)
@@ -173,19 +268,20 @@ def _gate_result(gate: training.GateResult) -> dg.AssetCheckResult:
 @dg.asset_check(
     asset=two_tower_model,
     blocking=True,
-    description="Quality gate: recall@100 of the challenger vs the champion on the current "
-    "validation split; promotes the challenger to champion unless it regresses.",
+    description="Quality gate: test recall@100 of the challenger vs the champion (both fitted "
+    "before the test start); promotes the challenger to champion unless it regresses.",
 )
 def two_tower_quality_gate(settings: SettingsResource) -> dg.AssetCheckResult:
     s = settings.get()
     positives = warehouse.read_table(s, "ml_retrieval_positives")
-    as_of = training.split_end(positives, "train")
-    users, posts = training.training_frames(features.feature_store(s), positives, as_of)
+    bounds = warehouse.read_split(s)
+    store = features.feature_store(s)
+    test_start = to_timestamp(bounds.test_start)
     gate = training.quality_gate(
         s,
         registry.TWO_TOWER,
-        "validation recall@100",
-        lambda path: training.two_tower_validation_recall(path, positives, users, posts),
+        "test recall@100",
+        lambda path: training.two_tower_test_recall(path, positives, store, test_start),
     )
     return _gate_result(gate)
 
@@ -193,20 +289,12 @@ def two_tower_quality_gate(settings: SettingsResource) -> dg.AssetCheckResult:
 @dg.asset_check(
     asset=ranker_model,
     blocking=True,
-    description="Quality gate: NDCG@10 per user of the challenger vs the champion on the "
-    "current validation split; promotes the challenger to champion unless it regresses.",
+    description="Quality gate on the test split's replayed requests: the challenger's NDCG@10 "
+    "must beat the merged candidate order's (the ranker stage has to help) and not regress "
+    "against the champion's; then the challenger is promoted to champion.",
 )
 def ranker_quality_gate(settings: SettingsResource) -> dg.AssetCheckResult:
     s = settings.get()
-    samples = warehouse.read_table(s, "ml_ranking_samples")
-    users, posts = training.ranker_frames(features.feature_store(s), samples)
-    data = training.ranker_dataset(
-        samples, users, posts, aligned=True, two_tower=training.champion_two_tower(s)
-    )
-    gate = training.quality_gate(
-        s,
-        registry.RANKER,
-        "validation NDCG@10",
-        lambda path: training.ranker_validation_ndcg(path, data),
-    )
+    metrics = registry.version_metrics(s, registry.RANKER, registry.CHALLENGER)
+    gate = ranker_training.ranker_gate(s, metrics)
     return _gate_result(gate)

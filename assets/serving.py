@@ -18,7 +18,7 @@ import dagster as dg
 
 from assets.common import DERIVED_FRESHNESS, EAGER, TRAINING_FRESHNESS
 from orchestration.resources import SettingsResource
-from socialrec import registry, warehouse
+from socialrec import artifacts, registry, warehouse
 from socialrec.catalog import Catalog
 from socialrec.seen import open_seen_store
 
@@ -54,23 +54,34 @@ def seen_history(
         dg.AssetKey("feast_online_store"),
         dg.AssetKey("seen_history"),
         dg.AssetKey("dim_posts"),
+        dg.AssetKey("post_neighbours"),
     ],
     group_name="serving",
     freshness_policy=TRAINING_FRESHNESS,
     automation_condition=EAGER,
     kinds={"bentoml"},
     description="`bentoml build` of bentos/service.py with the champion two-tower, the "
-    "champion ranker and the post catalog from the BentoML model store (each labelled with "
-    "its MLflow run).",
+    "champion ranker, the post catalog (popularity and trending as of the log's end) and the "
+    "current co-engagement neighbours from the BentoML model store (each labelled with its "
+    "MLflow or Dagster run).",
 )
 def recommender_bento(
     context: dg.AssetExecutionContext, settings: SettingsResource
 ) -> dg.MaterializeResult:
     s = settings.get()
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    catalog_dir = Catalog.from_dim_posts(
-        warehouse.read_table(s, "dim_posts"), fresh_share=s.cold_start_fresh_share
+    log = warehouse.read_log(s)
+    # the catalog's counts as of the log's end (the data's clock; in production, about now)
+    catalog_dir = Catalog.from_log(
+        warehouse.read_table(s, "dim_posts"),
+        log,
+        (log.end or 0) + 1,
+        s.trending_days,
+        fresh_share=s.cold_start_fresh_share,
     ).save(s.models_dir / "catalog" / stamp)
+    neighbours = artifacts.current(s, artifacts.NEIGHBOURS)
+    if neighbours is None:
+        raise dg.Failure("no co-engagement neighbours yet: materialize post_neighbours first")
     models = {}
     for name in (registry.TWO_TOWER, registry.RANKER):
         mv = registry.champion_version(s, name)
@@ -85,6 +96,10 @@ def recommender_bento(
     models["socialrec_catalog"] = {
         "path": str(catalog_dir),
         "labels": {"dagster_run_id": context.run_id},
+    }
+    models["socialrec_neighbours"] = {
+        "path": neighbours["path"],
+        "labels": {"signal": neighbours["params"]["signal"]},
     }
     spec = {"models": models, "labels": {"dagster_run_id": context.run_id}}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:

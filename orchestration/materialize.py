@@ -29,12 +29,27 @@ def landed_event_partitions(settings: Settings) -> list[str]:
 
 
 def materialize_all(
-    defs: dg.Definitions, settings: Settings, instance: dg.DagsterInstance
+    defs: dg.Definitions,
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    selection: str | None = None,
 ) -> dg.ExecuteInProcessResult:
+    """The ``materialize_all`` job, or only the assets of ``selection`` (comma-separated
+    Dagster asset selections, e.g. ``"ranker_model+"``: an asset and everything downstream)."""
     partitions = landed_event_partitions(settings)
     if not partitions:
         raise SystemExit(f"no events under {settings.landing_uri}/events/: run `make data` first")
     job = defs.resolve_job_def("materialize_all")
+    keys = None
+    if selection:
+        graph = defs.resolve_asset_graph()
+        keys = sorted(
+            {
+                key
+                for part in selection.split(",")
+                for key in dg.AssetSelection.from_string(part.strip()).resolve(graph)
+            }
+        )
     return job.execute_in_process(
         instance=instance,
         tags={
@@ -42,6 +57,7 @@ def materialize_all(
             ASSET_PARTITION_RANGE_END_TAG: partitions[-1],
         },
         raise_on_error=False,
+        asset_selection=keys,
     )
 
 
@@ -49,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument(
         "--generate", action="store_true", help="write the demo data first if the bucket is empty"
+    )
+    p.add_argument(
+        "--select",
+        help='only these assets (comma-separated Dagster selections, e.g. "ranker_model+" for an '
+        "asset and everything downstream), against the state the last run left",
     )
     args = p.parse_args(argv)
     settings = Settings()
@@ -59,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.time()
     with dg.DagsterInstance.get() as instance:
-        result = materialize_all(defs, settings, instance)
+        result = materialize_all(defs, settings, instance, args.select)
     failed = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     print(
         f"materialize_all: {'success' if result.success else 'FAILED'} in {time.time() - t0:.0f}s"

@@ -355,3 +355,14 @@ def model_dir(settings: Settings, name: str, alias: str = CHAMPION) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def version_metrics(settings: Settings, name: str, alias: str = CHALLENGER) -> dict[str, float]:
+    """The metrics logged with the version behind ``alias`` (its ``metrics`` tag), plus its
+    ``version``; empty when the alias does not exist."""
+    mv = aliased_version(settings, name, alias)
+    if mv is None:
+        return {}
+    out = json.loads(mv.tags.get("metrics", "{}"))
+    out["version"] = float(mv.version)
+    return out

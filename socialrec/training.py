@@ -1,19 +1,17 @@
-"""Training and evaluation of the two models, framework-free (the Dagster assets call these).
+"""Training of the models, framework-free (the Dagster assets call these).
 
 Training sets are read through Feast point-in-time joins (``get_historical_features``), so the
 models learn from exactly the feature definitions the service reads online, as they were at
-the right moment: :func:`latest_features` reads every user's / post's features at one moment
-(the two-tower model: the end of its training period), :func:`ranker_frames` reads each ranking
-sample's user and post features at the sample's own time. The feature histories are daily
-(cumulative counts up to each day's end, valid from the next midnight), so a feature never
-includes its sample's own day.
+the right moment: :func:`latest_features` reads every user's / post's features at one moment,
+:func:`point_in_time` each row's at its own time. The feature histories are daily (cumulative
+counts up to each day's end, valid from the next midnight), so a feature never includes its
+row's own day.
 
-* :func:`train_two_tower` fits the TFRS model on the ``train`` split of
-  ``ml_retrieval_positives`` (early stopping on ``validation``) and evaluates recall@K on the
-  ``test`` split beside the recall@K of a random ranking of the same candidates.
-* :func:`train_ranker` fits CatBoost on ``ml_ranking_samples`` (train split; validation split
-  for early stopping) with :func:`socialrec.ranking_features.ranking_features`, and evaluates
-  AUC / log loss per split.
+* :func:`train_two_tower` fits the TFRS model twice: on the train split (early-stopped on
+  validation: the selection, and the model the ranker's training replays go through), then on
+  train + validation for the chosen epochs (the challenger that serves), evaluated on test.
+* The ranker is trained on replayed requests: :mod:`socialrec.ranker_training`.
+* :func:`quality_gate` compares a challenger with the champion on one held-out set.
 """
 
 from __future__ import annotations
@@ -29,6 +27,7 @@ import pandas as pd
 
 from socialrec import features as fs
 from socialrec import registry
+from socialrec.eventlog import to_timestamp
 from socialrec.metrics import evaluate_retrieval
 from socialrec.settings import Settings
 
@@ -49,6 +48,8 @@ def latest_features(store, entity: str, ids, as_of: dt.datetime | None = None) -
     entity's views. Columns: the id and the features; ids without a row get nulls."""
     id_col = fs.ENTITY_IDS[entity]
     ids = pd.unique(np.asarray(list(ids), dtype=np.int64))
+    if isinstance(as_of, int | np.integer):  # epoch seconds (socialrec.eventlog)
+        as_of = to_timestamp(int(as_of))
     stamp = pd.Timestamp(as_of or dt.datetime.now(dt.UTC))
     entity_df = pd.DataFrame({id_col: ids, fs.TIMESTAMP: stamp})
     out = fs.historical_features(store, entity_df, fs.feature_refs(entity))
@@ -89,21 +90,6 @@ def point_in_time(store, entity: str, rows: pd.DataFrame) -> pd.DataFrame:
     return out.drop(columns=[fs.TIMESTAMP])
 
 
-def retrieval_scores(two_tower, users: pd.DataFrame, posts: pd.DataFrame) -> np.ndarray:
-    """The two-tower score (user vector . post vector, a cosine) of each aligned (user row,
-    post row) pair: the ``retrieval_score`` ranker feature at training time, the same quantity
-    the ANN search returns at serving time. Rows without features score NaN."""
-    if two_tower is None or not len(users):
-        return np.full(len(users), np.nan)
-    u = two_tower.user_embeddings(users.reset_index(drop=True))
-    p = two_tower.post_embeddings(posts.reset_index(drop=True))
-    scores = np.einsum("ij,ij->i", u, p).astype(np.float64)
-    missing = users.drop(columns=["user_id"], errors="ignore").isna().all(axis=1).to_numpy()
-    missing |= posts.drop(columns=["post_id"], errors="ignore").isna().all(axis=1).to_numpy()
-    scores[missing] = np.nan
-    return scores
-
-
 def champion_two_tower(settings: Settings):
     """The serving (``champion``) two-tower model, or None before the first one."""
     from socialrec.two_tower import TwoTowerModel
@@ -117,27 +103,13 @@ def _split(df: pd.DataFrame, *names: str) -> pd.DataFrame:
     return df[df["split"].isin(names)].reset_index(drop=True)
 
 
-def train_two_tower(
-    settings: Settings,
-    positives: pd.DataFrame,
-    users: pd.DataFrame,
-    posts: pd.DataFrame,
-    *,
-    seed: int | None = None,
-    store=None,
-) -> TrainResult:
-    """Fit on the train split, early-stopped on validation recall@100; recall@K on the test
-    split (the latest period, never seen in training or model selection) beside random.
+AS_OF_VALIDATION = "as_of_validation"  # the train-split model, inside the two-tower dir
 
-    With a Feast ``store``, each train positive gets its user's features as they were at the
-    positive's time (:func:`point_in_time`), so the history inputs never contain the positive
-    itself; ``users`` (one row per user) serves the validation and test evaluation."""
+
+def _two_tower(settings: Settings):
     from socialrec.two_tower import TwoTowerModel
 
-    train = _split(positives, "train")
-    valid = _split(positives, "validation")
-    test = _split(positives, "test")
-    model = TwoTowerModel(
+    return TwoTowerModel(
         settings.two_tower_embedding_dim,
         id_dim=settings.two_tower_id_dim,
         text_dim=settings.two_tower_text_dim,
@@ -145,100 +117,83 @@ def train_two_tower(
         temperature=settings.two_tower_temperature,
         random_negatives=settings.two_tower_random_negatives,
     )
+
+
+def train_two_tower(
+    settings: Settings,
+    positives: pd.DataFrame,
+    store,
+    validation_start,
+    test_start,
+    *,
+    seed: int | None = None,
+) -> TrainResult:
+    """Two fits of the two-tower model, as the protocol wants (docs/benchmarks.md):
+
+    1. *as of validation*: trained on the train split with the features as of the validation
+       start, early-stopped on validation recall@100 (model selection). The ranker's training
+       replays the validation split through this model: it never saw those days.
+    2. *as of test* (the challenger that serves): refitted on train + validation with the
+       features as of the test start, for the number of epochs the first fit chose; evaluated
+       on the test split (recall@K beside random).
+
+    Each positive gets its user's features as they were at the positive's time (a
+    point-in-time join), so a history input never contains the positive itself. Returns the
+    second model, with the first in ``data["as_of_validation"]``."""
+    seed = settings.seed if seed is None else seed
+    train = _split(positives, "train")
+    valid = _split(positives, "validation")
+    test = _split(positives, "test")
+    users_v, posts_v = training_frames(store, positives, validation_start)
+    selection = _two_tower(settings)
+    selection.fit(
+        train, users_v, posts_v,
+        epochs=settings.two_tower_epochs, batch_size=settings.two_tower_batch_size, seed=seed,
+        validation_df=valid, aligned_users=point_in_time(store, "user", train),
+    )  # fmt: skip
+    info = selection.meta["train"]
+    epochs = int(info.get("best_epoch") or info["epochs_run"] or settings.two_tower_epochs)
+    refit_rows = _split(positives, "train", "validation")
+    users_t, posts_t = training_frames(store, positives, test_start)
+    model = _two_tower(settings)
     model.fit(
-        train,
-        users,
-        posts,
-        epochs=settings.two_tower_epochs,
-        batch_size=settings.two_tower_batch_size,
-        seed=settings.seed if seed is None else seed,
-        validation_df=valid,
-        aligned_users=None if store is None else point_in_time(store, "user", train),
-    )
-    seen = pd.concat([train, valid], ignore_index=True)  # exposure before the test period
-    metrics = evaluate_retrieval(model, users, posts, seen, test, ks=RETRIEVAL_KS)
-    info = model.meta["train"]
-    metrics["final_loss"] = float(info["final_loss"] or float("nan"))
-    metrics["epochs_run"] = float(info["epochs_run"])
+        refit_rows, users_t, posts_t, epochs=epochs, batch_size=settings.two_tower_batch_size,
+        seed=seed, aligned_users=point_in_time(store, "user", refit_rows),
+    )  # fmt: skip
+    metrics = evaluate_retrieval(model, users_t, posts_t, refit_rows, test, ks=RETRIEVAL_KS)
+    metrics["final_loss"] = float(model.meta["train"]["final_loss"] or float("nan"))
+    metrics["epochs"] = float(epochs)
     if info.get("best_val_recall") is not None:
-        metrics["best_val_recall@100"] = float(info["best_val_recall"])
+        metrics["validation_recall@100"] = float(info["best_val_recall"])
     params = {
         **model.hparams,
-        "epochs": settings.two_tower_epochs,
+        "epochs": epochs,
+        "epochs_chosen_by": "validation recall@100 (early stopping of the train-split fit)",
         "batch_size": settings.two_tower_batch_size,
     }
-    return TrainResult(model, params, metrics)
+    return TrainResult(model, params, metrics, {AS_OF_VALIDATION: selection, "users": users_t})
 
 
-def ranker_dataset(
-    samples: pd.DataFrame,
-    users: pd.DataFrame,
-    posts: pd.DataFrame,
-    aligned: bool = False,
-    two_tower=None,
-) -> pd.DataFrame:
-    """``RANKER_FEATURES`` + ``label`` + ``split`` for every sample; the post age is taken at
-    the sample's own ``ts`` (the moment it was shown). ``aligned``: ``users`` / ``posts`` hold
-    one row per sample (:func:`ranker_frames`) instead of one per id. ``two_tower``: the model
-    whose score becomes ``retrieval_score`` (aligned frames only; NaN without one)."""
-    from socialrec.ranking_features import ranking_features
-
-    if aligned and two_tower is not None and "retrieval_score" not in samples.columns:
-        samples = samples.assign(retrieval_score=retrieval_scores(two_tower, users, posts))
-
-    feats = ranking_features(users, posts, samples, samples["ts"], aligned=aligned)
-    relevance = samples["relevance"] if "relevance" in samples.columns else samples["label"]
-    return feats.assign(
-        label=samples["label"].astype(int).to_numpy(),
-        relevance=pd.to_numeric(relevance, errors="coerce").fillna(0).to_numpy(dtype=float),
-        user_id=samples["user_id"].astype("int64").to_numpy(),
-        split=samples["split"].to_numpy(),
-    )
+def save_two_tower(result: TrainResult, directory) -> Path:
+    """The serving model in ``directory``, the as-of-validation one in its subdirectory."""
+    out = result.model.save(directory)
+    result.data[AS_OF_VALIDATION].save(Path(out) / AS_OF_VALIDATION)
+    return Path(out)
 
 
-def train_ranker(
-    settings: Settings,
-    samples: pd.DataFrame,
-    users: pd.DataFrame,
-    posts: pd.DataFrame,
-    aligned: bool = False,
-    two_tower=None,
-) -> TrainResult:
-    """Fit CatBoost with both objectives on the train split (validation split for early
-    stopping) and keep the one with the better validation NDCG@10 per user (graded relevance):
-    the ranker's job is the order of one user's candidates, which AUC over all pairs does not
-    measure. AUC, log loss and NDCG@10 of the kept model on every split.
-    ``aligned``: see :func:`ranker_dataset`."""
-    from socialrec.ranker import LOSSES, Ranker
+def two_tower_test_recall(
+    model_path: Path, positives: pd.DataFrame, store, test_start, k: int = 100
+) -> float:
+    """Recall@k on the test split of a saved (serving) two-tower model, train and validation
+    positives of each user excluded; the features as of the test start."""
+    from socialrec.two_tower import TwoTowerModel
 
-    data = ranker_dataset(
-        samples.reset_index(drop=True), users, posts, aligned=aligned, two_tower=two_tower
-    )
-    train, valid, test = (_split(data, s) for s in ("train", "validation", "test"))
-    if train["label"].nunique() < 2:
-        raise ValueError("the ranking train split needs both positive and negative samples")
-    candidates = {}
-    for loss in LOSSES:
-        ranker = Ranker(
-            iterations=settings.ranker_iterations, seed=settings.seed, loss_function=loss
-        ).fit(train, valid)
-        score = ranker.evaluate(valid).get("ndcg@10", float("nan")) if len(valid) else float("nan")
-        candidates[loss] = (ranker, score)
-    best = max(
-        LOSSES, key=lambda name: -np.inf if np.isnan(candidates[name][1]) else candidates[name][1]
-    )
-    ranker = candidates[best][0]
-    metrics: dict[str, float] = {
-        f"validation_ndcg@10.{loss}": float(score) for loss, (_, score) in candidates.items()
-    }
-    for name, part in (("train", train), ("validation", valid), ("test", test)):
-        if len(part) and part["label"].nunique() == 2:
-            for k, v in ranker.evaluate(part).items():
-                metrics[f"{name}_{k}"] = v
-    metrics["best_iteration"] = float(ranker.best_iteration or 0)
-    metrics.update({f"importance.{k}": v for k, v in ranker.feature_importance().items()})
-    params = {**ranker.params, "loss": best, "chosen_by": "validation NDCG@10 per user"}
-    return TrainResult(ranker, params, metrics, {"example": test.head(5)})
+    model = TwoTowerModel.load(model_path)
+    users, posts = training_frames(store, positives, test_start)
+    seen = _split(positives, "train", "validation")
+    return evaluate_retrieval(model, users, posts, seen, _split(positives, "test"), ks=(k,))[
+        f"recall@{k}"
+    ]
 
 
 # ---- the quality gate: challenger vs champion on the same validation set -------------------
@@ -257,43 +212,6 @@ class GateResult:
 
     def metadata(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
-
-
-def two_tower_validation_recall(
-    model_path: Path,
-    positives: pd.DataFrame,
-    users: pd.DataFrame,
-    posts: pd.DataFrame,
-    k: int = 100,
-) -> float:
-    """Recall@k of a saved two-tower model on the ``validation`` positives (train positives of
-    each user excluded from the candidates)."""
-    from socialrec.two_tower import TwoTowerModel
-
-    model = TwoTowerModel.load(model_path)
-    train, valid = _split(positives, "train"), _split(positives, "validation")
-    return evaluate_retrieval(model, users, posts, train, valid, ks=(k,))[f"recall@{k}"]
-
-
-def ranker_validation_auc(model_path: Path, data: pd.DataFrame) -> float:
-    """AUC of a saved ranker on the ``validation`` rows of :func:`ranker_dataset`."""
-    from socialrec.ranker import Ranker
-
-    valid = _split(data, "validation")
-    if valid.empty or valid["label"].nunique() < 2:
-        return float("nan")
-    return Ranker.load(model_path).evaluate(valid)["auc"]
-
-
-def ranker_validation_ndcg(model_path: Path, data: pd.DataFrame) -> float:
-    """NDCG@10 per user (graded relevance) of a saved ranker on the ``validation`` rows of
-    :func:`ranker_dataset`: comparable across objectives (only each user's order counts)."""
-    from socialrec.ranker import Ranker
-
-    valid = _split(data, "validation")
-    if valid.empty:
-        return float("nan")
-    return Ranker.load(model_path).evaluate(valid).get("ndcg@10", float("nan"))
 
 
 def quality_gate(
@@ -337,3 +255,84 @@ def quality_gate(
         passed,
         reason,
     )
+
+
+# ---- the co-engagement neighbours ---------------------------------------------------------------
+
+
+def neighbour_params(settings: Settings, **chosen):
+    """The neighbours' parameters from settings, with ``chosen`` values (from validation)
+    replacing the settings' "auto" ones."""
+    from socialrec.neighbours import NeighbourParams
+
+    values = {
+        "k": settings.neighbours_k,
+        "alpha": settings.neighbours_alpha,
+        "shrink": settings.neighbours_shrink,
+        "l2": settings.neighbours_l2,
+        "method": settings.neighbours_method,
+        "signal": settings.neighbours_signal,
+        **chosen,
+    }
+    for key, default in (("method", "cosine"), ("signal", "positive")):
+        if values[key] == "auto":
+            values[key] = default
+    return NeighbourParams(**values)
+
+
+def neighbour_grid(settings: Settings, n_posts: int) -> list[dict]:
+    """The candidates for the settings' "auto" choices: both signals, both methods (EASE only
+    where the catalog fits in memory, with a small L2 grid)."""
+    from socialrec.eventlog import SIGNALS
+    from socialrec.neighbours import EASE_MAX_POSTS
+
+    signals = SIGNALS if settings.neighbours_signal == "auto" else (settings.neighbours_signal,)
+    methods = (
+        ("cosine", "ease")
+        if settings.neighbours_method == "auto"
+        else (settings.neighbours_method,)
+    )
+    grid = []
+    for method in methods:
+        if method == "ease" and n_posts > EASE_MAX_POSTS:
+            continue
+        l2s = (
+            (50.0, 500.0, 5000.0)
+            if method == "ease" and settings.neighbours_method == "auto"
+            else (settings.neighbours_l2,)
+        )
+        grid += [{"method": method, "signal": sig, "l2": l2} for sig in signals for l2 in l2s]
+    return grid
+
+
+def choose_neighbours(settings: Settings, log, posts: pd.DataFrame, bounds) -> dict:
+    """The neighbours' method, signal and L2 whose table, fitted on the train split, ranks the
+    validation requests best (NDCG@10 of the warm users; every user's recent posts scored
+    through the table). Returns {"chosen": {...}, "tried": [{..., "ndcg@10": x}]}."""
+    from socialrec.evaluation.protocol import build_requests, score_lists, top_k_from_scores
+    from socialrec.neighbours import NeighbourTable
+    from socialrec.ranker_training import created_seconds
+
+    created = created_seconds(posts)
+    index = pd.Index(np.sort(created.index.to_numpy()))
+    created_arr = created.reindex(index).to_numpy(dtype=np.float64)
+    V, T = bounds.validation_start, bounds.test_start
+    requests = build_requests(log, created, V, T, settings.evaluation_max_users, settings.seed)
+    grid = neighbour_grid(settings, len(index))
+    if len(grid) == 1 or not len(requests):
+        return {"chosen": grid[0], "tried": []}
+    segment = "warm" if len(requests.segment("warm")) else "all"
+    past = log.before(V)
+    tried = []
+    for point in grid:
+        params = neighbour_params(settings, **point)
+        table = NeighbourTable.fit(past, params)
+        history = past.recent_posts(params.signal, settings.history_recent_posts)
+        hist = [history.get(int(u), []) for u in requests.users]
+        scores = table.score_matrix(hist, index)
+        lists = top_k_from_scores(scores, index, requests, range(len(requests)), created_arr, 100)
+        tried.append(
+            {**point, "ndcg@10": score_lists(lists, requests, len(index), segment)["ndcg@10"]}
+        )
+    best = max(tried, key=lambda t: -np.inf if np.isnan(t["ndcg@10"]) else t["ndcg@10"])
+    return {"chosen": {k: best[k] for k in ("method", "signal", "l2")}, "tried": tried}

@@ -531,3 +531,21 @@ _PARSERS: dict[str, Parser] = {
     "users": _parse_user,
     "categories": _parse_category,
 }
+
+
+# --- the inputs of the offline learners (socialrec.eventlog, socialrec.evaluation) ----------
+LOG_COLUMNS = ["user_id", "post_id", "event_type", "ts", "dwell_ms", "is_positive", "is_negative"]
+
+
+def read_log(settings: Settings):
+    """``fct_interactions`` as a time-sorted :class:`socialrec.eventlog.EventLog`."""
+    from socialrec.eventlog import EventLog
+
+    return EventLog.from_frame(read_table(settings, "fct_interactions", LOG_COLUMNS))
+
+
+def read_split(settings: Settings):
+    """The global temporal split (``ml_split_bounds``) as a ``SplitBounds``."""
+    from socialrec.evaluation.protocol import SplitBounds
+
+    return SplitBounds.from_frame(read_table(settings, "ml_split_bounds"))

@@ -222,3 +222,24 @@ def e2e_service(e2e_materialized):
         yield client
     finally:
         stop()
+
+
+# --- tiny hand-made interaction logs (socialrec.eventlog and everything fitted on it) ---------
+DAY0 = 1_767_225_600  # 2026-01-01T00:00:00Z, epoch seconds
+
+
+def at(day: float, hour: float = 0.0) -> int:
+    """Epoch seconds ``day`` days and ``hour`` hours after ``DAY0``."""
+    return int(DAY0 + day * 86_400 + hour * 3_600)
+
+
+def event_log(rows):
+    """An ``EventLog`` of ``(user_id, post_id, event_type, ts)`` rows (ts: epoch seconds);
+    positive / negative flags derived from the event types."""
+    import pandas as pd
+
+    from socialrec.eventlog import EventLog
+
+    return EventLog.from_frame(
+        pd.DataFrame(list(rows), columns=["user_id", "post_id", "event_type", "ts"])
+    )

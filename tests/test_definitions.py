@@ -59,9 +59,39 @@ def test_the_graph_reaches_the_bento_from_raw_events(defs):
         "dim_posts",
         "two_tower_model",
         "ranker_model",
+        "post_neighbours",
         "feast_online_store",
     ):
         assert dg.AssetKey(key) in ancestors, key
+
+
+def test_the_learners_read_the_one_split_and_the_ranker_replays_the_sources(defs):
+    graph = defs.resolve_asset_graph()
+
+    def parents(name: str) -> set[str]:
+        return {k.to_user_string() for k in graph.get(dg.AssetKey(name)).parent_keys}
+
+    # every learner and the evaluation read the warehouse's split (ml_split_bounds)
+    for name in ("post_neighbours", "two_tower_model", "ranker_model", "offline_evaluation"):
+        assert "ml_split_bounds" in parents(name), name
+    assert {"fct_interactions", "dim_posts"} <= parents("post_neighbours")
+    # the ranker's training replays the sources: the two-tower fit and the neighbours
+    assert {"two_tower_model", "post_neighbours", "fct_interactions"} <= parents("ranker_model")
+    assert {"two_tower_model", "ranker_model", "post_neighbours"} <= parents("offline_evaluation")
+    # the bento packs the neighbours beside the models and the catalog
+    assert {"post_neighbours", "ranker_model", "two_tower_model"} <= parents("recommender_bento")
+    # the model gates block what follows them; the evaluation only warns
+    blocking = {
+        key.name: graph.get_check_spec(key).blocking
+        for key in graph.get_check_keys_for_assets(
+            {dg.AssetKey(n) for n in ("two_tower_model", "ranker_model", "offline_evaluation")}
+        )
+    }
+    assert blocking == {
+        "two_tower_quality_gate": True,
+        "ranker_quality_gate": True,
+        "shipped_pipeline_beats_best_baseline_on_warm_users": False,
+    }
 
 
 def test_the_graph_has_no_orphan_and_raw_assets_are_fed_by_the_landing_sensor(defs):

@@ -1,22 +1,27 @@
-"""Offline evaluation: ranking metrics, the baselines (real implicit ALS), the exact index and
-the 4-stage pipeline run offline on tiny generated data."""
+"""Offline evaluation: ranking metrics, the exact index, the in-memory seen store, and the
+whole evaluation (socialrec.evaluation.offline: tuned baselines and the replayed pipeline on
+one protocol, the report) on a hand-made log. The protocol's pieces have their own tests
+(tests/test_protocol.py, test_baselines.py, test_replay.py)."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from socialrec import evaluation as ev
 from socialrec import metrics as m
-from socialrec.baselines import ALS, GlobalPopularity, RecentPopularity
-from socialrec.catalog import Catalog
+from socialrec.evaluation import run_offline_evaluation
+from socialrec.evaluation.protocol import SplitBounds
 from socialrec.index import InMemoryIndex
-from socialrec.ranking_features import parse_categories
-from socialrec.recommender import Recommender
+from socialrec.neighbours import NeighbourParams
 from socialrec.seen import InMemorySeenStore
 from socialrec.settings import Settings
-from tests.test_two_tower import tiny_frames
+from tests.conftest import at
+from tests.test_baselines import CREATED, END, ROWS, T, V
+from tests.test_baselines import log as baselines_log  # noqa: F401 (a fixture)
+from tests.test_replay import StandInTwoTower
 
 
 def test_ranking_metrics_by_hand():
@@ -59,102 +64,131 @@ def test_in_memory_seen_store_contract():
         store.mark(1, [13], "TELEPORT")
 
 
-@pytest.fixture(scope="module")
-def world():
-    from socialrec.ranker import Ranker
-    from socialrec.training import ranker_dataset
-    from socialrec.two_tower import TwoTowerModel
-
-    f = tiny_frames()
-    train = f.positives[f.positives["split"] == "train"]
-    two_tower = TwoTowerModel(16, id_dim=16, text_dim=32, hidden_dim=64).fit(
-        train, f.users, f.posts, epochs=3, batch_size=256, seed=1
-    )
-    data = ranker_dataset(f.samples, f.users, f.posts)
-    ranker = Ranker(iterations=60).fit(
-        data[data["split"] == "train"], data[data["split"] == "validation"]
-    )
-    dim_posts = f.posts.rename(columns={"created_at_ts": "created_at"})
-    categories = {
-        int(u): parse_categories(c)
-        for u, c in zip(f.users["user_id"], f.users["onboarding_categories"], strict=True)
+# --- the whole offline evaluation on the hand-made log of tests/test_baselines.py ----------
+POSTS = pd.DataFrame(
+    {
+        "post_id": [1, 2, 3, 4, 5],
+        "category_id": [0, 1, 0, 1, 1],
+        "creator_id": [7, 8, 9, 7, 8],
+        "media_type": "text",
+        "created_at": pd.to_datetime([*CREATED.values(), at(0)], unit="s", utc=True),
+        "is_deleted": [False] * 4 + [True],  # post 5 was deleted: never shown nor counted
     }
-    eval_data = ev.build_eval_data(
-        f.positives, f.samples, f.posts["post_id"], user_categories=categories
+)
+
+
+def read_features(log):
+    def read(entity, ids, as_of):
+        past = log.before(as_of)
+        ids = [int(i) for i in ids]
+        if entity == "user":
+            counts = pd.Series(past.user).value_counts()
+            events = [counts.get(u, np.nan) for u in ids]
+            cats = [None if np.isnan(e) else "0,1" for e in events]
+            return pd.DataFrame({"user_id": ids, "n_events": events, "onboarding_categories": cats})
+        meta = POSTS.set_index("post_id").reindex(ids)
+        created = (meta["created_at"] - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+        out = pd.DataFrame(
+            {
+                "post_id": ids,
+                "category_id": meta["category_id"].to_numpy(dtype=float),
+                "creator_id": meta["creator_id"].to_numpy(dtype=float),
+                "media_type": meta["media_type"].to_numpy(),
+                "created_at_ts": created.to_numpy(),
+                "n_positives": past.counts(pd.Index(ids), past.positive),
+            }
+        )
+        out.loc[(created > as_of).to_numpy(), out.columns[1:]] = None
+        return out
+
+    return read
+
+
+@pytest.fixture(scope="module")
+def report(baselines_log, tmp_path_factory):  # noqa: F811
+    out = tmp_path_factory.mktemp("evaluation")
+    settings = Settings(
+        data_dir=out,
+        candidate_sources=["two_tower", "neighbours", "popular", "fresh"],
+        source_top_n=10,
     )
-    return f, two_tower, ranker, dim_posts, eval_data
-
-
-def test_eval_split_is_temporal_and_excludes_what_was_seen(world):
-    f, _, _, _, data = world
-    assert len(data.users) > 20
-    test = f.positives[f.positives["split"] == "test"]
-    for u, rel in data.relevant.items():
-        assert rel and not rel & data.seen.get(u, set())
-        assert rel <= set(test.loc[test["user_id"] == u, "post_id"])
-    assert set(data.train["post_id"]) <= set(f.posts["post_id"])
-    assert {s["activity"] for s in data.segments.values()} <= {"new", "active"}
-
-
-def test_baselines_rank_unseen_posts_and_als_beats_random(world):
-    _, _, _, _, data = world
-    results = ev.evaluate_baselines(data, [GlobalPopularity(), RecentPopularity("2D"), ALS(16)])
-    assert set(results) == {"popularity", "recent_popularity", "als"}
-    for name, r in results.items():
-        for u, recs in r["ranked"].items():
-            assert len(recs) == 100 == len(set(recs)), name
-            assert not set(recs) & data.seen.get(u, set()), name
-    random_recall = 100 / data.n_items
-    assert results["als"]["metrics"]["recall@100"] > random_recall
-    assert (
-        results["popularity"]["metrics"]["top1%_share"] >= results["als"]["metrics"]["top1%_share"]
-    )
-
-
-def test_the_four_stage_pipeline_runs_offline_and_beats_random(world, tmp_path):
-    f, two_tower, ranker, dim_posts, data = world
-    index = InMemoryIndex(
-        f.posts["post_id"], f.posts["category_id"], two_tower.post_embeddings(f.posts)
-    )
-    settings = Settings(data_dir=tmp_path, retrieval_top_n=150, exploration_share=0.2)
-    rec = Recommender(
-        ev.FrameFeatures(f.users, f.posts),
-        two_tower,
-        index,
-        ev.seen_store_of(data),
-        ranker,
-        Catalog.from_dim_posts(dim_posts),
+    bounds = SplitBounds(V, T, int(min(r[3] for r in ROWS)), END - 1)
+    logged = []
+    rep = run_offline_evaluation(
         settings,
+        baselines_log,
+        POSTS,
+        bounds,
+        read_features(baselines_log),
+        StandInTwoTower(),
+        None,  # no ranker: the pipeline's lists are the merged order
+        out,
+        name="tiny",
+        neighbour_params=NeighbourParams(signal="positive"),
+        baselines=("popularity", "recent_popularity"),
+        grids={
+            "popularity": [{}],
+            "recent_popularity": [{"window_days": 8}, {"window_days": 1}],
+        },
+        log_fn=logged.append,
     )
-    candidates, final = ev.run_pipeline(rec, data, now=pd.Timestamp("2026-01-07", tz="UTC"))
-    for u in data.users:
-        assert len(final[u]) == ev.FINAL_K
-        assert not set(final[u]) & data.seen.get(u, set())
-        assert set(final[u]) <= set(f.posts["post_id"])
-    ours = ev.score_rankings(candidates, data, final)
-    assert ours["recall@100"] > 2 * 100 / data.n_items, ours
-    assert 0 <= ours["ndcg@10"] <= 1 and 0 < ours["coverage@10"] <= 1
-
-    table = ev.results_table({"pipeline": ours, "random": {**ours, "recall@10": 0.0}})
-    md = ev.to_markdown(table)
-    assert md.splitlines()[0].startswith("| method | recall@10 |") and "| pipeline |" in md
-    seg = ev.by_segment({"pipeline": (candidates, final)}, data)
-    assert set(seg["segment"].str.split("=").str[0]) == {"activity", "category"}
-    curve = ev.plot_recall_curves({"pipeline": candidates}, data, tmp_path / "recall.png")
-    bias = ev.plot_popularity_bias({"pipeline": final}, data, tmp_path / "bias.png")
-    assert curve.read_bytes()[:4] == b"\x89PNG" and bias.stat().st_size > 1000
+    return rep, out, logged
 
 
-def test_frame_features_treat_rows_of_nulls_as_unknown_like_the_online_store():
-    users = pd.DataFrame(
-        {
-            "user_id": [1, 2],
-            "n_events": [3, None],
-            "onboarding_categories": ["1", None],
-            "profile_embedding": [np.ones(4), None],
-        }
-    )
-    posts = pd.DataFrame({"post_id": [10], "category_id": [1]})
-    found = ev.FrameFeatures(users, posts).users([2, 1, 3])
-    assert found.index.tolist() == [2, 1, 3]
-    assert found["found"].tolist() == [False, True, False]
+def test_baselines_are_tuned_on_validation_and_refitted_as_of_the_test_start(report):
+    rep, _, _ = report
+    # validation (fitted before V): the 1-day window sees post 2's recent likes, the 8-day
+    # window post 1's old ones; the 1-day window wins
+    assert rep.params["recent_popularity"] == {"window_days": 1}
+    tried = {p["window_days"]: p["validation_ndcg@10"] for p in rep.validation["recent_popularity"]}
+    assert tried[1] > tried[8]
+    # test (refitted before T): the validation's burst on post 3 is known. User 1 (who saw
+    # post 1) gets post 3 first; user 60 gets the new post 4 fourth, after 3, 1 and 2
+    late = 1 / np.log2(5)
+    for method in ("popularity", "recent_popularity"):
+        assert rep.segments["warm"][method]["ndcg@10"] == pytest.approx(1.0), method
+        assert rep.segments["cold"][method]["ndcg@10"] == pytest.approx(late), method
+        assert rep.segments["all"][method]["ndcg@10"] == pytest.approx((1 + late) / 2), method
+    assert rep.users == {"warm": 1, "cold": 1}
+    assert rep.info["requests"] == {"validation": 33, "test": 2}
+    assert rep.info["dropped"]["test"]["created_after_request"] == 0
+    assert rep.info["posts"] == 4  # the deleted post is not in the catalog
+
+
+def test_the_pipeline_is_replayed_as_of_the_test_start(report):
+    rep, _, _ = report
+    assert set(rep.segments["all"]) == {
+        "popularity",
+        "recent_popularity",
+        "socialrec",
+        "socialrec_plain",
+        "retrieval",
+    }
+    for seg in ("all", "warm", "cold"):
+        for method, metrics in rep.segments[seg].items():
+            assert 0 <= metrics["ndcg@10"] <= 1 and 0 <= metrics["recall@100"] <= 1, method
+    # the snapshot is as of T: post 4 (created during the test) is a candidate anyway, from
+    # its creation on (the fresh source): user 60 finds it
+    assert rep.segments["cold"]["retrieval"]["recall@100"] == 1.0
+    assert rep.info["snapshot"]["new_posts"] == 1
+    assert rep.info["snapshot"]["as_of"] == str(pd.Timestamp(T, unit="s", tz="UTC"))
+    # each source alone and merged; the two-tower's recall is never above the merged one's
+    assert set(rep.sources) == {"two_tower", "neighbours", "popular", "fresh", "merged"}
+    merged = rep.sources["merged"]["recall@100"]
+    assert merged == 1.0 and all(v["recall@100"] <= merged for v in rep.sources.values())
+    assert rep.params["socialrec"]["sources"] == "two_tower+neighbours+popular+fresh"
+    assert "positive" in rep.params["socialrec"]["neighbours"].split(",")  # the params given
+    assert "socialrec vs popularity" in rep.comparisons
+
+
+def test_the_report_is_written(report):
+    rep, out, logged = report
+    data = json.loads((out / "report.json").read_text())
+    assert set(data) == {"tiny"}
+    assert set(data["tiny"]) >= {"protocol", "users", "segments", "params", "sources"}
+    md = (out / "report.md").read_text()
+    assert md == rep.markdown() and "| popularity |" in md and "**warm users (1)**" in md
+    for path in rep.plots.values():
+        assert path.exists() and path.read_bytes()[:4] == b"\x89PNG"
+    assert "Global temporal split" in rep.protocol
+    assert any(line.startswith("requests: validation 33") for line in logged)

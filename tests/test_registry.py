@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from socialrec import registry
-from socialrec.ranker import Ranker
+from socialrec.ranker import OUTCOMES, Ranker, label
 from socialrec.ranking_features import RANKER_FEATURES
 from socialrec.settings import Settings
 from tests.test_two_tower import tiny_frames
@@ -30,13 +30,23 @@ def frames():
 
 @pytest.fixture(scope="module")
 def ranker_data(frames):
-    from socialrec.training import ranker_dataset
+    from socialrec.ranking_features import ranking_features
+    from tests.test_ranker import with_outcomes
 
-    return ranker_dataset(frames.samples, frames.users, frames.posts)
+    s = frames.samples
+    feats = ranking_features(frames.users, frames.posts, s, s["ts"])
+    return with_outcomes(pd.concat([feats, s[["label", "split", "user_id", "post_id"]]], axis=1))
 
 
 def _fit_ranker(data: pd.DataFrame) -> Ranker:
     return Ranker(iterations=30).fit(data[data["split"] == "train"])
+
+
+def _shuffled(data: pd.DataFrame) -> pd.DataFrame:
+    """Every outcome label shuffled (the same permutation): nothing left to learn."""
+    labels = [label(o) for o in OUTCOMES]
+    order = np.random.default_rng(0).permutation(len(data))
+    return data.assign(**{c: data[c].to_numpy()[order] for c in labels})
 
 
 def _log(settings, ranker, data, tmp_path, i):
@@ -56,11 +66,12 @@ def _log(settings, ranker, data, tmp_path, i):
 def _gate(settings, data):
     from socialrec import training
 
+    valid = data[data["split"] == "validation"]
     return training.quality_gate(
         settings,
         registry.RANKER,
         "validation AUC",
-        lambda path: training.ranker_validation_auc(path, data),
+        lambda path: Ranker.load(path).evaluate(valid)["positive_auc"],
     )
 
 
@@ -74,8 +85,7 @@ def test_challenger_becomes_champion_only_through_the_gate(settings, ranker_data
     assert int(registry.champion_version(settings, registry.RANKER).version) == 1
 
     # v2 learned from shuffled labels: it regresses on the same validation set -> blocked
-    shuffled = ranker_data.assign(label=ranker_data["label"].sample(frac=1, random_state=0).values)
-    v2 = _log(settings, _fit_ranker(shuffled), ranker_data, tmp_path, 2)
+    v2 = _log(settings, _fit_ranker(_shuffled(ranker_data)), ranker_data, tmp_path, 2)
     second = _gate(settings, ranker_data)
     assert not second.passed, second
     assert (second.challenger_version, second.champion_version) == (v2.version, 1)
@@ -103,10 +113,18 @@ def test_challenger_becomes_champion_only_through_the_gate(settings, ranker_data
     x = ranker_data[RANKER_FEATURES].head(20)
     loaded = Ranker.load(local)
     np.testing.assert_allclose(loaded.predict(x), Ranker.load(tmp_path / "ranker3").predict(x))
-    # and MLflow's own flavour with the inferred signature serves the same scores
+    assert loaded.outcomes == ["positive", "like", "share_comment", "negative"]
+    # and MLflow's own flavour serves the same per-outcome probabilities
     flavour = mlflow.catboost.load_model(v3.model_uri)
     cats = {c: str for c in ("post_category_id", "post_media_type")}
-    assert flavour.predict_proba(x.astype(cats))[:, 1] == pytest.approx(loaded.predict(x))
+    raw = np.asarray(flavour.predict(x.astype(cats), prediction_type="RawFormulaVal"))
+    np.testing.assert_allclose(
+        1 / (1 + np.exp(-raw.reshape(len(x), -1))), loaded.predict_outcomes(x), rtol=1e-6
+    )
+    # the metrics logged with a version, as the gates read them back ("@" logged as "_at_")
+    logged = registry.version_metrics(settings, registry.RANKER, registry.CHAMPION)
+    assert logged == {"validation_auc": pytest.approx(0.73), "recall_at_10": 0.5, "version": 3.0}
+    assert registry.version_metrics(settings, registry.RANKER, "no-such-alias") == {}
 
 
 @pytest.mark.parametrize(
