@@ -250,3 +250,31 @@ def replay(recommender, seen: ReplaySeen, requests, k: int = 100) -> ReplayLists
         out.final.append([it["post_id"] for it in rec.items])
         out.paths.append(rec.path)
     return out
+
+
+def replay_candidates(recommender, seen: ReplaySeen, requests) -> list[pd.DataFrame]:
+    """Only stages 1 and 2 of every request (the merged, filtered candidates with each
+    source's rank): what the sources alone and merged would give, in one pass."""
+    out = []
+    for i, (user, ts) in enumerate(requests.frame[["user_id", "ts"]].itertuples(index=False)):
+        seen.current = set(requests.seen[i].tolist())
+        ctx = recommender.context(int(user), to_timestamp(int(ts)))
+        out.append(recommender.candidates(ctx)[0])
+    return out
+
+
+def source_lists(frames: Sequence[pd.DataFrame], source: str | None = None) -> list[list[int]]:
+    """Per request: one source's own list (its candidates by its rank) or, without
+    ``source``, the merged order."""
+    out = []
+    for frame in frames:
+        if source is None:
+            out.append(frame["post_id"].astype("int64").tolist())
+            continue
+        col = f"{source}_rank"
+        if col not in frame.columns or frame.empty:
+            out.append([])
+            continue
+        own = frame[frame[col].notna()].sort_values([col, "post_id"])
+        out.append(own["post_id"].astype("int64").tolist())
+    return out

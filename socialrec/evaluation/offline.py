@@ -12,7 +12,7 @@ bench-quality`` run): the shipped pipeline, its ablations and tuned baselines on
    gives three lists: ``retrieval`` (the merged candidates, source fusion order),
    ``socialrec_plain`` (the ranker's order, no feed policies) and ``socialrec`` (the shipped
    default: ranker and feed policies). Each candidate source is also replayed alone
-   (recall@100/500).
+   (recall@100/500, every source asked for 500, in one pass of the first two stages).
 4. Metrics per segment (all / warm / cold), paired differences with standard errors for the
    comparisons the targets name, and two plots.
 """
@@ -46,7 +46,7 @@ from socialrec.evaluation.report import (
     segment_table,
 )
 from socialrec.eventlog import DAY_SECONDS, EventLog
-from socialrec.replay import FeatureReader, Snapshot, replay
+from socialrec.replay import FeatureReader, Snapshot, replay, replay_candidates, source_lists
 
 PIPELINE = ("socialrec", "socialrec_plain", "retrieval")
 BASELINES = ("popularity", "recent_popularity", "als", "itemknn", "ease")
@@ -190,10 +190,10 @@ def run_offline_evaluation(
         "source_top_n": max(SOURCE_RECALL_KS),
         "source_weights": settings.source_weights or getattr(ranker, "source_weights", None),
     }
+    r, s = snap.recommender(None, settings, **wide)
+    frames = replay_candidates(r, s, test)
     for source in [*settings.candidate_sources, "merged"]:
-        only = settings.candidate_sources if source == "merged" else [source]
-        r, s = snap.recommender(None, settings, candidate_sources=only, **wide)
-        cand = replay(r, s, test, k=1).candidates
+        cand = source_lists(frames, None if source == "merged" else source)
         sources[source] = {f"recall@{k}": _recall(cand, test, k) for k in SOURCE_RECALL_KS}
 
     segments = {
