@@ -1,15 +1,20 @@
-"""Benchmark `quality`: the whole asset graph on MovieLens latest-small, our pipeline vs baselines.
+"""Benchmark `quality`: the whole asset graph on every real log, the shipped pipeline beside
+tuned baselines (``make bench-quality``; not a test).
 
-1. ``socialrec.importers.import_movielens`` writes the dataset (movies -> posts with the first
-   genre as category and title + genres + tags as description; every rating a VIEW, >= 4 a
-   LIKE, <= 2 a DISLIKE) into a fresh landing directory.
+For each dataset folder (a folder of files plus ``import.json``, docs/importing.md):
+
+1. ``socialrec.importers.import_dataset`` writes the log into a fresh landing directory;
 2. ``orchestration.materialize`` runs the ``materialize_all`` job on it in a temporary data
-   directory (its own Dagster instance, warehouse, Feast, MLflow, Milvus Lite, BentoML home).
-3. The ``offline_evaluation`` asset's results (same run, same split) are printed as one table
-   with the split protocol, and written to ``bench-results/quality.json``.
+   directory (its own Dagster instance, warehouse, Feast, MLflow, Milvus, BentoML home);
+3. the ``offline_evaluation`` asset's report (protocol, users, per-segment metrics of every
+   method, chosen parameters, candidate sources alone and merged; docs/benchmarks.md) is read
+   back, printed as tables and merged into ``bench-results/quality.json`` under the dataset's
+   name.
 
-The dataset directory is a setting: ``SOCIALREC_DATASETS_DIR`` (default ``../shared/datasets``
-beside the repository); the product never ships these files. Not a test: ``make bench-quality``.
+Datasets: ``SOCIALREC_BENCH_DATASETS`` (comma-separated folder paths), default every folder of
+``benchmarks/datasets/`` whose data files are present (the committed folders point at the
+development copies in ``../shared/datasets``; a folder whose files are missing is skipped with
+the reason). The product never reads these files.
 """
 
 from __future__ import annotations
@@ -25,49 +30,51 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATASETS = ROOT.parent / "shared" / "datasets"
+DATASETS = ROOT / "benchmarks" / "datasets"
+OUT = ROOT / "bench-results" / "quality.json"
 
-READ_RESULTS = """
-import dagster as dg
+READ_REPORT = """
+import dagster as dg, json
 with dg.DagsterInstance.get() as i:
     e = i.get_latest_materialization_event(dg.AssetKey("offline_evaluation"))
-    md = e.asset_materialization.metadata
-    print(md["protocol"].value)
-    print(md["results"].value)
-    print(md["segments"].value)
+    print(e.asset_materialization.metadata["report_json"].value)
 """
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument(
-        "--datasets-dir", default=os.environ.get("SOCIALREC_DATASETS_DIR", str(DEFAULT_DATASETS))
-    )
-    p.add_argument("--dataset", default="movielens-latest-small")
-    p.add_argument("--keep", action="store_true", help="keep the temporary data directory")
-    p.add_argument("--out", default=str(ROOT / "bench-results" / "quality.json"))
-    args = p.parse_args(argv)
-    dataset_dir = Path(args.datasets_dir) / args.dataset
-    if not dataset_dir.exists():
-        raise SystemExit(f"no dataset at {dataset_dir} (set SOCIALREC_DATASETS_DIR)")
+def dataset_folders(spec: str | None) -> list[Path]:
+    if spec:
+        return [Path(p.strip()).resolve() for p in spec.split(",") if p.strip()]
+    return sorted(p for p in DATASETS.iterdir() if (p / "import.json").exists())
 
-    from socialrec.importers import import_movielens
+
+def missing_files(folder: Path) -> list[str]:
+    """The data files an import.json names that do not exist."""
+    config = json.loads((folder / "import.json").read_text())
+    names = []
+    for key in ("interactions", "items", "users"):
+        value = config.get(key)
+        names += value if isinstance(value, list) else ([value] if value else [])
+    return [n for n in names if not (folder / n).exists()]
+
+
+def run_dataset(folder: Path, keep: bool) -> tuple[str, dict, float]:
+    from socialrec.importers import import_dataset
     from socialrec.landing import LocalLandingBucket
 
-    data_dir = Path(tempfile.mkdtemp(prefix="socialrec-bench-quality-"))
+    data_dir = Path(tempfile.mkdtemp(prefix=f"socialrec-bench-{folder.name}-"))
     try:
         t0 = time.perf_counter()
-        report = import_movielens(dataset_dir, LocalLandingBucket(data_dir / "landing"))
-        first_day = report["first_day"]
-        print(
-            f"imported {args.dataset}: {json.dumps(_counts(report))} in {time.perf_counter() - t0:.0f}s"
-        )
+        report = import_dataset(folder, LocalLandingBucket(data_dir / "landing"))
+        name = report.get("name") or folder.name
+        counts = {k: v for k, v in report.items() if isinstance(v, int | float | str)}
+        print(f"imported {name}: {json.dumps(counts)} in {time.perf_counter() - t0:.0f}s")
         env = {
             **os.environ,
             "SOCIALREC_DATA_DIR": str(data_dir),
             "DAGSTER_HOME": str(data_dir / "dagster"),
             "BENTOML_HOME": str(data_dir / "bentoml"),
-            "SOCIALREC_DEMO_START_DATE": first_day,  # the event partitions start with the log
+            "SOCIALREC_DEMO_START_DATE": report["first_day"],  # partitions start with the log
+            "SOCIALREC_EVALUATION_NAME": name,
             "SOCIALREC_EVALUATION_MAX_USERS": os.environ.get(
                 "SOCIALREC_EVALUATION_MAX_USERS", "100000"
             ),
@@ -81,43 +88,54 @@ def main(argv: list[str] | None = None) -> int:
             capture_output=True,
             text=True,
         )
+        seconds = time.perf_counter() - t1
         print(run.stdout[-1500:])
         if run.returncode != 0:
             print(run.stderr[-6000:], file=sys.stderr)
-            raise SystemExit("materialize_all failed on the dataset")
-        seconds = time.perf_counter() - t1
-        out = subprocess.run(
-            [sys.executable, "-c", READ_RESULTS],
+            raise SystemExit(f"materialize_all failed on {name} (data kept in {data_dir})")
+        path = subprocess.run(
+            [sys.executable, "-c", READ_REPORT],
             cwd=ROOT,
             env=env,
             capture_output=True,
             text=True,
             check=True,
-        ).stdout
-        print(f"\nwhole graph in {seconds:.0f}s\n\n{out}")
-        path = Path(args.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(
-            json.dumps(
-                {
-                    "benchmark": "quality",
-                    "dataset": args.dataset,
-                    "graph_seconds": seconds,
-                    "import": _counts(report),
-                    "report": out,
-                },
-                indent=2,
-            )
-        )
-        print(f"written to {path}")
-        return 0
+        ).stdout.strip()
+        result = json.loads(Path(path).read_text())[name]
+        result["graph_seconds"] = round(seconds, 1)
+        print(f"\n## {name} (whole graph in {seconds:.0f}s)\n")
+        print((Path(path).parent / "report.md").read_text())
+        return name, result, seconds
     finally:
-        if not args.keep:
+        if keep:
+            print(f"kept {data_dir}")
+        else:
             shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def _counts(report: dict) -> dict:
-    return {k: v for k, v in report.items() if isinstance(v, int | float | str)}
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--datasets", default=os.environ.get("SOCIALREC_BENCH_DATASETS"))
+    p.add_argument("--keep", action="store_true", help="keep the temporary data directories")
+    p.add_argument("--out", default=str(OUT))
+    args = p.parse_args(argv)
+    out_path = Path(args.out)
+    results = json.loads(out_path.read_text()) if out_path.exists() else {}
+    ran = 0
+    for folder in dataset_folders(args.datasets):
+        missing = missing_files(folder)
+        if missing:
+            print(f"skipped {folder.name}: missing {', '.join(missing)}")
+            continue
+        name, result, _ = run_dataset(folder, args.keep)
+        results[name] = result
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(results, indent=2))
+        ran += 1
+    if not ran:
+        raise SystemExit("no dataset ran (set SOCIALREC_BENCH_DATASETS to dataset folders)")
+    print(f"written to {out_path}")
+    return 0
 
 
 if __name__ == "__main__":
