@@ -173,11 +173,24 @@ def _samples(registry) -> dict:
 def metrics():
     """The service's metrics on a registry of their own. Once BentoML has been imported in
     this process, prometheus_client is in multiprocess mode and same-named series of every
-    registry share one value: ``_value`` reads a counter's change since the fixture was made."""
+    registry share one value: ``_value`` reads a counter's change since the fixture was made.
+    The baseline then comes from this process's metric files, so it also holds the series an
+    earlier test created and this registry has not touched yet."""
+    import glob
+    import os
+
     from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
 
     out = serving.ServiceMetrics(CollectorRegistry())
     out.baseline = _samples(out.registry)
+    shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if shared:
+        files = glob.glob(os.path.join(shared, f"*_{os.getpid()}.db"))
+        for metric in MultiProcessCollector.merge(files):
+            for sample in metric.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                out.baseline[key] = sample.value
     return out
 
 
