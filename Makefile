@@ -39,7 +39,7 @@ install-dev: uv
 	@mkdir -p "$(DAGSTER_HOME)"
 
 data: install
-	$(RUN) python -m socialrec.generator
+	$(RUN) python -m socialrec.data.generator
 
 materialize: install
 	$(RUN) python -m orchestration.materialize --generate
@@ -50,6 +50,7 @@ demo: materialize
 test: install-dev
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) lint-imports
 	$(RUN) pytest
 
 BENCHMARKS := $(patsubst benchmarks/%.py,%,$(filter-out benchmarks/__init__.py,$(wildcard benchmarks/*.py)))
@@ -62,6 +63,7 @@ bench-%: install-dev
 lint: install-dev
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) lint-imports
 
 format: install-dev
 	$(RUN) ruff format .

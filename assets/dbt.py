@@ -22,7 +22,7 @@ from dagster._utils import run_with_concurrent_update_guard
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
 from assets.common import DERIVED_FRESHNESS, EAGER
-from orchestration.resources import SettingsResource
+from assets.resources import SettingsResource
 from socialrec.settings import Settings
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"

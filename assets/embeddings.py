@@ -1,6 +1,6 @@
 """Text embeddings (all-MiniLM-L6-v2) of post descriptions and user profiles.
 
-Thin wrappers of ``socialrec.text``: read the dbt marts, re-embed only the rows whose text is
+Thin wrappers of ``socialrec.features.text``: read the dbt marts, re-embed only the rows whose text is
 new or changed since the last run, write the parquet tables of docs/contracts.md. A blank text
 gets the zero vector ("no text").
 """
@@ -8,8 +8,9 @@ gets the zero vector ("no text").
 import dagster as dg
 
 from assets.common import DERIVED_FRESHNESS, EAGER
-from orchestration.resources import SettingsResource
-from socialrec import text, warehouse
+from assets.resources import SettingsResource
+from socialrec.data import warehouse
+from socialrec.features import text
 from socialrec.settings import Settings
 
 

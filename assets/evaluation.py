@@ -17,11 +17,13 @@ from dagster_mlflow.resources import MlFlow
 
 from assets.common import NIGHTLY, TRAINING_FRESHNESS
 from assets.models import _read_features, current_neighbour_params
-from orchestration.resources import SettingsResource
-from socialrec import artifacts, evaluation, registry, warehouse
+from assets.resources import SettingsResource
+from socialrec import evaluation
+from socialrec.data import warehouse
 from socialrec.evaluation.protocol import METRICS
 from socialrec.evaluation.report import segment_table
-from socialrec.ranker import Ranker
+from socialrec.models import artifacts, registry
+from socialrec.models.ranker import Ranker
 
 CHECK = "shipped_pipeline_beats_best_baseline_on_warm_users"
 
@@ -54,7 +56,7 @@ def _image(path) -> str:
 def offline_evaluation(
     context: dg.AssetExecutionContext, settings: SettingsResource, mlflow: dg.ResourceParam[MlFlow]
 ):
-    from socialrec.two_tower import TwoTowerModel
+    from socialrec.models.two_tower import TwoTowerModel
 
     s = settings.get()
     out_dir = artifacts.new_dir(s, "evaluation")

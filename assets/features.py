@@ -1,6 +1,6 @@
 """Feast: the feature tables (offline source), the registry and the SQLite online store.
 
-Thin wrappers of ``socialrec.features``; the Feast objects come from ``feature_repo``.
+Thin wrappers of ``socialrec.features.store``; the Feast objects come from ``feature_repo``.
 """
 
 import datetime as dt
@@ -9,8 +9,10 @@ import dagster as dg
 
 import feature_repo
 from assets.common import DERIVED_FRESHNESS, EAGER
-from orchestration.resources import SettingsResource
-from socialrec import features, text, warehouse
+from assets.resources import SettingsResource
+from socialrec.data import warehouse
+from socialrec.features import store as features
+from socialrec.features import text
 
 
 @dg.asset(

@@ -19,11 +19,14 @@ import numpy as np
 import pandas as pd
 
 from assets.common import DERIVED_FRESHNESS, EAGER
-from orchestration.resources import SettingsResource
-from socialrec import features, registry, training, warehouse
-from socialrec.catalog import live_posts
-from socialrec.index import PostIndex
-from socialrec.text import embedding_matrix
+from assets.resources import SettingsResource
+from socialrec.data import warehouse
+from socialrec.features import store as features
+from socialrec.features.text import embedding_matrix
+from socialrec.models import registry
+from socialrec.stores.catalog import live_posts
+from socialrec.stores.index import PostIndex
+from socialrec.training import retrieval as training
 
 
 @dg.asset(
@@ -40,7 +43,7 @@ from socialrec.text import embedding_matrix
 def post_index(
     context: dg.AssetExecutionContext, settings: SettingsResource
 ) -> dg.MaterializeResult:
-    from socialrec.two_tower import TwoTowerModel
+    from socialrec.models.two_tower import TwoTowerModel
 
     s = settings.get()
     champion = registry.champion_version(s, registry.TWO_TOWER)

@@ -1,7 +1,7 @@
 """Model layer: the co-engagement neighbours, the TFRS two-tower model and the CatBoost ranker.
 
-Thin wrappers of ``socialrec.training`` / ``socialrec.ranker_training`` (fit, evaluate) and
-``socialrec.registry`` (MLflow run + registered version + ``challenger`` alias). The split is
+Thin wrappers of ``socialrec.training.retrieval`` / ``socialrec.training.ranker`` (fit, evaluate) and
+``socialrec.models.registry`` (MLflow run + registered version + ``challenger`` alias). The split is
 the warehouse's (``ml_split_bounds``: train / validation / test by event quantile):
 
 * ``post_neighbours`` chooses its signal on validation and is fitted on the whole log (what the
@@ -24,11 +24,15 @@ import pandas as pd
 from dagster_mlflow.resources import MlFlow
 
 from assets.common import NIGHTLY, TRAINING_FRESHNESS
-from orchestration.resources import SettingsResource
-from socialrec import artifacts, features, ranker_training, registry, training, warehouse
-from socialrec.eventlog import to_timestamp
-from socialrec.neighbours import NeighbourParams, NeighbourTable
+from assets.resources import SettingsResource
+from socialrec.data import warehouse
+from socialrec.data.eventlog import to_timestamp
+from socialrec.features import store as features
+from socialrec.models import artifacts, registry
+from socialrec.models.neighbours import NeighbourParams, NeighbourTable
 from socialrec.settings import Settings
+from socialrec.training import ranker as ranker_training
+from socialrec.training import retrieval as training
 
 
 def _model_dir(settings: Settings, name: str):
@@ -183,8 +187,8 @@ def two_tower_model(
 def ranker_model(
     context: dg.AssetExecutionContext, settings: SettingsResource, mlflow: dg.ResourceParam[MlFlow]
 ) -> dg.MaterializeResult:
-    from socialrec.ranker import Ranker
-    from socialrec.two_tower import TwoTowerModel
+    from socialrec.models.ranker import Ranker
+    from socialrec.models.two_tower import TwoTowerModel
 
     s = settings.get()
     log, bounds = warehouse.read_log(s), warehouse.read_split(s)
@@ -215,7 +219,7 @@ def ranker_model(
     )
     model_dir = _model_dir(s, "ranker")
     fit.ranker.save(model_dir)
-    from socialrec.ranking_features import RANKER_FEATURES
+    from socialrec.features.ranking import RANKER_FEATURES
 
     reg = registry.log_ranker(
         s,

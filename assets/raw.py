@@ -1,4 +1,4 @@
-"""Raw layer: landing files -> DuckDB ``raw.*`` tables (thin wrappers of socialrec.warehouse).
+"""Raw layer: landing files -> DuckDB ``raw.*`` tables (thin wrappers of socialrec.data.warehouse).
 
 ``raw_events`` is partitioned by landing day (``events/dt=YYYY-MM-DD/``) and loads a whole
 partition range in one run; the dimensions are small and fully reloaded. No automation
@@ -12,8 +12,8 @@ partition has not been loaded by 06:00 UTC (the freshness policy cannot see part
 import dagster as dg
 
 from assets.common import RAW_FRESHNESS
-from orchestration.resources import LandingResource, SettingsResource
-from socialrec import warehouse
+from assets.resources import LandingResource, SettingsResource
+from socialrec.data import warehouse
 from socialrec.settings import Settings
 
 EVENT_PARTITIONS = dg.DailyPartitionsDefinition(start_date=Settings().demo_start_date, end_offset=1)

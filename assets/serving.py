@@ -17,10 +17,11 @@ from pathlib import Path
 import dagster as dg
 
 from assets.common import DERIVED_FRESHNESS, EAGER, TRAINING_FRESHNESS
-from orchestration.resources import SettingsResource
-from socialrec import artifacts, registry, warehouse
-from socialrec.catalog import Catalog
-from socialrec.seen import open_seen_store
+from assets.resources import SettingsResource
+from socialrec.data import warehouse
+from socialrec.models import artifacts, registry
+from socialrec.stores.catalog import Catalog
+from socialrec.stores.seen import open_seen_store
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -6,7 +6,7 @@ generated in a child too: Linux carries a process's peak RSS across fork + exec,
 parent would inflate every child's figure.
 
 1. ``raw_full``: every landed event partition but the last day, plus posts/users/categories,
-   into the raw tables (``socialrec.warehouse``, what the raw assets run).
+   into the raw tables (``socialrec.data.warehouse``, what the raw assets run).
 2. ``dbt_full``: ``dbt build`` (models + tests) on that warehouse.
 3. ``raw_incremental``: the last day lands; only its partition is loaded.
 4. ``dbt_incremental``: ``dbt build`` again (incremental models process the new day only).
@@ -51,8 +51,8 @@ def _child(code: str, env: dict[str, str]) -> dict:
 
 GEN = """
 import json
-from socialrec.generator import generate_dataset, write_landing
-from socialrec.landing import LocalLandingBucket
+from socialrec.data.generator import generate_dataset, write_landing
+from socialrec.data.landing import LocalLandingBucket
 ds = generate_dataset(n_users={users}, n_posts={posts}, n_events={events}, days={days})
 write_landing(ds, LocalLandingBucket({staging!r}))
 per_day = ds.events["ts"].dt.strftime("%Y-%m-%d").value_counts().to_dict()
@@ -61,8 +61,8 @@ print("JSON", json.dumps({{"events": len(ds.events), "users": len(ds.users),
 """
 
 RAW = """
-from socialrec import warehouse
-from socialrec.landing import open_bucket
+from socialrec.data import warehouse
+from socialrec.data.landing import open_bucket
 from socialrec.settings import Settings
 s = Settings()
 b = open_bucket(str(s.landing_uri))
@@ -91,7 +91,7 @@ sys.exit(out.returncode)
 
 
 def run(n_events: int, days: int, keep: bool) -> list[dict]:
-    from socialrec.landing import LocalLandingBucket
+    from socialrec.data.landing import LocalLandingBucket
 
     data_dir = Path(tempfile.mkdtemp(prefix="socialrec-bench-load-"))
     env = {

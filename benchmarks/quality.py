@@ -3,7 +3,7 @@ tuned baselines (``make bench-quality``; not a test).
 
 For each dataset folder (a folder of files plus ``import.json``, docs/importing.md):
 
-1. ``socialrec.importers.import_dataset`` writes the log into a fresh landing directory;
+1. ``socialrec.data.importers.import_dataset`` writes the log into a fresh landing directory;
 2. ``orchestration.materialize`` runs the ``materialize_all`` job on it in a temporary data
    directory (its own Dagster instance, warehouse, Feast, MLflow, Milvus, BentoML home);
 3. the ``offline_evaluation`` asset's report (protocol, users, per-segment metrics of every
@@ -58,8 +58,8 @@ def missing_files(folder: Path) -> list[str]:
 
 
 def run_dataset(folder: Path, keep: bool) -> tuple[str, dict, float]:
-    from socialrec.importers import import_dataset
-    from socialrec.landing import LocalLandingBucket
+    from socialrec.data.importers import import_dataset
+    from socialrec.data.landing import LocalLandingBucket
 
     data_dir = Path(tempfile.mkdtemp(prefix=f"socialrec-bench-{folder.name}-"))
     try:

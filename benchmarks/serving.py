@@ -11,7 +11,7 @@ one-process-per-path rule holds: a phase opens the index only while no server ho
 2. ``prepare`` (per size N): a synthetic catalog of N posts, NO MiniLM: random unit description
    embeddings; categories, creators and media types drawn from the tiny data's; creation times
    over the last 30 days; engagement counts. Written the product's way: the ``post_features`` /
-   ``post_content`` feature tables (``socialrec.features.write_feature_tables``; the user tables
+   ``post_content`` feature tables (``socialrec.features.store.write_feature_tables``; the user tables
    are the tiny run's), Feast ``apply`` + ``materialize`` into the SQLite online store (timed;
    in time windows of 100k posts to bound memory), post-tower embeddings of all N posts (the
    tiny model) and the description vectors into two Milvus Lite collections behind the aliases
@@ -498,7 +498,7 @@ def _write_collection(index, version, prefix, meta, vectors) -> str:
     into the same collection (same schema and index params). ``write_version`` builds every
     row as a Python dict of Python floats at once (~32 bytes per float: ~12 GB for 1M x 384-d),
     so the catalog goes in chunks; the collection is the same."""
-    from socialrec.index import PostIndex
+    from socialrec.stores.index import PostIndex
 
     n, d = vectors.shape
     step = CHUNK_ROWS.get(d, 20_000)
@@ -516,11 +516,11 @@ def prepare(spec: dict) -> dict:
     import pandas as pd
 
     from feature_repo import all_definitions
-    from socialrec import features as fs
-    from socialrec.catalog import Catalog
-    from socialrec.index import COLLECTION_PREFIX, TEXT_COLLECTION_PREFIX, PostIndex
+    from socialrec.features import store as fs
+    from socialrec.models.two_tower import TwoTowerModel
     from socialrec.settings import MEDIA_TYPES, TEXT_EMBEDDING_DIM, Settings
-    from socialrec.two_tower import TwoTowerModel
+    from socialrec.stores.catalog import Catalog
+    from socialrec.stores.index import COLLECTION_PREFIX, TEXT_COLLECTION_PREFIX, PostIndex
 
     n = int(spec["n_posts"])
     tiny = Path(spec["tiny_dir"])
@@ -733,15 +733,15 @@ def _timeit(fn, reps: int, warm: int = 2, max_seconds: float = 20.0) -> tuple[di
 def floors(spec: dict) -> dict:
     import pandas as pd
 
-    from socialrec import features as fs
-    from socialrec.catalog import Catalog
-    from socialrec.index import PostIndex
-    from socialrec.ranker import Ranker
-    from socialrec.ranking_features import ranking_features
-    from socialrec.recommender import Recommender
-    from socialrec.seen import open_seen_store
+    from socialrec.features import store as fs
+    from socialrec.features.ranking import ranking_features
+    from socialrec.models.ranker import Ranker
+    from socialrec.models.two_tower import TwoTowerModel
+    from socialrec.recommender.pipeline import Recommender
     from socialrec.settings import Settings
-    from socialrec.two_tower import TwoTowerModel
+    from socialrec.stores.catalog import Catalog
+    from socialrec.stores.index import PostIndex
+    from socialrec.stores.seen import open_seen_store
 
     s = Settings()
     reps = int(spec["reps"])
@@ -827,7 +827,7 @@ def floors(spec: dict) -> dict:
 def milvus_experiment(spec: dict) -> dict:
     from pymilvus import DataType, MilvusClient
 
-    from socialrec.index import PostIndex
+    from socialrec.stores.index import PostIndex
 
     src = Path(spec["vectors_dir"])
     m = int(spec["size"])

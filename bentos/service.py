@@ -1,8 +1,8 @@
 """The socialrec recommender as a BentoML service: typed APIs over the framework-free core.
 
-What each endpoint does (and the request/response models) is in ``socialrec.serving``; the
+What each endpoint does (and the request/response models) is in ``socialrec.serving.endpoints``; the
 pure-ASGI middlewares (bearer auth, 422 for bad bodies, the JSON readiness reason, request
-metrics) are in ``socialrec.asgi``. This file only wires them to BentoML:
+metrics) are in ``socialrec.serving.asgi``. This file only wires them to BentoML:
 
 * ``POST /recommend`` {user_id, k, debug?, categories?}; ``POST /similar`` {post_id, k};
   ``POST /search`` {query, k, user_id?}; ``POST /posts`` {post_id, creator_id, category_id,
@@ -11,7 +11,7 @@ metrics) are in ``socialrec.asgi``. This file only wires them to BentoML:
 * ``GET /healthz``, ``/livez``: BentoML's liveness. ``GET /readyz``: BentoML's readiness with
   ``__is_ready__`` (``Endpoints.readiness``), answered as JSON ``{"ready", "reason"}``.
 * ``GET /metrics``: BentoML's Prometheus metrics plus the ``socialrec_*`` ones
-  (``socialrec.serving.ServiceMetrics``).
+  (``socialrec.serving.endpoints.ServiceMetrics``).
 
 Models come from the BentoML model store (packed into the bento by ``bentos/package.py``, each
 labelled with its MLflow run); MiniLM comes from its wheel; state that changes while serving
@@ -37,7 +37,7 @@ from typing import Annotated  # noqa: E402
 import bentoml  # noqa: E402
 from pydantic import Field, StringConstraints  # noqa: E402
 
-from socialrec.asgi import (  # noqa: E402
+from socialrec.serving.asgi import (  # noqa: E402
     BearerAuth,
     MetricsRefresh,
     ReadinessReason,
@@ -45,7 +45,7 @@ from socialrec.asgi import (  # noqa: E402
     UnprocessableBody,
     set_readiness,
 )
-from socialrec.serving import (  # noqa: E402
+from socialrec.serving.endpoints import (  # noqa: E402
     MAX_BLOCKS,
     MAX_CATEGORIES,
     MAX_DESCRIPTION_CHARS,
@@ -83,17 +83,17 @@ class Recommender:
     neighbours_model = bentoml.models.BentoModel("socialrec_neighbours:latest")
 
     def __init__(self) -> None:
-        from socialrec import features
-        from socialrec.catalog import Catalog
-        from socialrec.index import PostIndex
-        from socialrec.landing import open_bucket
-        from socialrec.neighbours import NeighbourTable
-        from socialrec.ranker import Ranker
-        from socialrec.seen import open_seen_store
+        from socialrec.data.landing import open_bucket
+        from socialrec.features import store as features
+        from socialrec.features.text import TextEncoder
+        from socialrec.models.neighbours import NeighbourTable
+        from socialrec.models.ranker import Ranker
+        from socialrec.models.two_tower import TwoTowerModel
+        from socialrec.serving.spool import open_spool
         from socialrec.settings import Settings
-        from socialrec.spool import open_spool
-        from socialrec.text import TextEncoder
-        from socialrec.two_tower import TwoTowerModel
+        from socialrec.stores.catalog import Catalog
+        from socialrec.stores.index import PostIndex
+        from socialrec.stores.seen import open_seen_store
 
         self.settings = Settings()
         self.metrics = service_metrics()

@@ -3,7 +3,7 @@
 ``entities.py``, ``data_sources.py``, ``features.py`` and ``feature_services.py`` define the
 objects; ``feature_store.yaml`` lets the ``feast`` CLI work on them (``cd feature_repo &&
 SOCIALREC_DATA_DIR=/abs/path feast plan``). Code applies them with
-``socialrec.features.apply_definitions(store, all_definitions(settings))``.
+``socialrec.features.store.apply_definitions(store, all_definitions(settings))``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Feast offline sources: the parquet feature tables written by ``socialrec.features``.
+"""Feast offline sources: the parquet feature tables written by ``socialrec.features.store``.
 
 Paths are absolute, computed from the socialrec Settings when this module is imported (the
 ``feast`` CLI imports it from inside ``feature_repo/``, so export ``SOCIALREC_DATA_DIR`` first,
@@ -15,7 +15,7 @@ from feast import FileSource
 from socialrec.settings import Settings
 
 TIMESTAMP_FIELD = "event_timestamp"
-# one parquet table per feature view, written by socialrec.features.write_feature_tables
+# one parquet table per feature view, written by socialrec.features.store.write_feature_tables
 TABLES = {
     "user_features": "Point-in-time activity history of each user (user_daily_activity).",
     "user_profile": "The profile text embedding of each user, valid from its creation.",

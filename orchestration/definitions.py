@@ -14,7 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import dagster as dg  # noqa: E402
 
 from assets import dbt, embeddings, evaluation, features, index, models, raw, serving  # noqa: E402
-from orchestration.resources import LandingResource, SettingsResource, mlflow_resource  # noqa: E402
+from assets.resources import LandingResource, SettingsResource, mlflow_resource  # noqa: E402
 from orchestration.sensors import build_landing_sensor  # noqa: E402
 
 ASSET_MODULES = [raw, dbt, embeddings, features, models, index, serving, evaluation]

@@ -61,7 +61,7 @@ def stop(procs: list[subprocess.Popen]) -> None:
 
 
 def sample_user(settings: Settings) -> int:
-    from socialrec.warehouse import read_table
+    from socialrec.data.warehouse import read_table
 
     users = read_table(settings, "dim_users")
     return int(users.sort_values("n_events", ascending=False)["user_id"].iloc[0])
@@ -70,7 +70,7 @@ def sample_user(settings: Settings) -> int:
 def sample_post(settings: Settings) -> tuple[int, int, str]:
     """(post_id, category_id, a short search query from its description) of the most engaged
     live post; the query has no quotes, so it fits in a shell-quoted JSON body."""
-    from socialrec.warehouse import read_table
+    from socialrec.data.warehouse import read_table
 
     posts = read_table(settings, "dim_posts")
     if "is_deleted" in posts.columns:

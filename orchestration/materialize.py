@@ -18,8 +18,8 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from socialrec.generator import main as generate_main
-from socialrec.landing import open_bucket
+from socialrec.data.generator import main as generate_main
+from socialrec.data.landing import open_bucket
 from socialrec.settings import Settings
 
 

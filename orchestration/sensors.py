@@ -17,7 +17,7 @@ ahead) waits in the cursor's ``pending`` list until that day is a partition.
 Cursor: exact and durable, it is the sensor's whole state (a restart of the daemon loses
 nothing): a watermark of ``updated``, the versions ``(key, updated)`` already processed within
 ``settings.landing_sensor_lag_seconds`` below it, and the pending files; see
-``socialrec.landing_cursor`` and docs/contracts.md ("Landing sensor cursor"). A re-upload of a
+``socialrec.data.landing_cursor`` and docs/contracts.md ("Landing sensor cursor"). A re-upload of a
 key is a new version and reloads its partition or dataset again. At most
 ``MAX_KEYS_PER_TICK`` files are processed per tick; the rest on the next ones.
 
@@ -38,9 +38,9 @@ import hashlib
 import dagster as dg
 
 from assets.raw import EVENT_PARTITIONS
-from orchestration.resources import LandingResource
-from socialrec.landing import BlobInfo
-from socialrec.landing_cursor import MAX_KEYS_PER_TICK, LandingCursor, plan_tick, to_us
+from assets.resources import LandingResource
+from socialrec.data.landing import BlobInfo
+from socialrec.data.landing_cursor import MAX_KEYS_PER_TICK, LandingCursor, plan_tick, to_us
 
 PREFIXES = ("events/", "posts/", "users/", "categories/")
 RAW_EVENTS = dg.AssetKey("raw_events")

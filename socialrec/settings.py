@@ -22,6 +22,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 POSITIVE_EVENTS = ("LIKE", "COMMENT", "SHARE", "BOOKMARK", "VIEW_FULL")
 NEGATIVE_EVENTS = ("DISLIKE", "REPORT")
+# the candidate sources the retrieval stage can merge (socialrec.recommender.sources)
+CANDIDATE_SOURCES = ("two_tower", "neighbours", "trending", "popular", "fresh")
 EVENT_TYPES = (
     "IMPRESSION",
     "VIEW",
@@ -83,7 +85,7 @@ class Settings(BaseSettings):
     # uniformly sampled extra negatives per batch (mixed negative sampling); 0: in-batch only
     two_tower_random_negatives: int = Field(default=0, ge=0)
     ranker_iterations: int = Field(default=600, ge=1)  # at most (early stopping)
-    # the ranker predicts several outcomes (socialrec.ranker.OUTCOMES) and combines them into one
+    # the ranker predicts several outcomes (socialrec.models.ranker.OUTCOMES) and combines them into one
     # score with these weights (negative outcomes subtract); None: the weights the training
     # chose on validation (stored with the model)
     ranker_outcome_weights: dict[str, float] | None = None
@@ -94,7 +96,7 @@ class Settings(BaseSettings):
     # when it spans more than this many days
     ranker_max_snapshots: int = Field(default=8, ge=1)
     ranker_negative_share: float = Field(default=0.05, gt=0.0, le=1.0)
-    # co-engagement neighbours (socialrec.neighbours): per post, its k best neighbours by
+    # co-engagement neighbours (socialrec.models.neighbours): per post, its k best neighbours by
     # asymmetric cosine (alpha, shrink) or EASE (l2); method and signal ("positive" or
     # "exposure") may be "auto": chosen on validation with l2 from a small grid
     neighbours_k: int = Field(default=100, ge=1)
@@ -112,7 +114,7 @@ class Settings(BaseSettings):
 
     # --- serving -----------------------------------------------------------------------------
     retrieval_top_n: int = Field(default=500, ge=1, le=5000)  # ANN candidates per request
-    # the candidate sources merged by the retrieval stage (socialrec.sources.SOURCES), and how
+    # the candidate sources merged by the retrieval stage (CANDIDATE_SOURCES), and how
     # many candidates each source other than the ANN gives
     candidate_sources: list[str] = Field(
         default_factory=lambda: ["two_tower", "neighbours", "trending", "popular", "fresh"]
@@ -173,11 +175,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _known_names(self) -> Settings:
-        from socialrec.sources import SOURCES
-
-        unknown = sorted(set(self.candidate_sources) - set(SOURCES))
+        unknown = sorted(set(self.candidate_sources) - set(CANDIDATE_SOURCES))
         if unknown:
-            raise ValueError(f"candidate_sources: unknown {unknown} (known: {list(SOURCES)})")
+            raise ValueError(
+                f"candidate_sources: unknown {unknown} (known: {list(CANDIDATE_SOURCES)})"
+            )
         return self
 
     @model_validator(mode="after")

@@ -224,7 +224,7 @@ def e2e_service(e2e_materialized):
         stop()
 
 
-# --- tiny hand-made interaction logs (socialrec.eventlog and everything fitted on it) ---------
+# --- tiny hand-made interaction logs (socialrec.data.eventlog and everything fitted on it) ---------
 DAY0 = 1_767_225_600  # 2026-01-01T00:00:00Z, epoch seconds
 
 
@@ -238,7 +238,7 @@ def event_log(rows):
     positive / negative flags derived from the event types."""
     import pandas as pd
 
-    from socialrec.eventlog import EventLog
+    from socialrec.data.eventlog import EventLog
 
     return EventLog.from_frame(
         pd.DataFrame(list(rows), columns=["user_id", "post_id", "event_type", "ts"])

@@ -9,7 +9,7 @@ import pytest
 
 from socialrec.evaluation import baselines as bl
 from socialrec.evaluation.protocol import build_requests, score_lists
-from socialrec.neighbours import NeighbourParams, NeighbourTable
+from socialrec.models.neighbours import NeighbourParams, NeighbourTable
 from tests.conftest import at, event_log
 
 V, T, END = at(7), at(8), at(9)  # validation [V, T), test [T, END)

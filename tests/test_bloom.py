@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from socialrec.bloom import BloomFilter, BloomFilteredSeenStore
-from socialrec.seen import InMemorySeenStore, SeenStore, SQLiteSeenStore, open_seen_store
 from socialrec.settings import EVENT_TYPES, Settings
+from socialrec.stores.bloom import BloomFilter, BloomFilteredSeenStore
+from socialrec.stores.seen import InMemorySeenStore, SeenStore, SQLiteSeenStore, open_seen_store
 
 INT64 = np.iinfo(np.int64)
 

@@ -16,11 +16,10 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from socialrec import warehouse
-from socialrec.evaluation.protocol import SplitBounds
-from socialrec.eventlog import EventLog
-from socialrec.generator import generate_dataset, write_landing
-from socialrec.landing import encode_jsonl, open_bucket
+from socialrec.data import warehouse
+from socialrec.data.eventlog import EventLog, SplitBounds
+from socialrec.data.generator import generate_dataset, write_landing
+from socialrec.data.landing import encode_jsonl, open_bucket
 from socialrec.settings import EVENT_TYPES, NEGATIVE_EVENTS, POSITIVE_EVENTS, Settings
 
 pytestmark = pytest.mark.integration
@@ -34,7 +33,7 @@ def built(tmp_path_factory):
     """Land a tiny dataset (plus a client retry in another file), then materialize raw + dbt."""
     from assets.dbt import dbt_resource, socialrec_dbt_assets
     from assets.raw import raw_categories, raw_events, raw_posts, raw_users
-    from orchestration.resources import LandingResource, SettingsResource
+    from assets.resources import LandingResource, SettingsResource
 
     data_dir = tmp_path_factory.mktemp("dbt")
     settings = Settings(data_dir=data_dir)

@@ -26,9 +26,9 @@ import duckdb
 import pandas as pd
 import pytest
 
-from socialrec import warehouse
-from socialrec.generator import generate_dataset, write_landing
-from socialrec.landing import open_bucket
+from socialrec.data import warehouse
+from socialrec.data.generator import generate_dataset, write_landing
+from socialrec.data.landing import open_bucket
 from socialrec.settings import POSITIVE_EVENTS, Settings
 
 pytestmark = pytest.mark.integration

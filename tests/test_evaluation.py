@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from socialrec import metrics as m
+from socialrec.data.eventlog import SplitBounds
 from socialrec.evaluation import run_offline_evaluation
-from socialrec.evaluation.protocol import SplitBounds
-from socialrec.index import InMemoryIndex
-from socialrec.neighbours import NeighbourParams
-from socialrec.seen import InMemorySeenStore
+from socialrec.models import metrics as m
+from socialrec.models.neighbours import NeighbourParams
 from socialrec.settings import Settings
+from socialrec.stores.index import InMemoryIndex
+from socialrec.stores.seen import InMemorySeenStore
 from tests.conftest import at
 from tests.test_baselines import CREATED, END, ROWS, T, V
 from tests.test_baselines import log as baselines_log  # noqa: F401 (a fixture)

@@ -1,4 +1,4 @@
-"""The interaction log in memory (socialrec.eventlog): time order, cuts, signals, matrices."""
+"""The interaction log in memory (socialrec.data.eventlog): time order, cuts, signals, matrices."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from socialrec.eventlog import EventLog, epoch_seconds, to_seconds, to_timestamp
+from socialrec.data.eventlog import EventLog, epoch_seconds, to_seconds, to_timestamp
 from tests.conftest import DAY0, at, event_log
 
 ROWS = [

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 import feature_repo
-from socialrec import features as fs
-from socialrec import training
+from socialrec.features import store as fs
 from socialrec.settings import TEXT_EMBEDDING_DIM, Settings
+from socialrec.training import retrieval as training
 
 pytestmark = pytest.mark.integration
 
@@ -274,7 +274,7 @@ def test_training_frames_are_point_in_time(store):
     assert users["user_id"].tolist() == [1, 1, 2] and posts["post_id"].tolist() == [10, 10, 12]
     assert users["n_events"].tolist() == [0, 9, 0]
     assert posts["n_positives"].tolist() == [0, 5, 0]
-    from socialrec.ranking_features import ranking_features
+    from socialrec.features.ranking import ranking_features
 
     feats = ranking_features(users, posts, samples, samples["ts"], aligned=True)
     assert feats["post_positive_rate"].tolist() == pytest.approx([0.0, 0.625, 0.0])

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from socialrec.generator import generate_dataset, write_landing
-from socialrec.landing import LocalLandingBucket
+from socialrec.data.generator import generate_dataset, write_landing
+from socialrec.data.landing import LocalLandingBucket
 from socialrec.settings import EVENT_TYPES, MEDIA_TYPES
 
 
@@ -58,7 +58,7 @@ def test_latent_structure_is_learnable(ds):
     share = float(np.mean(in_onb))
     # random would be about (mean onboarding size) / 12 categories ~ 0.17
     assert share > 0.4, share
-    from socialrec.generator import CATEGORIES
+    from socialrec.data.generator import CATEGORIES
 
     names = list(CATEGORIES)
     hits = [

@@ -1,4 +1,4 @@
-"""Importing a user's own interaction log into the landing layout (socialrec/importers.py)."""
+"""Importing a user's own interaction log into the landing layout (socialrec/data/importers.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from socialrec import importers, warehouse
-from socialrec.importers import CREATOR_ID_BASE, ImportOptions, import_interactions
-from socialrec.landing import LocalLandingBucket
+from socialrec.data import importers, warehouse
+from socialrec.data.importers import CREATOR_ID_BASE, ImportOptions, import_interactions
+from socialrec.data.landing import LocalLandingBucket
 from socialrec.settings import Settings
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)

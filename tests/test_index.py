@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from socialrec.index import TEXT_COLLECTION_PREFIX, PostIndex, category_filter
+from socialrec.stores.index import TEXT_COLLECTION_PREFIX, PostIndex, category_filter
 
 DIM = 8
 
@@ -87,7 +87,7 @@ def test_close_releases_lite_path_for_another_process(tmp_path):
     script = textwrap.dedent(
         f"""
         import numpy as np
-        from socialrec.index import PostIndex
+        from socialrec.stores.index import PostIndex
         idx = PostIndex({path!r})
         hits = idx.search("posts", np.asarray({emb[3].tolist()!r}, dtype=np.float32), 3, [int({cats[3]})])
         print(hits[0][0][0])

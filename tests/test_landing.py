@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from socialrec.landing import GCSLandingBucket, LocalLandingBucket, encode_jsonl, iter_lines
+from socialrec.data.landing import GCSLandingBucket, LocalLandingBucket, encode_jsonl, iter_lines
 from tests.conftest import emulator_client
 
 

@@ -1,4 +1,4 @@
-"""Co-engagement neighbours (socialrec.neighbours): the asymmetric cosine by hand, EASE's
+"""Co-engagement neighbours (socialrec.models.neighbours): the asymmetric cosine by hand, EASE's
 weights, the signal and per-user cap, recommending from a history, persistence."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from socialrec.neighbours import NeighbourParams, NeighbourTable
+from socialrec.models.neighbours import NeighbourParams, NeighbourTable
 from tests.conftest import at, event_log
 
 A, B, C, D = 100, 200, 300, 400

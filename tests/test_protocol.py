@@ -9,16 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from socialrec.data.eventlog import DAY_SECONDS, SplitBounds
 from socialrec.evaluation.protocol import (
     Requests,
-    SplitBounds,
     build_requests,
     paired_difference,
     request_metrics,
     score_lists,
     top_k_from_scores,
 )
-from socialrec.eventlog import DAY_SECONDS
 from tests.conftest import at, event_log
 
 START, END = at(3), at(5)

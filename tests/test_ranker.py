@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from socialrec.ranker import DEFAULT_WEIGHTS, OUTCOMES, Ranker, label
-from socialrec.ranking_features import (
+from socialrec.features.ranking import (
     CAT_FEATURES,
     RANKER_FEATURES,
     SOURCE_FEATURES,
     ranking_features,
 )
+from socialrec.models.ranker import DEFAULT_WEIGHTS, OUTCOMES, Ranker, label
 from tests.test_two_tower import tiny_frames
 
 
@@ -87,7 +87,7 @@ def test_category_in_onboarding_matches_a_python_reference(frames):
 
 def test_500_candidates_batch_equals_one_pair_calls(frames):
     """Serving shape: one user (indexed frame, as the Feast online reader returns) x 500
-    merged candidates (the sources' columns of socialrec.sources.merge)."""
+    merged candidates (the sources' columns of socialrec.recommender.sources.merge)."""
     users = frames.users.set_index("user_id").iloc[[5]].assign(found=True)
     posts = frames.posts.set_index("post_id").iloc[:500].assign(found=True)
     # the Feast online readers return nullable integers
@@ -229,7 +229,7 @@ def test_fit_needs_positive_and_other_rows_and_every_feature(datasets):
 
 
 def test_grouped_ndcg_by_hand():
-    from socialrec.metrics import grouped_ndcg
+    from socialrec.models.metrics import grouped_ndcg
 
     # user 1: the relevant post ranked first -> 1; user 2: ranked second of two -> 1/log2(3)
     # (gain 2^1-1 = 1); user 3 has no positive relevance and is left out

@@ -1,4 +1,4 @@
-"""The ranker's training on replayed requests (socialrec.ranker_training): candidate rows and
+"""The ranker's training on replayed requests (socialrec.training.ranker): candidate rows and
 their labels, held-out users, the outcome weights, the fit, the test replay and the gate (real
 MLflow on SQLite for the gate)."""
 
@@ -8,13 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from socialrec import ranker_training as rt
-from socialrec import registry
-from socialrec.evaluation.protocol import SplitBounds, build_requests
-from socialrec.ranker import OUTCOMES, Ranker, label
-from socialrec.ranking_features import RANKER_FEATURES
-from socialrec.replay import Snapshot
+from socialrec.data.eventlog import SplitBounds
+from socialrec.evaluation.protocol import build_requests
+from socialrec.features.ranking import RANKER_FEATURES
+from socialrec.models import registry
+from socialrec.models.ranker import OUTCOMES, Ranker, label
+from socialrec.recommender.replay import Snapshot
 from socialrec.settings import Settings
+from socialrec.training import ranker as rt
 from tests.conftest import at
 from tests.test_replay import AS_OF, POSTS, ROWS, reader
 from tests.test_replay import log as replay_log  # noqa: F401 (a fixture)

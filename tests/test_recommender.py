@@ -14,11 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from socialrec.catalog import Catalog
-from socialrec.index import PostIndex
-from socialrec.neighbours import NeighbourParams, NeighbourTable
-from socialrec.ranking_features import parse_categories
-from socialrec.recommender import (
+from socialrec.features.ranking import parse_categories
+from socialrec.models.neighbours import NeighbourParams, NeighbourTable
+from socialrec.recommender.pipeline import (
     COLD_START,
     PERSONALIZED,
     Recommender,
@@ -29,9 +27,11 @@ from socialrec.recommender import (
     rerank,
     retrieve,
 )
-from socialrec.seen import SQLiteSeenStore
+from socialrec.recommender.sources import CatalogSource, NeighbourSource, TwoTowerSource
 from socialrec.settings import Settings
-from socialrec.sources import CatalogSource, NeighbourSource, TwoTowerSource
+from socialrec.stores.catalog import Catalog
+from socialrec.stores.index import PostIndex
+from socialrec.stores.seen import SQLiteSeenStore
 
 N_CATS = 4
 N_POSTS = 80
@@ -76,7 +76,7 @@ class StandInTwoTower:
 
 
 class StandInFeatures:
-    """Online features from frames, the shape socialrec.features returns."""
+    """Online features from frames, the shape socialrec.features.store returns."""
 
     def __init__(self, users: pd.DataFrame, posts: pd.DataFrame):
         self._users = users.set_index("user_id")
@@ -202,7 +202,7 @@ def test_filter_drops_posts_created_after_now():
 
 # --- stage 3 ------------------------------------------------------------------------------
 def _merged(post_ids) -> pd.DataFrame:
-    """A merged candidates frame (socialrec.sources.merge's shape) in the given order."""
+    """A merged candidates frame (socialrec.recommender.sources.merge's shape) in the given order."""
     n = len(post_ids)
     return pd.DataFrame(
         {
@@ -830,8 +830,8 @@ def test_preferred_categories_are_onboarding_then_liked():
 
 
 def test_cached_post_features_fetch_misses_in_one_call_and_expire(world, monkeypatch):
-    from socialrec import recommender as rec_module
-    from socialrec.recommender import CachedPostFeatures
+    from socialrec.recommender import pipeline as rec_module
+    from socialrec.recommender.pipeline import CachedPostFeatures
 
     class Counting:
         def __init__(self, inner):

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from socialrec import registry
-from socialrec.ranker import OUTCOMES, Ranker, label
-from socialrec.ranking_features import RANKER_FEATURES
+from socialrec.features.ranking import RANKER_FEATURES
+from socialrec.models import registry
+from socialrec.models.ranker import OUTCOMES, Ranker, label
 from socialrec.settings import Settings
 from tests.test_two_tower import tiny_frames
 
@@ -30,7 +30,7 @@ def frames():
 
 @pytest.fixture(scope="module")
 def ranker_data(frames):
-    from socialrec.ranking_features import ranking_features
+    from socialrec.features.ranking import ranking_features
     from tests.test_ranker import with_outcomes
 
     s = frames.samples
@@ -64,7 +64,7 @@ def _log(settings, ranker, data, tmp_path, i):
 
 
 def _gate(settings, data):
-    from socialrec import training
+    from socialrec.training import retrieval as training
 
     valid = data[data["split"] == "validation"]
     return training.quality_gate(
@@ -144,7 +144,7 @@ def test_gate_arithmetic(challenger, champion, higher, passed):
 
 
 def test_a_two_tower_run_registers_a_pyfunc_of_the_saved_towers(settings, frames, tmp_path):
-    from socialrec.two_tower import TwoTowerModel
+    from socialrec.models.two_tower import TwoTowerModel
 
     train = frames.positives[frames.positives["split"] == "train"].head(3000)
     model = TwoTowerModel(8, id_dim=8, text_dim=16, hidden_dim=16)

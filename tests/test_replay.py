@@ -1,4 +1,4 @@
-"""Replaying the past through the service's recommender (socialrec.replay): the snapshot of
+"""Replaying the past through the service's recommender (socialrec.recommender.replay): the snapshot of
 what was known at an instant, each request asked with its own seen set, the plain policies."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from socialrec.evaluation.protocol import build_requests
-from socialrec.neighbours import NeighbourParams
-from socialrec.replay import (
+from socialrec.models.neighbours import NeighbourParams
+from socialrec.recommender.replay import (
     PLAIN_POLICIES,
     CachedUserVectors,
     FrameFeatures,
@@ -159,7 +159,7 @@ def test_replay_asks_each_request_at_its_time_with_its_own_seen_set(requests):
 
     class Recording:
         def recommend(self, user_id, k, now=None):
-            from socialrec.recommender import Recommendation
+            from socialrec.recommender.pipeline import Recommendation
 
             asked.append((user_id, k, now, set(seen.seen(user_id))))
             items = [{"post_id": p} for p in (7, 8)]

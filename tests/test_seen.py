@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from socialrec.seen import InMemorySeenStore, SeenStore, SQLiteSeenStore, open_seen_store
 from socialrec.settings import Settings
+from socialrec.stores.seen import InMemorySeenStore, SeenStore, SQLiteSeenStore, open_seen_store
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_wal_and_second_process_reads(store, tmp_path):
     mode = sqlite3.connect(tmp_path / "seen.sqlite").execute("PRAGMA journal_mode").fetchone()
     assert mode[0] == "wal"
     code = (
-        "from socialrec.seen import SQLiteSeenStore; "
+        "from socialrec.stores.seen import SQLiteSeenStore; "
         f"s = SQLiteSeenStore({str(tmp_path / 'seen.sqlite')!r}); print(sorted(s.seen(3)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -81,7 +81,7 @@ def test_open_seen_store(tmp_path, monkeypatch):
         assert isinstance(s, SQLiteSeenStore) and s.path == tmp_path / "seen.sqlite"
     finally:
         s.close()
-    from socialrec.seen_scylla import ScyllaSeenStore
+    from socialrec.stores.seen_scylla import ScyllaSeenStore
 
     # SCYLLA_HOSTS switches to ScyllaDB; the store connects lazily (no connection made here)
     s = open_seen_store(Settings(data_dir=tmp_path, scylla_hosts="127.0.0.1"))
@@ -198,7 +198,7 @@ def test_a_second_process_sees_blocks(tmp_path):
     with SQLiteSeenStore(path) as store:
         store.block(4, [40, 41])
         code = (
-            "from socialrec.seen import SQLiteSeenStore; "
+            "from socialrec.stores.seen import SQLiteSeenStore; "
             f"s = SQLiteSeenStore({str(path)!r}); print(sorted(s.blocked_creators(4)))"
         )
         out = subprocess.run(

@@ -59,10 +59,11 @@ from cassandra.cqltypes import DateType, Int32Type, LongType, UTF8Type
 from cassandra.protocol import ColumnMetadata
 from cassandra.query import UNSET_VALUE, BoundStatement, PreparedStatement
 
-import socialrec.seen_scylla as seen_scylla
-from socialrec.bloom import BloomFilteredSeenStore
-from socialrec.seen import SeenStore, open_seen_store
-from socialrec.seen_scylla import (
+import socialrec.stores.seen_scylla as seen_scylla
+from socialrec.settings import Settings
+from socialrec.stores.bloom import BloomFilteredSeenStore
+from socialrec.stores.seen import SeenStore, open_seen_store
+from socialrec.stores.seen_scylla import (
     ScyllaSeenStore,
     build_cluster,
     consistency_level,
@@ -71,7 +72,6 @@ from socialrec.seen_scylla import (
     schema_statements,
     settings_schema_statements,
 )
-from socialrec.settings import Settings
 
 DAY = 86_400
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -367,7 +367,7 @@ def test_migration_ddl():
     assert simple == [
         "CREATE KEYSPACE IF NOT EXISTS socialrec WITH replication = "
         "{'class': 'SimpleStrategy', 'replication_factor': 1} AND durable_writes = true",
-        "CREATE TABLE IF NOT EXISTS socialrec.seen (user_id bigint, post_id bigint, "
+        "CREATE TABLE IF NOT EXISTS socialrec.stores.seen (user_id bigint, post_id bigint, "
         "event_type text, ts timestamp, PRIMARY KEY (user_id, post_id, event_type)) "
         "WITH default_time_to_live = 7776000",
         # blocks: partition user_id, clustering creator_id, and never expire
@@ -498,7 +498,7 @@ def test_consistency_levels_are_applied_and_configurable(caplog):
     one, quorum = ConsistencyLevel.LOCAL_ONE, ConsistencyLevel.LOCAL_QUORUM
     assert reads_see_writes(one, quorum, 1) and reads_see_writes(quorum, quorum, 3)
     assert not reads_see_writes(one, quorum, 3)
-    with caplog.at_level(logging.WARNING, logger="socialrec.seen_scylla"):
+    with caplog.at_level(logging.WARNING, logger="socialrec.stores.seen_scylla"):
         ScyllaSeenStore(FakeSession(), replication_factor=1)
         assert "read-your-writes" not in caplog.text
         ScyllaSeenStore(FakeSession(), replication_factor=3)
@@ -897,7 +897,7 @@ def test_migrate_command_dry_run(monkeypatch, capsys):
     # the module entry point, as an operator runs it
     env = {**os.environ, "SOCIALREC_SCYLLA_KEYSPACE": "feed_prod"}
     done = subprocess.run(
-        [sys.executable, "-m", "socialrec.seen_scylla", "migrate", "--dry-run"],
+        [sys.executable, "-m", "socialrec.stores.seen_scylla", "migrate", "--dry-run"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -977,7 +977,7 @@ def test_integration_migrate_is_idempotent(scylla):
     settings, session = scylla
     migrate(session, settings_schema_statements(settings))  # a second run changes nothing
     done = subprocess.run(  # the operator's command, against the same cluster
-        [sys.executable, "-m", "socialrec.seen_scylla", "migrate"],
+        [sys.executable, "-m", "socialrec.stores.seen_scylla", "migrate"],
         capture_output=True,
         text=True,
         timeout=120,

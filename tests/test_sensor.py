@@ -1,4 +1,4 @@
-"""The landing sensor: the framework-free cursor (socialrec.landing_cursor) on synthetic listings,
+"""The landing sensor: the framework-free cursor (socialrec.data.landing_cursor) on synthetic listings,
 then the Dagster sensor, evaluated through the Definitions (so the ``landing`` resource wiring
 is tested too) against gcp-storage-emulator on 127.0.0.1."""
 
@@ -11,8 +11,8 @@ import random
 import dagster as dg
 import pytest
 
-from socialrec.landing import BlobInfo, GCSLandingBucket, LocalLandingBucket, encode_jsonl
-from socialrec.landing_cursor import LandingCursor, plan_tick, to_us
+from socialrec.data.landing import BlobInfo, GCSLandingBucket, LocalLandingBucket, encode_jsonl
+from socialrec.data.landing_cursor import LandingCursor, plan_tick, to_us
 from tests.conftest import emulator_client
 
 T0 = dt.datetime(2026, 1, 5, 12, 0, tzinfo=dt.UTC)

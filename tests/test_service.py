@@ -1,9 +1,9 @@
 """The service's endpoints.
 
-* Unit level (no server): the endpoints' logic (``socialrec.serving.Endpoints``) over fakes, a
+* Unit level (no server): the endpoints' logic (``socialrec.serving.endpoints.Endpoints``) over fakes, a
   real SQLite seen store and a real event spool — the fallback when Milvus or the seen store
   raises, the error answers, the personalized search formula, /events through the spool,
-  /posts writing online features — and the pure-ASGI middlewares of ``socialrec.asgi``
+  /posts writing online features — and the pure-ASGI middlewares of ``socialrec.serving.asgi``
   (bearer auth, readiness reason, metrics refresh) over a dummy app.
 * HTTP (``e2e``): the BUILT bento on loopback, with real Milvus Lite, SQLite and Feast; the
   session fixtures of tests/conftest.py (materialized once, shared with tests/test_e2e.py).
@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from socialrec import asgi, serving
+from socialrec.serving import asgi
+from socialrec.serving import endpoints as serving
 from tests.conftest import bearer
 
 # --- unit level: fakes ----------------------------------------------------------------------
@@ -145,7 +146,7 @@ def _known_posts() -> dict:
 
 
 def _catalog():
-    from socialrec.catalog import Catalog
+    from socialrec.stores.catalog import Catalog
 
     ids = np.arange(1, 31)
     return Catalog(
@@ -196,7 +197,7 @@ def metrics():
 
 @pytest.fixture
 def seen_store(tmp_path):
-    from socialrec.seen import SQLiteSeenStore
+    from socialrec.stores.seen import SQLiteSeenStore
 
     with SQLiteSeenStore(tmp_path / "seen.sqlite") as store:
         yield store
@@ -448,7 +449,7 @@ def test_readiness_reason_turns_bentomls_503_into_json():
 
 # --- /recommend: categories and the item flags ----------------------------------------------
 def test_recommend_passes_categories_and_returns_the_item_flags(metrics):
-    from socialrec.recommender import Recommendation
+    from socialrec.recommender.pipeline import Recommendation
 
     class RecordingRecommender:
         calls: list = []
@@ -517,7 +518,7 @@ class FlakyBucket:
     """A local landing bucket whose writes raise while ``down``."""
 
     def __init__(self, root):
-        from socialrec.landing import LocalLandingBucket
+        from socialrec.data.landing import LocalLandingBucket
 
         self.inner = LocalLandingBucket(root)
         self.uri = self.inner.uri
@@ -562,7 +563,7 @@ def _landed_events(root: Path) -> list[dict]:
 def spooled(tmp_path, seen_store, metrics):
     """(endpoints, spool, bucket) with a real EventSpool (no background flusher) on a local
     bucket that can go down."""
-    from socialrec.spool import EventSpool
+    from socialrec.serving.spool import EventSpool
 
     bucket = FlakyBucket(tmp_path / "landing")
     spool = EventSpool(tmp_path / "spool", bucket, flush_seconds=60, retry_seconds=60)
@@ -636,7 +637,7 @@ def test_events_are_a_503_when_the_spool_fails_but_marked_seen_first(spooled, se
 
 
 def test_events_are_a_503_and_not_spooled_when_the_seen_store_fails(metrics, tmp_path):
-    from socialrec.spool import EventSpool
+    from socialrec.serving.spool import EventSpool
 
     with EventSpool(tmp_path / "spool", FlakyBucket(tmp_path / "landing")) as spool:
         endpoints = _endpoints(metrics, RaisingSeenStore(), spool=spool)
@@ -648,7 +649,7 @@ def test_events_are_a_503_and_not_spooled_when_the_seen_store_fails(metrics, tmp
 
 # --- /posts: online features ------------------------------------------------------------------
 def test_a_new_post_gets_online_features_before_it_is_indexed(metrics, seen_store, tmp_path):
-    from socialrec.landing import LocalLandingBucket
+    from socialrec.data.landing import LocalLandingBucket
 
     log: list = []
     endpoints = _endpoints(
@@ -679,7 +680,7 @@ def test_a_new_post_gets_online_features_before_it_is_indexed(metrics, seen_stor
 
 
 def test_an_edited_post_keeps_its_online_counts(metrics, seen_store, tmp_path):
-    from socialrec.landing import LocalLandingBucket
+    from socialrec.data.landing import LocalLandingBucket
 
     log: list = []
     known = {5: {"n_impressions": 40, "n_positives": 7, "positive_rate": 0.175}}
@@ -700,7 +701,7 @@ def test_an_edited_post_keeps_its_online_counts(metrics, seen_store, tmp_path):
 def test_a_feature_store_that_fails_is_a_503_and_the_post_is_not_indexed(
     metrics, seen_store, tmp_path
 ):
-    from socialrec.landing import LocalLandingBucket
+    from socialrec.data.landing import LocalLandingBucket
 
     log: list = []
     endpoints = _endpoints(
@@ -721,7 +722,7 @@ def test_write_online_post_makes_the_post_readable_online(tmp_path):
     """The Feast write path for real: FeatureStore.write_to_online_store on the SQLite online
     store, read back by the same one-call online reader the ranking stage uses."""
     import feature_repo
-    from socialrec import features as fs
+    from socialrec.features import store as fs
     from socialrec.settings import Settings
 
     settings = Settings(data_dir=tmp_path)

@@ -1,4 +1,4 @@
-"""Candidate sources (socialrec.sources) one by one, the catalog lists they read, ``merge``
+"""Candidate sources (socialrec.recommender.sources) one by one, the catalog lists they read, ``merge``
 (reciprocal rank fusion) and ``gather`` (fail open on outages only)."""
 
 from __future__ import annotations
@@ -8,11 +8,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from socialrec.catalog import Catalog, popularity_score
-from socialrec.index import InMemoryIndex
-from socialrec.neighbours import NeighbourParams, NeighbourTable
-from socialrec.settings import UNKNOWN_CREATOR_ID
-from socialrec.sources import (
+from socialrec.models.neighbours import NeighbourParams, NeighbourTable
+from socialrec.recommender.sources import (
     RRF_K,
     CatalogSource,
     NeighbourSource,
@@ -23,6 +20,9 @@ from socialrec.sources import (
     recent_posts,
     retrieve_two_tower,
 )
+from socialrec.settings import UNKNOWN_CREATOR_ID
+from socialrec.stores.catalog import Catalog, popularity_score
+from socialrec.stores.index import InMemoryIndex
 from tests.conftest import at, event_log
 
 IDS = list(range(1, 13))

@@ -1,7 +1,7 @@
 """The /events write path: a durable local spool (SQLite) flushed to the landing bucket.
 
 Real parts only: LocalLandingBucket, GCSLandingBucket on gcp-storage-emulator, the raw loader of
-socialrec.warehouse; an outage is a LandingBucket wrapper whose write_bytes raises, a crash is a
+socialrec.data.warehouse; an outage is a LandingBucket wrapper whose write_bytes raises, a crash is a
 spool dropped without close() or a child process that dies with os._exit."""
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from socialrec import warehouse
-from socialrec.landing import GCSLandingBucket, LocalLandingBucket, iter_lines
+from socialrec.data import warehouse
+from socialrec.data.landing import GCSLandingBucket, LocalLandingBucket, iter_lines
+from socialrec.serving.spool import EventSpool, iso_utc, open_spool
 from socialrec.settings import Settings
-from socialrec.spool import EventSpool, iso_utc, open_spool
 from tests.conftest import emulator_client
 
 REPO = Path(__file__).resolve().parents[1]
@@ -271,8 +271,8 @@ def test_a_dropped_spool_keeps_its_rows_for_the_next_one(tmp_path, local, spools
 
 CHILD = """
 import os, sys
-from socialrec.landing import LocalLandingBucket
-from socialrec.spool import EventSpool
+from socialrec.data.landing import LocalLandingBucket
+from socialrec.serving.spool import EventSpool
 
 class DiesAfterUpload(LocalLandingBucket):
     def write_bytes(self, key, data):

@@ -1,10 +1,10 @@
-"""MiniLM text embeddings (socialrec.text) with the real, offline all-MiniLM-L6-v2 model."""
+"""MiniLM text embeddings (socialrec.features.text) with the real, offline all-MiniLM-L6-v2 model."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from socialrec import text
+from socialrec.features import text
 from socialrec.settings import TEXT_EMBEDDING_DIM
 
 

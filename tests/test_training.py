@@ -1,4 +1,4 @@
-"""socialrec.training: the two fits of the two-tower model (train early-stopped on validation,
+"""socialrec.training.retrieval: the two fits of the two-tower model (train early-stopped on validation,
 then train + validation for the chosen epochs) and the neighbours' choice on validation.
 
 The Feast reads (``training_frames``, ``point_in_time``) are replaced by the frames of
@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from socialrec import training
-from socialrec.evaluation.protocol import SplitBounds
-from socialrec.neighbours import EASE_MAX_POSTS, NeighbourParams
+from socialrec.data.eventlog import SplitBounds
+from socialrec.models.neighbours import EASE_MAX_POSTS, NeighbourParams
 from socialrec.settings import Settings
+from socialrec.training import retrieval as training
 from tests.conftest import at, event_log
 from tests.test_two_tower import tiny_frames
 
@@ -72,7 +72,7 @@ def test_the_two_tower_is_selected_on_train_then_refitted_on_train_and_validatio
 
 
 def test_both_fits_are_saved_and_the_test_recall_reads_the_serving_one(two_tower):
-    from socialrec.two_tower import TwoTowerModel
+    from socialrec.models.two_tower import TwoTowerModel
 
     result, _, f, path, recall = two_tower
     assert (path / "user_tower" / "saved_model.pb").exists()

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from socialrec.features import TIMESTAMP, build_user_history
-from socialrec.generator import generate_dataset
+from socialrec.data.generator import generate_dataset
+from socialrec.features.store import TIMESTAMP, build_user_history
 from socialrec.settings import NEGATIVE_EVENTS, POSITIVE_EVENTS, TEXT_EMBEDDING_DIM
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -122,7 +122,7 @@ def frames():
 
 @pytest.fixture(scope="module")
 def trained(frames):
-    from socialrec.two_tower import TwoTowerModel
+    from socialrec.models.two_tower import TwoTowerModel
 
     train = frames.positives[frames.positives["split"] == "train"]
     model = TwoTowerModel(16, id_dim=16, text_dim=32, hidden_dim=64)
@@ -130,7 +130,7 @@ def trained(frames):
 
 
 def test_embeddings_are_normalised_and_beat_random_recall(frames, trained):
-    from socialrec.metrics import evaluate_retrieval
+    from socialrec.models.metrics import evaluate_retrieval
 
     users = trained.user_embeddings(frames.users)
     assert users.shape == (len(frames.users), 16) and users.dtype == np.float32
@@ -144,7 +144,7 @@ def test_embeddings_are_normalised_and_beat_random_recall(frames, trained):
 
 
 def test_save_and_load_give_identical_embeddings(frames, trained, tmp_path):
-    from socialrec.two_tower import TwoTowerModel
+    from socialrec.models.two_tower import TwoTowerModel
 
     path = trained.save(tmp_path / "tt")
     assert (path / "user_tower" / "saved_model.pb").exists()
@@ -179,7 +179,7 @@ def test_unknown_ids_are_embedded_from_content(frames, trained):
 
 
 def test_training_is_deterministic_with_a_seed(frames):
-    from socialrec.two_tower import TwoTowerModel
+    from socialrec.models.two_tower import TwoTowerModel
 
     train = frames.positives[frames.positives["split"] == "train"].head(2000)
     a, b = (
@@ -194,8 +194,8 @@ def test_training_is_deterministic_with_a_seed(frames):
 
 
 def test_early_stopping_keeps_the_best_validation_epoch(frames):
-    from socialrec.metrics import evaluate_retrieval
-    from socialrec.two_tower import TwoTowerModel
+    from socialrec.models.metrics import evaluate_retrieval
+    from socialrec.models.two_tower import TwoTowerModel
 
     train = frames.positives[frames.positives["split"] == "train"]
     valid = frames.positives[frames.positives["split"] == "validation"]
@@ -223,7 +223,7 @@ def test_early_stopping_keeps_the_best_validation_epoch(frames):
 
 
 def test_logq_correction_uses_the_positive_frequencies(frames):
-    from socialrec.two_tower import TwoTowerModel
+    from socialrec.models.two_tower import TwoTowerModel
 
     train = frames.positives[frames.positives["split"] == "train"].head(3000)
     kw = dict(epochs=1, batch_size=256, seed=5)
@@ -241,7 +241,7 @@ def test_logq_correction_uses_the_positive_frequencies(frames):
 def test_a_tower_gets_only_the_inputs_its_signature_takes(frames, trained, tmp_path):
     """A model saved before a tower gained inputs still embeds (the quality gate loads the
     previous champion with today's encoders)."""
-    from socialrec.two_tower import TwoTowerModel, encode_posts
+    from socialrec.models.two_tower import TwoTowerModel, encode_posts
 
     loaded = TwoTowerModel.load(trained.save(tmp_path / "tt"))
     inputs = encode_posts(frames.posts.head(4))
@@ -254,8 +254,8 @@ def test_a_tower_gets_only_the_inputs_its_signature_takes(frames, trained, tmp_p
 def test_mixed_random_negatives_and_point_in_time_users_train(frames):
     """Uniform extra negatives per batch and one user row per positive (the user's features
     at the positive's time) both train a model that beats random."""
-    from socialrec.metrics import evaluate_retrieval
-    from socialrec.two_tower import TwoTowerModel
+    from socialrec.models.metrics import evaluate_retrieval
+    from socialrec.models.two_tower import TwoTowerModel
 
     train = frames.positives[frames.positives["split"] == "train"].reset_index(drop=True)
     # a point-in-time stand-in: every positive's user row without its history
@@ -278,7 +278,7 @@ def test_mixed_random_negatives_and_point_in_time_users_train(frames):
 
 
 def test_age_buckets():
-    from socialrec.two_tower import AGE_BUCKET_HOURS, age_buckets, encode_posts
+    from socialrec.models.two_tower import AGE_BUCKET_HOURS, age_buckets, encode_posts
 
     assert age_buckets([0, 5.9, 6, 30, 200, 10_000, np.nan, -3]).tolist() == [
         0,

@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from socialrec import warehouse
-from socialrec.catalog import Catalog, creator_id_array
-from socialrec.features import build_post_features, build_user_history
-from socialrec.landing import LocalLandingBucket, encode_jsonl
-from socialrec.recommender import filter_candidates, rerank
+from socialrec.data import warehouse
+from socialrec.data.landing import LocalLandingBucket, encode_jsonl
+from socialrec.features.store import build_post_features, build_user_history
+from socialrec.recommender.pipeline import filter_candidates, rerank
 from socialrec.settings import UNKNOWN_CREATOR_ID, Settings
+from socialrec.stores.catalog import Catalog, creator_id_array
 
 T = pd.Timestamp("2026-01-01T00:00:00Z")
 
@@ -104,7 +104,7 @@ def test_rerank_never_caps_unknown_creators_together():
 
 
 def test_two_tower_embeds_unknown_creators_as_out_of_vocabulary():
-    from socialrec.two_tower import TwoTowerModel
+    from socialrec.models.two_tower import TwoTowerModel
     from tests.test_two_tower import tiny_frames
 
     f = tiny_frames(n_users=60, n_posts=80, n_events=3000, seed=3)
@@ -131,7 +131,7 @@ def test_two_tower_embeds_unknown_creators_as_out_of_vocabulary():
 
 @pytest.mark.integration
 def test_dbt_builds_and_tests_pass_with_unknown_creators(tmp_path):
-    from socialrec.generator import generate_dataset, write_landing
+    from socialrec.data.generator import generate_dataset, write_landing
     from tests.test_dbt_layer import Warehouse, _failed
 
     wh = Warehouse(tmp_path)

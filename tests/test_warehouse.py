@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from socialrec import warehouse
-from socialrec.landing import LocalLandingBucket, encode_jsonl
+from socialrec.data import warehouse
+from socialrec.data.landing import LocalLandingBucket, encode_jsonl
 from socialrec.settings import Settings
 
 

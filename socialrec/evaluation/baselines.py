@@ -5,7 +5,7 @@
   for the test); window in days from a geometric grid (1, 2, 4, ... up to the log's span).
 * ``als``: implicit-feedback matrix factorisation (the ``implicit`` library, CPU).
 * ``itemknn``: item-based nearest neighbours, asymmetric cosine with shrinkage
-  (:class:`socialrec.neighbours.NeighbourTable`; ``alpha`` 0.5 is the plain cosine). The
+  (:class:`socialrec.models.neighbours.NeighbourTable`; ``alpha`` 0.5 is the plain cosine). The
   ``implicit`` library's cosine / BM25 / TF-IDF item-KNN were measured too and were weaker on
   every log we have (docs/benchmarks.md), so the stronger variant is the baseline.
 * ``ease``: EASE^R (Steck, 2019), a closed-form item-item model; only where the catalog fits
@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from socialrec.eventlog import DAY_SECONDS, EventLog
-from socialrec.neighbours import NeighbourParams, NeighbourTable
+from socialrec.data.eventlog import DAY_SECONDS, EventLog
+from socialrec.models.neighbours import NeighbourParams, NeighbourTable
 
 EASE_MAX_POSTS = 20_000  # a dense posts x posts inverse: 20k posts ~ 3.2 GB in float64
 _TIE = 1e-6  # popularity as a tie-breaker below any real score difference

@@ -6,7 +6,7 @@ bench-quality`` run): the shipped pipeline, its ablations and tuned baselines on
 2. Every baseline is tuned on validation (fitted on the train split, best NDCG@10 of the warm
    users over its grid), then refitted on everything before the test start with the chosen
    parameters and asked for the test requests.
-3. The pipeline: a :class:`socialrec.replay.Snapshot` as of the test start (champion models,
+3. The pipeline: a :class:`socialrec.recommender.replay.Snapshot` as of the test start (champion models,
    features read point in time, catalog and neighbours fitted on the events before the test)
    answers each test request at its own time through the service's recommender. One replay
    gives three lists: ``retrieval`` (the merged candidates, source fusion order),
@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from socialrec.data.eventlog import DAY_SECONDS, EventLog, SplitBounds
 from socialrec.evaluation import baselines as bl
 from socialrec.evaluation.protocol import (
     SEGMENTS,
     Requests,
-    SplitBounds,
     build_requests,
     paired_difference,
     score_lists,
@@ -45,8 +45,13 @@ from socialrec.evaluation.report import (
     plot_recall_curves,
     segment_table,
 )
-from socialrec.eventlog import DAY_SECONDS, EventLog
-from socialrec.replay import FeatureReader, Snapshot, replay, replay_candidates, source_lists
+from socialrec.recommender.replay import (
+    FeatureReader,
+    Snapshot,
+    replay,
+    replay_candidates,
+    source_lists,
+)
 
 PIPELINE = ("socialrec", "socialrec_plain", "retrieval")
 BASELINES = ("popularity", "recent_popularity", "als", "itemknn", "ease")
@@ -127,7 +132,7 @@ def run_offline_evaluation(
     feature rows as of an instant (Feast point in time); ``two_tower`` / ``ranker``: the
     models under evaluation (fitted before the test start)."""
     t_start = time.perf_counter()
-    from socialrec.catalog import live_posts
+    from socialrec.stores.catalog import live_posts
 
     live = live_posts(posts).drop_duplicates("post_id", keep="last")
     post_index = pd.Index(np.sort(live["post_id"].to_numpy(dtype=np.int64)))

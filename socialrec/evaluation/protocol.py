@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from socialrec.eventlog import DAY_SECONDS, EventLog, to_seconds, to_timestamp
+from socialrec.data.eventlog import DAY_SECONDS, EventLog, to_seconds
 
 FINAL_K = 10
 RECALL_KS = (10, 100)
@@ -44,47 +44,6 @@ METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "coverage@10")
 SEGMENTS = ("all", "warm", "cold")
 # the outcomes a request records per day (the ranker's labels); "positive" is the relevance
 OUTCOMES = ("positive", "full_view", "like", "share_comment", "negative")
-
-
-@dataclass(frozen=True)
-class SplitBounds:
-    validation_start: int  # epoch seconds
-    test_start: int
-    data_start: int
-    data_end: int
-
-    @classmethod
-    def from_frame(cls, frame: pd.DataFrame) -> SplitBounds:
-        """From the one row of the ``ml_split_bounds`` model."""
-        if len(frame) != 1:
-            raise ValueError(f"ml_split_bounds must have one row, got {len(frame)}")
-        row = frame.iloc[0]
-        return cls(
-            *(
-                to_seconds(pd.Timestamp(row[c]))
-                for c in ("validation_start", "test_start", "data_start", "data_end")
-            )
-        )
-
-    @classmethod
-    def from_log(cls, log: EventLog, validation: float = 0.1, test: float = 0.1) -> SplitBounds:
-        """The same rule as ``ml_split_bounds`` (for logs outside the warehouse and tests)."""
-        if not len(log):
-            raise ValueError("an empty log has no split")
-        ts = log.ts
-        q_v = int(ts[min(len(ts) - 1, int(np.ceil((1 - validation - test) * len(ts))) - 1)])
-        q_t = int(ts[min(len(ts) - 1, int(np.ceil((1 - test) * len(ts))) - 1)])
-        v_day, t_day = q_v // DAY_SECONDS * DAY_SECONDS, q_t // DAY_SECONDS * DAY_SECONDS
-        if int(ts[0]) < v_day < t_day:
-            q_v, q_t = v_day, t_day
-        return cls(q_v, q_t, int(ts[0]), int(ts[-1]))
-
-    def describe(self) -> str:
-        f = "%Y-%m-%d %H:%M"
-        return (
-            f"train before {to_timestamp(self.validation_start):{f}}, validation until "
-            f"{to_timestamp(self.test_start):{f}}, test until {to_timestamp(self.data_end):{f}} UTC"
-        )
 
 
 @dataclass

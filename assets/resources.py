@@ -1,0 +1,63 @@
+"""Dagster resources. Thin: they hand the core a Settings object or a client built from it."""
+
+from __future__ import annotations
+
+import dagster as dg
+from dagster_gcp import GCSResource
+from dagster_mlflow import mlflow_tracking
+from dagster_mlflow.resources import MlFlow
+
+from socialrec.data.landing import LandingBucket, open_bucket
+from socialrec.settings import Settings
+
+
+class SettingsResource(dg.ConfigurableResource):
+    """The socialrec Settings, read from the environment (SOCIALREC_*) at run time.
+
+    ``data_dir`` can be pinned here (tests do); otherwise the environment decides.
+    """
+
+    data_dir: str | None = None
+
+    def get(self) -> Settings:
+        overrides = {"data_dir": self.data_dir} if self.data_dir else {}
+        settings = Settings(**overrides)
+        settings.ensure_dirs()
+        return settings
+
+
+class LandingResource(dg.ConfigurableResource):
+    """The landing bucket of ``settings.landing_uri``: ``landing.get() -> LandingBucket``.
+
+    One interface, two implementations: a ``gs://bucket`` URI gives a GCSLandingBucket whose
+    google-cloud-storage client comes from dagster-gcp's ``GCSResource`` (nested, so its
+    ``project`` shows in the UI); anything else a LocalLandingBucket on that directory.
+    With ``STORAGE_EMULATOR_HOST`` set (tests, the GCS emulator) the client talks to the
+    emulator with anonymous credentials (google-cloud-storage does that by itself).
+    Resource key ``landing``; build it with ``LandingResource.from_settings(settings)``.
+    """
+
+    settings: SettingsResource
+    gcs: GCSResource
+
+    @classmethod
+    def from_settings(cls, settings: SettingsResource) -> LandingResource:
+        """The resource for this settings resource (GCS project: ``bigquery_project``)."""
+        return cls(settings=settings, gcs=GCSResource(project=settings.get().bigquery_project))
+
+    def get(self) -> LandingBucket:
+        uri = str(self.settings.get().landing_uri)
+        return open_bucket(uri, client=self.gcs.get_client() if uri.startswith("gs://") else None)
+
+
+@dg.resource(
+    config_schema=mlflow_tracking.config_schema,
+    required_resource_keys={"settings"},
+    description="dagster-mlflow's tracking resource, after creating the experiment with its "
+    "artifact location under the settings (MLflow would otherwise default to ./mlruns).",
+)
+def mlflow_resource(context):
+    from socialrec.models import registry
+
+    registry.configure(context.resources.settings.get())
+    return MlFlow(context)

@@ -1,5 +1,0 @@
-"""``python -m socialrec.importers``."""
-
-from socialrec.importers.cli import main
-
-main()

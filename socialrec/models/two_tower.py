@@ -1,0 +1,596 @@
+"""The two-tower retrieval model (TensorFlow Recommenders).
+
+* User tower: user id embedding (unknown ids share one OOV row), onboarding categories
+  (multi-hot over the category slots), category affinity (the user's share of positives per
+  category slot, from ``user_history``), profile text embedding (MiniLM 384 -> dense), the mean
+  embedding of the latest liked posts (``history_embedding``), activity (log counts of events
+  and positives, positive rate).
+* Post tower: post id embedding (OOV row), category embedding, media type embedding, creator
+  embedding (OOV row, shared by new and unknown creators), age bucket (hours since creation at
+  the moment of the interaction in training, at ``now`` when embedding; unknown when no moment
+  is given), description text embedding.
+* Both end in an L2-normalised vector of ``embedding_dim``: the dot product is a cosine.
+
+Training uses in-batch softmax (``tfrs.tasks.Retrieval``) with a temperature and the
+sampling-bias correction of Yi et al. (RecSys 2019): in-batch negatives are drawn in
+proportion to how often a post is a positive, so each logit is corrected by ``-log q`` with
+``q`` the post's frequency among the training positives (``logq_correction``). With a
+validation set, :meth:`TwoTowerModel.fit` keeps the epoch with the best validation recall@K
+and stops after ``patience`` epochs without improvement.
+
+Ids are only in the vocabulary if they have training positives; during training a share of the
+ids is replaced by the OOV id (``id_dropout``), so the OOV rows learn a content-only embedding:
+new users and new posts are embedded from their onboarding categories / category, media type,
+creator and text.
+
+Input columns are turned into tensors by ONE function per tower (:func:`encode_users`,
+:func:`encode_posts`), used in training, after :meth:`TwoTowerModel.load` and at serving time.
+Each tower is exported as a SavedModel whose ``serving_default`` signature takes the named
+tensors of that function and returns ``{"embedding": float32[n, d]}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from socialrec.features.ranking import parse_categories, parse_counts
+from socialrec.features.text import embedding_matrix
+from socialrec.settings import MEDIA_TYPES, TEXT_EMBEDDING_DIM
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS needs Keras 2 (tf-keras)
+
+import tensorflow as tf  # noqa: E402
+import tensorflow_recommenders as tfrs  # noqa: E402
+
+USER_TOWER_INPUTS = (
+    "user_id",
+    "onboarding",
+    "category_affinity",
+    "profile_embedding",
+    "history_embedding",
+    "activity",
+)
+POST_TOWER_INPUTS = (
+    "post_id",
+    "category_id",
+    "media_type",
+    "creator_id",
+    "age_bucket",
+    "description_embedding",
+)
+ACTIVITY_FEATURES = 3
+# post age buckets (upper bounds in hours): <6h, <1d, <3d, <1w, <30d, older; -1 = unknown
+AGE_BUCKET_HOURS = (6.0, 24.0, 72.0, 168.0, 720.0)
+_PREDICT_BATCH = 4096
+# the vocabulary of a model trained without any known creator: a value no id takes (a
+# vocabulary of [-1] is Keras's own OOV token, which leaves IntegerLookup empty: an error)
+_NO_CREATOR = np.iinfo(np.int64).min
+_META_VERSION = 3
+
+
+# ---- encoding: columns -> named arrays (the one place, training and serving) ---------------
+
+
+def _numeric(df: pd.DataFrame, col: str) -> np.ndarray:
+    if col not in df.columns:
+        return np.zeros(len(df), dtype=np.float32)
+    return pd.to_numeric(df[col], errors="coerce").fillna(0).to_numpy(dtype=np.float32)
+
+
+def _column(df: pd.DataFrame, col: str) -> list:
+    return df[col].tolist() if col in df.columns else [None] * len(df)
+
+
+def age_buckets(age_hours) -> np.ndarray:
+    """int64 bucket of each age in hours (``AGE_BUCKET_HOURS``); -1 where unknown (NaN)."""
+    age = pd.to_numeric(pd.Series(np.asarray(age_hours, dtype=object)), errors="coerce")
+    out = np.searchsorted(np.asarray(AGE_BUCKET_HOURS), age.fillna(0).clip(lower=0), "right")
+    return np.where(age.isna(), -1, out).astype(np.int64)
+
+
+def encode_users(users_df: pd.DataFrame, category_slots: list[int]) -> dict[str, np.ndarray]:
+    """User tower inputs: ``user_id`` int64, ``onboarding`` multi-hot float32 over the
+    category slots (unknown categories ignored), ``category_affinity`` float32 over the slots
+    (share of the user's positives, from ``category_counts``; 0 without history),
+    ``profile_embedding`` / ``history_embedding`` float32[384] (zeros when missing),
+    ``activity`` float32[3] (log1p events, log1p positives, positive rate; 0 when missing)."""
+    slot = {c: i for i, c in enumerate(category_slots)}
+    n = len(users_df)
+    multi_hot = np.zeros((n, len(category_slots)), dtype=np.float32)
+    rows, cols = [], []
+    for i, value in enumerate(users_df["onboarding_categories"].tolist()):
+        for c in parse_categories(value):
+            if c in slot:
+                rows.append(i)
+                cols.append(slot[c])
+    multi_hot[rows, cols] = 1.0
+    affinity = np.zeros((n, len(category_slots)), dtype=np.float32)
+    for i, value in enumerate(_column(users_df, "category_counts")):
+        counts = parse_counts(value)
+        total = sum(v[0] for v in counts.values())
+        if total:
+            for c, (pos, *_) in counts.items():
+                if c in slot:
+                    affinity[i, slot[c]] = pos / total
+    activity = np.stack(
+        [
+            np.log1p(np.maximum(_numeric(users_df, "n_events"), 0)),
+            np.log1p(np.maximum(_numeric(users_df, "n_positives"), 0)),
+            np.clip(_numeric(users_df, "positive_rate"), 0, 1),
+        ],
+        axis=1,
+    ).astype(np.float32)
+    return {
+        "user_id": users_df["user_id"].to_numpy(dtype=np.int64),
+        "onboarding": multi_hot,
+        "category_affinity": affinity,
+        "profile_embedding": embedding_matrix(users_df["profile_embedding"]),
+        "history_embedding": embedding_matrix(_column(users_df, "history_embedding")),
+        "activity": activity,
+    }
+
+
+def encode_posts(posts_df: pd.DataFrame, now=None) -> dict[str, np.ndarray]:
+    """Post tower inputs: ``post_id`` int64, ``category_id`` int64 (-1 when missing),
+    ``media_type`` int64 (index in MEDIA_TYPES, -1 when unknown), ``creator_id`` int64 (-1
+    when missing), ``age_bucket`` int64 (from an ``age_hours`` column, else from
+    ``created_at_ts`` and ``now``; -1 when neither), ``description_embedding`` float32[384]."""
+    if "age_hours" in posts_df.columns:
+        age = pd.to_numeric(posts_df["age_hours"], errors="coerce").to_numpy(dtype=np.float64)
+    elif now is not None and "created_at_ts" in posts_df.columns:
+        created = pd.to_numeric(posts_df["created_at_ts"], errors="coerce")
+        age = ((pd.Timestamp(now).timestamp() - created) / 3600.0).to_numpy(dtype=np.float64)
+    else:
+        age = np.full(len(posts_df), np.nan)
+    media_index = {m: i for i, m in enumerate(MEDIA_TYPES)}
+    media = (
+        posts_df["media_type"]
+        if "media_type" in posts_df.columns
+        else pd.Series([None] * len(posts_df), index=posts_df.index)
+    )
+    creator = (
+        posts_df["creator_id"]
+        if "creator_id" in posts_df.columns
+        else pd.Series(np.nan, index=posts_df.index)
+    )
+    return {
+        "post_id": posts_df["post_id"].to_numpy(dtype=np.int64),
+        "category_id": pd.to_numeric(posts_df["category_id"]).fillna(-1).to_numpy(dtype=np.int64),
+        "media_type": np.asarray([media_index.get(v, -1) for v in media], dtype=np.int64),
+        "creator_id": pd.to_numeric(creator).fillna(-1).to_numpy(dtype=np.int64),
+        "age_bucket": age_buckets(age),
+        "description_embedding": embedding_matrix(posts_df["description_embedding"]),
+    }
+
+
+def _input_specs(n_slots: int) -> dict[str, dict[str, tf.TensorSpec]]:
+    return {
+        "user": {
+            "user_id": tf.TensorSpec([None], tf.int64, name="user_id"),
+            "onboarding": tf.TensorSpec([None, n_slots], tf.float32, name="onboarding"),
+            "category_affinity": tf.TensorSpec(
+                [None, n_slots], tf.float32, name="category_affinity"
+            ),
+            "profile_embedding": tf.TensorSpec(
+                [None, TEXT_EMBEDDING_DIM], tf.float32, name="profile_embedding"
+            ),
+            "history_embedding": tf.TensorSpec(
+                [None, TEXT_EMBEDDING_DIM], tf.float32, name="history_embedding"
+            ),
+            "activity": tf.TensorSpec([None, ACTIVITY_FEATURES], tf.float32, name="activity"),
+        },
+        "post": {
+            "post_id": tf.TensorSpec([None], tf.int64, name="post_id"),
+            "category_id": tf.TensorSpec([None], tf.int64, name="category_id"),
+            "media_type": tf.TensorSpec([None], tf.int64, name="media_type"),
+            "creator_id": tf.TensorSpec([None], tf.int64, name="creator_id"),
+            "age_bucket": tf.TensorSpec([None], tf.int64, name="age_bucket"),
+            "description_embedding": tf.TensorSpec(
+                [None, TEXT_EMBEDDING_DIM], tf.float32, name="description_embedding"
+            ),
+        },
+    }
+
+
+# ---- the Keras towers -----------------------------------------------------------------------
+
+
+class _IdEmbedding(tf.keras.layers.Layer):
+    """Id -> vocabulary index (0 = OOV) -> embedding; in training some ids become OOV."""
+
+    def __init__(self, vocabulary: np.ndarray, dim: int, dropout: float, seed: int, **kw):
+        super().__init__(**kw)
+        self.lookup = tf.keras.layers.IntegerLookup(
+            vocabulary=np.asarray(vocabulary, dtype=np.int64),
+            mask_token=None,
+            num_oov_indices=1,
+            dtype="int64",
+        )
+        self.embedding = tf.keras.layers.Embedding(len(vocabulary) + 1, dim)
+        self.dropout = dropout
+        self.seed = seed
+
+    def call(self, ids, training=False):
+        idx = self.lookup(ids)
+        if training and self.dropout > 0:
+            drop = tf.random.uniform(tf.shape(idx), seed=self.seed) < self.dropout
+            idx = tf.where(drop, tf.zeros_like(idx), idx)
+        return self.embedding(idx)
+
+
+class _Tower(tf.keras.Model):
+    """Concatenate the parts, one hidden layer, project, L2-normalise."""
+
+    def __init__(self, parts: dict[str, tf.keras.layers.Layer], hidden: int, out_dim: int, **kw):
+        super().__init__(**kw)
+        self.parts = parts
+        self.hidden = tf.keras.layers.Dense(hidden, activation="relu")
+        self.out = tf.keras.layers.Dense(out_dim)
+
+    def call(self, inputs, training=False):
+        pieces = []
+        for name in sorted(self.parts):
+            layer = self.parts[name]
+            if isinstance(layer, _IdEmbedding):
+                pieces.append(layer(inputs[name], training=training))
+            else:
+                pieces.append(layer(inputs[name]))
+        x = self.out(self.hidden(tf.concat(pieces, axis=1)))
+        return tf.math.l2_normalize(x, axis=1)
+
+
+class _Retrieval(tfrs.Model):
+    """In-batch softmax; with ``corpus`` (the encoded posts) and ``random_negatives`` > 0,
+    also ``random_negatives`` posts drawn uniformly from the corpus per batch (mixed negative
+    sampling, Yang et al. 2020): the batch's positives are the diagonal of the score matrix,
+    the extra columns are negatives only, with sampling probability 1 / corpus size."""
+
+    def __init__(
+        self,
+        user_tower: _Tower,
+        post_tower: _Tower,
+        temperature: float,
+        corpus: dict[str, np.ndarray] | None = None,
+        random_negatives: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.user_tower = user_tower
+        self.post_tower = post_tower
+        self.task = tfrs.tasks.Retrieval(temperature=temperature, remove_accidental_hits=True)
+        self.random_negatives = random_negatives if corpus is not None else 0
+        self.seed = seed
+        if self.random_negatives:
+            self.corpus = {k: tf.constant(corpus[k]) for k in POST_TOWER_INPUTS}
+            self.corpus_size = len(corpus["post_id"])
+
+    def compute_loss(self, features, training=False):
+        users = self.user_tower({k: features[k] for k in USER_TOWER_INPUTS}, training=training)
+        post_inputs = {k: features[k] for k in POST_TOWER_INPUTS}
+        ids = features["post_id"]
+        q = features.get("sampling_probability")  # logQ correction; None: plain softmax
+        if self.random_negatives:
+            pick = tf.random.uniform([self.random_negatives], 0, self.corpus_size, dtype=tf.int64)
+            post_inputs = {
+                k: tf.concat([v, tf.gather(self.corpus[k], pick)], axis=0)
+                for k, v in post_inputs.items()
+            }
+            ids = post_inputs["post_id"]
+            if q is not None:
+                uniform = tf.fill([self.random_negatives], 1.0 / self.corpus_size)
+                q = tf.concat([q, uniform], axis=0)
+        posts = self.post_tower(post_inputs, training=training)
+        return self.task(
+            users,
+            posts,
+            candidate_ids=ids,
+            candidate_sampling_probability=q,
+            compute_metrics=False,
+            compute_batch_metrics=False,
+        )
+
+
+class _Export(tf.Module):
+    """What is saved per tower: the tower plus a ``serving_default`` over named tensors."""
+
+    def __init__(self, tower: _Tower, spec: dict[str, tf.TensorSpec]):
+        super().__init__()
+        self.tower = tower
+        names = list(spec)
+
+        def serve(**inputs):
+            return {"embedding": self.tower({k: inputs[k] for k in names}, training=False)}
+
+        self.serve = tf.function(serve, input_signature=None).get_concrete_function(**spec)
+
+
+# ---- the public model -----------------------------------------------------------------------
+
+
+class TwoTowerModel:
+    """Train with :meth:`fit`, embed with :meth:`user_embeddings` / :meth:`post_embeddings`,
+    export with :meth:`save`; :meth:`load` needs only TensorFlow (no Keras classes)."""
+
+    def __init__(
+        self,
+        embedding_dim: int = 32,
+        *,
+        id_dim: int = 32,
+        category_dim: int = 16,
+        text_dim: int = 64,
+        hidden_dim: int = 128,
+        learning_rate: float = 0.005,
+        temperature: float = 0.1,
+        id_dropout: float = 0.2,
+        logq_correction: bool = True,
+        random_negatives: int = 0,
+    ):
+        self.embedding_dim = embedding_dim
+        self.hparams = {
+            "embedding_dim": embedding_dim,
+            "id_dim": id_dim,
+            "category_dim": category_dim,
+            "text_dim": text_dim,
+            "hidden_dim": hidden_dim,
+            "learning_rate": learning_rate,
+            "temperature": temperature,
+            "id_dropout": id_dropout,
+            "logq_correction": logq_correction,
+            "random_negatives": random_negatives,
+        }
+        self.meta: dict = {}
+        self.history: dict[str, list[float]] = {}
+        self._user_fn: Callable | None = None
+        self._post_fn: Callable | None = None
+        self._exports: dict[str, _Export] = {}
+
+    # -- training ---------------------------------------------------------------------------
+    def fit(
+        self,
+        positives_df: pd.DataFrame,
+        users_df: pd.DataFrame,
+        posts_df: pd.DataFrame,
+        epochs: int = 5,
+        batch_size: int = 512,
+        seed: int = 42,
+        validation_df: pd.DataFrame | None = None,
+        patience: int = 2,
+        eval_k: int = 100,
+        aligned_users: pd.DataFrame | None = None,
+    ) -> TwoTowerModel:
+        """Train on (user_id, post_id) positives; features come from users_df / posts_df
+        (positives whose user or post has no feature row are dropped).
+
+        ``aligned_users``: one user feature row per positive (same order), e.g. each user's
+        features just before the positive (a point-in-time join): the tower then learns from
+        the history the user had at that moment, not one that already contains the positive.
+        ``users_df`` still gives the vocabulary and the validation users. With a ``ts`` column
+        in the positives and ``created_at_ts`` in ``posts_df``, the post's age bucket is its
+        age at the positive's time.
+
+        With ``validation_df`` (later positives), recall@``eval_k`` over all posts of
+        ``posts_df`` (the user's training positives excluded) is measured after every epoch;
+        the best epoch's weights are kept and training stops after ``patience`` epochs
+        without improvement."""
+        tf.keras.utils.set_random_seed(seed)
+        tf.config.experimental.enable_op_determinism()
+        hp = self.hparams
+        users_df = users_df.drop_duplicates("user_id", keep="last").reset_index(drop=True)
+        posts_df = posts_df.drop_duplicates("post_id", keep="last").reset_index(drop=True)
+        if aligned_users is not None and len(aligned_users) != len(positives_df):
+            raise ValueError("aligned_users needs one row per positive")
+        pos = positives_df[["user_id", "post_id"]].astype("int64").reset_index(drop=True)
+        if "ts" in positives_df.columns:
+            pos["ts_s"] = pd.to_datetime(positives_df["ts"], utc=True).to_numpy()
+            pos["ts_s"] = (pos["ts_s"] - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+        keep = (
+            pos["user_id"].isin(users_df["user_id"]) & pos["post_id"].isin(posts_df["post_id"])
+        ).to_numpy()
+        pos = pos[keep]
+        if pos.empty:
+            raise ValueError("no positives with both a user and a post feature row")
+
+        slots = sorted(
+            {c for v in users_df["onboarding_categories"] for c in parse_categories(v)}
+            | set(pd.to_numeric(posts_df["category_id"]).dropna().astype("int64").tolist())
+        )
+        user_vocab = np.sort(pos["user_id"].unique())
+        post_vocab = np.sort(pos["post_id"].unique())
+        creator_vocab = (
+            np.sort(pd.to_numeric(posts_df["creator_id"]).dropna().astype("int64").unique())
+            if "creator_id" in posts_df.columns
+            else np.zeros(0, dtype=np.int64)
+        )
+        # an unknown creator (UNKNOWN_CREATOR_ID, or missing: -1) is OOV like a new creator
+        creator_vocab = creator_vocab[creator_vocab >= 0]
+        if not len(creator_vocab):  # IntegerLookup needs a vocabulary: everyone is OOV
+            creator_vocab = np.asarray([_NO_CREATOR], dtype=np.int64)
+        self.meta = {
+            "version": _META_VERSION,
+            "embedding_dim": self.embedding_dim,
+            "text_embedding_dim": TEXT_EMBEDDING_DIM,
+            "category_slots": [int(c) for c in slots],
+            "user_vocab_size": len(user_vocab),
+            "post_vocab_size": len(post_vocab),
+            "creator_vocab_size": len(creator_vocab),
+            "hparams": hp,
+            "train": {
+                "positives": len(pos),
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "seed": seed,
+            },
+        }
+
+        dropout = hp["id_dropout"]
+        user_tower = _Tower(
+            {
+                "user_id": _IdEmbedding(user_vocab, hp["id_dim"], dropout, seed),
+                "onboarding": tf.keras.layers.Dense(hp["category_dim"], use_bias=False),
+                "category_affinity": tf.keras.layers.Dense(hp["category_dim"], use_bias=False),
+                "profile_embedding": tf.keras.layers.Dense(hp["text_dim"], activation="relu"),
+                "history_embedding": tf.keras.layers.Dense(hp["text_dim"], activation="relu"),
+                "activity": tf.keras.layers.Dense(8, activation="relu"),
+            },
+            hp["hidden_dim"],
+            self.embedding_dim,
+        )
+        post_tower = _Tower(
+            {
+                "post_id": _IdEmbedding(post_vocab, hp["id_dim"], dropout, seed + 1),
+                "category_id": tf.keras.Sequential(
+                    [
+                        tf.keras.layers.IntegerLookup(
+                            vocabulary=np.asarray(slots, dtype=np.int64),
+                            mask_token=None,
+                            dtype="int64",
+                        ),
+                        tf.keras.layers.Embedding(len(slots) + 1, hp["category_dim"]),
+                    ]
+                ),
+                "media_type": tf.keras.Sequential(
+                    [
+                        tf.keras.layers.IntegerLookup(
+                            vocabulary=np.arange(len(MEDIA_TYPES), dtype=np.int64),
+                            mask_token=None,
+                            dtype="int64",
+                        ),
+                        tf.keras.layers.Embedding(len(MEDIA_TYPES) + 1, 4),
+                    ]
+                ),
+                # creators are content too: a new post of a known creator lands near its siblings
+                "creator_id": _IdEmbedding(creator_vocab, hp["category_dim"], 0.0, seed + 2),
+                # age: dropped to "unknown" as often as ids, so an unknown age embeds sensibly
+                "age_bucket": _IdEmbedding(
+                    np.arange(len(AGE_BUCKET_HOURS) + 1), 4, dropout, seed + 3
+                ),
+                "description_embedding": tf.keras.layers.Dense(hp["text_dim"], activation="relu"),
+            },
+            hp["hidden_dim"],
+            self.embedding_dim,
+        )
+
+        p_enc = encode_posts(posts_df)
+        p_row = pd.Index(posts_df["post_id"]).get_indexer(pos["post_id"])
+        tensors = {k: v[p_row] for k, v in p_enc.items()}
+        if aligned_users is not None:
+            rows = aligned_users.reset_index(drop=True)[keep].assign(
+                user_id=pos["user_id"].to_numpy()
+            )
+            tensors |= encode_users(rows, slots)
+        else:
+            u_row = pd.Index(users_df["user_id"]).get_indexer(pos["user_id"])
+            tensors |= {k: v[u_row] for k, v in encode_users(users_df, slots).items()}
+        if "ts_s" in pos.columns and "created_at_ts" in posts_df.columns:
+            created = pd.to_numeric(posts_df["created_at_ts"], errors="coerce").to_numpy(float)
+            tensors["age_bucket"] = age_buckets((pos["ts_s"].to_numpy() - created[p_row]) / 3600)
+        if hp["logq_correction"]:
+            # q(post): its share of the training positives (how often in-batch sampling picks it)
+            freq = pos["post_id"].map(pos["post_id"].value_counts(normalize=True))
+            tensors["sampling_probability"] = freq.to_numpy(dtype=np.float32)
+        ds = (
+            tf.data.Dataset.from_tensor_slices(tensors)
+            .shuffle(len(pos), seed=seed, reshuffle_each_iteration=True)
+            .batch(batch_size)
+            .prefetch(2)
+        )
+        model = _Retrieval(
+            user_tower, post_tower, hp["temperature"], p_enc, hp["random_negatives"], seed
+        )
+        model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=hp["learning_rate"]))
+        specs = _input_specs(len(slots))
+        self._exports = {
+            "user": _Export(user_tower, specs["user"]),
+            "post": _Export(post_tower, specs["post"]),
+        }
+        self._user_fn = self._exports["user"].serve
+        self._post_fn = self._exports["post"].serve
+
+        self.history = {"loss": [], f"val_recall@{eval_k}": []}
+        best, best_epoch, best_weights = -1.0, 0, None
+        for epoch in range(epochs):
+            hist = model.fit(ds, epochs=1, verbose=0)
+            self.history["loss"].append(float(hist.history["loss"][-1]))
+            if validation_df is None or validation_df.empty:
+                continue
+            from socialrec.models.metrics import evaluate_retrieval
+
+            score = evaluate_retrieval(self, users_df, posts_df, pos, validation_df, ks=(eval_k,))[
+                f"recall@{eval_k}"
+            ]
+            self.history[f"val_recall@{eval_k}"].append(float(score))
+            if score > best:
+                best, best_epoch, best_weights = score, epoch, model.get_weights()
+            elif epoch - best_epoch >= patience:
+                break
+        if best_weights is not None:
+            model.set_weights(best_weights)
+        self.meta["train"].update(
+            final_loss=self.history["loss"][-1] if self.history["loss"] else None,
+            epochs_run=len(self.history["loss"]),
+            best_epoch=best_epoch + 1 if best_weights is not None else None,
+            best_val_recall=best if best_weights is not None else None,
+        )
+        return self
+
+    # -- inference --------------------------------------------------------------------------
+    def _embed(self, fn: Callable | None, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        if fn is None:
+            raise RuntimeError("the model is neither trained nor loaded")
+        n = len(next(iter(inputs.values())))
+        # feed only what the tower's signature takes: a model saved by an older version (fewer
+        # inputs) still loads and embeds, e.g. the champion a new challenger is gated against
+        accepted = set(fn.structured_input_signature[1])
+        inputs = {k: v for k, v in inputs.items() if k in accepted}
+        out = np.zeros((n, self.embedding_dim), dtype=np.float32)
+        for start in range(0, n, _PREDICT_BATCH):
+            batch = {k: tf.constant(v[start : start + _PREDICT_BATCH]) for k, v in inputs.items()}
+            out[start : start + _PREDICT_BATCH] = fn(**batch)["embedding"].numpy()
+        return out
+
+    def user_embeddings(self, users_df: pd.DataFrame) -> np.ndarray:
+        """float32 ``[n, d]``, L2-normalised; columns user_id, onboarding_categories,
+        profile_embedding (unknown ids are embedded from the content features)."""
+        return self._embed(self._user_fn, encode_users(users_df, self.meta["category_slots"]))
+
+    def post_embeddings(self, posts_df: pd.DataFrame, now=None) -> np.ndarray:
+        """float32 ``[n, d]``, L2-normalised; columns post_id, category_id, media_type,
+        creator_id, description_embedding, and ``created_at_ts`` with ``now`` (or
+        ``age_hours``) for the age bucket (unknown age otherwise)."""
+        return self._embed(self._post_fn, encode_posts(posts_df, now))
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """``path/user_tower``, ``path/post_tower`` (SavedModels) and ``path/meta.json``."""
+        if not self._exports:
+            raise RuntimeError("only a trained model can be saved (a loaded one is on disk)")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        for name, export in self._exports.items():
+            tf.saved_model.save(
+                export, str(path / f"{name}_tower"), signatures={"serving_default": export.serve}
+            )
+        (path / "meta.json").write_text(json.dumps(self.meta, indent=2))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> TwoTowerModel:
+        path = Path(path)
+        meta = json.loads((path / "meta.json").read_text())
+        model = cls(
+            meta["embedding_dim"],
+            **{k: v for k, v in meta.get("hparams", {}).items() if k != "embedding_dim"},
+        )
+        model.meta = meta
+        model._loaded = {
+            name: tf.saved_model.load(str(path / f"{name}_tower")) for name in ("user", "post")
+        }
+        model._user_fn = model._loaded["user"].signatures["serving_default"]
+        model._post_fn = model._loaded["post"].signatures["serving_default"]
+        return model

@@ -1,0 +1,1 @@
+"""The recommender: candidate sources, the four stages and their replay on a snapshot."""

@@ -1,0 +1,1 @@
+"""Training procedures: the two-tower and neighbours (selected on validation) and the ranker on replayed requests."""
