@@ -26,11 +26,11 @@ from dagster_mlflow.resources import MlFlow
 from assets.common import NIGHTLY, TRAINING_FRESHNESS
 from assets.resources import SettingsResource
 from socialrec.data import warehouse
-from socialrec.data.eventlog import to_timestamp
 from socialrec.features import store as features
 from socialrec.models import artifacts, registry
 from socialrec.models.neighbours import NeighbourParams, NeighbourTable
 from socialrec.settings import Settings
+from socialrec.timeutil import to_timestamp
 from socialrec.training import ranker as ranker_training
 from socialrec.training import retrieval as training
 

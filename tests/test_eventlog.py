@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from socialrec.data.eventlog import EventLog, epoch_seconds, to_seconds, to_timestamp
+from socialrec.data.eventlog import EventLog
+from socialrec.timeutil import epoch_seconds, to_seconds, to_timestamp
 from tests.conftest import DAY0, at, event_log
 
 ROWS = [

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from socialrec.data.eventlog import DAY_SECONDS, SplitBounds
+from socialrec.data.eventlog import SplitBounds
 from socialrec.evaluation.protocol import (
     Requests,
     build_requests,
@@ -18,6 +18,7 @@ from socialrec.evaluation.protocol import (
     score_lists,
     top_k_from_scores,
 )
+from socialrec.timeutil import DAY_SECONDS
 from tests.conftest import at, event_log
 
 START, END = at(3), at(5)

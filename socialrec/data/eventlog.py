@@ -24,35 +24,10 @@ import pandas as pd
 import scipy.sparse as sp
 
 from socialrec.settings import EVENT_TYPES, NEGATIVE_EVENTS, POSITIVE_EVENTS
+from socialrec.timeutil import DAY_SECONDS, epoch_seconds, to_seconds, to_timestamp
 
 SIGNALS = ("positive", "exposure")
-DAY_SECONDS = 86_400
 _CODE = {name: i for i, name in enumerate(EVENT_TYPES)}
-
-
-def epoch_seconds(values) -> np.ndarray:
-    """Times (datetimes, strings, Timestamps or epoch seconds) as int64 epoch seconds (UTC;
-    naive times are UTC)."""
-    series = pd.Series(values) if not isinstance(values, pd.Series) else values
-    if pd.api.types.is_numeric_dtype(series):
-        return series.to_numpy(dtype=np.int64)
-    ts = pd.to_datetime(series, utc=True)
-    return (ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy().astype(np.int64)
-
-
-def to_seconds(ts) -> int:
-    """One instant as epoch seconds."""
-    if isinstance(ts, int | np.integer):
-        return int(ts)
-    if isinstance(ts, float | np.floating):
-        return int(ts)
-    t = pd.Timestamp(ts)
-    t = t.tz_localize("UTC") if t.tzinfo is None else t
-    return int(t.timestamp())
-
-
-def to_timestamp(seconds: int | float) -> pd.Timestamp:
-    return pd.Timestamp(int(seconds), unit="s", tz="UTC")
 
 
 @dataclass(frozen=True)

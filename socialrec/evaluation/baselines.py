@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from socialrec.data.eventlog import DAY_SECONDS, EventLog
+from socialrec.data.eventlog import EventLog
 from socialrec.models.neighbours import NeighbourParams, NeighbourTable
+from socialrec.timeutil import DAY_SECONDS
 
 EASE_MAX_POSTS = 20_000  # a dense posts x posts inverse: 20k posts ~ 3.2 GB in float64
 _TIE = 1e-6  # popularity as a tie-breaker below any real score difference

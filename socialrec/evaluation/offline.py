@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from socialrec.data.eventlog import DAY_SECONDS, EventLog, SplitBounds
+from socialrec.data.eventlog import EventLog, SplitBounds
 from socialrec.evaluation import baselines as bl
 from socialrec.evaluation.protocol import (
     SEGMENTS,
@@ -52,6 +52,7 @@ from socialrec.recommender.replay import (
     replay_candidates,
     source_lists,
 )
+from socialrec.timeutil import DAY_SECONDS
 
 PIPELINE = ("socialrec", "socialrec_plain", "retrieval")
 BASELINES = ("popularity", "recent_popularity", "als", "itemknn", "ease")

@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from socialrec.data.eventlog import DAY_SECONDS, EventLog, to_seconds
+from socialrec.data.eventlog import EventLog
+from socialrec.timeutil import DAY_SECONDS, to_seconds
 
 FINAL_K = 10
 RECALL_KS = (10, 100)

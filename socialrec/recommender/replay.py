@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from socialrec.data.eventlog import EventLog, to_seconds, to_timestamp
+from socialrec.data.eventlog import EventLog
 from socialrec.models.neighbours import NeighbourParams, NeighbourTable
 from socialrec.stores.catalog import Catalog, creator_id_array, live_posts
+from socialrec.timeutil import to_seconds, to_timestamp
 
 FeatureReader = Callable[[str, Sequence[int], int], pd.DataFrame]
 # the settings that turn the feed policies off (the "plain" ablation: the ranker's own order)

@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from socialrec.data.eventlog import DAY_SECONDS, EventLog, to_seconds
+from socialrec.data.eventlog import EventLog
 from socialrec.settings import UNKNOWN_CREATOR_ID
+from socialrec.timeutil import DAY_SECONDS, to_seconds
 
 COLUMNS = [
     "post_id",

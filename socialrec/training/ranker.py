@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from socialrec.data.eventlog import DAY_SECONDS, EventLog, to_timestamp
+from socialrec.data.eventlog import EventLog
 from socialrec.evaluation.protocol import (
     FINAL_K,
     OUTCOMES,
@@ -40,6 +40,7 @@ from socialrec.evaluation.protocol import (
 )
 from socialrec.models.ranker import NEGATIVE_OUTCOMES, Ranker, label
 from socialrec.recommender.replay import FeatureReader, Snapshot
+from socialrec.timeutil import DAY_SECONDS, to_timestamp
 
 HOLDOUT_SHARE = 0.2
 WEIGHT_GRID = {

@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from socialrec.data.eventlog import to_timestamp
 from socialrec.features import store as fs
 from socialrec.models import registry
 from socialrec.models.metrics import evaluate_retrieval
 from socialrec.settings import Settings
+from socialrec.timeutil import to_timestamp
 
 RETRIEVAL_KS = (10, 50, 100)
 
