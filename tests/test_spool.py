@@ -21,8 +21,9 @@ import pytest
 
 from socialrec.data import warehouse
 from socialrec.data.landing import GCSLandingBucket, LocalLandingBucket, iter_lines
-from socialrec.serving.spool import EventSpool, iso_utc, open_spool
+from socialrec.serving.spool import EventSpool, open_spool
 from socialrec.settings import Settings
+from socialrec.timeutil import iso
 from tests.conftest import emulator_client
 
 REPO = Path(__file__).resolve().parents[1]
@@ -359,11 +360,11 @@ def test_append_is_all_or_nothing(tmp_path, local, spools):
 
 
 def test_timestamps_are_iso_utc_and_partition_by_utc_day():
-    assert iso_utc("2026-01-03T10:11:12Z") == "2026-01-03T10:11:12Z"
-    assert iso_utc("2026-01-03T00:30:00+01:00") == "2026-01-02T23:30:00Z"
-    assert iso_utc(dt.datetime(2026, 1, 3, 10, 11, 12, 5)) == "2026-01-03T10:11:12.000005Z"
+    assert iso("2026-01-03T10:11:12Z") == "2026-01-03T10:11:12Z"
+    assert iso("2026-01-03T00:30:00+01:00") == "2026-01-02T23:30:00Z"
+    assert iso(dt.datetime(2026, 1, 3, 10, 11, 12, 5)) == "2026-01-03T10:11:12.000005Z"
     tz = dt.timezone(dt.timedelta(hours=-5))
-    assert iso_utc(dt.datetime(2026, 1, 3, 22, 0, tzinfo=tz)) == "2026-01-04T03:00:00Z"
+    assert iso(dt.datetime(2026, 1, 3, 22, 0, tzinfo=tz)) == "2026-01-04T03:00:00Z"
 
 
 def test_concurrent_appends_all_land_exactly_once(tmp_path, local, spools):

@@ -34,43 +34,30 @@ The spool checks only what it needs (a non-empty ``event_id`` and a parseable ``
 is validated by the service and, for anything that still slips through, quarantined by the raw
 loader. Everything is thread-safe (``append`` is called from request threads). One process per
 spool directory is the intended use; processes sharing one are still safe (SQLite locking, and
-an exclusive file lock around flushes), but then ``stats()`` are per process.
+an exclusive file lock around flushes), but then ``stats()`` are per process. The SQLite side
+(schema, claiming a batch, the rows' JSON) is ``socialrec.serving.spool_db``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import fcntl
 import json
 import logging
 import os
-import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from itertools import groupby
 from pathlib import Path
 from typing import Any
 
 from socialrec.data.landing import LandingBucket, encode_jsonl
+from socialrec.serving.spool_db import SpoolDB, event_record
 
 log = logging.getLogger(__name__)
 
-DB_NAME = "spool.sqlite"
 LOCK_NAME = "flush.lock"
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY,  -- append order
-    event_id TEXT NOT NULL,
-    dt TEXT NOT NULL,  -- YYYY-MM-DD, the UTC date of ts: the landing partition
-    payload TEXT NOT NULL,  -- the event as JSON, ts normalised
-    batch INTEGER  -- NULL until a flush claims the row
-);
-CREATE INDEX IF NOT EXISTS events_batch ON events (batch) WHERE batch IS NOT NULL;
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
 _IDLE_WAIT = 1.0  # the flusher re-checks at least this often (seconds)
 
 
@@ -107,7 +94,7 @@ class EventSpool:
         self.max_batch_events = max(max_batch_events, flush_events)
         self._clock = clock
 
-        self._db_lock = threading.Lock()  # the one SQLite connection
+        self._db_lock = threading.Lock()  # the spool database (one SQLite connection)
         self._flush_lock = threading.Lock()  # one flush at a time in this process
         self._state = threading.Lock()  # the counters below
         self._wake = threading.Event()
@@ -115,19 +102,8 @@ class EventSpool:
         self._thread: threading.Thread | None = None
         self._closed = False
 
-        self._con = sqlite3.connect(
-            self.directory / DB_NAME, isolation_level=None, check_same_thread=False, timeout=30
-        )
-        self._con.execute("PRAGMA journal_mode=WAL")
-        self._con.execute("PRAGMA synchronous=FULL")  # fsync the WAL at every commit
-        self._con.executescript(_SCHEMA)
-        with self._transaction() as cur:
-            cur.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('spool_id', ?), ('next_batch', '0')",
-                [uuid.uuid4().hex[:16]],
-            )
-            row = cur.execute("SELECT value FROM meta WHERE key = 'spool_id'").fetchone()
-        self.spool_id: str = row[0]
+        self._db = SpoolDB(self.directory)
+        self.spool_id: str = self._db.spool_id
         # flock()ed around every flush: one flusher per directory, across processes
         self._lock_file = open(self.directory / LOCK_NAME, "a+b")
 
@@ -148,16 +124,13 @@ class EventSpool:
     def append(self, rows: Iterable[Mapping[str, Any]]) -> int:
         """Spool events; durable (fsynced) when this returns. All or nothing: a row without
         ``event_id`` or with an unparseable ``ts`` raises ValueError and nothing is kept."""
-        records = [_record(r) for r in rows]
+        records = [event_record(r) for r in rows]
         if not records:
             return 0
         with self._db_lock:
             if self._closed:
                 raise RuntimeError("the event spool is closed")
-            with self._transaction() as cur:
-                cur.executemany(
-                    "INSERT INTO events (event_id, dt, payload) VALUES (?, ?, ?)", records
-                )
+            self._db.insert(records)
             with self._state:
                 if not self._pending:
                     self._oldest_at = self._clock()
@@ -204,7 +177,7 @@ class EventSpool:
                 delivered += self._complete(number)
             with self._db_lock, self._state:
                 # re-synced with the disk (exact even if another process appended or flushed)
-                self._pending = self._con.execute("SELECT count(*) FROM events").fetchone()[0]
+                self._pending = self._db.count()
                 self._flushed += delivered
                 self._retry_at = None
                 self._consecutive_failures = 0
@@ -224,33 +197,12 @@ class EventSpool:
         return f"events/dt={day}/spool-{self.spool_id}-{batch:010d}.jsonl.gz"
 
     def _claim(self) -> tuple[int, list[tuple[str, str]]] | None:
-        """The batch to write: one claimed earlier and not yet delivered (a retry: the same
-        rows, so the same keys), else the oldest unclaimed rows; None when nothing is pending."""
-        with self._db_lock, self._transaction() as cur:
-            number = cur.execute(
-                "SELECT min(batch) FROM events WHERE batch IS NOT NULL"
-            ).fetchone()[0]
-            if number is None:
-                number = int(
-                    cur.execute("SELECT value FROM meta WHERE key = 'next_batch'").fetchone()[0]
-                )
-                claimed = cur.execute(
-                    "UPDATE events SET batch = ? WHERE seq IN "
-                    "(SELECT seq FROM events WHERE batch IS NULL ORDER BY seq LIMIT ?)",
-                    [number, self.max_batch_events],
-                ).rowcount
-                if not claimed:
-                    return None
-                cur.execute("UPDATE meta SET value = ? WHERE key = 'next_batch'", [str(number + 1)])
-            rows = cur.execute(
-                "SELECT dt, payload FROM events WHERE batch = ? ORDER BY dt, seq", [number]
-            ).fetchall()
-        return number, rows
+        with self._db_lock:
+            return self._db.claim(self.max_batch_events)
 
     def _complete(self, number: int) -> int:
         with self._db_lock:
-            with self._transaction() as cur:
-                n = cur.execute("DELETE FROM events WHERE batch = ?", [number]).rowcount
+            n = self._db.delete_batch(number)
             with self._state:
                 self._pending = max(0, self._pending - n)
                 self._batches += 1
@@ -343,7 +295,7 @@ class EventSpool:
             self.flush()
         with self._db_lock:
             self._closed = True
-            self._con.close()
+            self._db.close()
         self._lock_file.close()
 
     def __enter__(self) -> EventSpool:
@@ -377,21 +329,7 @@ class EventSpool:
 
     def _count(self) -> int:
         with self._db_lock:
-            return self._con.execute("SELECT count(*) FROM events").fetchone()[0]
-
-    @contextlib.contextmanager
-    def _transaction(self):
-        cur = self._con.cursor()
-        cur.execute("BEGIN IMMEDIATE")
-        try:
-            yield cur
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
-        else:
-            cur.execute("COMMIT")
-        finally:
-            cur.close()
+            return self._db.count()
 
 
 def open_spool(settings, bucket: LandingBucket | None = None) -> EventSpool:
@@ -406,40 +344,3 @@ def open_spool(settings, bucket: LandingBucket | None = None) -> EventSpool:
         flush_seconds=settings.spool_flush_seconds,
         retry_seconds=settings.spool_retry_seconds,
     )
-
-
-def iso_utc(ts: Any) -> str:
-    """``ts`` (ISO-8601 string or datetime; naive = UTC) as ISO-8601 UTC with a ``Z``."""
-    return _iso(_utc(ts))
-
-
-def _utc(ts: Any) -> dt.datetime:
-    if isinstance(ts, str):
-        try:
-            ts = dt.datetime.fromisoformat(ts.strip())
-        except ValueError:
-            raise ValueError(f"bad ts: {ts!r}") from None
-    if not isinstance(ts, dt.datetime):
-        raise ValueError(f"bad ts: {ts!r} (an ISO-8601 string or a datetime)")
-    if ts.tzinfo is None:
-        return ts.replace(tzinfo=dt.UTC)
-    return ts.astimezone(dt.UTC)
-
-
-def _iso(ts: dt.datetime) -> str:
-    spec = "microseconds" if ts.microsecond else "seconds"
-    return ts.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
-
-
-def _record(row: Mapping[str, Any]) -> tuple[str, str, str]:
-    """(event_id, dt partition, JSON payload) of one event row."""
-    if not isinstance(row, Mapping):
-        raise ValueError(f"an event is a dict, not {type(row).__name__}")
-    event_id = row.get("event_id")
-    if not isinstance(event_id, str) or not event_id.strip():
-        raise ValueError(f"bad event_id: {event_id!r}")
-    ts = _utc(row.get("ts"))
-    out = dict(row)
-    out["ts"] = _iso(ts)
-    payload = json.dumps(out, separators=(",", ":"), default=str)
-    return event_id, ts.date().isoformat(), payload
