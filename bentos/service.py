@@ -1,17 +1,20 @@
 """The socialrec recommender as a BentoML service: typed APIs over the framework-free core.
 
-What each endpoint does (and the request/response models) is in ``socialrec.serving.endpoints``; the
-pure-ASGI middlewares (bearer auth, 422 for bad bodies, the JSON readiness reason, request
+What each endpoint does is in ``socialrec.serving.endpoints`` (the request/response models in
+``socialrec.serving.schemas``); the service's parts are opened and wired by one composition
+root, ``socialrec.serving.app.open_service``, which the service class calls in ``__init__``;
+the pure-ASGI middlewares (bearer auth, 422 for bad bodies, the JSON readiness reason, request
 metrics) are in ``socialrec.serving.asgi``. This file only wires them to BentoML:
 
 * ``POST /recommend`` {user_id, k, debug?, categories?}; ``POST /similar`` {post_id, k};
   ``POST /search`` {query, k, user_id?}; ``POST /posts`` {post_id, creator_id, category_id,
   media_type, description, created_at?} (bearer token); ``POST /events`` {events} (bearer
-  token); ``POST /blocks`` {user_id, creator_ids, blocked?} (bearer token). Every field is typed and documented in the OpenAPI spec at ``/docs``.
+  token); ``POST /blocks`` {user_id, creator_ids, blocked?} (bearer token). Every field is
+  typed and documented in the OpenAPI spec at ``/docs``.
 * ``GET /healthz``, ``/livez``: BentoML's liveness. ``GET /readyz``: BentoML's readiness with
   ``__is_ready__`` (``Endpoints.readiness``), answered as JSON ``{"ready", "reason"}``.
 * ``GET /metrics``: BentoML's Prometheus metrics plus the ``socialrec_*`` ones
-  (``socialrec.serving.endpoints.ServiceMetrics``).
+  (``socialrec.serving.metrics.ServiceMetrics``).
 
 Models come from the BentoML model store (packed into the bento by ``bentos/package.py``, each
 labelled with its MLflow run); MiniLM comes from its wheel; state that changes while serving
@@ -37,6 +40,7 @@ from typing import Annotated  # noqa: E402
 import bentoml  # noqa: E402
 from pydantic import Field, StringConstraints  # noqa: E402
 
+from socialrec.serving.app import Artifacts, open_service  # noqa: E402
 from socialrec.serving.asgi import (  # noqa: E402
     BearerAuth,
     MetricsRefresh,
@@ -45,7 +49,8 @@ from socialrec.serving.asgi import (  # noqa: E402
     UnprocessableBody,
     set_readiness,
 )
-from socialrec.serving.endpoints import (  # noqa: E402
+from socialrec.serving.errors import ErrorAnswer, respond  # noqa: E402
+from socialrec.serving.schemas import (  # noqa: E402
     MAX_BLOCKS,
     MAX_CATEGORIES,
     MAX_DESCRIPTION_CHARS,
@@ -55,8 +60,6 @@ from socialrec.serving.endpoints import (  # noqa: E402
     BlocksResponse,
     CategoryId,
     CreatorId,
-    Endpoints,
-    ErrorAnswer,
     EventIn,
     EventsResponse,
     MediaType,
@@ -64,9 +67,8 @@ from socialrec.serving.endpoints import (  # noqa: E402
     RecommendResponse,
     SearchResponse,
     SimilarResponse,
-    respond,
-    service_metrics,
 )
+from socialrec.settings import Settings  # noqa: E402
 
 log = logging.getLogger("socialrec.service")
 
@@ -83,52 +85,23 @@ class Recommender:
     neighbours_model = bentoml.models.BentoModel("socialrec_neighbours:latest")
 
     def __init__(self) -> None:
-        from socialrec.data.landing import open_bucket
-        from socialrec.features import store as features
-        from socialrec.features.text import TextEncoder
-        from socialrec.models.neighbours import NeighbourTable
-        from socialrec.models.ranker import Ranker
-        from socialrec.models.two_tower import TwoTowerModel
-        from socialrec.serving.spool import open_spool
-        from socialrec.settings import Settings
-        from socialrec.stores.catalog import Catalog
-        from socialrec.stores.index import PostIndex
-        from socialrec.stores.seen import open_seen_store
-
-        self.settings = Settings()
-        self.metrics = service_metrics()
-        self.index = PostIndex(str(self.settings.milvus_uri), self.settings.milvus_token)
-        # a per-user Bloom filter in front of the seen store (SQLite or ScyllaDB)
-        self.seen_store = open_seen_store(self.settings, bloom=True)
-        bucket = open_bucket(str(self.settings.landing_uri))
-        # /events: a durable local spool, flushed to the landing bucket in the background
-        self.spool = open_spool(self.settings, bucket).start()
-        text_encoder = TextEncoder()
-        text_encoder.encode(["warm up"])  # load MiniLM now, not on the first /search
-        models = {
-            str(m.tag): dict(m.info.labels)
-            for m in (
-                self.two_tower_model,
-                self.ranker_model,
-                self.catalog_model,
-                self.neighbours_model,
-            )
-        }
-        self.endpoints = Endpoints.create(
-            self.settings,
-            features=features.feature_store(self.settings),
-            two_tower=TwoTowerModel.load(self.two_tower_model.path),
-            index=self.index,
-            seen_store=self.seen_store,
-            ranker=Ranker.load(self.ranker_model.path),
-            catalog=Catalog.load(self.catalog_model.path),
-            neighbours=NeighbourTable.load(self.neighbours_model.path),
-            text_encoder=text_encoder,
-            bucket=bucket,
-            metrics=self.metrics,
-            models=models,
-            spool=self.spool,
+        models = (
+            self.two_tower_model,
+            self.ranker_model,
+            self.catalog_model,
+            self.neighbours_model,
         )
+        self.app = open_service(
+            Settings(),
+            Artifacts(
+                two_tower=self.two_tower_model.path,
+                ranker=self.ranker_model.path,
+                catalog=self.catalog_model.path,
+                neighbours=self.neighbours_model.path,
+                labels={str(m.tag): dict(m.info.labels) for m in models},
+            ),
+        )
+        self.endpoints = self.app.endpoints
 
     def __is_ready__(self) -> bool:
         """BentoML's readiness hook (``GET /readyz``)."""
@@ -143,12 +116,10 @@ class Recommender:
 
     @bentoml.on_shutdown
     def close(self) -> None:
-        self.spool.close()  # stops the flusher after a final flush; the rest stays on disk
-        self.index.close()
-        self.seen_store.close()
+        self.app.close()  # the event spool (a final flush; the rest stays on disk), the stores
 
     def _respond(self, endpoint: str, fn: Callable, *args, **kwargs):
-        out = respond(endpoint, self.metrics, fn, *args, **kwargs)
+        out = respond(endpoint, self.app.metrics, fn, *args, **kwargs)
         if isinstance(out, ErrorAnswer):
             from starlette.responses import JSONResponse
 

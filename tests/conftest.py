@@ -56,7 +56,7 @@ def emulator_client(endpoint: str):
     )
 
 
-# --- the end-to-end deployment, shared by tests/test_e2e.py and tests/test_service.py --------
+# --- the end-to-end deployment, shared by tests/test_e2e.py and tests/service/test_http.py --
 # Materialized ONCE per session (~100 s): a tiny graph through the real job, then the BUILT
 # bento served on loopback. Every fixture below is session-scoped so that no module builds it
 # again; the server is stopped at the end of the session.

@@ -2,7 +2,7 @@
 `make materialize` does), serve the BUILT bento on loopback, and call it like the app would.
 
 The materialized data and the server are the session fixtures of tests/conftest.py
-(``e2e_materialized``, ``e2e_service``), shared with tests/test_service.py."""
+(``e2e_materialized``, ``e2e_service``), shared with tests/service/test_http.py."""
 
 from __future__ import annotations
 

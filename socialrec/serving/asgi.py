@@ -17,13 +17,8 @@ import hmac
 import json
 import threading
 
-from socialrec.serving.endpoints import (
-    API_ROUTES,
-    OUTCOME,
-    READ_ROUTES,
-    WRITE_ROUTES,
-    service_metrics,
-)
+from socialrec.serving.metrics import OUTCOME, service_metrics
+from socialrec.serving.schemas import API_ROUTES, READ_ROUTES, WRITE_ROUTES
 
 
 def _route(scope) -> str:
@@ -57,7 +52,7 @@ def _outcome_of(status: int) -> str:
 class RequestMetrics:
     """ASGI middleware: ``socialrec_requests_total{endpoint, outcome}`` for every API request,
     also those answered before the service runs (401, 422). The outcome is the one the
-    endpoint noted (``socialrec.serving.endpoints.note_outcome``: fallback, cold_start, ...) or follows
+    endpoint noted (``socialrec.serving.metrics.note_outcome``: fallback, cold_start, ...) or follows
     from the status."""
 
     def __init__(self, app, routes: tuple[str, ...] = API_ROUTES):

@@ -1,0 +1,182 @@
+"""The service's one composition root: from the settings and the loaded artifacts, open every
+store, wrap each in ``Guarded`` once, build the 4-stage recommender and the endpoints.
+
+* :func:`open_service` opens the real parts (Milvus, the seen store with its Bloom filter, the
+  landing bucket, the event spool — started —, the Feast online store, MiniLM, the models) and
+  returns a :class:`Service` whose ``close`` releases them (``bentos/service.py`` calls it
+  from ``__init__`` and closes it on shutdown).
+* :func:`compose` wires parts that are already open (the real ones, or fakes in unit tests)
+  into :class:`~socialrec.serving.endpoints.Endpoints`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from socialrec.recommender.pipeline import CachedPostFeatures, FeastFeatures
+from socialrec.recommender.pipeline import Recommender as FourStages
+from socialrec.serving.endpoints import Endpoints
+from socialrec.serving.errors import DependencyError, Guarded
+from socialrec.serving.metrics import ServiceMetrics, service_metrics
+from socialrec.serving.posts import LiveCatalog, OnlinePostWriter, PostPublisher
+from socialrec.serving.spool import open_spool
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """The model directories the service loads (BentoML model store entries in the bento) and
+    the models' labels by tag (their MLflow runs; in ``/recommend``'s debug answer)."""
+
+    two_tower: str | Path
+    ranker: str | Path
+    catalog: str | Path
+    neighbours: str | Path | None = None
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass
+class Service:
+    """The open service: its endpoints, its metrics and what :meth:`close` releases (the event
+    spool after a final flush, the seen store, Milvus)."""
+
+    endpoints: Endpoints
+    metrics: ServiceMetrics
+    resources: contextlib.ExitStack
+
+    def close(self) -> None:
+        self.resources.close()
+
+
+def open_service(settings, artifacts: Artifacts, metrics: ServiceMetrics | None = None) -> Service:
+    """Open every part from ``settings`` (``SOCIALREC_*``) and ``artifacts`` and compose the
+    service; whatever was opened is closed again if a later part fails to load."""
+    # heavy (TensorFlow, Feast, torch, pymilvus): imported when the service starts, not when
+    # bentos/service.py is imported or built
+    from socialrec.data.landing import open_bucket
+    from socialrec.features.store import feature_store
+    from socialrec.features.text import TextEncoder
+    from socialrec.models.neighbours import NeighbourTable
+    from socialrec.models.ranker import Ranker
+    from socialrec.models.two_tower import TwoTowerModel
+    from socialrec.stores.catalog import Catalog
+    from socialrec.stores.index import PostIndex
+    from socialrec.stores.seen import open_seen_store
+
+    metrics = metrics or service_metrics()
+    with contextlib.ExitStack() as opened:
+        index = PostIndex(str(settings.milvus_uri), settings.milvus_token)
+        opened.callback(index.close)
+        # a per-user Bloom filter in front of the seen store (SQLite or ScyllaDB)
+        seen_store = open_seen_store(settings, bloom=True)
+        opened.callback(seen_store.close)
+        bucket = open_bucket(str(settings.landing_uri))
+        # /events: a durable local spool, flushed to the landing bucket in the background;
+        # closing it stops the flusher after a final flush, the rest stays on disk
+        spool = open_spool(settings, bucket).start()
+        opened.callback(spool.close)
+        text_encoder = TextEncoder()
+        text_encoder.encode(["warm up"])  # load MiniLM now, not on the first /search
+        store = feature_store(settings)
+        features = FeastFeatures(store)
+        post_cache = None
+        if settings.post_feature_cache_seconds > 0 and settings.post_feature_cache_size > 0:
+            # post rows change at materialization or /posts (invalidated), not per request
+            features = post_cache = CachedPostFeatures(
+                features, settings.post_feature_cache_size, settings.post_feature_cache_seconds
+            )
+        endpoints = compose(
+            settings,
+            features=features,
+            two_tower=TwoTowerModel.load(artifacts.two_tower),
+            index=index,
+            seen_store=seen_store,
+            ranker=Ranker.load(artifacts.ranker),
+            catalog=Catalog.load(artifacts.catalog),
+            neighbours=(
+                None if artifacts.neighbours is None else NeighbourTable.load(artifacts.neighbours)
+            ),
+            text_encoder=text_encoder,
+            bucket=bucket,
+            metrics=metrics,
+            models=artifacts.labels,
+            spool=spool,
+            post_writer=OnlinePostWriter(store),
+            post_cache=post_cache,
+        )
+        return Service(endpoints, metrics, opened.pop_all())
+
+
+def compose(
+    settings,
+    *,
+    features,
+    two_tower,
+    index,
+    seen_store,
+    ranker,
+    catalog,
+    text_encoder,
+    bucket,
+    metrics: ServiceMetrics,
+    models: dict | None = None,
+    feature_builder=None,
+    spool=None,
+    post_writer=None,
+    post_cache=None,
+    neighbours=None,
+) -> Endpoints:
+    """The endpoints over open parts: each store wrapped in ``Guarded`` once (an outage
+    becomes a ``DependencyError`` naming it), the recommender and the endpoints sharing the
+    same guarded parts and one catalog view. ``features``: online features (``users``,
+    ``posts``; e.g. ``FeastFeatures``); ``post_writer``: writes a published post's online
+    features (None: not written); ``post_cache``: the ``CachedPostFeatures`` inside
+    ``features`` (a published post is invalidated in it)."""
+    index = Guarded(index, "milvus")
+    seen_store = Guarded(seen_store, "seen_store")
+    features = Guarded(features, "feature_store")
+    catalog = None if catalog is None else LiveCatalog(catalog)
+    recommender = FourStages(
+        features=features,
+        two_tower=two_tower,
+        index=index,
+        seen_store=seen_store,
+        ranker=ranker,
+        catalog=catalog,
+        settings=settings,
+        feature_builder=feature_builder,
+        neighbours=neighbours,
+        # a source whose store is down is skipped; the other sources answer (fail open)
+        outage=(DependencyError,),
+    )
+    publisher = PostPublisher(
+        settings=settings,
+        text_encoder=text_encoder,
+        two_tower=two_tower,
+        bucket=Guarded(bucket, "landing"),
+        features=features,
+        index=index,
+        catalog=catalog,
+        metrics=metrics,
+        post_writer=None if post_writer is None else Guarded(post_writer, "feature_store"),
+        post_cache=post_cache,
+    )
+    endpoints = Endpoints(
+        settings=settings,
+        recommender=recommender,
+        metrics=metrics,
+        index=index,
+        seen_store=seen_store,
+        features=features,
+        catalog=catalog,
+        two_tower=two_tower,
+        ranker=ranker,
+        text_encoder=text_encoder,
+        publisher=publisher,
+        spool=None if spool is None else Guarded(spool, "spool"),
+        models=models,
+    )
+    if spool is not None:
+        metrics.add_refresher(endpoints.observe_spool)  # the spool gauges before each scrape
+    return endpoints

@@ -1,0 +1,193 @@
+"""The service's HTTP surface as data: the routes, the request limits and the typed request and
+response models (pydantic: the OpenAPI schema at ``/docs``). What each endpoint does is in
+``socialrec.serving.endpoints``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from socialrec.settings import EVENT_TYPES, MEDIA_TYPES
+
+MAX_K = 200
+MAX_EVENTS = 1000
+MAX_CATEGORIES = 20
+MAX_QUERY_CHARS = 512
+MAX_DESCRIPTION_CHARS = 5000
+MAX_BLOCKS = 100  # creators per /blocks request
+WRITE_ROUTES = ("/events", "/posts", "/blocks")
+READ_ROUTES = ("/recommend", "/similar", "/search")
+API_ROUTES = READ_ROUTES + WRITE_ROUTES
+EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
+MediaType = Literal[MEDIA_TYPES]  # type: ignore[valid-type]
+CategoryId = Annotated[int, Field(strict=True, ge=0)]
+CreatorId = Annotated[int, Field(strict=True, ge=0)]
+
+
+# --- bodies ---------------------------------------------------------------------------------
+class EventIn(BaseModel):
+    """One interaction event, as the app emits it (ARCHITECTURE.md, data model)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "event_id": "e-1",
+                "user_id": 17,
+                "post_id": 42,
+                "event_type": "LIKE",
+                "ts": "2026-01-06T12:00:00Z",
+                "dwell_ms": 5300,
+            }
+        }
+    )
+
+    event_id: Annotated[str, Field(min_length=1, max_length=128)]
+    user_id: Annotated[int, Field(strict=True, ge=0)]
+    post_id: Annotated[int, Field(strict=True, ge=0)]
+    event_type: EventType
+    ts: dt.datetime
+    dwell_ms: Annotated[int | None, Field(strict=True, ge=0)] = None
+
+
+class Item(BaseModel):
+    post_id: int
+    score: float
+    ranker_score: float | None
+    category_id: int
+    creator_id: int
+    boosted: bool = Field(
+        default=False, description="the new-post boost applied (a post younger than the window)"
+    )
+    promoted: bool = Field(
+        default=False, description="a promoted post moved to the front (SOCIALREC_PROMOTED_*)"
+    )
+
+
+class RecommendResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "user_id": 17,
+                "source": "personalized",
+                "reason": None,
+                "items": [
+                    {
+                        "post_id": 42,
+                        "score": 0.91,
+                        "ranker_score": 0.91,
+                        "category_id": 3,
+                        "creator_id": 8,
+                        "boosted": False,
+                        "promoted": False,
+                    }
+                ],
+                "debug": None,
+            }
+        }
+    )
+
+    user_id: int
+    source: Literal["personalized", "cold_start", "fallback"]
+    items: list[Item]
+    reason: str | None = Field(
+        default=None, description="why the fallback answered (source 'fallback' only)"
+    )
+    debug: dict | None = None
+
+
+class EventsResponse(BaseModel):
+    accepted: int = Field(description="events marked in the seen store (read-your-writes)")
+    spooled: int = Field(
+        default=0, description="events durably spooled for the landing bucket (the warehouse)"
+    )
+
+
+class BlocksResponse(BaseModel):
+    user_id: int
+    blocked_creators: list[int] = Field(
+        description="every creator the user blocks now (their posts are filtered out)"
+    )
+
+
+class Neighbor(BaseModel):
+    post_id: int
+    score: float = Field(description="cosine of the two posts' post-tower vectors")
+    category_id: int
+    creator_id: int
+
+
+class SimilarResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "post_id": 42,
+                "items": [{"post_id": 77, "score": 0.83, "category_id": 3, "creator_id": 5}],
+            }
+        }
+    )
+
+    post_id: int
+    items: list[Neighbor]
+
+
+class SearchHit(BaseModel):
+    post_id: int
+    score: float = Field(description="the ranking score: text_score, or the personalized blend")
+    text_score: float = Field(description="cosine of the query and the description (MiniLM)")
+    user_score: float | None = Field(
+        default=None, description="user-tower . post-tower (personalized searches only)"
+    )
+    category_id: int
+    creator_id: int
+
+
+class SearchResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "query": "street food in lisbon",
+                "user_id": 17,
+                "personalized": True,
+                "reason": None,
+                "items": [
+                    {
+                        "post_id": 42,
+                        "score": 0.61,
+                        "text_score": 0.66,
+                        "user_score": 0.49,
+                        "category_id": 3,
+                        "creator_id": 8,
+                    }
+                ],
+            }
+        }
+    )
+
+    query: str
+    user_id: int | None
+    personalized: bool
+    reason: str | None = Field(default=None, description="why a search was not personalized")
+    items: list[SearchHit]
+
+
+class PostResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "post_id": 900001,
+                "collections": {"posts": "posts_v3_20260106120000"},
+                "landing_key": "posts/dt=2026-01-06/api-20260106T120000000000-900001.jsonl.gz",
+                "online_features": True,
+            }
+        }
+    )
+
+    post_id: int
+    collections: dict[str, str] = Field(description="alias -> the collection the post went into")
+    landing_key: str = Field(description="the posts upsert file in the landing bucket")
+    online_features: bool = Field(
+        default=False,
+        description="its online features were written (the ranking stage of /recommend knows it)",
+    )
