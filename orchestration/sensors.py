@@ -39,10 +39,9 @@ import dagster as dg
 
 from assets.raw import EVENT_PARTITIONS
 from assets.resources import LandingResource
-from socialrec.data.landing import BlobInfo
+from socialrec.data.landing import BlobInfo, list_datasets
 from socialrec.data.landing_cursor import MAX_KEYS_PER_TICK, LandingCursor, plan_tick, to_us
 
-PREFIXES = ("events/", "posts/", "users/", "categories/")
 RAW_EVENTS = dg.AssetKey("raw_events")
 RAW_DIMENSIONS = {d: dg.AssetKey(f"raw_{d}") for d in ("posts", "users", "categories")}
 MAX_LOGGED_KEYS = 20
@@ -58,7 +57,7 @@ def run_key(asset: dg.AssetKey, partition: str | None, blobs: list[BlobInfo]) ->
 def _evaluate(context: dg.SensorEvaluationContext, landing: LandingResource) -> dg.SensorResult:
     settings = landing.settings.get()
     bucket = landing.get()
-    blobs = [b for prefix in PREFIXES for b in bucket.list(prefix)]
+    blobs = list_datasets(bucket)
     plan = plan_tick(
         blobs,
         LandingCursor.from_json(context.cursor),

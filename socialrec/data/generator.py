@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from socialrec.data.landing import LandingBucket, encode_jsonl, open_bucket
+from socialrec.data.landing import LandingBucket, encode_jsonl, landing_key, open_bucket
 from socialrec.settings import MEDIA_TYPES, Settings
 
 CATEGORIES: dict[str, list[str]] = {
@@ -492,13 +492,13 @@ def write_landing(ds: Dataset, bucket: LandingBucket, rows_per_file: int = 50_00
         day = df[by].dt.strftime("%Y-%m-%d")
         for d, part in df.groupby(day, sort=True):
             for i in range(0, len(part), rows_per_file):
-                key = f"{name}/dt={d}/{name}-{i // rows_per_file:04d}.jsonl.gz"
+                key = landing_key(name, d, f"{name}-{i // rows_per_file:04d}.jsonl.gz")
                 bucket.write_bytes(
                     key, encode_jsonl(_records(part.iloc[i : i + rows_per_file], ts_cols))
                 )
                 keys.append(key)
     first_day = ds.events["ts"].min().strftime("%Y-%m-%d")
-    key = f"categories/dt={first_day}/categories-0000.jsonl.gz"
+    key = landing_key("categories", first_day, "categories-0000.jsonl.gz")
     bucket.write_bytes(key, encode_jsonl(_records(ds.categories, ())))
     keys.append(key)
     return keys

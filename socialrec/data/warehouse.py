@@ -24,7 +24,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from socialrec.data.landing import LandingBucket, iter_lines
+from socialrec.data.landing import LandingBucket, dataset_prefix, iter_lines, partition_prefix
 from socialrec.settings import EVENT_TYPES, MEDIA_TYPES, Settings
 
 DIMENSIONS = ("posts", "users", "categories")
@@ -237,7 +237,7 @@ def load_event_partitions(
         ensure_raw_schema(con)
         con.execute("BEGIN TRANSACTION")
         for p in partitions:
-            prefix = f"events/dt={p}/"
+            prefix = partition_prefix("events", p)
             con.execute("DELETE FROM raw.events WHERE dt = CAST(? AS DATE)", [p])
             con.execute(
                 "DELETE FROM raw.quarantine WHERE dataset = 'events' AND starts_with(source_file, ?)",
@@ -272,7 +272,7 @@ def load_dimension(settings: Settings, bucket: LandingBucket, dataset: str) -> L
         con.execute("BEGIN TRANSACTION")
         con.execute(f"DELETE FROM raw.{dataset}")
         con.execute("DELETE FROM raw.quarantine WHERE dataset = ?", [dataset])
-        for blob in bucket.list(f"{dataset}/"):
+        for blob in bucket.list(dataset_prefix(dataset)):
             rows, bad = _parse_file(bucket, blob.key, dataset, _PARSERS[dataset], loaded_at)
             lineage = dataset != "categories"
             _insert(con, dataset, rows, blob.key if lineage else None, loaded_at)

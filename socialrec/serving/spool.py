@@ -54,7 +54,7 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from socialrec.data.landing import LandingBucket, encode_jsonl
+from socialrec.data.landing import LandingBucket, encode_jsonl, landing_key
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ class EventSpool:
     def key(self, day: str, batch: int) -> str:
         """The landing key of one batch's events of one day (deterministic: a retry
         overwrites it)."""
-        return f"events/dt={day}/spool-{self.spool_id}-{batch:010d}.jsonl.gz"
+        return landing_key("events", day, f"spool-{self.spool_id}-{batch:010d}.jsonl.gz")
 
     def _claim(self) -> tuple[int, list[tuple[str, str]]] | None:
         """The batch to write: one claimed earlier and not yet delivered (a retry: the same
