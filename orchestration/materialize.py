@@ -13,11 +13,8 @@ import sys
 import time
 
 import dagster as dg
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
 
+from assets.raw import partition_range_tags
 from socialrec.data.generator import main as generate_main
 from socialrec.data.landing import dataset_prefix, landed_partitions, open_bucket
 from socialrec.settings import Settings
@@ -54,10 +51,7 @@ def materialize_all(
         )
     return job.execute_in_process(
         instance=instance,
-        tags={
-            ASSET_PARTITION_RANGE_START_TAG: partitions[0],
-            ASSET_PARTITION_RANGE_END_TAG: partitions[-1],
-        },
+        tags=partition_range_tags(partitions[0], partitions[-1]),
         raise_on_error=False,
         asset_selection=keys,
     )
