@@ -498,13 +498,13 @@ def _write_collection(index, version, prefix, meta, vectors) -> str:
     into the same collection (same schema and index params). ``write_version`` builds every
     row as a Python dict of Python floats at once (~32 bytes per float: ~12 GB for 1M x 384-d),
     so the catalog goes in chunks; the collection is the same."""
-    from socialrec.stores.index import PostIndex
+    from socialrec.stores.milvus import collection_rows
 
     n, d = vectors.shape
     step = CHUNK_ROWS.get(d, 20_000)
     name = index.write_version(version, *(m[:step] for m in meta), vectors[:step], prefix=prefix)
     for start in range(step, n, step):
-        rows = PostIndex._rows(
+        rows = collection_rows(
             *(m[start : start + step] for m in meta), vectors[start : start + step]
         )
         for b in range(0, len(rows), 2000):  # PostIndex.INSERT_BATCH
@@ -828,6 +828,7 @@ def milvus_experiment(spec: dict) -> dict:
     from pymilvus import DataType, MilvusClient
 
     from socialrec.stores.index import PostIndex
+    from socialrec.stores.milvus import collection_rows
 
     src = Path(spec["vectors_dir"])
     m = int(spec["size"])
@@ -910,7 +911,7 @@ def milvus_experiment(spec: dict) -> dict:
             "posts_ivf": ("IVF_FLAT", {"nlist": 1024}, False),
             "posts_pkey": ("HNSW", {"M": 16, "efConstruction": 100}, True),
         }
-        rows = PostIndex._rows(*meta, vectors)
+        rows = collection_rows(*meta, vectors)
         for name, (itype, params, pkey) in variants.items():
             t0 = time.perf_counter()
             client.create_collection(
@@ -970,7 +971,7 @@ def milvus_experiment(spec: dict) -> dict:
             extra /= np.linalg.norm(extra, axis=1, keepdims=True)
             new_ids = np.arange(m + new + 1, m + grow + 1, dtype=np.int64)
             zeros = np.zeros(len(new_ids), np.int64)
-            extra_rows = PostIndex._rows(new_ids, cats[: len(new_ids)], zeros, zeros, extra)
+            extra_rows = collection_rows(new_ids, cats[: len(new_ids)], zeros, zeros, extra)
             for b in range(0, len(extra_rows), 500):
                 client.upsert(default, extra_rows[b : b + 500])
             new = grow
