@@ -8,17 +8,18 @@ The dbt process gets the warehouse address from the ``settings`` resource (env v
 Register ``dbt_resource(settings)`` under the resource key ``dbt``.
 """
 
+import fcntl
 import os
 import shutil
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster._utils import run_with_concurrent_update_guard
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
 from assets.common import DERIVED_FRESHNESS, EAGER
@@ -64,11 +65,35 @@ def _parse(project: DbtProject) -> None:
     ).cli(["parse", "--quiet"], target_path=project.target_path).wait()
 
 
+def _parse_once(project: DbtProject, timeout: float = 60) -> None:
+    """Parse under a lock file beside the manifest, so that processes loading the definitions
+    together parse once: one that waited finds the manifest rewritten and skips its parse."""
+    manifest = Path(project.manifest_path)
+    before = manifest.lstat().st_mtime if manifest.exists() else 0
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    with open(manifest.with_suffix(".concurrent-update-lock"), "a") as lock:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"dbt parse lock held for {timeout}s: {lock.name}") from None
+                time.sleep(0.1)
+        try:
+            if manifest.exists() and manifest.lstat().st_mtime > before:
+                return  # another process parsed while this one waited
+            _parse(project)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def ensure_manifest(project: DbtProject = dbt_project) -> Path:
     """Parse the project when its manifest is missing or older than a model/yml (outside
     ``dagster dev`` too, where the DbtProject preparer would not run)."""
     if _manifest_is_stale(project):
-        run_with_concurrent_update_guard(Path(project.manifest_path), _parse, project=project)
+        _parse_once(project)
     return Path(project.manifest_path)
 
 

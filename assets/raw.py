@@ -17,6 +17,15 @@ from socialrec.data import warehouse
 from socialrec.settings import Settings
 
 EVENT_PARTITIONS = dg.DailyPartitionsDefinition(start_date=Settings().demo_start_date, end_offset=1)
+# The run tags of one run over a range of partitions (what a single-run backfill sets): Dagster
+# documents the tag names but exports no public constant for them.
+PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def partition_range_tags(first: str, last: str) -> dict[str, str]:
+    """The tags that make one run of ``raw_events`` load the partitions ``first..last``."""
+    return {PARTITION_RANGE_START_TAG: first, PARTITION_RANGE_END_TAG: last}
 
 
 def _result(report: warehouse.LoadReport) -> dg.MaterializeResult:

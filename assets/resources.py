@@ -61,3 +61,21 @@ def mlflow_resource(context):
 
     registry.configure(context.resources.settings.get())
     return MlFlow(context)
+
+
+def build_resources(settings: SettingsResource) -> dict[str, object]:
+    """The resources of the Definitions, all built from the one settings resource."""
+    from assets.dbt import dbt_resource  # here: assets.dbt imports this module
+
+    values = settings.get()
+    return {
+        "settings": settings,
+        "landing": LandingResource.from_settings(settings),
+        "dbt": dbt_resource(values),
+        "mlflow": mlflow_resource.configured(
+            {
+                "experiment_name": values.mlflow_experiment,
+                "mlflow_tracking_uri": values.mlflow_tracking_uri,
+            }
+        ),
+    }

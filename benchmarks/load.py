@@ -91,7 +91,7 @@ sys.exit(out.returncode)
 
 
 def run(n_events: int, days: int, keep: bool) -> list[dict]:
-    from socialrec.data.landing import LocalLandingBucket
+    from socialrec.data.landing import LocalLandingBucket, landed_partitions, partition_prefix
 
     data_dir = Path(tempfile.mkdtemp(prefix="socialrec-bench-load-"))
     env = {
@@ -115,10 +115,10 @@ def run(n_events: int, days: int, keep: bool) -> list[dict]:
         info = json.loads(gen["output"].split("JSON ", 1)[1].splitlines()[0])
         landing = data_dir / "landing"
         landing.mkdir(parents=True, exist_ok=True)
-        parts = sorted({b.partition for b in staging.list("events/")})
+        parts = landed_partitions(staging, "events")
         last = parts[-1]
         for blob in staging.list():
-            if blob.key.startswith(f"events/dt={last}/"):
+            if blob.key.startswith(partition_prefix("events", last)):
                 continue
             dst = landing / blob.key
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -146,7 +146,7 @@ def run(n_events: int, days: int, keep: bool) -> list[dict]:
 
         phase("raw_full", RAW.format(parts=parts[:-1], dims=True), n_before)
         phase("dbt_full", DBT.format(target=target), n_before)
-        for blob in staging.list(f"events/dt={last}/"):
+        for blob in staging.list(partition_prefix("events", last)):
             dst = landing / blob.key
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(staging.root / blob.key, dst)

@@ -13,19 +13,15 @@ import sys
 import time
 
 import dagster as dg
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
 
+from assets.raw import partition_range_tags
 from socialrec.data.generator import main as generate_main
-from socialrec.data.landing import open_bucket
+from socialrec.data.landing import dataset_prefix, landed_partitions, open_bucket
 from socialrec.settings import Settings
 
 
 def landed_event_partitions(settings: Settings) -> list[str]:
-    bucket = open_bucket(str(settings.landing_uri))
-    return sorted({b.partition for b in bucket.list("events/") if b.partition})
+    return landed_partitions(open_bucket(str(settings.landing_uri)), "events")
 
 
 def materialize_all(
@@ -38,7 +34,10 @@ def materialize_all(
     Dagster asset selections, e.g. ``"ranker_model+"``: an asset and everything downstream)."""
     partitions = landed_event_partitions(settings)
     if not partitions:
-        raise SystemExit(f"no events under {settings.landing_uri}/events/: run `make data` first")
+        raise SystemExit(
+            f"no events under {settings.landing_uri}/{dataset_prefix('events')}: "
+            "run `make data` first"
+        )
     job = defs.resolve_job_def("materialize_all")
     keys = None
     if selection:
@@ -52,10 +51,7 @@ def materialize_all(
         )
     return job.execute_in_process(
         instance=instance,
-        tags={
-            ASSET_PARTITION_RANGE_START_TAG: partitions[0],
-            ASSET_PARTITION_RANGE_END_TAG: partitions[-1],
-        },
+        tags=partition_range_tags(partitions[0], partitions[-1]),
         raise_on_error=False,
         asset_selection=keys,
     )

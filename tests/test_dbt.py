@@ -11,10 +11,6 @@ import dagster as dg
 import pandas as pd
 import pytest
 import yaml
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
 
 from socialrec.data import warehouse
 from socialrec.data.eventlog import EventLog, SplitBounds
@@ -32,7 +28,13 @@ DAYS = ("2026-01-01", "2026-01-02", "2026-01-03")
 def built(tmp_path_factory):
     """Land a tiny dataset (plus a client retry in another file), then materialize raw + dbt."""
     from assets.dbt import dbt_resource, socialrec_dbt_assets
-    from assets.raw import raw_categories, raw_events, raw_posts, raw_users
+    from assets.raw import (
+        partition_range_tags,
+        raw_categories,
+        raw_events,
+        raw_posts,
+        raw_users,
+    )
     from assets.resources import LandingResource, SettingsResource
 
     data_dir = tmp_path_factory.mktemp("dbt")
@@ -59,7 +61,7 @@ def built(tmp_path_factory):
             "landing": LandingResource.from_settings(settings_resource),
             "dbt": dbt_resource(settings),
         },
-        tags={ASSET_PARTITION_RANGE_START_TAG: DAYS[0], ASSET_PARTITION_RANGE_END_TAG: DAYS[-1]},
+        tags=partition_range_tags(DAYS[0], DAYS[-1]),
     )
     return settings, ds, retry_row["event_id"], result
 

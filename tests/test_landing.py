@@ -3,11 +3,25 @@ against gcp-storage-emulator on 127.0.0.1) behave the same."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 
 import pytest
 
-from socialrec.data.landing import GCSLandingBucket, LocalLandingBucket, encode_jsonl, iter_lines
+from socialrec.data.landing import (
+    GCSLandingBucket,
+    LocalLandingBucket,
+    dataset_prefix,
+    encode_jsonl,
+    event_partition,
+    iter_lines,
+    key_dataset,
+    key_partition,
+    landed_partitions,
+    landing_key,
+    list_datasets,
+    partition_prefix,
+)
 from tests.conftest import emulator_client
 
 
@@ -57,3 +71,39 @@ def test_local_updated_covers_files_moved_in_with_an_old_mtime(tmp_path):
     os.replace(old, tmp_path / "landing" / "posts" / "b.jsonl")
     moved = {b.key: b.updated for b in bucket.list("posts/")}["posts/b.jsonl"]
     assert moved >= first
+
+
+def test_key_builders_and_parsers_spell_one_layout():
+    key = landing_key("events", "2026-01-02", "spool-a-0000000001.jsonl.gz")
+    assert key == "events/dt=2026-01-02/spool-a-0000000001.jsonl.gz"
+    assert (
+        landing_key("posts", dt.date(2026, 1, 2), "p.jsonl.gz") == "posts/dt=2026-01-02/p.jsonl.gz"
+    )
+    assert dataset_prefix("users") == "users/"
+    assert partition_prefix("events", "2026-01-02") == "events/dt=2026-01-02/"
+    assert key.startswith(partition_prefix("events", "2026-01-02"))
+    assert key_dataset(key) == "events"
+    assert key_partition(key) == "2026-01-02"
+    assert key_partition("posts/p.jsonl") is None
+    assert event_partition(key) == "2026-01-02"
+    assert event_partition("posts/dt=2026-01-02/p.jsonl.gz") is None  # not an event file
+    assert event_partition("events/dt=2026-02-30/e.jsonl.gz") is None  # not a real date
+    assert event_partition("events/e.jsonl.gz") is None  # no dt= folder
+    with pytest.raises(ValueError, match="dataset"):
+        dataset_prefix("likes")
+    with pytest.raises(ValueError, match="file name"):
+        landing_key("events", "2026-01-02", "a/b.jsonl")
+
+
+def test_landed_partitions_and_list_datasets(tmp_path):
+    bucket = LocalLandingBucket(tmp_path / "landing")
+    for key in (
+        landing_key("events", "2026-01-02", "e.jsonl"),
+        landing_key("events", "2026-01-01", "e.jsonl"),
+        landing_key("posts", "2026-01-03", "p.jsonl"),
+        "other/x.jsonl",
+    ):
+        bucket.write_bytes(key, b"{}\n")
+    assert landed_partitions(bucket) == ["2026-01-01", "2026-01-02"]
+    assert landed_partitions(bucket, "posts") == ["2026-01-03"]
+    assert [key_dataset(b.key) for b in list_datasets(bucket)] == ["events", "events", "posts"]

@@ -242,17 +242,13 @@ def gcs(gcs_emulator, monkeypatch) -> GCSLandingBucket:
 
 def evaluate(defs: dg.Definitions, cursor: str | None = None):
     """A tick as the daemon runs it after a restart: a fresh context, only the cursor string."""
-    from dagster._core.execution.resources_init import get_transitive_required_resource_keys
-
-    repo = defs.get_repository_def()
-    sensor = repo.get_sensor_def("landing_sensor")
-    # the resources the code server hands the sensor: the Definitions' own, as it picks them
-    top_level = repo.get_top_level_resources()
-    needed = get_transitive_required_resource_keys(sensor.required_resource_keys, top_level)
+    sensor = defs.resolve_sensor_def("landing_sensor")
+    # the resources the code server hands the sensor: the Definitions' own (the ones it names;
+    # the nested settings and GCS resources come with the landing resource)
     with dg.build_sensor_context(
         cursor=cursor,
         definitions=defs,
-        resources={k: v for k, v in top_level.items() if k in needed},
+        resources={k: defs.resources[k] for k in sensor.required_resource_keys},
         instance=dg.DagsterInstance.ephemeral(),
         sensor_name=sensor.name,
     ) as context:

@@ -28,201 +28,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from socialrec.data.landing import LandingBucket, encode_jsonl, open_bucket
+from socialrec.data.landing import LandingBucket, encode_jsonl, landing_key, open_bucket
+from socialrec.data.vocabulary import CATEGORIES, MEDIA_PREFIX, POST_TEMPLATES, ROLES
 from socialrec.settings import MEDIA_TYPES, Settings
+from socialrec.timeutil import iso
 
-CATEGORIES: dict[str, list[str]] = {
-    "sports": [
-        "football",
-        "goal",
-        "match",
-        "league",
-        "coach",
-        "stadium",
-        "training",
-        "team",
-        "tennis",
-        "marathon",
-        "champion",
-        "season",
-    ],
-    "cooking": [
-        "recipe",
-        "pasta",
-        "oven",
-        "spices",
-        "dinner",
-        "baking",
-        "kitchen",
-        "sauce",
-        "vegan",
-        "bread",
-        "chef",
-        "flavor",
-    ],
-    "travel": [
-        "beach",
-        "flight",
-        "mountains",
-        "hostel",
-        "passport",
-        "island",
-        "roadtrip",
-        "museum",
-        "backpacking",
-        "sunset",
-        "city",
-        "hiking",
-    ],
-    "music": [
-        "guitar",
-        "concert",
-        "album",
-        "song",
-        "drums",
-        "playlist",
-        "vinyl",
-        "melody",
-        "band",
-        "piano",
-        "festival",
-        "lyrics",
-    ],
-    "technology": [
-        "smartphone",
-        "laptop",
-        "software",
-        "startup",
-        "gadget",
-        "coding",
-        "robot",
-        "chip",
-        "cloud",
-        "app",
-        "keyboard",
-        "server",
-    ],
-    "fitness": [
-        "workout",
-        "gym",
-        "squats",
-        "protein",
-        "yoga",
-        "cardio",
-        "stretching",
-        "dumbbells",
-        "running",
-        "muscles",
-        "routine",
-        "abs",
-    ],
-    "fashion": [
-        "outfit",
-        "sneakers",
-        "dress",
-        "style",
-        "jacket",
-        "vintage",
-        "runway",
-        "accessories",
-        "denim",
-        "boutique",
-        "trend",
-        "designer",
-    ],
-    "gaming": [
-        "console",
-        "boss",
-        "level",
-        "multiplayer",
-        "speedrun",
-        "controller",
-        "quest",
-        "esports",
-        "pixel",
-        "loot",
-        "strategy",
-        "arcade",
-    ],
-    "pets": [
-        "puppy",
-        "kitten",
-        "dog",
-        "cat",
-        "leash",
-        "vet",
-        "parrot",
-        "aquarium",
-        "treats",
-        "grooming",
-        "paws",
-        "shelter",
-    ],
-    "finance": [
-        "stocks",
-        "budget",
-        "savings",
-        "crypto",
-        "investing",
-        "mortgage",
-        "dividends",
-        "inflation",
-        "retirement",
-        "portfolio",
-        "taxes",
-        "bank",
-    ],
-    "art": [
-        "painting",
-        "canvas",
-        "sketch",
-        "gallery",
-        "watercolor",
-        "sculpture",
-        "portrait",
-        "brush",
-        "illustration",
-        "mural",
-        "ink",
-        "exhibition",
-    ],
-    "science": [
-        "physics",
-        "telescope",
-        "chemistry",
-        "experiment",
-        "galaxy",
-        "biology",
-        "lab",
-        "fossils",
-        "quantum",
-        "climate",
-        "microscope",
-        "research",
-    ],
-}
+__all__ = ["CATEGORIES", "Dataset", "generate_dataset", "main", "write_landing"]
 
-_POST_TEMPLATES = (
-    "My {a} and {b} story: why {c} matters",
-    "Quick tips on {a}, {b} and {c}",
-    "Today I tried {a} with {b}. The {c} was unexpected!",
-    "Top five {a} moments of the week, plus {b} and {c}",
-    "Beginner guide to {a}: {b} without the {c} stress",
-    "Unpopular opinion about {a} and {b}, {c} fans listen",
-)
-_MEDIA_PREFIX = {"text": "", "image": "Photo: ", "video": "Watch: ", "link": "Read: "}
-_ROLES = (
-    "student",
-    "designer",
-    "engineer",
-    "teacher",
-    "parent",
-    "nurse",
-    "writer",
-    "founder",
-    "photographer",
-    "retiree",
-)
 _EVENT_LAGS_S = {
     "VIEW": 2,
     "VIEW_FULL": 25,
@@ -295,7 +107,7 @@ def generate_dataset(
         n_onb = int(rng.integers(1, 4))
         onboarding = sorted(int(cat_ids[c]) for c in order[:n_onb])
         kw = [CATEGORIES[names[order[i % 2]]][int(rng.integers(0, 12))] for i in range(3)]
-        role = _ROLES[int(rng.integers(0, len(_ROLES)))]
+        role = ROLES[int(rng.integers(0, len(ROLES)))]
         users_rows.append(
             {
                 "user_id": u + 1,
@@ -333,9 +145,9 @@ def generate_dataset(
     for p in range(n_posts):
         vocab = CATEGORIES[names[post_cat[p]]]
         a, b, c = rng.choice(12, size=3, replace=False)
-        tmpl = _POST_TEMPLATES[int(rng.integers(0, len(_POST_TEMPLATES)))]
+        tmpl = POST_TEMPLATES[int(rng.integers(0, len(POST_TEMPLATES)))]
         text = tmpl.format(a=vocab[a], b=vocab[b], c=vocab[c])
-        descriptions.append(_MEDIA_PREFIX[MEDIA_TYPES[media[p]]] + text)
+        descriptions.append(MEDIA_PREFIX[MEDIA_TYPES[media[p]]] + text)
     posts = pd.DataFrame(
         {
             "post_id": np.arange(1, n_posts + 1),
@@ -464,14 +276,10 @@ def generate_dataset(
     return Dataset(users=users, posts=posts, events=events, categories=categories)
 
 
-def _iso(ts: pd.Timestamp) -> str:
-    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _records(df: pd.DataFrame, ts_cols: tuple[str, ...]) -> Iterator[dict]:
     for rec in df.to_dict("records"):
         for c in ts_cols:
-            rec[c] = _iso(rec[c])
+            rec[c] = iso(rec[c])  # whole seconds: 2026-01-01T00:00:00Z
         for k, v in rec.items():
             if v is pd.NA:
                 rec[k] = None
@@ -492,13 +300,13 @@ def write_landing(ds: Dataset, bucket: LandingBucket, rows_per_file: int = 50_00
         day = df[by].dt.strftime("%Y-%m-%d")
         for d, part in df.groupby(day, sort=True):
             for i in range(0, len(part), rows_per_file):
-                key = f"{name}/dt={d}/{name}-{i // rows_per_file:04d}.jsonl.gz"
+                key = landing_key(name, d, f"{name}-{i // rows_per_file:04d}.jsonl.gz")
                 bucket.write_bytes(
                     key, encode_jsonl(_records(part.iloc[i : i + rows_per_file], ts_cols))
                 )
                 keys.append(key)
     first_day = ds.events["ts"].min().strftime("%Y-%m-%d")
-    key = f"categories/dt={first_day}/categories-0000.jsonl.gz"
+    key = landing_key("categories", first_day, "categories-0000.jsonl.gz")
     bucket.write_bytes(key, encode_jsonl(_records(ds.categories, ())))
     keys.append(key)
     return keys

@@ -1,7 +1,9 @@
 """The landing bucket: one interface, two implementations (a local directory, GCS).
 
 Keys look like ``events/dt=2026-01-01/events-0000.jsonl.gz`` in both. Nothing else in the
-code base needs to know which implementation it talks to.
+code base needs to know which implementation it talks to, nor how a key is spelled: the key
+builders and parsers below (``landing_key``, ``dataset_prefix``, ``partition_prefix``,
+``key_dataset``, ``key_partition``, ``event_partition``) own the layout.
 """
 
 from __future__ import annotations
@@ -21,6 +23,53 @@ DATASETS = ("events", "posts", "users", "categories")
 _DT_RE = re.compile(r"/dt=(\d{4}-\d{2}-\d{2})/")
 
 
+# --- the key layout: <dataset>/dt=<YYYY-MM-DD>/<file name> ----------------------------------
+
+
+def dataset_prefix(dataset: str) -> str:
+    """The prefix of every file of one dataset (``events/``)."""
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {DATASETS}, not {dataset!r}")
+    return f"{dataset}/"
+
+
+def partition_prefix(dataset: str, day: str | dt.date) -> str:
+    """The folder of one day of one dataset (``events/dt=2026-01-01/``)."""
+    return f"{dataset_prefix(dataset)}dt={day}/"
+
+
+def landing_key(dataset: str, day: str | dt.date, name: str) -> str:
+    """The key of the file ``name`` in the ``dt=day`` folder of ``dataset``."""
+    if not name or "/" in name:
+        raise ValueError(f"not a file name: {name!r}")
+    return partition_prefix(dataset, day) + name
+
+
+def key_dataset(key: str) -> str:
+    """The dataset a key belongs to: its first folder."""
+    return key.split("/", 1)[0]
+
+
+def key_partition(key: str) -> str | None:
+    """The ``dt=YYYY-MM-DD`` folder of a key (any dataset, any depth), if it has one."""
+    m = _DT_RE.search("/" + key)
+    return m.group(1) if m else None
+
+
+def event_partition(key: str) -> str | None:
+    """The dt of ``events/dt=YYYY-MM-DD/...`` if it is a real date, else None (malformed)."""
+    parts = key.split("/")
+    if len(parts) < 3 or parts[0] != "events" or not parts[1].startswith("dt="):
+        return None
+    day = parts[1].removeprefix("dt=")
+    try:
+        if dt.date.fromisoformat(day).isoformat() != day:
+            return None
+    except ValueError:
+        return None
+    return day
+
+
 @dataclass(frozen=True)
 class BlobInfo:
     key: str
@@ -32,8 +81,7 @@ class BlobInfo:
     @property
     def partition(self) -> str | None:
         """The ``dt=YYYY-MM-DD`` partition a key belongs to, if any."""
-        m = _DT_RE.search("/" + self.key)
-        return m.group(1) if m else None
+        return key_partition(self.key)
 
 
 class LandingBucket(Protocol):
@@ -119,6 +167,16 @@ def open_bucket(landing_uri: str, client=None) -> LandingBucket:
     if landing_uri.startswith("gs://"):
         return GCSLandingBucket(landing_uri.removeprefix("gs://").strip("/"), client=client)
     return LocalLandingBucket(landing_uri)
+
+
+def landed_partitions(bucket: LandingBucket, dataset: str = "events") -> list[str]:
+    """The ``dt`` days that hold files of ``dataset``, sorted."""
+    return sorted({b.partition for b in bucket.list(dataset_prefix(dataset)) if b.partition})
+
+
+def list_datasets(bucket: LandingBucket, datasets: Iterable[str] = DATASETS) -> list[BlobInfo]:
+    """The files of every dataset in ``datasets`` (one listing per dataset prefix)."""
+    return [b for d in datasets for b in bucket.list(dataset_prefix(d))]
 
 
 def encode_jsonl(rows: Iterable[dict], gzip_it: bool = True) -> bytes:

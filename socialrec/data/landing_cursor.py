@@ -36,7 +36,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from socialrec.data.landing import BlobInfo
+from socialrec.data.landing import BlobInfo, event_partition, key_dataset
 
 CURSOR_VERSION = 1
 MAX_KEYS_PER_TICK = 500
@@ -158,20 +158,6 @@ class TickPlan:
         )
 
 
-def event_partition(key: str) -> str | None:
-    """The dt of ``events/dt=YYYY-MM-DD/...`` if it is a real date, else None (malformed)."""
-    parts = key.split("/")
-    if len(parts) < 3 or parts[0] != "events" or not parts[1].startswith("dt="):
-        return None
-    day = parts[1].removeprefix("dt=")
-    try:
-        if dt.date.fromisoformat(day).isoformat() != day:
-            return None
-    except ValueError:
-        return None
-    return day
-
-
 def plan_tick(
     blobs: Iterable[BlobInfo],
     cursor: LandingCursor,
@@ -217,7 +203,7 @@ def plan_tick(
     taken, left = new[:max_keys], new[max_keys:]
     for v in taken:
         blob = listed[v]
-        dataset = blob.key.split("/", 1)[0]
+        dataset = key_dataset(blob.key)
         if dataset != "events":
             dimensions.setdefault(dataset, []).append(blob)
             continue

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from socialrec import timeutil
+from socialrec.data.landing import landing_key
 from socialrec.serving.errors import ApiError
 from socialrec.serving.metrics import ServiceMetrics, Stages
 from socialrec.serving.schemas import PostResponse
@@ -135,10 +136,8 @@ class PostPublisher:
         stages.done("embed")
 
         # the landing file first: it is what the next index build (and the warehouse) reads
-        key = (
-            f"posts/dt={now:%Y-%m-%d}/api-{now:%Y%m%dT%H%M%S%f}-{post_id}-"
-            f"{uuid.uuid4().hex[:8]}.jsonl.gz"
-        )
+        name = f"api-{now:%Y%m%dT%H%M%S%f}-{post_id}-{uuid.uuid4().hex[:8]}.jsonl.gz"
+        key = landing_key("posts", now.date(), name)
         row = {
             "post_id": post_id,
             "creator_id": creator_id,

@@ -52,7 +52,7 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from socialrec.data.landing import LandingBucket, encode_jsonl
+from socialrec.data.landing import LandingBucket, encode_jsonl, landing_key
 from socialrec.serving.spool_db import SpoolDB, event_record
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ class EventSpool:
     def key(self, day: str, batch: int) -> str:
         """The landing key of one batch's events of one day (deterministic: a retry
         overwrites it)."""
-        return f"events/dt={day}/spool-{self.spool_id}-{batch:010d}.jsonl.gz"
+        return landing_key("events", day, f"spool-{self.spool_id}-{batch:010d}.jsonl.gz")
 
     def _claim(self) -> tuple[int, list[tuple[str, str]]] | None:
         with self._db_lock:

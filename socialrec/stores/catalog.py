@@ -25,7 +25,7 @@ import pandas as pd
 
 from socialrec.data.eventlog import EventLog
 from socialrec.settings import UNKNOWN_CREATOR_ID
-from socialrec.timeutil import DAY_SECONDS, to_seconds
+from socialrec.timeutil import DAY_SECONDS, epoch_seconds, to_seconds
 
 COLUMNS = [
     "post_id",
@@ -40,15 +40,6 @@ COLUMNS = [
 # the ranked lists the candidate sources read (socialrec.recommender.sources.CatalogSource): list -> the
 # column it is sorted by (descending; ties: lower post id)
 LISTS = {"popular": "n_positives", "trending": "trending", "fresh": "created_at"}
-
-
-def _epoch_seconds(values: pd.Series) -> np.ndarray:
-    if pd.api.types.is_numeric_dtype(values):
-        return values.fillna(0).astype("int64").to_numpy()
-    ts = pd.to_datetime(values, utc=True)
-    return (
-        ((ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds()).fillna(0).astype("int64").to_numpy()
-    )
 
 
 def creator_id_array(values) -> np.ndarray:
@@ -89,7 +80,7 @@ class Catalog:
                 "post_id": dim_posts["post_id"].astype("int64").to_numpy(),
                 "category_id": dim_posts["category_id"].astype("int64").to_numpy(),
                 "creator_id": creator_id_array(dim_posts["creator_id"]),
-                "created_at": _epoch_seconds(dim_posts["created_at"]),
+                "created_at": epoch_seconds(dim_posts["created_at"], fill=0),
                 "popularity": popularity_score(dim_posts),
             }
         )
@@ -137,7 +128,7 @@ class Catalog:
                 "post_id": index.to_numpy(),
                 "category_id": posts["category_id"].astype("int64").to_numpy(),
                 "creator_id": creator_id_array(posts["creator_id"]),
-                "created_at": _epoch_seconds(posts["created_at"]),
+                "created_at": epoch_seconds(posts["created_at"], fill=0),
                 "popularity": popularity_score(counts),
                 "n_positives": counts["n_positives"].to_numpy(),
                 "trending": recent.counts(index, recent.positive),

@@ -23,17 +23,9 @@ logged. That covers a target that is not loaded yet (Milvus Lite after a reopen,
 that did not load it). Writes (``upsert``) resolve the alias afresh and go to the concrete
 collection, so pymilvus' per-name schema cache never applies an old version's schema.
 
-Embedded default, Milvus Lite (``uri`` is a local path such as ``.../milvus/posts.db``):
-
-* Milvus Lite serves the path from threads of the process that opens it and holds a ``LOCK``
-  file in it. ONE PROCESS PER PATH: a second process cannot open the path while the first one
-  holds it. Clients of the same process share one server (and see each other's writes and
-  alias swaps at once).
-* ``PostIndex.close()`` releases the Lite server for the path when the last ``PostIndex`` of
-  the process on that path closes, after which another process can open it. Writers (the
-  ``post_index`` asset) must close when done; the BentoML service is the one long-lived process
-  holding the path (so it runs one worker).
-* After a reopen, collections must be loaded before a search; the alias check does that.
+Embedded default, Milvus Lite (``uri`` is a local path such as ``.../milvus/posts.db``): one
+process per path, see ``socialrec.stores.milvus``; writers (the ``post_index`` asset) must
+``close()`` when done, the BentoML service is the one long-lived process holding the path.
 
 Production (``uri`` is ``http(s)://host:19530``, a Milvus server or cluster): any number of
 processes may read while a writer builds the next version; the alias swap of the writer is
@@ -43,7 +35,6 @@ seen by every reader at query time.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 import time
@@ -51,6 +42,24 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from socialrec.stores.milvus import (
+    collection_rows,
+    collection_schema,
+    index_params,
+    is_lite_uri,
+    lite_acquire,
+    lite_release,
+)
+
+# InMemoryIndex and the filters are imported from here too (this module's public names)
+from socialrec.stores.vector_search import (
+    InMemoryIndex,  # noqa: F401
+    category_filter,
+    normalized,
+    validated_categories,  # noqa: F401
+    validated_ints,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,53 +71,6 @@ KEEP_COLLECTIONS = 2  # per kind: the live one and the previous one (rollback)
 ALIAS_CHECK_SECONDS = 5.0  # how stale a reader's view of an alias target may be
 _NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
 _META_FIELDS = ["post_id", "category_id", "creator_id", "created_at"]
-
-# Milvus Lite servers of this process: path -> number of open PostIndex on it
-_LITE_USERS: dict[str, int] = {}
-_LITE_LOCK = threading.Lock()
-
-
-def is_lite_uri(uri: str) -> bool:
-    return not str(uri).startswith(("http://", "https://", "tcp://", "grpc://"))
-
-
-def validated_ints(values: Sequence[object], what: str = "category_ids") -> list[int]:
-    """The values as python ints; ValueError for anything that is not an integer.
-
-    Filter expressions are built only from the output of this function, so no user input can
-    reach Milvus' expression parser as text.
-    """
-    out: list[int] = []
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int | np.integer):
-            raise ValueError(f"{what} must be integers, got {v!r}")
-        out.append(int(v))
-    return out
-
-
-def validated_categories(category_ids: Sequence[object] | None) -> list[int] | None:
-    """A category restriction as sorted unique ints (None: no restriction); ValueError for a
-    string or anything that is not an integer."""
-    if category_ids is None:
-        return None
-    if isinstance(category_ids, str | bytes):
-        raise ValueError(f"category_ids must be a list of integers, got {category_ids!r}")
-    return sorted(set(validated_ints(list(category_ids))))
-
-
-def category_filter(category_ids: Sequence[object] | None) -> str:
-    """The Milvus filter expression for a category restriction ("" for none)."""
-    ids = validated_categories(category_ids)
-    if ids is None:
-        return ""
-    return f"category_id in [{', '.join(str(i) for i in ids)}]"
-
-
-def normalized(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (zero rows stay zero): inner product == cosine."""
-    v = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
-    norms = np.linalg.norm(v, axis=1, keepdims=True)
-    return np.divide(v, norms, out=np.zeros_like(v), where=norms > 0)
 
 
 def _kind(name: str) -> str | None:
@@ -134,17 +96,12 @@ class PostIndex:
             Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
         self.client = MilvusClient(uri=self.uri, token=token or "")
         if self.is_lite:
-            with _LITE_LOCK:
-                key = self._lite_key()
-                _LITE_USERS[key] = _LITE_USERS.get(key, 0) + 1
+            lite_acquire(self.uri)
         self._closed = False
         self._loaded: set[str] = set()
         # alias -> (target collection, monotonic time of the check)
         self._targets: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
-
-    def _lite_key(self) -> str:
-        return os.path.abspath(self.uri)  # the key milvus_lite's server manager uses
 
     # --- writing --------------------------------------------------------------------------
     @staticmethod
@@ -155,49 +112,6 @@ class PostIndex:
         if not _NAME_RE.match(name):
             raise ValueError(f"invalid index version {version!r}")
         return name
-
-    def _schema(self, dim: int):
-        from pymilvus import DataType, MilvusClient
-
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("post_id", DataType.INT64, is_primary=True)
-        schema.add_field("category_id", DataType.INT64)
-        schema.add_field("creator_id", DataType.INT64)
-        schema.add_field("created_at", DataType.INT64)
-        schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=dim)
-        return schema
-
-    def _index_params(self):
-        params = self.client.prepare_index_params()
-        params.add_index(
-            "embedding",
-            index_type="HNSW",
-            metric_type="IP",
-            params={"M": 16, "efConstruction": 100},
-        )
-        params.add_index("category_id", index_type="INVERTED")
-        return params
-
-    @staticmethod
-    def _rows(post_ids, category_ids, creator_ids, created_at, embeddings) -> list[dict]:
-        emb = np.asarray(embeddings, dtype=np.float32)
-        n = len(post_ids)
-        if emb.ndim != 2 or emb.shape[0] != n:
-            raise ValueError(f"embeddings must be [n={n}, d], got {emb.shape}")
-        cols = [np.asarray(c, dtype=np.int64) for c in (category_ids, creator_ids, created_at)]
-        if any(len(c) != n for c in cols):
-            raise ValueError("post_ids, category_ids, creator_ids, created_at differ in length")
-        pid = np.asarray(post_ids, dtype=np.int64)
-        return [
-            {
-                "post_id": int(pid[i]),
-                "category_id": int(cols[0][i]),
-                "creator_id": int(cols[1][i]),
-                "created_at": int(cols[2][i]),
-                "embedding": emb[i].tolist(),
-            }
-            for i in range(n)
-        ]
 
     def write_version(
         self,
@@ -216,14 +130,14 @@ class PostIndex:
         not touched.
         """
         name = self.collection_name(version, prefix)
-        rows = self._rows(post_ids, category_ids, creator_ids, created_at, embeddings)
+        rows = collection_rows(post_ids, category_ids, creator_ids, created_at, embeddings)
         dim = int(np.asarray(embeddings).shape[1])
         if self.client.has_collection(name):
             if self._aliases_of(name):
                 raise ValueError(f"collection {name} is live behind an alias; use a new version")
             self.client.drop_collection(name)
         self.client.create_collection(
-            name, schema=self._schema(dim), index_params=self._index_params()
+            name, schema=collection_schema(dim), index_params=index_params(self.client)
         )
         for start in range(0, len(rows), INSERT_BATCH):
             self.client.insert(name, rows[start : start + INSERT_BATCH])
@@ -261,7 +175,7 @@ class PostIndex:
         The alias is resolved afresh and the rows go to that concrete collection; visible to
         every reader of the alias at once (Milvus Lite), or within the collection's
         consistency bound (server)."""
-        rows = self._rows(post_ids, category_ids, creator_ids, created_at, embeddings)
+        rows = collection_rows(post_ids, category_ids, creator_ids, created_at, embeddings)
         if rows:
             target = self.follow(alias, force=True)
             self.client.upsert(target, rows)
@@ -468,57 +382,10 @@ class PostIndex:
             self.client.close()
         finally:
             if self.is_lite:
-                with _LITE_LOCK:
-                    key = self._lite_key()
-                    left = _LITE_USERS.get(key, 1) - 1
-                    if left > 0:
-                        _LITE_USERS[key] = left
-                    else:
-                        _LITE_USERS.pop(key, None)
-                if left <= 0:
-                    from milvus_lite.server_manager import server_manager_instance
-
-                    server_manager_instance.release_server(self.uri)
+                lite_release(self.uri)
 
     def __enter__(self) -> PostIndex:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-class InMemoryIndex:
-    """Exact inner-product search over an embedding matrix, with the same ``search`` contract as
-    :class:`PostIndex` (category restriction from validated ints only). The offline evaluation
-    uses it so that its figures measure the models, not the ANN approximation."""
-
-    def __init__(self, post_ids, category_ids, embeddings: np.ndarray):
-        self.post_ids = np.asarray(post_ids, dtype=np.int64)
-        self.category_ids = np.asarray(category_ids, dtype=np.int64)
-        self.embeddings = np.asarray(embeddings, dtype=np.float32)
-        if not (len(self.post_ids) == len(self.category_ids) == len(self.embeddings)):
-            raise ValueError("post_ids, category_ids and embeddings differ in length")
-
-    def search(
-        self,
-        alias: str,
-        vectors: np.ndarray,
-        top_n: int,
-        category_ids: Sequence[int] | None = None,
-    ) -> list[list[tuple[int, float]]]:
-        queries = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
-        mask = np.ones(len(self.post_ids), dtype=bool)
-        cats = validated_categories(category_ids)
-        if cats is not None:
-            mask = np.isin(self.category_ids, cats)
-        idx = np.flatnonzero(mask)
-        top_n = min(int(top_n), len(idx))
-        if top_n <= 0:
-            return [[] for _ in range(len(queries))]
-        scores = queries @ self.embeddings[idx].T
-        out = []
-        for row in scores:
-            top = np.argpartition(-row, top_n - 1)[:top_n]
-            top = top[np.lexsort((self.post_ids[idx[top]], -row[top]))]
-            out.append([(int(self.post_ids[idx[i]]), float(row[i])) for i in top])
-        return out

@@ -13,6 +13,7 @@ from socialrec.data.importers.core import import_interactions
 from socialrec.data.importers.datasets import import_dataset
 from socialrec.data.importers.movielens import import_movielens
 from socialrec.data.importers.options import CREATOR_ID_SPACES, CREATOR_MODES, TIME_UNITS
+from socialrec.timeutil import utc_now
 
 
 def _parse_event_map(text: str) -> dict[str, Any]:
@@ -46,7 +47,7 @@ def _finish(report: dict[str, Any], report_path: str | None) -> None:
         span = dt.date.fromisoformat(report["last_day"]) - dt.date.fromisoformat(
             report["first_day"]
         )
-        fits = dt.date.fromisoformat(start) + span < dt.datetime.now(dt.UTC).date()
+        fits = dt.date.fromisoformat(start) + span < utc_now().date()
         print(
             f"note: the event partitions start at SOCIALREC_DEMO_START_DATE={start} but the "
             f"log starts on {report['first_day']}: export SOCIALREC_DEMO_START_DATE="

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from socialrec.data.importers.options import ImportOptions
-from socialrec.data.landing import LandingBucket, encode_jsonl
+from socialrec.data.landing import LandingBucket, encode_jsonl, landing_key
 
 
 def _chunks(df: pd.DataFrame, n: int) -> Iterator[tuple[int, pd.DataFrame]]:
@@ -47,13 +47,13 @@ def _write(
     )
     for day, part in ev.groupby("day", sort=True):
         for i, chunk in _chunks(part, opts.rows_per_file):
-            put(f"events/dt={day}/{src}-events-{i:04d}.jsonl.gz", _event_records(chunk))
+            put(landing_key("events", day, f"{src}-events-{i:04d}.jsonl.gz"), _event_records(chunk))
 
     snapshot = ev["day"].max()  # the dimensions are a snapshot as of the log's last day
     post_rows = posts.sort_values("post_id")
     for i, chunk in _chunks(post_rows, opts.rows_per_file):
         put(
-            f"posts/dt={snapshot}/{src}-posts-{i:04d}.jsonl.gz",
+            landing_key("posts", snapshot, f"{src}-posts-{i:04d}.jsonl.gz"),
             (
                 {
                     "post_id": int(p.post_id),
@@ -68,7 +68,7 @@ def _write(
         )
     for i, chunk in _chunks(users, opts.rows_per_file):
         put(
-            f"users/dt={snapshot}/{src}-users-{i:04d}.jsonl.gz",
+            landing_key("users", snapshot, f"{src}-users-{i:04d}.jsonl.gz"),
             (
                 {
                     "user_id": int(u.user_id),
@@ -81,7 +81,7 @@ def _write(
             ),
         )
     put(
-        f"categories/dt={snapshot}/{src}-categories-0000.jsonl.gz",
+        landing_key("categories", snapshot, f"{src}-categories-0000.jsonl.gz"),
         ({"category_id": i, "name": name} for i, name in enumerate(names, start=1)),
     )
     return keys

@@ -1,4 +1,6 @@
-"""The landing sensor: new files in the landing bucket -> runs of the raw loaders.
+"""The sensors: the landing sensor, the automation-condition sensor and the raw freshness one.
+
+The landing sensor: new files in the landing bucket -> runs of the raw loaders.
 
 Each tick lists ``events/``, ``posts/``, ``users/`` and ``categories/`` through the ``landing``
 resource (GCS in the gcp profile, a directory in the local one) and requests
@@ -37,12 +39,11 @@ import hashlib
 
 import dagster as dg
 
-from assets.raw import EVENT_PARTITIONS
+from assets.raw import EVENT_PARTITIONS, raw_events_freshness_checks
 from assets.resources import LandingResource
-from socialrec.data.landing import BlobInfo
+from socialrec.data.landing import BlobInfo, list_datasets
 from socialrec.data.landing_cursor import MAX_KEYS_PER_TICK, LandingCursor, plan_tick, to_us
 
-PREFIXES = ("events/", "posts/", "users/", "categories/")
 RAW_EVENTS = dg.AssetKey("raw_events")
 RAW_DIMENSIONS = {d: dg.AssetKey(f"raw_{d}") for d in ("posts", "users", "categories")}
 MAX_LOGGED_KEYS = 20
@@ -58,7 +59,7 @@ def run_key(asset: dg.AssetKey, partition: str | None, blobs: list[BlobInfo]) ->
 def _evaluate(context: dg.SensorEvaluationContext, landing: LandingResource) -> dg.SensorResult:
     settings = landing.settings.get()
     bucket = landing.get()
-    blobs = [b for prefix in PREFIXES for b in bucket.list(prefix)]
+    blobs = list_datasets(bucket)
     plan = plan_tick(
         blobs,
         LandingCursor.from_json(context.cursor),
@@ -135,3 +136,20 @@ def build_landing_sensor(running: bool = False) -> dg.SensorDefinition:
 
 
 landing_sensor = build_landing_sensor()
+
+
+def build_sensors(landing_running: bool = False) -> list[dg.SensorDefinition]:
+    """Every sensor of the project; ``landing_running``: the landing sensor's default status."""
+    return [
+        dg.AutomationConditionSensorDefinition(
+            "automation_condition_sensor",
+            target=dg.AssetSelection.all(),
+            default_status=dg.DefaultSensorStatus.RUNNING,
+        ),
+        build_landing_sensor(running=landing_running),
+        dg.build_sensor_for_freshness_checks(
+            freshness_checks=raw_events_freshness_checks,
+            name="freshness_checks_sensor",
+            default_status=dg.DefaultSensorStatus.RUNNING,
+        ),
+    ]

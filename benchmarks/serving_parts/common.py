@@ -1,0 +1,176 @@
+"""Constants and process handling of the serving benchmark (parent side): the environment
+of the children, their process groups (stopped on exit), and ``Service``, a ``bentoml serve``
+on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+ENV_DEFAULTS = {
+    "TF_USE_LEGACY_KERAS": "1",
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "BENTOML_DO_NOT_TRACK": "true",
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_ENABLE_TELEMETRY": "false",
+}
+# the tiny graph that trains the models (a bit larger than tests/conftest.py's E2E_TINY)
+TINY = {
+    "SOCIALREC_DEMO_USERS": "300",
+    "SOCIALREC_DEMO_POSTS": "600",
+    "SOCIALREC_DEMO_EVENTS": "15000",
+    "SOCIALREC_DEMO_DAYS": "6",
+    "SOCIALREC_TWO_TOWER_EPOCHS": "3",
+    "SOCIALREC_RANKER_ITERATIONS": "100",
+}
+MODELS = ("socialrec_two_tower", "socialrec_ranker")
+TARGET_P99_MS = {100_000: 50.0, 1_000_000: 100.0}  # the issue's p99 targets (2 cores)
+TARGET_K_RATIO = 1.5  # latency(K=1000) / latency(K=100)
+TARGET_FRESH_S = 2.0  # a new post is live within this
+CHUNK_ROWS = {32: 50_000, 384: 10_000}  # Milvus insert chunk per vector dimension (memory)
+DAYS = 30  # synthetic posts are created over the last DAYS days
+MATERIALIZE_CHUNK = 100_000  # posts per Feast materialize call
+
+PROCS: list[subprocess.Popen] = []  # every child / server started, for the cleanup
+
+
+# ============================================================================================
+# process handling (parent)
+# ============================================================================================
+def child_env(**extra: str) -> dict[str, str]:
+    env = {**os.environ}
+    for k, v in ENV_DEFAULTS.items():
+        env.setdefault(k, v)
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def stop(proc: subprocess.Popen, grace: float = 30.0) -> None:
+    """SIGTERM the process group, SIGKILL after ``grace`` seconds."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=grace)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+    if proc in PROCS:
+        PROCS.remove(proc)
+
+
+def stop_all() -> None:
+    for proc in list(PROCS):
+        stop(proc, grace=15.0)
+
+
+def on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_logged(module: list[str], env: dict[str, str], log: Path, timeout: float) -> int:
+    """``python -m <module...>`` in its own session, output to ``log``; stopped (with its
+    children) when it ends, times out or we are interrupted. Its exit code."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", *module],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        PROCS.append(proc)
+        try:
+            proc.wait(timeout=timeout)
+        finally:
+            stop(proc)
+    return proc.returncode
+
+
+def run_child(phase: str, spec: dict, env: dict[str, str], log: Path, timeout: float) -> dict:
+    """Run ``python -m benchmarks.serving --phase <phase>`` with ``spec``; its RESULT JSON."""
+    spec_path = log.with_suffix(".spec.json")
+    spec_path.write_text(json.dumps(spec))
+    module = ["benchmarks.serving", "--phase", phase, "--spec", str(spec_path)]
+    returncode = run_logged(module, env, log, timeout)
+    text = log.read_text(errors="replace")
+    found = [line for line in text.splitlines() if line.startswith("RESULT ")]
+    if returncode != 0 or not found:
+        raise SystemExit(f"phase {phase} failed (exit {returncode}):\n{text[-5000:]}")
+    return json.loads(found[-1][len("RESULT ") :])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+class Service:
+    """``bentoml serve <tag>`` on 127.0.0.1 in its own process group; stopped on exit."""
+
+    def __init__(self, tag: str, env: dict[str, str], cwd: Path, log: Path):
+        self.tag, self.env, self.cwd, self.log = tag, env, cwd, log
+        self.port = free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self.startup_s = float("nan")
+
+    def __enter__(self) -> Service:
+        import httpx
+
+        self._log_file = open(self.log, "w")  # a file, not a pipe: a full pipe blocks
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "bentoml"), "serve", self.tag]
+            + ["--host", HOST, "--port", str(self.port)],
+            cwd=self.cwd,
+            env=self.env,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        PROCS.append(self.proc)
+        try:
+            deadline = t0 + 900
+            with httpx.Client(base_url=self.url, timeout=30) as client:
+                while time.perf_counter() < deadline:
+                    if self.proc.poll() is not None:
+                        raise RuntimeError(f"bentoml serve exited:\n{self._tail()}")
+                    try:
+                        if client.get("/readyz").status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    time.sleep(1)
+                else:
+                    raise RuntimeError(f"service not ready after 900 s:\n{self._tail()}")
+        except BaseException:
+            self.__exit__()
+            raise
+        self.startup_s = time.perf_counter() - t0
+        return self
+
+    def _tail(self) -> str:
+        self._log_file.flush()
+        return self.log.read_text(errors="replace")[-5000:]
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+        self._log_file.close()

@@ -1,0 +1,249 @@
+"""Landing lines -> typed raw rows: the one place where landing JSON is parsed.
+
+Every line of a landing file either becomes a row of the dataset's Arrow schema or a
+quarantine row with its line number and the reason it was rejected (``BadRecord``'s message);
+``socialrec.data.warehouse`` inserts both. Times come out as naive UTC (DuckDB ``TIMESTAMP``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Callable
+
+import pyarrow as pa
+
+from socialrec.data.landing import LandingBucket, iter_lines
+from socialrec.settings import EVENT_TYPES, MEDIA_TYPES
+from socialrec.timeutil import utc
+
+# Arrow schemas of the parsed rows (lineage columns are added at insert time).
+ARROW_SCHEMAS = {
+    "events": pa.schema(
+        [
+            ("event_id", pa.string()),
+            ("user_id", pa.int64()),
+            ("post_id", pa.int64()),
+            ("event_type", pa.string()),
+            ("ts", pa.timestamp("us")),
+            ("dwell_ms", pa.int64()),
+            ("_line", pa.int64()),
+        ]
+    ),
+    "posts": pa.schema(
+        [
+            ("post_id", pa.int64()),
+            ("creator_id", pa.int64()),
+            ("category_id", pa.int64()),
+            ("media_type", pa.string()),
+            ("description", pa.string()),
+            ("created_at", pa.timestamp("us")),
+            ("updated_at", pa.timestamp("us")),
+            ("is_deleted", pa.bool_()),
+            ("_line", pa.int64()),
+        ]
+    ),
+    "users": pa.schema(
+        [
+            ("user_id", pa.int64()),
+            ("created_at", pa.timestamp("us")),
+            ("headline", pa.string()),
+            ("about", pa.string()),
+            ("onboarding_categories", pa.string()),
+            ("updated_at", pa.timestamp("us")),
+            ("is_deleted", pa.bool_()),
+            ("_line", pa.int64()),
+        ]
+    ),
+    "categories": pa.schema([("category_id", pa.int64()), ("name", pa.string())]),
+    "quarantine": pa.schema(
+        [
+            ("line", pa.int64()),
+            ("reason", pa.string()),
+            ("payload", pa.string()),
+        ]
+    ),
+}
+
+_MAX_PAYLOAD_CHARS = 10_000
+# an event stamped later than this past its load time is quarantined (clock skew allowance)
+FUTURE_TOLERANCE = dt.timedelta(hours=1)
+
+
+class BadRecord(ValueError):
+    """A landing line that cannot become a raw row; the message is the quarantine reason."""
+
+
+Parser = Callable[[dict], dict]
+
+
+def parse_file(
+    bucket: LandingBucket, key: str, dataset: str, parse: Parser, loaded_at: dt.datetime
+) -> tuple[pa.Table, pa.Table]:
+    """(good rows, quarantined rows) of one landing file; an unreadable file is one bad row.
+
+    ``loaded_at`` (naive UTC) is the load's time: events stamped more than FUTURE_TOLERANCE
+    after it are quarantined; a post/user version without ``updated_at`` nor ``created_at``
+    (a bare tombstone) is stamped with it."""
+    good: list[dict] = []
+    bad: list[dict] = []
+    try:
+        lines = list(iter_lines(key, bucket.read_bytes(key)))
+    except Exception as exc:  # noqa: BLE001 - a corrupt file is data, not a crash
+        lines = []
+        bad.append({"line": 0, "reason": f"unreadable file: {exc}", "payload": None})
+    for n, text in lines:
+        try:
+            record = json.loads(text)
+            if not isinstance(record, dict):
+                raise BadRecord(f"not a JSON object: {type(record).__name__}")
+            row = parse(record)
+            if dataset == "events" and row["ts"] > loaded_at + FUTURE_TOLERANCE:
+                raise BadRecord(f"future ts: {record.get('ts')!r} is after the load time")
+        except json.JSONDecodeError as exc:
+            bad.append({"line": n, "reason": f"bad json: {exc.msg}", "payload": text})
+            continue
+        except BadRecord as exc:
+            bad.append({"line": n, "reason": str(exc), "payload": text})
+            continue
+        if dataset != "categories":
+            row["_line"] = n
+        if "updated_at" in row and row["updated_at"] is None:
+            row["updated_at"] = loaded_at
+        good.append(row)
+    for b in bad:
+        if b["payload"] is not None and len(b["payload"]) > _MAX_PAYLOAD_CHARS:
+            b["payload"] = b["payload"][:_MAX_PAYLOAD_CHARS]
+    return (
+        pa.Table.from_pylist(good, schema=ARROW_SCHEMAS[dataset]),
+        pa.Table.from_pylist(bad, schema=ARROW_SCHEMAS["quarantine"]),
+    )
+
+
+def _int(record: dict, name: str, required: bool = True) -> int | None:
+    value = record.get(name)
+    if value is None:
+        if required:
+            raise BadRecord(f"missing {name}")
+        return None
+    if isinstance(value, bool):
+        raise BadRecord(f"bad {name}: {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+        return int(value)
+    raise BadRecord(f"bad {name}: {value!r}")
+
+
+def _str(record: dict, name: str, required: bool = False) -> str | None:
+    value = record.get(name)
+    if value is None or (required and isinstance(value, str) and not value.strip()):
+        if required:
+            raise BadRecord(f"missing {name}")
+        return None
+    if isinstance(value, (dict, list)):
+        raise BadRecord(f"bad {name}: not a string")
+    return str(value)
+
+
+def _ts(record: dict, name: str) -> dt.datetime:
+    """An ISO-8601 timestamp as naive UTC (naive input is taken as UTC)."""
+    value = record.get(name)
+    if value is None:
+        raise BadRecord(f"missing {name}")
+    if not isinstance(value, str):
+        raise BadRecord(f"bad {name}: {value!r}")
+    try:
+        return utc(value).replace(tzinfo=None)
+    except ValueError:
+        raise BadRecord(f"bad {name}: {value!r}") from None
+
+
+def _parse_event(r: dict) -> dict:
+    event_type = _str(r, "event_type", required=True)
+    if event_type not in EVENT_TYPES:
+        raise BadRecord(f"unknown event_type: {event_type!r}")
+    dwell = _int(r, "dwell_ms", required=False)
+    if dwell is not None and dwell < 0:
+        raise BadRecord(f"bad dwell_ms: {dwell!r}")
+    return {
+        "event_id": _str(r, "event_id", required=True),
+        "user_id": _int(r, "user_id"),
+        "post_id": _int(r, "post_id"),
+        "event_type": event_type,
+        "ts": _ts(r, "ts"),
+        "dwell_ms": dwell,
+    }
+
+
+def _bool(record: dict, name: str) -> bool:
+    value = record.get(name, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise BadRecord(f"bad {name}: {value!r} (true or false)")
+    return value
+
+
+def _versioning(r: dict, created_at: dt.datetime | None) -> dict:
+    """``updated_at`` (default: created_at, else the load time) and ``is_deleted``."""
+    updated = _ts(r, "updated_at") if r.get("updated_at") is not None else created_at
+    return {"updated_at": updated, "is_deleted": _bool(r, "deleted")}
+
+
+def _parse_post(r: dict) -> dict:
+    post_id = _int(r, "post_id")
+    if _bool(r, "deleted"):  # a tombstone: only the id is required
+        created = _ts(r, "created_at") if r.get("created_at") is not None else None
+        return {"post_id": post_id, "created_at": created, **_versioning(r, created)}
+    media_type = _str(r, "media_type", required=True)
+    if media_type not in MEDIA_TYPES:
+        raise BadRecord(f"unknown media_type: {media_type!r}")
+    created = _ts(r, "created_at")
+    return {
+        "post_id": post_id,
+        "creator_id": _int(r, "creator_id", required=False),  # null: an unknown creator
+        "category_id": _int(r, "category_id"),
+        "media_type": media_type,
+        "description": _str(r, "description"),
+        "created_at": created,
+        **_versioning(r, created),
+    }
+
+
+def _parse_user(r: dict) -> dict:
+    if _bool(r, "deleted"):  # a tombstone: only the id is required
+        created = _ts(r, "created_at") if r.get("created_at") is not None else None
+        return {"user_id": _int(r, "user_id"), "created_at": created, **_versioning(r, created)}
+    cats = r.get("onboarding_categories")
+    if cats is None:
+        cats = []
+    if isinstance(cats, str):  # already "3,7"
+        cats = [c for c in cats.split(",") if c.strip()]
+    if not isinstance(cats, list):
+        raise BadRecord(f"bad onboarding_categories: {cats!r}")
+    ids = [_int({"onboarding_categories": c}, "onboarding_categories") for c in cats]
+    created = _ts(r, "created_at")
+    return {
+        "user_id": _int(r, "user_id"),
+        "created_at": created,
+        "headline": _str(r, "headline"),
+        "about": _str(r, "about"),
+        "onboarding_categories": ",".join(str(i) for i in ids),
+        **_versioning(r, created),
+    }
+
+
+def _parse_category(r: dict) -> dict:
+    return {"category_id": _int(r, "category_id"), "name": _str(r, "name", required=True)}
+
+
+PARSERS: dict[str, Parser] = {
+    "events": _parse_event,
+    "posts": _parse_post,
+    "users": _parse_user,
+    "categories": _parse_category,
+}
