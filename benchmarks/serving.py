@@ -751,7 +751,7 @@ def floors(spec: dict) -> dict:
     ranker = Ranker.load(spec["models"]["socialrec_ranker"])
     catalog_dir = sorted((s.models_dir / "catalog").iterdir())[-1]
     catalog = Catalog.load(catalog_dir)
-    seen = open_seen_store(s, bloom=True)
+    seen = open_seen_store(s)
     index = PostIndex(str(s.milvus_uri), s.milvus_token)
     out: dict = {"per_k": {}}
     try:

@@ -98,8 +98,7 @@ class Recommender:
         self.settings = Settings()
         self.metrics = service_metrics()
         self.index = PostIndex(str(self.settings.milvus_uri), self.settings.milvus_token)
-        # a per-user Bloom filter in front of the seen store (SQLite or ScyllaDB)
-        self.seen_store = open_seen_store(self.settings, bloom=True)
+        self.seen_store = open_seen_store(self.settings)  # SQLite or ScyllaDB
         bucket = open_bucket(str(self.settings.landing_uri))
         # /events: a durable local spool, flushed to the landing bucket in the background
         self.spool = open_spool(self.settings, bucket).start()
