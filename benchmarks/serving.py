@@ -737,7 +737,7 @@ def floors(spec: dict) -> dict:
     from socialrec.features.ranking import ranking_features
     from socialrec.models.ranker import Ranker
     from socialrec.models.two_tower import TwoTowerModel
-    from socialrec.recommender.pipeline import Recommender
+    from socialrec.recommender import FeastFeatures, Recommender
     from socialrec.settings import Settings
     from socialrec.stores.catalog import Catalog
     from socialrec.stores.index import PostIndex
@@ -801,7 +801,7 @@ def floors(spec: dict) -> dict:
                 for part in ("search_filtered", "search_unfiltered", "post_fetch", "ranker_predict")
             )
             s.retrieval_top_n = int(k)
-            rec = Recommender(store, model, index, seen, ranker, catalog, s)
+            rec = Recommender(FeastFeatures(store), model, index, seen, ranker, catalog, s)
             uit = itertools.cycle(ids)
             row["recommend_in_process"], _ = _timeit(
                 lambda rec=rec, uit=uit: rec.recommend(next(uit), k=spec["k_items"]), reps

@@ -125,7 +125,7 @@ class RaisingSeenStore:
     def seen(self, user_id):
         raise sqlite3.OperationalError("database is locked")
 
-    negatives = mark_events = seen
+    negatives = mark_events = state = seen
 
 
 class FakeRanker:
@@ -449,7 +449,7 @@ def test_readiness_reason_turns_bentomls_503_into_json():
 
 # --- /recommend: categories and the item flags ----------------------------------------------
 def test_recommend_passes_categories_and_returns_the_item_flags(metrics):
-    from socialrec.recommender.pipeline import Recommendation
+    from socialrec.recommender import Recommendation
 
     class RecordingRecommender:
         calls: list = []

@@ -568,8 +568,8 @@ class Endpoints:
         """Wrap the parts in guards and compose the 4-stage recommender over them.
         ``features``: a Feast FeatureStore (then ``post_writer`` defaults to an
         :class:`OnlinePostWriter` on it) or anything with ``users`` and ``posts``."""
-        from socialrec.recommender.pipeline import CachedPostFeatures, FeastFeatures
-        from socialrec.recommender.pipeline import Recommender as FourStages
+        from socialrec.recommender import CachedPostFeatures, FeastFeatures
+        from socialrec.recommender import Recommender as FourStages
 
         post_cache = None
         if not (hasattr(features, "users") and hasattr(features, "posts")):
