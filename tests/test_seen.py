@@ -179,6 +179,7 @@ def test_state_is_one_read_of_seen_negatives_and_blocks(any_store):
     assert state.negatives == store.negatives(1) == {11, 12}
     assert state.blocked == store.blocked_creators(1) == {100, 101}
     assert state.excluded == {10, 11, 12}
+    assert store.count() == 5  # rows: (user, post, event type)
     assert store.state(np.int64(2)) == SeenState(frozenset({10}))
     with pytest.raises(ValueError):
         store.state("1")

@@ -325,3 +325,4 @@ def test_state_reads_the_seen_partition_once_and_the_blocks_once():
     reads = [b.prepared_statement.query_string for _, b in session.calls[before:]]
     assert reads == [store.select_cql, store.blocked_cql]
     assert store.state(2) == SeenState(frozenset({12}), frozenset({12}))
+    assert store.count() is None  # a full scan: not offered

@@ -87,6 +87,9 @@ class InMemorySeenStore:
     def blocked_creators(self, user_id: int) -> set[int]:
         return set(self._blocked.get(check_id(user_id, "user_id"), ()))
 
+    def count(self) -> int:
+        return sum(len(types) for posts in self._rows.values() for types in posts.values())
+
     def close(self) -> None:
         pass
 

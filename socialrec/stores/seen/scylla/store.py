@@ -339,6 +339,10 @@ class ScyllaSeenStore:
         session, _, _, select = self._block_statements()
         return {int(row[0]) for row in session.execute(select, (user_id,))}
 
+    def count(self) -> None:
+        """None: counting the rows would be a full scan of the table."""
+        return None
+
     # --- lifecycle ----------------------------------------------------------------------------
     def close(self) -> None:
         with self._lock:
