@@ -169,9 +169,6 @@ class Settings(BaseSettings):
     scylla_write_consistency: str = "LOCAL_QUORUM"
     scylla_username: str | None = None
     scylla_password: SecretStr | None = None
-    seen_bloom_capacity: int = Field(default=2000, ge=1)  # seen posts a user's filter is sized for
-    seen_bloom_fp_rate: float = Field(default=0.01, gt=0.0, lt=1.0)
-    seen_bloom_max_users: int = Field(default=100_000, ge=1)  # users' filters kept (LRU)
 
     @model_validator(mode="after")
     def _known_names(self) -> Settings:

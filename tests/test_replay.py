@@ -159,7 +159,7 @@ def test_replay_asks_each_request_at_its_time_with_its_own_seen_set(requests):
 
     class Recording:
         def recommend(self, user_id, k, now=None):
-            from socialrec.recommender.pipeline import Recommendation
+            from socialrec.recommender import Recommendation
 
             asked.append((user_id, k, now, set(seen.seen(user_id))))
             items = [{"post_id": p} for p in (7, 8)]

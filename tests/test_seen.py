@@ -1,5 +1,5 @@
-"""SQLiteSeenStore: marks, negatives, bulk loads, a second process reading (WAL); blocks on the
-SQLite and in-memory stores."""
+"""SQLiteSeenStore: marks, negatives, bulk loads, a second process reading (WAL); blocks and the
+one read of a request (``state``) on the SQLite and in-memory stores; the backends' registry."""
 
 from __future__ import annotations
 
@@ -12,7 +12,15 @@ import pandas as pd
 import pytest
 
 from socialrec.settings import Settings
-from socialrec.stores.seen import InMemorySeenStore, SeenStore, SQLiteSeenStore, open_seen_store
+from socialrec.stores.seen import (
+    InMemorySeenStore,
+    SeenState,
+    SeenStore,
+    SQLiteSeenStore,
+    backends,
+    open_seen_store,
+    register,
+)
 
 
 @pytest.fixture
@@ -81,11 +89,41 @@ def test_open_seen_store(tmp_path, monkeypatch):
         assert isinstance(s, SQLiteSeenStore) and s.path == tmp_path / "seen.sqlite"
     finally:
         s.close()
-    from socialrec.stores.seen_scylla import ScyllaSeenStore
+    from socialrec.stores.seen.scylla.store import ScyllaSeenStore
 
     # SCYLLA_HOSTS switches to ScyllaDB; the store connects lazily (no connection made here)
     s = open_seen_store(Settings(data_dir=tmp_path, scylla_hosts="127.0.0.1"))
     assert isinstance(s, ScyllaSeenStore) and s._session is None
+
+
+def test_backends_register_themselves(tmp_path, monkeypatch):
+    import socialrec.stores.seen.base as base
+
+    assert {"sqlite", "memory", "scylla"} <= set(backends())
+    memory = open_seen_store(Settings(data_dir=tmp_path), "memory")
+    assert isinstance(memory, InMemorySeenStore) and isinstance(memory, SeenStore)
+    with pytest.raises(ValueError, match="unknown seen store backend 'nope'"):
+        open_seen_store(Settings(data_dir=tmp_path), "nope")
+    monkeypatch.setattr(base, "_OPENERS", dict(base._OPENERS))  # the registration is undone
+    made = InMemorySeenStore()
+    register("custom")(lambda settings: made)
+    assert open_seen_store(Settings(data_dir=tmp_path), "custom") is made
+
+
+def test_the_interface_imports_no_backend():
+    import ast
+
+    import socialrec.stores.seen.base as base
+
+    tree = ast.parse(open(base.__file__).read())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m and m.startswith("socialrec.stores.seen")}
+    # the package registers every backend without loading the ScyllaDB driver
+    code = "import sys, socialrec.stores.seen; print('cassandra' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
 
 
 # --- blocks -----------------------------------------------------------------------------------
@@ -126,6 +164,25 @@ def test_block_unblock_and_blocked_creators(any_store):
     store.mark(1, [100], "VIEW")
     assert store.seen(1) == {100} and store.negatives(1) == set()
     assert store.blocked_creators(1) == {100, 102}
+
+
+def test_state_is_one_read_of_seen_negatives_and_blocks(any_store):
+    store = any_store
+    assert store.state(1) == SeenState()
+    store.mark(1, [10, 11], "IMPRESSION")
+    store.mark(1, [11], "DISLIKE")
+    store.mark(1, [12], "REPORT")
+    store.mark(2, [10], "VIEW")
+    store.block(1, [100, 101])
+    state = store.state(1)
+    assert state.seen == store.seen(1) == {10, 11, 12}
+    assert state.negatives == store.negatives(1) == {11, 12}
+    assert state.blocked == store.blocked_creators(1) == {100, 101}
+    assert state.excluded == {10, 11, 12}
+    assert store.count() == 5  # rows: (user, post, event type)
+    assert store.state(np.int64(2)) == SeenState(frozenset({10}))
+    with pytest.raises(ValueError):
+        store.state("1")
 
 
 BAD_BLOCK_CALLS = {

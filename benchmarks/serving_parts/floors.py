@@ -35,7 +35,7 @@ def floors(spec: dict) -> dict:
     from socialrec.features.ranking import ranking_features
     from socialrec.models.ranker import Ranker
     from socialrec.models.two_tower import TwoTowerModel
-    from socialrec.recommender.pipeline import Recommender
+    from socialrec.recommender import FeastFeatures, Recommender
     from socialrec.settings import Settings
     from socialrec.stores.catalog import Catalog
     from socialrec.stores.index import PostIndex
@@ -49,7 +49,7 @@ def floors(spec: dict) -> dict:
     ranker = Ranker.load(spec["models"]["socialrec_ranker"])
     catalog_dir = sorted((s.models_dir / "catalog").iterdir())[-1]
     catalog = Catalog.load(catalog_dir)
-    seen = open_seen_store(s, bloom=True)
+    seen = open_seen_store(s)
     index = PostIndex(str(s.milvus_uri), s.milvus_token)
     out: dict = {"per_k": {}}
     try:
@@ -99,7 +99,7 @@ def floors(spec: dict) -> dict:
                 for part in ("search_filtered", "search_unfiltered", "post_fetch", "ranker_predict")
             )
             s.retrieval_top_n = int(k)
-            rec = Recommender(store, model, index, seen, ranker, catalog, s)
+            rec = Recommender(FeastFeatures(store), model, index, seen, ranker, catalog, s)
             uit = itertools.cycle(ids)
             row["recommend_in_process"], _ = time_calls(
                 lambda rec=rec, uit=uit: rec.recommend(next(uit), k=spec["k_items"]), reps

@@ -6,7 +6,7 @@ catalog with its popularity and trending counts, the co-engagement neighbours, t
 posts' features (read point in time, e.g. from Feast) and a two-tower model fitted before that
 instant, with its post vectors in an exact in-memory index (so the figures measure the models,
 not the ANN approximation). :meth:`Snapshot.recommender` builds the real
-:class:`socialrec.recommender.pipeline.Recommender` over it; replayed requests
+:class:`socialrec.recommender.recommender.Recommender` over it; replayed requests
 (:mod:`socialrec.evaluation.protocol`) are then asked at their own time, each with the posts
 its user had seen by then (:class:`ReplaySeen`).
 
@@ -26,8 +26,10 @@ import pandas as pd
 
 from socialrec.data.eventlog import EventLog
 from socialrec.models.neighbours import NeighbourParams, NeighbourTable
+from socialrec.recommender.recommender import Recommender
 from socialrec.stores.catalog import Catalog, creator_id_array, live_posts
-from socialrec.timeutil import to_seconds, to_timestamp
+from socialrec.stores.seen import SeenState
+from socialrec.timeutil import epoch_seconds, to_seconds, to_timestamp
 
 FeatureReader = Callable[[str, Sequence[int], int], pd.DataFrame]
 # the settings that turn the feed policies off (the "plain" ablation: the ranker's own order)
@@ -79,6 +81,9 @@ class ReplaySeen:
     def __init__(self) -> None:
         self.current: set[int] = set()
 
+    def state(self, user_id: int) -> SeenState:
+        return SeenState(frozenset(self.current))
+
     def seen(self, user_id: int) -> set[int]:
         return self.current
 
@@ -128,16 +133,13 @@ def new_post_rows(posts: pd.DataFrame, known: pd.Index, as_of: int) -> pd.DataFr
     late = posts[(created > to_timestamp(as_of)) & ~posts["post_id"].isin(known)]
     if late.empty:
         return pd.DataFrame(columns=["post_id"])
-    ts = pd.to_datetime(late["created_at"], utc=True)
     return pd.DataFrame(
         {
             "post_id": late["post_id"].to_numpy(dtype=np.int64),
             "creator_id": creator_id_array(late["creator_id"]),
             "category_id": late["category_id"].to_numpy(dtype=np.int64),
             "media_type": late["media_type"].astype(str).to_numpy(),
-            "created_at_ts": ((ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds()).to_numpy(
-                dtype=np.int64
-            ),
+            "created_at_ts": epoch_seconds(late["created_at"]),
             "n_impressions": 0,
             "n_positives": 0,
             "positive_rate": 0.0,
@@ -217,8 +219,6 @@ class Snapshot:
     def recommender(self, ranker, settings, **overrides: Any):
         """The service's recommender over this snapshot (``overrides``: settings fields, e.g.
         the feed policies off) and the seen store the replay drives."""
-        from socialrec.recommender.pipeline import Recommender
-
         if overrides:
             settings = settings.model_copy(update=overrides)
         seen = ReplaySeen()

@@ -1,7 +1,7 @@
 """The service's one composition root: from the settings and the loaded artifacts, open every
 store, wrap each in ``Guarded`` once, build the 4-stage recommender and the endpoints.
 
-* :func:`open_service` opens the real parts (Milvus, the seen store with its Bloom filter, the
+* :func:`open_service` opens the real parts (Milvus, the seen store, the
   landing bucket, the event spool — started —, the Feast online store, MiniLM, the models) and
   returns a :class:`Service` whose ``close`` releases them (``bentos/service.py`` calls it
   from ``__init__`` and closes it on shutdown).
@@ -15,8 +15,8 @@ import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from socialrec.recommender.pipeline import CachedPostFeatures, FeastFeatures
-from socialrec.recommender.pipeline import Recommender as FourStages
+from socialrec.recommender import CachedPostFeatures, FeastFeatures
+from socialrec.recommender import Recommender as FourStages
 from socialrec.serving.endpoints import Endpoints
 from socialrec.serving.errors import DependencyError, Guarded
 from socialrec.serving.metrics import ServiceMetrics, service_metrics
@@ -68,8 +68,7 @@ def open_service(settings, artifacts: Artifacts, metrics: ServiceMetrics | None 
     with contextlib.ExitStack() as opened:
         index = PostIndex(str(settings.milvus_uri), settings.milvus_token)
         opened.callback(index.close)
-        # a per-user Bloom filter in front of the seen store (SQLite or ScyllaDB)
-        seen_store = open_seen_store(settings, bloom=True)
+        seen_store = open_seen_store(settings)  # SQLite or ScyllaDB
         opened.callback(seen_store.close)
         bucket = open_bucket(str(settings.landing_uri))
         # /events: a durable local spool, flushed to the landing bucket in the background;

@@ -5,7 +5,7 @@ Endpoints (JSON bodies; the typed request/response models of ``socialrec.serving
 are the service's OpenAPI schema at ``/docs``):
 
 * ``POST /recommend`` {user_id, k, debug?, categories?}: the 4 stages of
-  ``socialrec.recommender.pipeline.Recommender`` — Feast online features -> user tower -> Milvus top-N
+  ``socialrec.recommender.Recommender`` — Feast online features -> user tower -> Milvus top-N
   -> seen/negative/own filter -> one batched Feast call + CatBoost -> re-ranking (category and
   creator caps, new-post boost, promoted posts, optional softmax sampling). ``categories`` (at
   most ``MAX_CATEGORIES`` ids >= 0) are the app's categories for this request, e.g. a new
@@ -189,7 +189,7 @@ class Endpoints:
         exclude: set[int] = set()
         if exc.dependency != "seen_store":
             try:
-                exclude = self.seen_store.seen(user_id) | self.seen_store.negatives(user_id)
+                exclude = set(self.seen_store.state(user_id).excluded)
             except DependencyError:
                 pass
         catalog = self.catalog

@@ -64,7 +64,7 @@ def candidate_rows(
     ``y_<outcome>`` label column per outcome, ``request``, ``user_id``, ``post_id`` and the
     merged source score. ``keep_all[i]``: keep every candidate of request i (held out users),
     else every positive and a ``negative_share`` sample of the rest."""
-    from socialrec.recommender.pipeline import candidate_features
+    from socialrec.recommender.ranking import candidate_features
 
     rng = np.random.default_rng(seed)
     parts = []

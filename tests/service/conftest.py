@@ -115,7 +115,7 @@ class RaisingSeenStore:
     def seen(self, user_id):
         raise sqlite3.OperationalError("database is locked")
 
-    negatives = mark_events = seen
+    negatives = mark_events = state = seen
 
 
 class FakeRanker:

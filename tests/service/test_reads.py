@@ -120,7 +120,7 @@ def test_a_fallback_answer_is_200_through_respond_and_a_bug_is_not_a_fallback(me
 
 # --- /recommend: categories and the item flags ----------------------------------------------
 def test_recommend_passes_categories_and_returns_the_item_flags(metrics):
-    from socialrec.recommender.pipeline import Recommendation
+    from socialrec.recommender import Recommendation
 
     class RecordingRecommender:
         calls: list = []
