@@ -58,8 +58,8 @@ class ServiceMetrics:
         )
         self.stage_seconds = prom.Histogram(
             "socialrec_stage_duration_seconds",
-            "Latency of each stage of an endpoint (recommend: retrieval, filtering, ranking, "
-            "reranking; search: embed, search, personalize; posts: embed, landing, features, "
+            "Latency of each stage of an endpoint (recommend: features, retrieval with filtering, "
+            "ranking, reranking; search: embed, search, personalize; posts: embed, landing, features, "
             "index; events: seen, spool)",
             ["endpoint", "stage"],
             buckets=STAGE_BUCKETS,

@@ -28,7 +28,7 @@ CreatorId = Annotated[int, Field(strict=True, ge=0)]
 
 # --- bodies ---------------------------------------------------------------------------------
 class EventIn(BaseModel):
-    """One interaction event, as the app emits it (ARCHITECTURE.md, data model)."""
+    """One interaction event, as the app emits it (docs/endpoints.md, POST /events)."""
 
     model_config = ConfigDict(
         json_schema_extra={
