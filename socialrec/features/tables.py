@@ -11,7 +11,7 @@ else is derived from :data:`TABLES`:
   the pyarrow type) and the feature views.
 
 The named Feast feature services are constants here too (:data:`ENTITY_SERVICES`, ...): clients
-read through them (``socialrec.features.store.historical_features``,
+read through them (``socialrec.features.store.historical_entity_features``,
 ``socialrec.features.online``); ``feature_repo/feature_services.py`` defines them.
 
 This module does not import Feast.
