@@ -1,4 +1,4 @@
-"""Feast offline sources: the parquet feature tables written by ``socialrec.features.store``.
+"""Feast offline sources: the parquet feature tables of ``socialrec.features.tables.TABLES``.
 
 Paths are absolute, computed from the socialrec Settings when this module is imported (the
 ``feast`` CLI imports it from inside ``feature_repo/``, so export ``SOCIALREC_DATA_DIR`` first,
@@ -12,18 +12,8 @@ from pathlib import Path
 
 from feast import FileSource
 
+from socialrec.features.tables import TABLES, TIMESTAMP, feature_table_path
 from socialrec.settings import Settings
-
-TIMESTAMP_FIELD = "event_timestamp"
-# one parquet table per feature view, written by socialrec.features.store.write_feature_tables
-TABLES = {
-    "user_features": "Point-in-time activity history of each user (user_daily_activity).",
-    "user_profile": "The profile text embedding of each user, valid from its creation.",
-    "user_history": "Point-in-time engagement summary of each user (categories, creators, "
-    "liked-posts embedding).",
-    "post_features": "Point-in-time attributes and engagement history of each post.",
-    "post_content": "The description text embedding of each post, valid from its creation.",
-}
 
 
 def default_settings() -> Settings:
@@ -39,11 +29,11 @@ def make_sources(settings: Settings) -> dict[str, FileSource]:
     return {
         name: FileSource(
             name=f"{name}_source",
-            path=str(features_dir / f"{name}.parquet"),
-            timestamp_field=TIMESTAMP_FIELD,
-            description=description,
+            path=str(features_dir / feature_table_path(settings, name).name),
+            timestamp_field=TIMESTAMP,
+            description=table.source_description,
         )
-        for name, description in TABLES.items()
+        for name, table in TABLES.items()
     }
 
 

@@ -200,7 +200,17 @@ def test_apply_registers_the_repo(store):
     s = store["store"]
     assert {"user", "post", "ranking_v1", "retrieval_v1"} <= set(store["names"])
     assert {v.name for v in s.list_feature_views()} == set(fs.SCHEMAS)
-    assert {f.name for f in s.list_feature_services()} == {"ranking_v1", "retrieval_v1"}
+    assert {f.name for f in s.list_feature_services()} == {
+        "ranking_v1",
+        "retrieval_v1",
+        fs.USER_SERVICE,
+        fs.POST_SERVICE,
+    }
+    # an entity's service holds every feature of its views (what its reads return)
+    for entity, name in fs.ENTITY_SERVICES.items():
+        service = s.get_feature_service(name)
+        refs = [f"{p.name}:{f.name}" for p in service.feature_view_projections for f in p.features]
+        assert refs == fs.feature_refs(entity)
 
 
 def test_online_reads_the_latest_values_of_both_views_in_one_call(store):
@@ -222,6 +232,8 @@ def test_online_reads_the_latest_values_of_both_views_in_one_call(store):
     finally:
         del store["store"].get_online_features
     assert len(calls) == 2  # one Feast call per entity batch, both views inside it
+    # through the entities' named feature services
+    assert [c["features"].name for c in calls] == [fs.USER_SERVICE, fs.POST_SERVICE]
     assert users.index.tolist() == [1, 999, 2]
     assert users["found"].tolist() == [True, False, True]
     assert users.loc[1, "n_events"] == 9 and users.loc[1, "onboarding_categories"] == "3,7"
@@ -253,7 +265,14 @@ def test_point_in_time_join_never_reads_the_future(store):
 
 
 def test_training_frames_are_point_in_time(store):
-    posts = training.latest_features(store["store"], "post", [12, 10, 10, 77])
+    calls = []
+    real = store["store"].get_historical_features
+    store["store"].get_historical_features = lambda **kw: calls.append(kw) or real(**kw)
+    try:
+        posts = training.latest_features(store["store"], "post", [12, 10, 10, 77])
+    finally:
+        del store["store"].get_historical_features
+    assert calls[0]["features"].name == fs.POST_SERVICE  # through the post's feature service
     assert posts["post_id"].tolist() == [12, 10, 77]
     by_id = posts.set_index("post_id")
     assert by_id.loc[10, "n_positives"] == 5 and pd.isna(by_id.loc[77, "category_id"])

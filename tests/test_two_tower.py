@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 
 from socialrec.data.generator import generate_dataset
-from socialrec.features.store import TIMESTAMP, build_user_history
+from socialrec.features.build import build_user_history
+from socialrec.features.tables import TIMESTAMP
 from socialrec.settings import NEGATIVE_EVENTS, POSITIVE_EVENTS, TEXT_EMBEDDING_DIM
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")

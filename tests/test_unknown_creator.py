@@ -13,7 +13,7 @@ import pytest
 
 from socialrec.data import warehouse
 from socialrec.data.landing import LocalLandingBucket, encode_jsonl
-from socialrec.features.store import build_post_features, build_user_history
+from socialrec.features.build import build_post_features, build_user_history
 from socialrec.recommender import filter_candidates, rerank
 from socialrec.settings import UNKNOWN_CREATOR_ID, Settings
 from socialrec.stores.catalog import Catalog, creator_id_array

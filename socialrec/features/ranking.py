@@ -16,6 +16,7 @@ import pandas as pd
 
 from socialrec.features.text import embedding_matrix
 from socialrec.settings import TEXT_EMBEDDING_DIM
+from socialrec.timeutil import epoch_seconds, seconds
 
 USER_NUMERIC = ("n_events", "n_impressions", "positive_rate")
 POST_NUMERIC = (
@@ -112,19 +113,6 @@ def _numeric(df: pd.DataFrame, col: str, rows: np.ndarray) -> np.ndarray:
     return values
 
 
-def _to_epoch_seconds(now_ts, n: int) -> np.ndarray:
-    """A scalar or per-pair "now" (Timestamp, datetime, ISO string or epoch seconds)."""
-    if np.isscalar(now_ts) or isinstance(now_ts, dt.datetime | pd.Timestamp):
-        if isinstance(now_ts, int | float | np.number):
-            return np.full(n, float(now_ts))
-        return np.full(n, pd.Timestamp(now_ts).timestamp())
-    values = pd.Series(now_ts).reset_index(drop=True)
-    if pd.api.types.is_numeric_dtype(values):
-        return values.to_numpy(dtype=np.float64)
-    ts = pd.to_datetime(values, utc=True)
-    return (ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
-
-
 def _per_row(df: pd.DataFrame, col: str) -> list[dict[int, tuple[int, ...]]]:
     """``parse_counts`` of every row of ``df[col]`` ({} when the column is missing)."""
     if col not in df.columns:
@@ -202,7 +190,12 @@ def ranking_features(
     for col in POST_NUMERIC:
         out[f"post_{col}"] = _numeric(posts, col, p_row)
     created = _numeric(posts, "created_at_ts", p_row)
-    out["post_age_hours"] = np.clip((_to_epoch_seconds(now_ts, n) - created) / 3600.0, 0, None)
+    now_s = (  # a scalar or per-pair "now" (Timestamp, datetime, ISO string or epoch seconds)
+        seconds(now_ts)
+        if np.isscalar(now_ts) or isinstance(now_ts, dt.datetime | pd.Timestamp)
+        else epoch_seconds(now_ts, dtype=np.float64)
+    )
+    out["post_age_hours"] = np.clip((now_s - created) / 3600.0, 0, None)
 
     # user x post: is the post's category among the user's onboarding categories?
     onboarding = (

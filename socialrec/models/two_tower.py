@@ -24,9 +24,11 @@ new users and new posts are embedded from their onboarding categories / category
 creator and text.
 
 Input columns are turned into tensors by ONE function per tower (:func:`encode_users`,
-:func:`encode_posts`), used in training, after :meth:`TwoTowerModel.load` and at serving time.
-Each tower is exported as a SavedModel whose ``serving_default`` signature takes the named
-tensors of that function and returns ``{"embedding": float32[n, d]}``.
+:func:`encode_posts`, in :mod:`socialrec.models.tower_inputs`), used in training, after
+:meth:`TwoTowerModel.load` and at serving time; the Keras parts are in
+:mod:`socialrec.models.towers`. Each tower is exported as a SavedModel whose
+``serving_default`` signature takes the named tensors of that function and returns
+``{"embedding": float32[n, d]}``.
 """
 
 from __future__ import annotations
@@ -39,276 +41,40 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from socialrec.features.ranking import parse_categories, parse_counts
-from socialrec.features.text import embedding_matrix
+from socialrec.features.ranking import parse_categories
+from socialrec.models.tower_inputs import (
+    ACTIVITY_FEATURES,
+    AGE_BUCKET_HOURS,
+    POST_TOWER_INPUTS,
+    USER_TOWER_INPUTS,
+    age_buckets,
+    encode_posts,
+    encode_users,
+)
+from socialrec.models.towers import Export, IdEmbedding, Retrieval, Tower, input_specs
 from socialrec.settings import MEDIA_TYPES, TEXT_EMBEDDING_DIM
+from socialrec.timeutil import epoch_seconds
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS needs Keras 2 (tf-keras)
 
 import tensorflow as tf  # noqa: E402
-import tensorflow_recommenders as tfrs  # noqa: E402
 
-USER_TOWER_INPUTS = (
-    "user_id",
-    "onboarding",
-    "category_affinity",
-    "profile_embedding",
-    "history_embedding",
-    "activity",
-)
-POST_TOWER_INPUTS = (
-    "post_id",
-    "category_id",
-    "media_type",
-    "creator_id",
-    "age_bucket",
-    "description_embedding",
-)
-ACTIVITY_FEATURES = 3
-# post age buckets (upper bounds in hours): <6h, <1d, <3d, <1w, <30d, older; -1 = unknown
-AGE_BUCKET_HOURS = (6.0, 24.0, 72.0, 168.0, 720.0)
+__all__ = [
+    "ACTIVITY_FEATURES",
+    "AGE_BUCKET_HOURS",
+    "POST_TOWER_INPUTS",
+    "USER_TOWER_INPUTS",
+    "TwoTowerModel",
+    "age_buckets",
+    "encode_posts",
+    "encode_users",
+]
+
 _PREDICT_BATCH = 4096
 # the vocabulary of a model trained without any known creator: a value no id takes (a
 # vocabulary of [-1] is Keras's own OOV token, which leaves IntegerLookup empty: an error)
 _NO_CREATOR = np.iinfo(np.int64).min
 _META_VERSION = 3
-
-
-# ---- encoding: columns -> named arrays (the one place, training and serving) ---------------
-
-
-def _numeric(df: pd.DataFrame, col: str) -> np.ndarray:
-    if col not in df.columns:
-        return np.zeros(len(df), dtype=np.float32)
-    return pd.to_numeric(df[col], errors="coerce").fillna(0).to_numpy(dtype=np.float32)
-
-
-def _column(df: pd.DataFrame, col: str) -> list:
-    return df[col].tolist() if col in df.columns else [None] * len(df)
-
-
-def age_buckets(age_hours) -> np.ndarray:
-    """int64 bucket of each age in hours (``AGE_BUCKET_HOURS``); -1 where unknown (NaN)."""
-    age = pd.to_numeric(pd.Series(np.asarray(age_hours, dtype=object)), errors="coerce")
-    out = np.searchsorted(np.asarray(AGE_BUCKET_HOURS), age.fillna(0).clip(lower=0), "right")
-    return np.where(age.isna(), -1, out).astype(np.int64)
-
-
-def encode_users(users_df: pd.DataFrame, category_slots: list[int]) -> dict[str, np.ndarray]:
-    """User tower inputs: ``user_id`` int64, ``onboarding`` multi-hot float32 over the
-    category slots (unknown categories ignored), ``category_affinity`` float32 over the slots
-    (share of the user's positives, from ``category_counts``; 0 without history),
-    ``profile_embedding`` / ``history_embedding`` float32[384] (zeros when missing),
-    ``activity`` float32[3] (log1p events, log1p positives, positive rate; 0 when missing)."""
-    slot = {c: i for i, c in enumerate(category_slots)}
-    n = len(users_df)
-    multi_hot = np.zeros((n, len(category_slots)), dtype=np.float32)
-    rows, cols = [], []
-    for i, value in enumerate(users_df["onboarding_categories"].tolist()):
-        for c in parse_categories(value):
-            if c in slot:
-                rows.append(i)
-                cols.append(slot[c])
-    multi_hot[rows, cols] = 1.0
-    affinity = np.zeros((n, len(category_slots)), dtype=np.float32)
-    for i, value in enumerate(_column(users_df, "category_counts")):
-        counts = parse_counts(value)
-        total = sum(v[0] for v in counts.values())
-        if total:
-            for c, (pos, *_) in counts.items():
-                if c in slot:
-                    affinity[i, slot[c]] = pos / total
-    activity = np.stack(
-        [
-            np.log1p(np.maximum(_numeric(users_df, "n_events"), 0)),
-            np.log1p(np.maximum(_numeric(users_df, "n_positives"), 0)),
-            np.clip(_numeric(users_df, "positive_rate"), 0, 1),
-        ],
-        axis=1,
-    ).astype(np.float32)
-    return {
-        "user_id": users_df["user_id"].to_numpy(dtype=np.int64),
-        "onboarding": multi_hot,
-        "category_affinity": affinity,
-        "profile_embedding": embedding_matrix(users_df["profile_embedding"]),
-        "history_embedding": embedding_matrix(_column(users_df, "history_embedding")),
-        "activity": activity,
-    }
-
-
-def encode_posts(posts_df: pd.DataFrame, now=None) -> dict[str, np.ndarray]:
-    """Post tower inputs: ``post_id`` int64, ``category_id`` int64 (-1 when missing),
-    ``media_type`` int64 (index in MEDIA_TYPES, -1 when unknown), ``creator_id`` int64 (-1
-    when missing), ``age_bucket`` int64 (from an ``age_hours`` column, else from
-    ``created_at_ts`` and ``now``; -1 when neither), ``description_embedding`` float32[384]."""
-    if "age_hours" in posts_df.columns:
-        age = pd.to_numeric(posts_df["age_hours"], errors="coerce").to_numpy(dtype=np.float64)
-    elif now is not None and "created_at_ts" in posts_df.columns:
-        created = pd.to_numeric(posts_df["created_at_ts"], errors="coerce")
-        age = ((pd.Timestamp(now).timestamp() - created) / 3600.0).to_numpy(dtype=np.float64)
-    else:
-        age = np.full(len(posts_df), np.nan)
-    media_index = {m: i for i, m in enumerate(MEDIA_TYPES)}
-    media = (
-        posts_df["media_type"]
-        if "media_type" in posts_df.columns
-        else pd.Series([None] * len(posts_df), index=posts_df.index)
-    )
-    creator = (
-        posts_df["creator_id"]
-        if "creator_id" in posts_df.columns
-        else pd.Series(np.nan, index=posts_df.index)
-    )
-    return {
-        "post_id": posts_df["post_id"].to_numpy(dtype=np.int64),
-        "category_id": pd.to_numeric(posts_df["category_id"]).fillna(-1).to_numpy(dtype=np.int64),
-        "media_type": np.asarray([media_index.get(v, -1) for v in media], dtype=np.int64),
-        "creator_id": pd.to_numeric(creator).fillna(-1).to_numpy(dtype=np.int64),
-        "age_bucket": age_buckets(age),
-        "description_embedding": embedding_matrix(posts_df["description_embedding"]),
-    }
-
-
-def _input_specs(n_slots: int) -> dict[str, dict[str, tf.TensorSpec]]:
-    return {
-        "user": {
-            "user_id": tf.TensorSpec([None], tf.int64, name="user_id"),
-            "onboarding": tf.TensorSpec([None, n_slots], tf.float32, name="onboarding"),
-            "category_affinity": tf.TensorSpec(
-                [None, n_slots], tf.float32, name="category_affinity"
-            ),
-            "profile_embedding": tf.TensorSpec(
-                [None, TEXT_EMBEDDING_DIM], tf.float32, name="profile_embedding"
-            ),
-            "history_embedding": tf.TensorSpec(
-                [None, TEXT_EMBEDDING_DIM], tf.float32, name="history_embedding"
-            ),
-            "activity": tf.TensorSpec([None, ACTIVITY_FEATURES], tf.float32, name="activity"),
-        },
-        "post": {
-            "post_id": tf.TensorSpec([None], tf.int64, name="post_id"),
-            "category_id": tf.TensorSpec([None], tf.int64, name="category_id"),
-            "media_type": tf.TensorSpec([None], tf.int64, name="media_type"),
-            "creator_id": tf.TensorSpec([None], tf.int64, name="creator_id"),
-            "age_bucket": tf.TensorSpec([None], tf.int64, name="age_bucket"),
-            "description_embedding": tf.TensorSpec(
-                [None, TEXT_EMBEDDING_DIM], tf.float32, name="description_embedding"
-            ),
-        },
-    }
-
-
-# ---- the Keras towers -----------------------------------------------------------------------
-
-
-class _IdEmbedding(tf.keras.layers.Layer):
-    """Id -> vocabulary index (0 = OOV) -> embedding; in training some ids become OOV."""
-
-    def __init__(self, vocabulary: np.ndarray, dim: int, dropout: float, seed: int, **kw):
-        super().__init__(**kw)
-        self.lookup = tf.keras.layers.IntegerLookup(
-            vocabulary=np.asarray(vocabulary, dtype=np.int64),
-            mask_token=None,
-            num_oov_indices=1,
-            dtype="int64",
-        )
-        self.embedding = tf.keras.layers.Embedding(len(vocabulary) + 1, dim)
-        self.dropout = dropout
-        self.seed = seed
-
-    def call(self, ids, training=False):
-        idx = self.lookup(ids)
-        if training and self.dropout > 0:
-            drop = tf.random.uniform(tf.shape(idx), seed=self.seed) < self.dropout
-            idx = tf.where(drop, tf.zeros_like(idx), idx)
-        return self.embedding(idx)
-
-
-class _Tower(tf.keras.Model):
-    """Concatenate the parts, one hidden layer, project, L2-normalise."""
-
-    def __init__(self, parts: dict[str, tf.keras.layers.Layer], hidden: int, out_dim: int, **kw):
-        super().__init__(**kw)
-        self.parts = parts
-        self.hidden = tf.keras.layers.Dense(hidden, activation="relu")
-        self.out = tf.keras.layers.Dense(out_dim)
-
-    def call(self, inputs, training=False):
-        pieces = []
-        for name in sorted(self.parts):
-            layer = self.parts[name]
-            if isinstance(layer, _IdEmbedding):
-                pieces.append(layer(inputs[name], training=training))
-            else:
-                pieces.append(layer(inputs[name]))
-        x = self.out(self.hidden(tf.concat(pieces, axis=1)))
-        return tf.math.l2_normalize(x, axis=1)
-
-
-class _Retrieval(tfrs.Model):
-    """In-batch softmax; with ``corpus`` (the encoded posts) and ``random_negatives`` > 0,
-    also ``random_negatives`` posts drawn uniformly from the corpus per batch (mixed negative
-    sampling, Yang et al. 2020): the batch's positives are the diagonal of the score matrix,
-    the extra columns are negatives only, with sampling probability 1 / corpus size."""
-
-    def __init__(
-        self,
-        user_tower: _Tower,
-        post_tower: _Tower,
-        temperature: float,
-        corpus: dict[str, np.ndarray] | None = None,
-        random_negatives: int = 0,
-        seed: int = 0,
-    ):
-        super().__init__()
-        self.user_tower = user_tower
-        self.post_tower = post_tower
-        self.task = tfrs.tasks.Retrieval(temperature=temperature, remove_accidental_hits=True)
-        self.random_negatives = random_negatives if corpus is not None else 0
-        self.seed = seed
-        if self.random_negatives:
-            self.corpus = {k: tf.constant(corpus[k]) for k in POST_TOWER_INPUTS}
-            self.corpus_size = len(corpus["post_id"])
-
-    def compute_loss(self, features, training=False):
-        users = self.user_tower({k: features[k] for k in USER_TOWER_INPUTS}, training=training)
-        post_inputs = {k: features[k] for k in POST_TOWER_INPUTS}
-        ids = features["post_id"]
-        q = features.get("sampling_probability")  # logQ correction; None: plain softmax
-        if self.random_negatives:
-            pick = tf.random.uniform([self.random_negatives], 0, self.corpus_size, dtype=tf.int64)
-            post_inputs = {
-                k: tf.concat([v, tf.gather(self.corpus[k], pick)], axis=0)
-                for k, v in post_inputs.items()
-            }
-            ids = post_inputs["post_id"]
-            if q is not None:
-                uniform = tf.fill([self.random_negatives], 1.0 / self.corpus_size)
-                q = tf.concat([q, uniform], axis=0)
-        posts = self.post_tower(post_inputs, training=training)
-        return self.task(
-            users,
-            posts,
-            candidate_ids=ids,
-            candidate_sampling_probability=q,
-            compute_metrics=False,
-            compute_batch_metrics=False,
-        )
-
-
-class _Export(tf.Module):
-    """What is saved per tower: the tower plus a ``serving_default`` over named tensors."""
-
-    def __init__(self, tower: _Tower, spec: dict[str, tf.TensorSpec]):
-        super().__init__()
-        self.tower = tower
-        names = list(spec)
-
-        def serve(**inputs):
-            return {"embedding": self.tower({k: inputs[k] for k in names}, training=False)}
-
-        self.serve = tf.function(serve, input_signature=None).get_concrete_function(**spec)
-
 
 # ---- the public model -----------------------------------------------------------------------
 
@@ -348,7 +114,7 @@ class TwoTowerModel:
         self.history: dict[str, list[float]] = {}
         self._user_fn: Callable | None = None
         self._post_fn: Callable | None = None
-        self._exports: dict[str, _Export] = {}
+        self._exports: dict[str, Export] = {}
 
     # -- training ---------------------------------------------------------------------------
     def fit(
@@ -387,8 +153,7 @@ class TwoTowerModel:
             raise ValueError("aligned_users needs one row per positive")
         pos = positives_df[["user_id", "post_id"]].astype("int64").reset_index(drop=True)
         if "ts" in positives_df.columns:
-            pos["ts_s"] = pd.to_datetime(positives_df["ts"], utc=True).to_numpy()
-            pos["ts_s"] = (pos["ts_s"] - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+            pos["ts_s"] = epoch_seconds(positives_df["ts"], dtype=np.float64)
         keep = (
             pos["user_id"].isin(users_df["user_id"]) & pos["post_id"].isin(posts_df["post_id"])
         ).to_numpy()
@@ -429,9 +194,9 @@ class TwoTowerModel:
         }
 
         dropout = hp["id_dropout"]
-        user_tower = _Tower(
+        user_tower = Tower(
             {
-                "user_id": _IdEmbedding(user_vocab, hp["id_dim"], dropout, seed),
+                "user_id": IdEmbedding(user_vocab, hp["id_dim"], dropout, seed),
                 "onboarding": tf.keras.layers.Dense(hp["category_dim"], use_bias=False),
                 "category_affinity": tf.keras.layers.Dense(hp["category_dim"], use_bias=False),
                 "profile_embedding": tf.keras.layers.Dense(hp["text_dim"], activation="relu"),
@@ -441,9 +206,9 @@ class TwoTowerModel:
             hp["hidden_dim"],
             self.embedding_dim,
         )
-        post_tower = _Tower(
+        post_tower = Tower(
             {
-                "post_id": _IdEmbedding(post_vocab, hp["id_dim"], dropout, seed + 1),
+                "post_id": IdEmbedding(post_vocab, hp["id_dim"], dropout, seed + 1),
                 "category_id": tf.keras.Sequential(
                     [
                         tf.keras.layers.IntegerLookup(
@@ -465,9 +230,9 @@ class TwoTowerModel:
                     ]
                 ),
                 # creators are content too: a new post of a known creator lands near its siblings
-                "creator_id": _IdEmbedding(creator_vocab, hp["category_dim"], 0.0, seed + 2),
+                "creator_id": IdEmbedding(creator_vocab, hp["category_dim"], 0.0, seed + 2),
                 # age: dropped to "unknown" as often as ids, so an unknown age embeds sensibly
-                "age_bucket": _IdEmbedding(
+                "age_bucket": IdEmbedding(
                     np.arange(len(AGE_BUCKET_HOURS) + 1), 4, dropout, seed + 3
                 ),
                 "description_embedding": tf.keras.layers.Dense(hp["text_dim"], activation="relu"),
@@ -500,14 +265,14 @@ class TwoTowerModel:
             .batch(batch_size)
             .prefetch(2)
         )
-        model = _Retrieval(
+        model = Retrieval(
             user_tower, post_tower, hp["temperature"], p_enc, hp["random_negatives"], seed
         )
         model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=hp["learning_rate"]))
-        specs = _input_specs(len(slots))
+        specs = input_specs(len(slots))
         self._exports = {
-            "user": _Export(user_tower, specs["user"]),
-            "post": _Export(post_tower, specs["post"]),
+            "user": Export(user_tower, specs["user"]),
+            "post": Export(post_tower, specs["post"]),
         }
         self._user_fn = self._exports["user"].serve
         self._post_fn = self._exports["post"].serve

@@ -40,7 +40,7 @@ from socialrec.evaluation.protocol import (
 )
 from socialrec.models.ranker import NEGATIVE_OUTCOMES, Ranker, label
 from socialrec.recommender.replay import FeatureReader, Snapshot
-from socialrec.timeutil import DAY_SECONDS, to_timestamp
+from socialrec.timeutil import DAY_SECONDS, epoch_seconds, to_timestamp
 
 HOLDOUT_SHARE = 0.2
 WEIGHT_GRID = {
@@ -313,9 +313,8 @@ def created_seconds(posts: pd.DataFrame) -> pd.Series:
     from socialrec.stores.catalog import live_posts
 
     live = live_posts(posts).drop_duplicates("post_id", keep="last")
-    ts = pd.to_datetime(live["created_at"], utc=True)
     return pd.Series(
-        (ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(),
+        epoch_seconds(live["created_at"], dtype=np.float64),
         index=live["post_id"].to_numpy(dtype=np.int64),
     )
 

@@ -29,7 +29,7 @@ from socialrec.features import store as fs
 from socialrec.models import registry
 from socialrec.models.metrics import evaluate_retrieval
 from socialrec.settings import Settings
-from socialrec.timeutil import to_timestamp
+from socialrec.timeutil import timestamp, timestamps, utc_now
 
 RETRIEVAL_KS = (10, 50, 100)
 
@@ -48,11 +48,9 @@ def latest_features(store, entity: str, ids, as_of: dt.datetime | None = None) -
     entity's views. Columns: the id and the features; ids without a row get nulls."""
     id_col = fs.ENTITY_IDS[entity]
     ids = pd.unique(np.asarray(list(ids), dtype=np.int64))
-    if isinstance(as_of, int | np.integer):  # epoch seconds (socialrec.data.eventlog)
-        as_of = to_timestamp(int(as_of))
-    stamp = pd.Timestamp(as_of or dt.datetime.now(dt.UTC))
+    stamp = timestamp(utc_now() if as_of is None else as_of)  # epoch seconds too (eventlog)
     entity_df = pd.DataFrame({id_col: ids, fs.TIMESTAMP: stamp})
-    out = fs.historical_features(store, entity_df, fs.feature_refs(entity))
+    out = fs.historical_entity_features(store, entity, entity_df)
     return out.drop(columns=[fs.TIMESTAMP])
 
 
@@ -83,10 +81,10 @@ def point_in_time(store, entity: str, rows: pd.DataFrame) -> pd.DataFrame:
     entity_df = pd.DataFrame(
         {
             id_col: rows[id_col].to_numpy(dtype=np.int64),
-            fs.TIMESTAMP: pd.to_datetime(rows["ts"], utc=True).to_numpy(),
+            fs.TIMESTAMP: timestamps(rows["ts"]).to_numpy(),
         }
     )
-    out = fs.historical_features(store, entity_df, fs.feature_refs(entity))
+    out = fs.historical_entity_features(store, entity, entity_df)
     return out.drop(columns=[fs.TIMESTAMP])
 
 
