@@ -253,18 +253,22 @@ class Settings(BaseSettings):
 
     def ensure_dirs(self) -> None:
         if self.profile == "local":
+            remote = ("gs://", "http://", "https://", "tcp://")
             for d in (
                 self.data_dir,
-                Path(str(self.landing_uri)),
+                None if str(self.landing_uri).startswith(remote) else Path(str(self.landing_uri)),
                 self.features_dir,
                 self.feast_dir,
                 self.mlflow_artifacts_dir,
                 self.models_dir,
                 self.bentoml_home,
                 self.dagster_home,
-                Path(str(self.milvus_uri)).parent,
+                None
+                if str(self.milvus_uri).startswith(remote)
+                else Path(str(self.milvus_uri)).parent,
             ):
-                d.mkdir(parents=True, exist_ok=True)
+                if d is not None:  # a bucket or a server is not a directory to make
+                    d.mkdir(parents=True, exist_ok=True)
 
 
 def get_settings(**overrides) -> Settings:
