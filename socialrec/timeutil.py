@@ -18,10 +18,6 @@ DAY_SECONDS = 86_400
 _EPOCH = pd.Timestamp(0, tz="UTC")
 
 
-def now_seconds() -> float:
-    return time.time()
-
-
 def utc_now() -> dt.datetime:
     """Now, as an aware UTC datetime."""
     return dt.datetime.now(dt.UTC)

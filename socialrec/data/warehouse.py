@@ -206,13 +206,7 @@ def load_event_partitions(
                 [prefix],
             )
             for blob in bucket.list(prefix):
-                rows, bad = parse_file(bucket, blob.key, "events", PARSERS["events"], loaded_at)
-                _insert(con, "events", rows, blob.key, loaded_at, extra={"dt": p})
-                _quarantine(con, "events", bad, blob.key, loaded_at)
-                report.files += 1
-                report.rows_loaded += rows.num_rows
-                report.rows_quarantined += bad.num_rows
-                report.reasons.update(_reason_kinds(bad))
+                _load_file(con, bucket, blob.key, "events", loaded_at, report, extra={"dt": p})
         con.execute("COMMIT")
     except BaseException:
         _rollback(con)
@@ -235,14 +229,7 @@ def load_dimension(settings: Settings, bucket: LandingBucket, dataset: str) -> L
         con.execute(f"DELETE FROM raw.{dataset}")
         con.execute("DELETE FROM raw.quarantine WHERE dataset = ?", [dataset])
         for blob in bucket.list(dataset_prefix(dataset)):
-            rows, bad = parse_file(bucket, blob.key, dataset, PARSERS[dataset], loaded_at)
-            lineage = dataset != "categories"
-            _insert(con, dataset, rows, blob.key if lineage else None, loaded_at)
-            _quarantine(con, dataset, bad, blob.key, loaded_at)
-            report.files += 1
-            report.rows_loaded += rows.num_rows
-            report.rows_quarantined += bad.num_rows
-            report.reasons.update(_reason_kinds(bad))
+            _load_file(con, bucket, blob.key, dataset, loaded_at, report)
         con.execute("COMMIT")
     except BaseException:
         _rollback(con)
@@ -250,6 +237,18 @@ def load_dimension(settings: Settings, bucket: LandingBucket, dataset: str) -> L
     finally:
         con.close()
     return report
+
+
+def _load_file(con, bucket, key: str, dataset: str, loaded_at, report: LoadReport, extra=None):
+    """One landing file into ``raw.<dataset>``, its bad lines into ``raw.quarantine``."""
+    rows, bad = parse_file(bucket, key, dataset, PARSERS[dataset], loaded_at)
+    lineage = dataset != "categories"  # categories carry no source file column
+    _insert(con, dataset, rows, key if lineage else None, loaded_at, extra=extra)
+    _quarantine(con, dataset, bad, key, loaded_at)
+    report.files += 1
+    report.rows_loaded += rows.num_rows
+    report.rows_quarantined += bad.num_rows
+    report.reasons.update(_reason_kinds(bad))
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
