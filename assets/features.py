@@ -13,6 +13,23 @@ from assets.resources import SettingsResource
 from socialrec.data import warehouse
 from socialrec.features import store as features
 from socialrec.features import text
+from socialrec.features.build import (
+    build_post_content,
+    build_post_features,
+    build_user_features,
+    build_user_history,
+    build_user_profile,
+)
+from socialrec.features.tables import (
+    POST_CONTENT,
+    POST_FEATURES,
+    PROJECT,
+    USER_FEATURES,
+    USER_HISTORY,
+    USER_PROFILE,
+    feature_table_path,
+    write_feature_tables,
+)
 
 
 @dg.asset(
@@ -43,13 +60,13 @@ def feature_tables(
     dim_posts = warehouse.read_table(s, "dim_posts")
     post_emb = text.read_embeddings(s.features_dir / text.POST_EMBEDDINGS_FILE)
     tables = {
-        features.USER_FEATURES: features.build_user_features(
+        USER_FEATURES: build_user_features(
             dim_users, warehouse.read_table(s, "user_daily_activity")
         ),
-        features.USER_PROFILE: features.build_user_profile(
+        USER_PROFILE: build_user_profile(
             dim_users, text.read_embeddings(s.features_dir / text.USER_EMBEDDINGS_FILE)
         ),
-        features.USER_HISTORY: features.build_user_history(
+        USER_HISTORY: build_user_history(
             warehouse.read_table(
                 s, "fct_interactions", ["user_id", "post_id", "ts", "is_positive"]
             ),
@@ -57,17 +74,17 @@ def feature_tables(
             post_emb,
             recent_posts=s.history_recent_posts,
         ),
-        features.POST_FEATURES: features.build_post_features(
+        POST_FEATURES: build_post_features(
             dim_posts, warehouse.read_table(s, "post_daily_activity")
         ),
-        features.POST_CONTENT: features.build_post_content(dim_posts, post_emb),
+        POST_CONTENT: build_post_content(dim_posts, post_emb),
     }
-    written = features.write_feature_tables(s, tables)
+    written = write_feature_tables(s, tables)
     context.log.info(f"feature tables: {written}")
     metadata: dict = {"dagster/row_count": sum(written.values())}
     for name, rows in written.items():
         metadata[f"{name}_rows"] = rows
-        metadata[f"{name}_path"] = dg.MetadataValue.path(str(features.feature_table_path(s, name)))
+        metadata[f"{name}_path"] = dg.MetadataValue.path(str(feature_table_path(s, name)))
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -89,7 +106,7 @@ def feast_registry(
     context.log.info(f"applied {len(names)} Feast objects: {names}")
     return dg.MaterializeResult(
         metadata={
-            "project": features.PROJECT,
+            "project": PROJECT,
             "objects": names,
             "feature_views": [v.name for v in store.list_feature_views()],
             "feature_services": [v.name for v in store.list_feature_services()],

@@ -11,6 +11,29 @@ import pytest
 
 import feature_repo
 from socialrec.features import store as fs
+from socialrec.features.build import (
+    build_post_content,
+    build_post_features,
+    build_user_features,
+    build_user_history,
+    build_user_profile,
+)
+from socialrec.features.online import online_post_features, online_user_features
+from socialrec.features.tables import (
+    ENTITY_SERVICES,
+    POST_CONTENT,
+    POST_FEATURES,
+    POST_SERVICE,
+    SCHEMAS,
+    TIMESTAMP,
+    USER_FEATURES,
+    USER_HISTORY,
+    USER_PROFILE,
+    USER_SERVICE,
+    feature_refs,
+    read_feature_table,
+    write_feature_tables,
+)
 from socialrec.settings import TEXT_EMBEDDING_DIM, Settings
 from socialrec.training import retrieval as training
 
@@ -95,13 +118,13 @@ def store(tmp_path_factory):
         {"post_id": [10, 11, 12], "embedding": [_unit(i) for i in (10, 11, 12)]}
     )
     tables = {
-        fs.USER_FEATURES: fs.build_user_features(DIM_USERS, USER_DAILY),
-        fs.USER_PROFILE: fs.build_user_profile(DIM_USERS, user_emb),
-        fs.USER_HISTORY: fs.build_user_history(INTERACTIONS, DIM_POSTS, post_emb),
-        fs.POST_FEATURES: fs.build_post_features(DIM_POSTS, POST_DAILY),
-        fs.POST_CONTENT: fs.build_post_content(DIM_POSTS, post_emb),
+        USER_FEATURES: build_user_features(DIM_USERS, USER_DAILY),
+        USER_PROFILE: build_user_profile(DIM_USERS, user_emb),
+        USER_HISTORY: build_user_history(INTERACTIONS, DIM_POSTS, post_emb),
+        POST_FEATURES: build_post_features(DIM_POSTS, POST_DAILY),
+        POST_CONTENT: build_post_content(DIM_POSTS, post_emb),
     }
-    written = fs.write_feature_tables(settings, tables)
+    written = write_feature_tables(settings, tables)
     store = fs.feature_store(settings)
     names = fs.apply_definitions(store, feature_repo.all_definitions(settings))
     materialized = fs.materialize(store, dt.datetime(2026, 1, 10, tzinfo=dt.UTC))
@@ -116,32 +139,32 @@ def store(tmp_path_factory):
 
 
 def test_histories_start_at_creation_and_follow_the_daily_activity(store):
-    users = store["tables"][fs.USER_FEATURES]
-    u1 = users[users["user_id"] == 1].sort_values(fs.TIMESTAMP)
-    assert u1[fs.TIMESTAMP].tolist() == [
+    users = store["tables"][USER_FEATURES]
+    u1 = users[users["user_id"] == 1].sort_values(TIMESTAMP)
+    assert u1[TIMESTAMP].tolist() == [
         _ts("2026-01-01T08:00"),
         _ts("2026-01-03"),
         _ts("2026-01-06"),
     ]
     assert u1["n_events"].tolist() == [0, 5, 9]
     assert set(u1["onboarding_categories"]) == {"3,7"}
-    posts = store["tables"][fs.POST_FEATURES]
+    posts = store["tables"][POST_FEATURES]
     assert len(posts[posts["post_id"] == 11]) == 1  # no activity: the creation row only
     assert store["written"] == {
-        fs.USER_FEATURES: 5,
-        fs.USER_PROFILE: 2,
-        fs.USER_HISTORY: 3,
-        fs.POST_FEATURES: 9,  # 5 + the rows where post 10's 1- and 7-day windows empty
-        fs.POST_CONTENT: 3,
+        USER_FEATURES: 5,
+        USER_PROFILE: 2,
+        USER_HISTORY: 3,
+        POST_FEATURES: 9,  # 5 + the rows where post 10's 1- and 7-day windows empty
+        POST_CONTENT: 3,
     }
-    again = fs.read_feature_table(store["settings"], fs.POST_CONTENT)
+    again = read_feature_table(store["settings"], POST_CONTENT)
     np.testing.assert_allclose(again["description_embedding"].iloc[0], _unit(10), atol=1e-6)
 
 
 def test_user_history_is_cumulative_per_day_and_point_in_time(store):
-    hist = store["tables"][fs.USER_HISTORY]
-    u1 = hist[hist["user_id"] == 1].sort_values(fs.TIMESTAMP)
-    assert u1[fs.TIMESTAMP].tolist() == [_ts("2026-01-03"), _ts("2026-01-06")]
+    hist = store["tables"][USER_HISTORY]
+    u1 = hist[hist["user_id"] == 1].sort_values(TIMESTAMP)
+    assert u1[TIMESTAMP].tolist() == [_ts("2026-01-03"), _ts("2026-01-06")]
     # day 2: 2 events (1 positive) on post 10 (category 3), 1 on post 12 (category 1)
     assert u1["category_counts"].tolist() == ["1:0:1,3:1:2", "1:0:1,3:1:2,7:1:1"]
     assert u1["creator_positives"].tolist() == ["2:1", "2:2"]  # posts 10 and 11: creator 2
@@ -157,7 +180,7 @@ def test_user_history_is_cumulative_per_day_and_point_in_time(store):
     assert (u2["recent_post_ids"].tolist(), u2["recent_positive_ids"].tolist()) == (["12"], [""])
     # read back through Feast as of a moment: day 5's like is not visible on day 5
     entity = pd.DataFrame(
-        {"user_id": [1, 1], fs.TIMESTAMP: [_ts("2026-01-05T23:00"), _ts("2026-01-06")]}
+        {"user_id": [1, 1], TIMESTAMP: [_ts("2026-01-05T23:00"), _ts("2026-01-06")]}
     )
     out = fs.historical_features(
         store["store"],
@@ -178,14 +201,14 @@ def test_recent_posts_keep_the_latest_distinct_ones():
             "is_positive": [1, 0, 0, 1, 1, 0],
         }
     )
-    hist = fs.build_user_history(events, DIM_POSTS, None, recent_posts=2)
+    hist = build_user_history(events, DIM_POSTS, None, recent_posts=2)
     assert hist["recent_post_ids"].tolist() == ["10,11"]  # 10 (latest), 11; 12 is third
     assert hist["recent_positive_ids"].tolist() == ["11,12"]
 
 
 def test_post_windows_count_recent_events_and_empty_later(store):
-    posts = store["tables"][fs.POST_FEATURES]
-    p10 = posts[posts["post_id"] == 10].set_index(fs.TIMESTAMP).sort_index()
+    posts = store["tables"][POST_FEATURES]
+    p10 = posts[posts["post_id"] == 10].set_index(TIMESTAMP).sort_index()
     # cumulative events: 7 valid from 01-03, 12 valid from 01-05
     assert p10.loc[_ts("2026-01-03"), "n_events_1d"] == 7
     assert p10.loc[_ts("2026-01-05"), "n_events_1d"] == 5  # 12 - 7 (the 01-04 row)
@@ -199,41 +222,41 @@ def test_post_windows_count_recent_events_and_empty_later(store):
 def test_apply_registers_the_repo(store):
     s = store["store"]
     assert {"user", "post", "ranking_v1", "retrieval_v1"} <= set(store["names"])
-    assert {v.name for v in s.list_feature_views()} == set(fs.SCHEMAS)
+    assert {v.name for v in s.list_feature_views()} == set(SCHEMAS)
     assert {f.name for f in s.list_feature_services()} == {
         "ranking_v1",
         "retrieval_v1",
-        fs.USER_SERVICE,
-        fs.POST_SERVICE,
+        USER_SERVICE,
+        POST_SERVICE,
     }
     # an entity's service holds every feature of its views (what its reads return)
-    for entity, name in fs.ENTITY_SERVICES.items():
+    for entity, name in ENTITY_SERVICES.items():
         service = s.get_feature_service(name)
         refs = [f"{p.name}:{f.name}" for p in service.feature_view_projections for f in p.features]
-        assert refs == fs.feature_refs(entity)
+        assert refs == feature_refs(entity)
 
 
 def test_online_reads_the_latest_values_of_both_views_in_one_call(store):
-    assert store["materialized"][fs.USER_FEATURES] == 2
+    assert store["materialized"][USER_FEATURES] == 2
     counts = fs.online_row_counts(store["settings"])
     assert counts == {
-        fs.USER_FEATURES: 2,
-        fs.USER_PROFILE: 2,
-        fs.USER_HISTORY: 2,
-        fs.POST_FEATURES: 3,
-        fs.POST_CONTENT: 3,
+        USER_FEATURES: 2,
+        USER_PROFILE: 2,
+        USER_HISTORY: 2,
+        POST_FEATURES: 3,
+        POST_CONTENT: 3,
     }
     calls = []
     real = store["store"].get_online_features
     store["store"].get_online_features = lambda **kw: calls.append(kw) or real(**kw)
     try:
-        users = fs.online_user_features(store["store"], [1, 999, 2])
-        posts = fs.online_post_features(store["store"], [12, 10])
+        users = online_user_features(store["store"], [1, 999, 2])
+        posts = online_post_features(store["store"], [12, 10])
     finally:
         del store["store"].get_online_features
     assert len(calls) == 2  # one Feast call per entity batch, both views inside it
     # through the entities' named feature services
-    assert [c["features"].name for c in calls] == [fs.USER_SERVICE, fs.POST_SERVICE]
+    assert [c["features"].name for c in calls] == [USER_SERVICE, POST_SERVICE]
     assert users.index.tolist() == [1, 999, 2]
     assert users["found"].tolist() == [True, False, True]
     assert users.loc[1, "n_events"] == 9 and users.loc[1, "onboarding_categories"] == "3,7"
@@ -250,7 +273,7 @@ def test_point_in_time_join_never_reads_the_future(store):
     entity = pd.DataFrame(
         {
             "user_id": [1, 1, 1, 1, 2],
-            fs.TIMESTAMP: [
+            TIMESTAMP: [
                 _ts("2026-01-01T07:00"),  # before the user existed
                 _ts("2026-01-02T23:00"),  # day 2's events are not over yet
                 _ts("2026-01-03T00:00"),  # day 2 ended
@@ -272,7 +295,7 @@ def test_training_frames_are_point_in_time(store):
         posts = training.latest_features(store["store"], "post", [12, 10, 10, 77])
     finally:
         del store["store"].get_historical_features
-    assert calls[0]["features"].name == fs.POST_SERVICE  # through the post's feature service
+    assert calls[0]["features"].name == POST_SERVICE  # through the post's feature service
     assert posts["post_id"].tolist() == [12, 10, 77]
     by_id = posts.set_index("post_id")
     assert by_id.loc[10, "n_positives"] == 5 and pd.isna(by_id.loc[77, "category_id"])

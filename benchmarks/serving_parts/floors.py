@@ -32,6 +32,7 @@ def floors(spec: dict) -> dict:
     import pandas as pd
 
     from socialrec.features import store as fs
+    from socialrec.features.online import online_post_features, online_user_features
     from socialrec.features.ranking import ranking_features
     from socialrec.models.ranker import Ranker
     from socialrec.models.two_tower import TwoTowerModel
@@ -57,10 +58,10 @@ def floors(spec: dict) -> dict:
         index.follow(s.collection_alias, force=True)
         out["index_open_s"] = time.perf_counter() - t0
         ids = [u["user_id"] for u in users]
-        user_rows = fs.online_user_features(store, ids)
+        user_rows = online_user_features(store, ids)
         vectors = model.user_embeddings(user_rows.reset_index())
         cats = {u["user_id"]: u["categories"] for u in users}
-        out["user_fetch"], _ = time_calls(lambda: fs.online_user_features(store, ids[:1]), reps)
+        out["user_fetch"], _ = time_calls(lambda: online_user_features(store, ids[:1]), reps)
         out["user_tower"], _ = time_calls(
             lambda: model.user_embeddings(user_rows.iloc[:1].reset_index()), reps
         )
@@ -84,7 +85,7 @@ def floors(spec: dict) -> dict:
             row["search_unfiltered"], hits = time_calls(unfiltered, reps)
             cand = [p for p, _ in hits[0]]
             row["post_fetch"], posts = time_calls(
-                lambda cand=cand: fs.online_post_features(store, cand), reps
+                lambda cand=cand: online_post_features(store, cand), reps
             )
             user_df = user_rows.iloc[:1].reset_index()
             pairs = pd.DataFrame({"user_id": np.full(len(cand), ids[0]), "post_id": cand})

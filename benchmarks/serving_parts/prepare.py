@@ -92,6 +92,16 @@ def prepare(spec: dict) -> dict:
 
     from feature_repo import all_definitions
     from socialrec.features import store as fs
+    from socialrec.features.tables import (
+        POST_CONTENT,
+        POST_FEATURES,
+        TIMESTAMP,
+        USER_FEATURES,
+        USER_HISTORY,
+        USER_PROFILE,
+        feature_table_path,
+        write_feature_tables,
+    )
     from socialrec.models.two_tower import TwoTowerModel
     from socialrec.settings import MEDIA_TYPES, TEXT_EMBEDDING_DIM, Settings
     from socialrec.stores.catalog import Catalog
@@ -108,10 +118,10 @@ def prepare(spec: dict) -> dict:
     t = time.perf_counter()
 
     # --- the tiny run's users (their feature tables are reused as they are) -----------------
-    for name in (fs.USER_FEATURES, fs.USER_PROFILE, fs.USER_HISTORY):
-        shutil.copy(tiny / "features" / f"{name}.parquet", fs.feature_table_path(s, name))
-    uf = pd.read_parquet(tiny / "features" / f"{fs.USER_FEATURES}.parquet")
-    uf = uf.sort_values(fs.TIMESTAMP).drop_duplicates("user_id", keep="last")
+    for name in (USER_FEATURES, USER_PROFILE, USER_HISTORY):
+        shutil.copy(tiny / "features" / f"{name}.parquet", feature_table_path(s, name))
+    uf = pd.read_parquet(tiny / "features" / f"{USER_FEATURES}.parquet")
+    uf = uf.sort_values(TIMESTAMP).drop_duplicates("user_id", keep="last")
     uf = uf.sort_values("n_events", ascending=False)
     users = [
         {
@@ -121,7 +131,7 @@ def prepare(spec: dict) -> dict:
         }
         for r in uf.itertuples()
     ]
-    tiny_posts = pd.read_parquet(tiny / "features" / f"{fs.POST_FEATURES}.parquet")
+    tiny_posts = pd.read_parquet(tiny / "features" / f"{POST_FEATURES}.parquet")
     categories = np.sort(tiny_posts["category_id"].unique())
     user_ids = np.sort(uf["user_id"].unique())
 
@@ -151,7 +161,7 @@ def prepare(spec: dict) -> dict:
     post_features = pd.DataFrame(
         {
             "post_id": ids,
-            fs.TIMESTAMP: created,
+            TIMESTAMP: created,
             "creator_id": creator,
             "category_id": cat,
             "media_type": media,
@@ -168,10 +178,10 @@ def prepare(spec: dict) -> dict:
         }
     )
     post_content = pd.DataFrame(
-        {"post_id": ids, fs.TIMESTAMP: created, "description_embedding": list(text)}
+        {"post_id": ids, TIMESTAMP: created, "description_embedding": list(text)}
     )
     t = _timed(timings, "generate_s", t)
-    fs.write_feature_tables(s, {fs.POST_FEATURES: post_features, fs.POST_CONTENT: post_content})
+    write_feature_tables(s, {POST_FEATURES: post_features, POST_CONTENT: post_content})
     del post_content
     t = _timed(timings, "feature_tables_s", t)
 
@@ -179,7 +189,7 @@ def prepare(spec: dict) -> dict:
     store = fs.feature_store(s)
     fs.apply_definitions(store, all_definitions(s))
     t = _timed(timings, "feast_apply_s", t)
-    user_views = (fs.USER_FEATURES, fs.USER_PROFILE, fs.USER_HISTORY)
+    user_views = (USER_FEATURES, USER_PROFILE, USER_HISTORY)
     fs.materialize(store, dt.datetime.now(dt.UTC), views=user_views)
     t = _timed(timings, "feast_materialize_users_s", t)
     # in time windows of ~MATERIALIZE_CHUNK posts each (posts are created uniformly over the
@@ -189,7 +199,7 @@ def prepare(spec: dict) -> dict:
         now - pd.Timedelta(days=DAYS, hours=1), now + pd.Timedelta(minutes=1), periods=chunks + 1
     )
     written = {}
-    for view in (fs.POST_FEATURES, fs.POST_CONTENT):
+    for view in (POST_FEATURES, POST_CONTENT):
         for start, end in itertools.pairwise(edges):
             start = start if start != edges[0] else now - pd.Timedelta(days=3650)
             got = fs.materialize(store, end.to_pydatetime(), start=start, views=(view,))

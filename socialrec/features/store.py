@@ -6,8 +6,7 @@ and the point-in-time reads of training.
 point-in-time join, :func:`historical_entity_features` the one through an entity's named feature
 service (what training reads). The feature tables are declared in
 :mod:`socialrec.features.tables` and built by :mod:`socialrec.features.build`; the service's
-online reads and writes are :mod:`socialrec.features.online`. This module also re-exports their
-public names (``socialrec.features.store.X`` keeps working for every X it used to hold).
+online reads and writes are :mod:`socialrec.features.online`.
 
 Feast objects themselves live in ``feature_repo/``; this package never imports Dagster or BentoML.
 """
@@ -25,110 +24,17 @@ import pandas as pd
 import pyarrow.parquet as pq
 from feast import FeatureService, FeatureStore, RepoConfig
 
-from socialrec.features.build import (
-    build_post_content,
-    build_post_features,
-    build_user_features,
-    build_user_history,
-    build_user_profile,
-)
 from socialrec.features.online import (
-    POST_ATTRIBUTE_COLUMNS,
-    POST_COUNT_COLUMNS,
     feature_service,
-    online_post_features,
-    online_user_features,
-    write_online_post,
 )
 from socialrec.features.tables import (
-    EMBEDDING_COLUMNS,
-    ENTITY_IDS,
     ENTITY_SERVICES,
-    ENTITY_VIEWS,
-    FEATURE_NAMES,
-    HISTORY_RECENT_LIKES,
-    HISTORY_RECENT_POSTS,
-    HISTORY_TOP_CREATORS,
-    ID_COLUMNS,
-    POST_CONTENT,
-    POST_CONTENT_SCHEMA,
-    POST_FEATURES,
-    POST_SCHEMA,
-    POST_SERVICE,
-    POST_WINDOWS_DAYS,
     PROJECT,
-    RANKING_SERVICE,
-    RETRIEVAL_SERVICE,
     SCHEMAS,
-    TABLES,
     TIMESTAMP,
-    USER_FEATURES,
-    USER_HISTORY,
-    USER_HISTORY_SCHEMA,
-    USER_PROFILE,
-    USER_PROFILE_SCHEMA,
-    USER_SCHEMA,
-    USER_SERVICE,
-    feature_refs,
-    feature_table_path,
-    read_feature_table,
-    write_feature_tables,
 )
 from socialrec.settings import Settings
 from socialrec.timeutil import timestamp, timestamps
-
-__all__ = [
-    "EMBEDDING_COLUMNS",
-    "ENTITY_IDS",
-    "ENTITY_SERVICES",
-    "ENTITY_VIEWS",
-    "FEATURE_NAMES",
-    "HISTORY_RECENT_LIKES",
-    "HISTORY_RECENT_POSTS",
-    "HISTORY_TOP_CREATORS",
-    "ID_COLUMNS",
-    "POST_ATTRIBUTE_COLUMNS",
-    "POST_CONTENT",
-    "POST_CONTENT_SCHEMA",
-    "POST_COUNT_COLUMNS",
-    "POST_FEATURES",
-    "POST_SCHEMA",
-    "POST_SERVICE",
-    "POST_WINDOWS_DAYS",
-    "PROJECT",
-    "RANKING_SERVICE",
-    "RETRIEVAL_SERVICE",
-    "SCHEMAS",
-    "TABLES",
-    "TIMESTAMP",
-    "USER_FEATURES",
-    "USER_HISTORY",
-    "USER_HISTORY_SCHEMA",
-    "USER_PROFILE",
-    "USER_PROFILE_SCHEMA",
-    "USER_SCHEMA",
-    "USER_SERVICE",
-    "apply_definitions",
-    "build_post_content",
-    "build_post_features",
-    "build_user_features",
-    "build_user_history",
-    "build_user_profile",
-    "feature_refs",
-    "feature_service",
-    "feature_store",
-    "feature_table_path",
-    "historical_entity_features",
-    "historical_features",
-    "materialize",
-    "online_post_features",
-    "online_row_counts",
-    "online_user_features",
-    "read_feature_table",
-    "repo_config",
-    "write_feature_tables",
-    "write_online_post",
-]
 
 _ROW = "__socialrec_row"
 

@@ -27,12 +27,12 @@ class FeastFeatures:
         self.store = store
 
     def users(self, user_ids: Sequence[int]) -> pd.DataFrame:
-        from socialrec.features.store import online_user_features
+        from socialrec.features.online import online_user_features
 
         return online_user_features(self.store, user_ids)
 
     def posts(self, post_ids: Sequence[int]) -> pd.DataFrame:
-        from socialrec.features.store import online_post_features
+        from socialrec.features.online import online_post_features
 
         return online_post_features(self.store, post_ids)
 

@@ -61,7 +61,7 @@ class OnlinePostWriter:
         self._lock = threading.Lock()
 
     def write(self, post: dict, counts: dict | None = None, at: dt.datetime | None = None):
-        from socialrec.features.store import write_online_post
+        from socialrec.features.online import write_online_post
 
         with self._lock:
             return write_online_post(self.store, post, counts=counts, at=at)
@@ -189,7 +189,7 @@ class PostPublisher:
         the online store has) and ``post_content`` of the post; False without a writer."""
         if self.post_writer is None:
             return False
-        from socialrec.features.store import POST_COUNT_COLUMNS
+        from socialrec.features.online import POST_COUNT_COLUMNS
 
         known = self.features.posts([post_id])
         counts = None

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from socialrec.features import store as fs
+from socialrec.features.tables import ENTITY_IDS, TIMESTAMP
 from socialrec.models import registry
 from socialrec.models.metrics import evaluate_retrieval
 from socialrec.settings import Settings
@@ -46,12 +47,12 @@ def latest_features(store, entity: str, ids, as_of: dt.datetime | None = None) -
     """The features of every ``entity`` (``user`` or ``post``) id as they were at ``as_of``
     (default: now): a Feast point-in-time join with one entity row per id over both of the
     entity's views. Columns: the id and the features; ids without a row get nulls."""
-    id_col = fs.ENTITY_IDS[entity]
+    id_col = ENTITY_IDS[entity]
     ids = pd.unique(np.asarray(list(ids), dtype=np.int64))
     stamp = timestamp(utc_now() if as_of is None else as_of)  # epoch seconds too (eventlog)
-    entity_df = pd.DataFrame({id_col: ids, fs.TIMESTAMP: stamp})
+    entity_df = pd.DataFrame({id_col: ids, TIMESTAMP: stamp})
     out = fs.historical_entity_features(store, entity, entity_df)
-    return out.drop(columns=[fs.TIMESTAMP])
+    return out.drop(columns=[TIMESTAMP])
 
 
 def training_frames(store, positives_or_samples: pd.DataFrame, as_of=None):
@@ -77,15 +78,15 @@ def ranker_frames(store, samples: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
 def point_in_time(store, entity: str, rows: pd.DataFrame) -> pd.DataFrame:
     """The ``entity``'s features for every row of ``rows`` (its id column and ``ts``) as they
     were at that row's ``ts``; one point-in-time join, rows in the same order."""
-    id_col = fs.ENTITY_IDS[entity]
+    id_col = ENTITY_IDS[entity]
     entity_df = pd.DataFrame(
         {
             id_col: rows[id_col].to_numpy(dtype=np.int64),
-            fs.TIMESTAMP: timestamps(rows["ts"]).to_numpy(),
+            TIMESTAMP: timestamps(rows["ts"]).to_numpy(),
         }
     )
     out = fs.historical_entity_features(store, entity, entity_df)
-    return out.drop(columns=[fs.TIMESTAMP])
+    return out.drop(columns=[TIMESTAMP])
 
 
 def champion_two_tower(settings: Settings):

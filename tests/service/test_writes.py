@@ -178,13 +178,14 @@ def test_write_online_post_makes_the_post_readable_online(tmp_path):
     store, read back by the same one-call online reader the ranking stage uses."""
     import feature_repo
     from socialrec.features import store as fs
+    from socialrec.features.online import POST_COUNT_COLUMNS, online_post_features
     from socialrec.settings import Settings
 
     settings = Settings(data_dir=tmp_path)
     settings.ensure_dirs()
     store = fs.feature_store(settings)
     fs.apply_definitions(store, feature_repo.all_definitions(settings))
-    assert not fs.online_post_features(store, [5])["found"].iloc[0]
+    assert not online_post_features(store, [5])["found"].iloc[0]
     vector = np.random.default_rng(0).normal(size=384).astype(np.float32)
     created = dt.datetime(2026, 1, 6, 11, tzinfo=dt.UTC)
     post = {
@@ -197,15 +198,15 @@ def test_write_online_post_makes_the_post_readable_online(tmp_path):
     }
     writer = OnlinePostWriter(store)
     assert writer.write(post) == {"post_features": 1, "post_content": 1}
-    row = fs.online_post_features(store, [5]).iloc[0]
+    row = online_post_features(store, [5]).iloc[0]
     assert bool(row["found"])
     assert (row["creator_id"], row["category_id"], row["media_type"]) == (3, 2, "image")
     assert row["created_at_ts"] == int(created.timestamp())
-    assert all(row[c] == 0 for c in fs.POST_COUNT_COLUMNS)
+    assert all(row[c] == 0 for c in POST_COUNT_COLUMNS)
     assert np.allclose(row["description_embedding"], vector)
     # an edit with counts keeps them
     writer.write({**post, "category_id": 4}, counts={"n_impressions": 9, "n_positives": pd.NA})
-    row = fs.online_post_features(store, [5]).iloc[0]
+    row = online_post_features(store, [5]).iloc[0]
     assert (row["category_id"], row["n_impressions"], row["n_positives"]) == (4, 9, 0)
 
 
