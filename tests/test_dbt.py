@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from socialrec.data import warehouse
+from socialrec.data import raw_records, warehouse
 from socialrec.data.eventlog import EventLog, SplitBounds
 from socialrec.data.generator import generate_dataset, write_landing
 from socialrec.data.landing import encode_jsonl, open_bucket
@@ -225,7 +225,7 @@ def test_event_type_vars_match_settings():
     assert tuple(project["vars"]["positive_events"]) == POSITIVE_EVENTS
     assert tuple(project["vars"]["negative_events"]) == NEGATIVE_EVENTS
     hours = project["vars"]["future_tolerance_hours"]
-    assert warehouse.FUTURE_TOLERANCE == pd.Timedelta(hours=hours)
+    assert raw_records.FUTURE_TOLERANCE == pd.Timedelta(hours=hours)
     assert set(project["vars"]["relevance_weights"]) == set(EVENT_TYPES)
 
 

@@ -16,8 +16,8 @@ from socialrec.evaluation import run_offline_evaluation
 from socialrec.models import metrics as m
 from socialrec.models.neighbours import NeighbourParams
 from socialrec.settings import Settings
-from socialrec.stores.index import InMemoryIndex
 from socialrec.stores.seen import InMemorySeenStore
+from socialrec.stores.vector_search import InMemoryIndex
 from tests.conftest import at
 from tests.test_baselines import CREATED, END, ROWS, T, V
 from tests.test_baselines import log as baselines_log  # noqa: F401 (a fixture)

@@ -22,7 +22,7 @@ from socialrec.recommender.sources import (
 )
 from socialrec.settings import UNKNOWN_CREATOR_ID
 from socialrec.stores.catalog import Catalog, popularity_score
-from socialrec.stores.index import InMemoryIndex
+from socialrec.stores.vector_search import InMemoryIndex
 from tests.conftest import at, event_log
 
 IDS = list(range(1, 13))

@@ -242,7 +242,8 @@ def test_logq_correction_uses_the_positive_frequencies(frames):
 def test_a_tower_gets_only_the_inputs_its_signature_takes(frames, trained, tmp_path):
     """A model saved before a tower gained inputs still embeds (the quality gate loads the
     previous champion with today's encoders)."""
-    from socialrec.models.two_tower import TwoTowerModel, encode_posts
+    from socialrec.models.tower_inputs import encode_posts
+    from socialrec.models.two_tower import TwoTowerModel
 
     loaded = TwoTowerModel.load(trained.save(tmp_path / "tt"))
     inputs = encode_posts(frames.posts.head(4))
@@ -279,7 +280,7 @@ def test_mixed_random_negatives_and_point_in_time_users_train(frames):
 
 
 def test_age_buckets():
-    from socialrec.models.two_tower import AGE_BUCKET_HOURS, age_buckets, encode_posts
+    from socialrec.models.tower_inputs import AGE_BUCKET_HOURS, age_buckets, encode_posts
 
     assert age_buckets([0, 5.9, 6, 30, 200, 10_000, np.nan, -3]).tolist() == [
         0,

@@ -25,14 +25,12 @@ import pandas as pd
 import pyarrow as pa
 
 from socialrec.data.landing import LandingBucket, dataset_prefix, partition_prefix
-from socialrec.data.raw_records import FUTURE_TOLERANCE, PARSERS, BadRecord, parse_file
+from socialrec.data.raw_records import PARSERS, parse_file
 from socialrec.settings import Settings
 from socialrec.timeutil import utc_now
 
 __all__ = [
     "DIMENSIONS",
-    "FUTURE_TOLERANCE",
-    "BadRecord",
     "LoadReport",
     "connect",
     "ensure_raw_schema",

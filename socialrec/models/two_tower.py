@@ -43,10 +43,7 @@ import pandas as pd
 
 from socialrec.features.ranking import parse_categories
 from socialrec.models.tower_inputs import (
-    ACTIVITY_FEATURES,
     AGE_BUCKET_HOURS,
-    POST_TOWER_INPUTS,
-    USER_TOWER_INPUTS,
     age_buckets,
     encode_posts,
     encode_users,
@@ -58,17 +55,6 @@ from socialrec.timeutil import epoch_seconds
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS needs Keras 2 (tf-keras)
 
 import tensorflow as tf  # noqa: E402
-
-__all__ = [
-    "ACTIVITY_FEATURES",
-    "AGE_BUCKET_HOURS",
-    "POST_TOWER_INPUTS",
-    "USER_TOWER_INPUTS",
-    "TwoTowerModel",
-    "age_buckets",
-    "encode_posts",
-    "encode_users",
-]
 
 _PREDICT_BATCH = 4096
 # the vocabulary of a model trained without any known creator: a value no id takes (a

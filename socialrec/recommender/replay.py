@@ -174,7 +174,7 @@ class Snapshot:
         """``posts``: dim_posts-shaped (live posts are kept); ``read_features(entity, ids,
         as_of)``: the entity's feature rows as of the instant (Feast point in time);
         ``users``: the users to read (default: every user of the log before ``as_of``)."""
-        from socialrec.stores.index import InMemoryIndex
+        from socialrec.stores.vector_search import InMemoryIndex
 
         as_of = to_seconds(as_of)
         posts = live_posts(posts).drop_duplicates("post_id", keep="last").reset_index(drop=True)

@@ -51,15 +51,7 @@ from socialrec.stores.milvus import (
     lite_acquire,
     lite_release,
 )
-
-# InMemoryIndex and the filters are imported from here too (this module's public names)
-from socialrec.stores.vector_search import (
-    InMemoryIndex,  # noqa: F401
-    category_filter,
-    normalized,
-    validated_categories,  # noqa: F401
-    validated_ints,
-)
+from socialrec.stores.vector_search import category_filter, normalized, validated_ints
 
 log = logging.getLogger(__name__)
 
