@@ -27,9 +27,12 @@ Embedded default, Milvus Lite (``uri`` is a local path such as ``.../milvus/post
 process per path, see ``socialrec.stores.milvus``; writers (the ``post_index`` asset) must
 ``close()`` when done, the BentoML service is the one long-lived process holding the path.
 
-Production (``uri`` is ``http(s)://host:19530``, a Milvus server or cluster): any number of
-processes may read while a writer builds the next version; the alias swap of the writer is
-seen by every reader at query time.
+A server (``uri`` is ``http(s)://host:port``: a Milvus cluster in production, or the local
+standalone server of ``socialrec.stores.milvus_server``): any number of processes may read
+while a writer builds the next version; the alias swap of the writer is seen by every reader
+at query time. A version is written rows first, then flushed, indexed once over the sealed
+segments and loaded; the scalar index on ``category_id`` is INVERTED where the server
+supports it (>= 2.4, and Lite) and STL_SORT on a 2.3 server (the local one rejects INVERTED).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from socialrec.stores.milvus import (
     is_lite_uri,
     lite_acquire,
     lite_release,
+    wait_indexed,
 )
 from socialrec.stores.vector_search import category_filter, normalized, validated_ints
 
@@ -90,6 +94,9 @@ class PostIndex:
         if self.is_lite:
             lite_acquire(self.uri)
         self._closed = False
+        # "milvus_lite-3.2.2", "v2.3.5-lite" (the local server), "v2.4.13": picks the scalar
+        # index (socialrec.stores.milvus.scalar_index_type)
+        self.server_version = str(self.client.get_server_version())
         self._loaded: set[str] = set()
         # alias -> (target collection, monotonic time of the check)
         self._targets: dict[str, tuple[str, float]] = {}
@@ -128,15 +135,27 @@ class PostIndex:
             if self._aliases_of(name):
                 raise ValueError(f"collection {name} is live behind an alias; use a new version")
             self.client.drop_collection(name)
-        self.client.create_collection(
-            name, schema=collection_schema(dim), index_params=index_params(self.client)
-        )
-        for start in range(0, len(rows), INSERT_BATCH):
-            self.client.insert(name, rows[start : start + INSERT_BATCH])
+        params = index_params(self.client, self.server_version)
+        if self.is_lite:
+            # Lite: indexed and loaded at creation, rows searchable as they arrive
+            self.client.create_collection(name, schema=collection_schema(dim), index_params=params)
+            self._insert(name, rows)
+        else:
+            # a server: bulk path, rows first, then one index build over the sealed segments,
+            # then load (the collection is served from indexed segments from the start)
+            self.client.create_collection(name, schema=collection_schema(dim))
+            self._insert(name, rows)
+            self.client.flush(name)
+            self.client.create_index(name, params)
+            wait_indexed(self.client, name)
         self.client.load_collection(name)
         self._loaded.add(name)
         log.info("wrote %d posts into %s", len(rows), name)
         return name
+
+    def _insert(self, name: str, rows: list[dict]) -> None:
+        for start in range(0, len(rows), INSERT_BATCH):
+            self.client.insert(name, rows[start : start + INSERT_BATCH])
 
     def write_text_version(
         self,

@@ -19,7 +19,9 @@ Embedded default, Milvus Lite (``uri`` is a local path such as ``.../milvus/post
 from __future__ import annotations
 
 import os
+import re
 import threading
+import time
 
 import numpy as np
 
@@ -71,8 +73,27 @@ def collection_schema(dim: int):
     return schema
 
 
-def index_params(client):
-    """HNSW on the embedding (inner product), an inverted index on the category."""
+def server_version(version: str) -> tuple[int, int, int] | None:
+    """``(major, minor, patch)`` of a Milvus server version (``v2.3.5-lite``, ``2.4.13``,
+    ``v2.5.0-beta``); None for Milvus Lite (``milvus_lite-3.2.2``) or an unknown string."""
+    match = re.match(r"^v?(\d+)\.(\d+)\.(\d+)", str(version).strip())
+    return tuple(int(g) for g in match.groups()) if match else None  # type: ignore[return-value]
+
+
+def scalar_index_type(version: str) -> str:
+    """The index on ``category_id`` a deployment of that version accepts: INVERTED (Milvus
+    Lite, Milvus >= 2.4), STL_SORT (Milvus 2.3, e.g. the local standalone server of the
+    ``milvus`` wheel, which rejects INVERTED)."""
+    parsed = server_version(version)
+    return "STL_SORT" if parsed is not None and parsed < (2, 4, 0) else "INVERTED"
+
+
+def index_params(client, version: str | None = None):
+    """HNSW on the embedding (inner product), a scalar index on the category (inverted where
+    the deployment supports it, see ``scalar_index_type``; ``version`` defaults to the
+    client's ``get_server_version()``)."""
+    if version is None:
+        version = client.get_server_version()
     params = client.prepare_index_params()
     params.add_index(
         "embedding",
@@ -80,8 +101,26 @@ def index_params(client):
         metric_type="IP",
         params={"M": 16, "efConstruction": 100},
     )
-    params.add_index("category_id", index_type="INVERTED")
+    params.add_index("category_id", index_type=scalar_index_type(version))
     return params
+
+
+def wait_indexed(client, collection: str, timeout: float = 600.0, field: str = "embedding"):
+    """Wait until the server has built the index of ``field`` over every flushed row (a
+    server builds indexes asynchronously after a flush; loading before that would serve the
+    unindexed segments by brute force). TimeoutError after ``timeout`` seconds."""
+    names = client.list_indexes(collection, field_name=field) or [field]
+    deadline = time.monotonic() + timeout
+    while True:
+        info = client.describe_index(collection, names[0])
+        pending = int(info.get("pending_index_rows", 0) or 0)
+        total = int(info.get("total_rows", 0) or 0)
+        indexed = int(info.get("indexed_rows", 0) or 0)
+        if pending == 0 and indexed >= total:
+            return info
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"index of {collection}.{field}: {indexed}/{total} rows built")
+        time.sleep(0.2)
 
 
 def collection_rows(post_ids, category_ids, creator_ids, created_at, embeddings) -> list[dict]:
