@@ -19,13 +19,12 @@ import numpy as np
 import pandas as pd
 
 from assets.common import DERIVED_FRESHNESS, EAGER
-from assets.resources import SettingsResource
+from assets.resources import MilvusResource, SettingsResource
 from socialrec.data import warehouse
 from socialrec.features import store as features
 from socialrec.features.text import embedding_matrix
 from socialrec.models import registry
 from socialrec.stores.catalog import live_posts
-from socialrec.stores.index import PostIndex
 from socialrec.training import retrieval as training
 
 
@@ -41,7 +40,7 @@ from socialrec.training import retrieval as training
     "collection is loaded.",
 )
 def post_index(
-    context: dg.AssetExecutionContext, settings: SettingsResource
+    context: dg.AssetExecutionContext, settings: SettingsResource, milvus: MilvusResource
 ) -> dg.MaterializeResult:
     from socialrec.models.two_tower import TwoTowerModel
 
@@ -62,7 +61,7 @@ def post_index(
         posts[c].to_numpy(np.int64)
         for c in ("post_id", "category_id", "creator_id", "created_at_ts")
     ]
-    with PostIndex(str(s.milvus_uri), s.milvus_token) as index:
+    with milvus.open_index() as index:
         collection = index.write_version(version, *meta, vectors)
         text_collection = index.write_text_version(version, *meta, texts)
         previous = index.swap_alias(s.collection_alias, collection)
@@ -86,6 +85,6 @@ def post_index(
             "embedding_dim": int(vectors.shape[1]),
             "text_embedding_dim": int(texts.shape[1]),
             "posts_without_text": int((np.linalg.norm(texts, axis=1) == 0).sum()),
-            "milvus_uri": str(s.milvus_uri),
+            "milvus_uri": milvus.uri,
         }
     )

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import dagster as dg
 from dagster_gcp import GCSResource
 from dagster_mlflow import mlflow_tracking
 from dagster_mlflow.resources import MlFlow
+from pydantic import PrivateAttr
 
 from socialrec.data.landing import LandingBucket, open_bucket
 from socialrec.settings import Settings
+from socialrec.stores.milvus_server import serving_milvus
 
 
 class SettingsResource(dg.ConfigurableResource):
@@ -50,6 +55,33 @@ class LandingResource(dg.ConfigurableResource):
         return open_bucket(uri, client=self.gcs.get_client() if uri.startswith("gs://") else None)
 
 
+class MilvusResource(dg.ConfigurableResource):
+    """The Milvus deployment the index assets write to: ``SOCIALREC_MILVUS_URI`` (a server or
+    cluster), else the local Milvus server of the data directory, the running one or one
+    started for this run and stopped when the run's step ends. ``milvus.open_index()`` ->
+    ``PostIndex`` (close it, or use it as a context manager). Resource key ``milvus``."""
+
+    settings: SettingsResource
+    _uri: str | None = PrivateAttr(default=None)
+
+    @contextlib.contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[MilvusResource]:
+        with serving_milvus(self.settings.get()) as uri:
+            self._uri = uri
+            yield self
+
+    @property
+    def uri(self) -> str:
+        if self._uri is None:
+            raise RuntimeError("MilvusResource is used outside a run")
+        return self._uri
+
+    def open_index(self):
+        from socialrec.stores.index import PostIndex
+
+        return PostIndex(self.uri, self.settings.get().milvus_token)
+
+
 @dg.resource(
     config_schema=mlflow_tracking.config_schema,
     required_resource_keys={"settings"},
@@ -71,6 +103,7 @@ def build_resources(settings: SettingsResource) -> dict[str, object]:
     return {
         "settings": settings,
         "landing": LandingResource.from_settings(settings),
+        "milvus": MilvusResource(settings=settings),
         "dbt": dbt_resource(values),
         "mlflow": mlflow_resource.configured(
             {

@@ -1,4 +1,5 @@
-"""Serve the demo: the Dagster UI on 127.0.0.1:3000 and the built bento on 127.0.0.1:3001.
+"""Serve the demo: the Dagster UI on 127.0.0.1:3000 and the built bento on 127.0.0.1:3001,
+over the local Milvus server of the data directory (started first, stopped last).
 
 Both servers run in their own process groups, so this script (the foreground process of
 ``make demo``) decides how they stop: Ctrl-C or SIGTERM here stops both cleanly. (``dagster
@@ -114,7 +115,17 @@ def curl_examples(base: str, user_id: int, post_id: int, category_id: int, query
 
 
 def main() -> int:
+    from socialrec.stores.milvus_server import serving_milvus
+
     settings = Settings()
+    # the local Milvus server (unless SOCIALREC_MILVUS_URI names one): started for the demo,
+    # shared by the bento's workers and the Dagster UI's runs, stopped when the demo stops
+    with serving_milvus(settings) as milvus:
+        return serve(settings, milvus)
+
+
+def serve(settings: Settings, milvus: str) -> int:
+    """Run the Dagster UI and the bento until Ctrl-C / SIGTERM or one of them exits."""
     tag = built_bento_tag()
     user_id = sample_user(settings)
     post_id, category_id, query = sample_post(settings)
@@ -161,6 +172,7 @@ def main() -> int:
 socialrec demo is up (bento {tag})
   Dagster UI:   http://{HOST}:{DAGSTER_PORT}   (asset graph, runs, checks, freshness)
   Recommender:  http://{HOST}:{BENTO_PORT}     (OpenAPI docs at /docs)
+  Milvus:       {milvus}
 
 {examples}
 

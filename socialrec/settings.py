@@ -57,7 +57,9 @@ class Settings(BaseSettings):
     gcs_bucket: str | None = None
     scylla_hosts: str | None = None  # comma separated
     scylla_keyspace: str = "socialrec"
-    milvus_uri: str | None = None  # Milvus Lite path (local) or http(s)://host:19530
+    # http(s)://host:19530 (a Milvus server or cluster) or a Milvus Lite file path; None (local
+    # profile): the local Milvus server of data_dir (socialrec.stores.milvus_server)
+    milvus_uri: str | None = None
     milvus_token: str | None = None
     mlflow_tracking_uri: str | None = None
     mlflow_experiment: str = "socialrec"
@@ -144,6 +146,8 @@ class Settings(BaseSettings):
     # posts, the rest to the most popular
     cold_start_fresh_share: float = Field(default=0.3, ge=0.0, le=1.0)
     # the service's cache of online post features (rows change at materialization or /posts)
+    # BentoML worker processes of the service (read when bentos/service.py is imported)
+    service_workers: int = Field(default=2, ge=1, le=64)
     post_feature_cache_seconds: float = Field(default=60.0, ge=0)  # 0: no cache
     post_feature_cache_size: int = Field(default=50_000, ge=0)  # posts kept (LRU)
     collection_alias: str = "posts"
@@ -203,7 +207,6 @@ class Settings(BaseSettings):
             self.warehouse_path = self.warehouse_path or self.data_dir / "warehouse.duckdb"
             self.dbt_target = self.dbt_target or "duckdb"
             self.api_token = self.api_token or SecretStr(LOCAL_API_TOKEN)
-            self.milvus_uri = self.milvus_uri or str(self.data_dir / "milvus" / "posts.db")
             self.mlflow_tracking_uri = (
                 self.mlflow_tracking_uri or f"sqlite:///{self.data_dir / 'mlflow' / 'mlflow.db'}"
             )
@@ -247,10 +250,6 @@ class Settings(BaseSettings):
         """SQLite seen store (embedded default of the ScyllaDB seen store)."""
         return self.data_dir / "seen.sqlite"
 
-    @property
-    def is_milvus_lite(self) -> bool:
-        return not str(self.milvus_uri).startswith(("http://", "https://", "tcp://"))
-
     def ensure_dirs(self) -> None:
         if self.profile == "local":
             remote = ("gs://", "http://", "https://", "tcp://")
@@ -264,7 +263,7 @@ class Settings(BaseSettings):
                 self.bentoml_home,
                 self.dagster_home,
                 None
-                if str(self.milvus_uri).startswith(remote)
+                if not self.milvus_uri or str(self.milvus_uri).startswith(remote)
                 else Path(str(self.milvus_uri)).parent,
             ):
                 if d is not None:  # a bucket or a server is not a directory to make

@@ -157,8 +157,13 @@ def e2e_service(e2e_materialized):
 
     import httpx
 
+    from socialrec.stores.milvus_server import LocalMilvusServer
+
     root = Path(__file__).resolve().parents[1]
     data_dir = Path(e2e_materialized["SOCIALREC_DATA_DIR"])
+    # the service's index: the local Milvus server of the data dir (the default), as make demo
+    milvus = LocalMilvusServer(data_dir)
+    milvus.start()
     code = "from orchestration.demo import built_bento_tag; print(built_bento_tag())"
     tag = (
         subprocess.run(
@@ -201,6 +206,7 @@ def e2e_service(e2e_materialized):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log_file.close()
+        milvus.stop()
 
     t0 = time.time()
     deadline = t0 + 300

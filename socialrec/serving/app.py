@@ -62,11 +62,14 @@ def open_service(settings, artifacts: Artifacts, metrics: ServiceMetrics | None 
     from socialrec.models.two_tower import TwoTowerModel
     from socialrec.stores.catalog import Catalog
     from socialrec.stores.index import PostIndex
+    from socialrec.stores.milvus_server import milvus_uri
     from socialrec.stores.seen import open_seen_store
 
     metrics = metrics or service_metrics()
     with contextlib.ExitStack() as opened:
-        index = PostIndex(str(settings.milvus_uri), settings.milvus_token)
+        # SOCIALREC_MILVUS_URI, else the running local server of the data dir (not started
+        # here: whoever starts a server stops it; several workers share it)
+        index = PostIndex(milvus_uri(settings), settings.milvus_token)
         opened.callback(index.close)
         seen_store = open_seen_store(settings)  # SQLite or ScyllaDB
         opened.callback(seen_store.close)
@@ -135,7 +138,12 @@ def compose(
     index = Guarded(index, "milvus")
     seen_store = Guarded(seen_store, "seen_store")
     features = Guarded(features, "feature_store")
-    catalog = None if catalog is None else LiveCatalog(catalog)
+    # a view per worker; posts another worker published are adopted from the index
+    catalog = (
+        None
+        if catalog is None
+        else LiveCatalog(catalog, index, settings.collection_alias, (DependencyError,))
+    )
     recommender = FourStages(
         features=features,
         two_tower=two_tower,

@@ -516,6 +516,40 @@ def stop_server(data_dir: str | os.PathLike, timeout: float = STOP_TIMEOUT_S) ->
     return True
 
 
+# --- the URI of a deployment's settings ------------------------------------------------------
+def configured_uri(settings) -> str | None:
+    """``SOCIALREC_MILVUS_URI`` when set: a Milvus server or cluster (``http(s)://host:port``)
+    or a Milvus Lite file path; None means the local server of ``settings.data_dir``."""
+    return str(settings.milvus_uri) if settings.milvus_uri else None
+
+
+def milvus_uri(settings) -> str:
+    """The URI to open ``PostIndex`` on: the configured one, else the running local server of
+    ``settings.data_dir``. MilvusServerError (saying how to start one) when none runs: a
+    long-lived reader (the service) never starts a server it would not stop."""
+    uri = configured_uri(settings) or running_uri(settings.data_dir)
+    if uri is None:
+        raise MilvusServerError(
+            f"no Milvus server runs for {settings.data_dir} and SOCIALREC_MILVUS_URI is not set: "
+            "`make demo` starts one, or `python -m socialrec.stores.milvus_server start "
+            f"--data-dir {settings.data_dir}`"
+        )
+    return uri
+
+
+@contextlib.contextmanager
+def serving_milvus(settings) -> Iterator[str]:
+    """The Milvus URI of ``settings`` for the duration of the block: the configured one, else
+    the local server of ``settings.data_dir`` (the running one, or one started here and
+    stopped when the block ends, so whoever starts the server stops it)."""
+    uri = configured_uri(settings) or running_uri(settings.data_dir)
+    if uri is not None:
+        yield uri
+        return
+    with LocalMilvusServer(settings.data_dir) as server:
+        yield server.uri
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("command", choices=("start", "stop", "status"))
