@@ -129,8 +129,13 @@ class PostIndex:
         not touched.
         """
         name = self.collection_name(version, prefix)
-        rows = collection_rows(post_ids, category_ids, creator_ids, created_at, embeddings)
-        dim = int(np.asarray(embeddings).shape[1])
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        columns = [np.asarray(c, dtype=np.int64) for c in (post_ids, category_ids, creator_ids)]
+        columns += [np.asarray(created_at, dtype=np.int64), embeddings]
+        collection_rows(*(c[:0] for c in columns))  # shapes and lengths checked before any write
+        if any(len(c) != len(embeddings) for c in columns):
+            raise ValueError("post_ids, category_ids, creator_ids, created_at differ in length")
+        dim = int(embeddings.shape[1])
         if self.client.has_collection(name):
             if self._aliases_of(name):
                 raise ValueError(f"collection {name} is live behind an alias; use a new version")
@@ -139,23 +144,26 @@ class PostIndex:
         if self.is_lite:
             # Lite: indexed and loaded at creation, rows searchable as they arrive
             self.client.create_collection(name, schema=collection_schema(dim), index_params=params)
-            self._insert(name, rows)
+            self._insert(name, columns)
         else:
             # a server: bulk path, rows first, then one index build over the sealed segments,
             # then load (the collection is served from indexed segments from the start)
             self.client.create_collection(name, schema=collection_schema(dim))
-            self._insert(name, rows)
+            self._insert(name, columns)
             self.client.flush(name)
             self.client.create_index(name, params)
             wait_indexed(self.client, name)
         self.client.load_collection(name)
         self._loaded.add(name)
-        log.info("wrote %d posts into %s", len(rows), name)
+        log.info("wrote %d posts into %s", len(embeddings), name)
         return name
 
-    def _insert(self, name: str, rows: list[dict]) -> None:
-        for start in range(0, len(rows), INSERT_BATCH):
-            self.client.insert(name, rows[start : start + INSERT_BATCH])
+    def _insert(self, name: str, columns: list[np.ndarray]) -> None:
+        """Insert the rows batch by batch (a row is a dict of Python numbers: built per batch,
+        so a write of 1M posts never holds them all as Python objects)."""
+        for start in range(0, len(columns[0]), INSERT_BATCH):
+            batch = collection_rows(*(c[start : start + INSERT_BATCH] for c in columns))
+            self.client.insert(name, batch)
 
     def write_text_version(
         self,
