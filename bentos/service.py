@@ -21,8 +21,10 @@ labelled with its MLflow run); MiniLM comes from its wheel; state that changes w
 (Feast online store, Milvus collections, seen store, landing bucket, event spool) is reached
 through ``socialrec.settings.Settings``, i.e. ``SOCIALREC_*``. The event spool (a local
 directory, ``settings.spool_dir``) is started with the service and closed — a final flush — by
-the ``on_shutdown`` hook. One worker: Milvus Lite (the embedded default) allows one process per
-index path.
+the ``on_shutdown`` hook. Several workers (``SOCIALREC_SERVICE_WORKERS``, default 2) share
+those stores; each keeps its own catalog view, which adopts posts another worker published
+from the index (``socialrec.serving.posts.LiveCatalog``). Milvus Lite (a file path in
+``SOCIALREC_MILVUS_URI``) allows one process per path: run one worker with it.
 """
 
 from __future__ import annotations
@@ -73,9 +75,16 @@ from socialrec.settings import Settings  # noqa: E402
 log = logging.getLogger("socialrec.service")
 
 
+# worker processes (``SOCIALREC_SERVICE_WORKERS``, default 2): each opens its own clients of
+# the shared stores (Milvus server, seen store, Feast online store, spool directory)
+WORKERS = int(
+    os.environ.get("SOCIALREC_SERVICE_WORKERS") or Settings.model_fields["service_workers"].default
+)
+
+
 @bentoml.service(
     name="socialrec_recommender",
-    workers=1,
+    workers=WORKERS,
     traffic={"timeout": 30},
 )
 class Recommender:

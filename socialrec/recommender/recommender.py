@@ -155,6 +155,9 @@ class Recommender:
         merged, sizes, errors = gather_merged(
             self.sources, ctx, self.settings, self.fusion_weights, self.outage
         )
+        adopt = getattr(self.catalog, "adopt", None)  # the service's live view (serving.posts)
+        if adopt is not None and not merged.empty:
+            adopt(merged["post_id"].to_numpy())  # posts published through another worker
         merged, dropped = filter_merged(merged, ctx, self.catalog)
         user = ctx.user_df.iloc[0] if ctx.found else None
         merged = candidate_signals(merged, user, self.catalog, self.neighbours)

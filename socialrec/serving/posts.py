@@ -34,15 +34,64 @@ class LiveCatalog:
     """The service's catalog view: the loaded ``Catalog`` plus the posts published since.
 
     Shared by the recommender and the endpoints; :meth:`add` swaps in a new view
-    (``Catalog.with_post``: no re-sort), everything else reads the current one."""
+    (``Catalog.with_post``: no re-sort), everything else reads the current one.
 
-    def __init__(self, catalog: Any):
+    Several workers (or replicas) each hold their own view, and ``POST /posts`` reaches one of
+    them. :meth:`adopt` (called by the recommender with its merged candidates, given ``index``)
+    closes the gap: candidates the view does not know and that are not tombstoned are looked up
+    in the index (one batched ``PostIndex.fetch``; the index has every published post at once)
+    and added, so a post published through another worker is filtered and ranked like any
+    other. Ids the index does not have either are remembered (up to ``MISSING_CAP``) and not
+    asked for again. An index outage adopts nothing (the unknown candidates are then dropped
+    as unknown, the feed fails open)."""
+
+    MISSING_CAP = 100_000
+
+    def __init__(
+        self,
+        catalog: Any,
+        index: Any = None,
+        alias: str | None = None,
+        outage: tuple[type[BaseException], ...] = (),
+    ):
         self.current = catalog
+        self.index, self.alias, self.outage = index, alias, outage
         self._lock = threading.Lock()
+        self._missing: set[int] = set()
 
     def add(self, post_id: int, category_id: int, creator_id: int, created: int) -> None:
         with self._lock:
             self.current = self.current.with_post(post_id, category_id, creator_id, created)
+            self._missing.discard(int(post_id))
+
+    def adopt(self, post_ids) -> int:
+        """Add the posts among ``post_ids`` that this view does not know but the index has;
+        returns how many were added."""
+        if self.index is None or self.alias is None:
+            return 0
+        ids = np.asarray(post_ids, dtype=np.int64)
+        current = self.current
+        unknown = ids[current.posts.index.get_indexer(ids) < 0]
+        unknown = [
+            p for p in unknown.tolist() if p not in current.deleted and p not in self._missing
+        ]
+        if not unknown:
+            return 0
+        try:
+            rows = self.index.fetch(self.alias, unknown)
+        except self.outage:
+            return 0
+        found = {int(r["post_id"]) for r in rows}
+        with self._lock:
+            if len(self._missing) < self.MISSING_CAP:
+                self._missing.update(p for p in unknown if p not in found)
+            view = self.current
+            for r in rows:
+                view = view.with_post(
+                    r["post_id"], r["category_id"], r["creator_id"], r["created_at"]
+                )
+            self.current = view
+        return len(rows)
 
     def __getattr__(self, name: str):
         return getattr(self.current, name)

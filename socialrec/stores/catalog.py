@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -69,12 +69,20 @@ def live_posts(dim_posts: pd.DataFrame) -> pd.DataFrame:
 class Catalog:
     posts: pd.DataFrame  # COLUMNS (re-indexed by post_id on init)
     fresh_share: float = 0.3
+    # posts tombstoned (``is_deleted``) when the catalog was built: never adopted again from an
+    # index that was built before they were deleted (see the recommender's adopt_unknown)
+    deleted: frozenset[int] = field(default_factory=frozenset)
 
     # --- building ------------------------------------------------------------------------
     @classmethod
     def from_dim_posts(cls, dim_posts: pd.DataFrame, fresh_share: float = 0.3) -> Catalog:
-        """The catalog of the live posts of ``dim_posts`` (deleted posts are left out)."""
-        dim_posts = live_posts(dim_posts)
+        """The catalog of the live posts of ``dim_posts`` (deleted posts are left out, their ids
+        kept in ``deleted``)."""
+        live = live_posts(dim_posts)
+        deleted = frozenset(
+            int(p) for p in dim_posts["post_id"][~dim_posts.index.isin(live.index)].tolist()
+        )
+        dim_posts = live
         frame = pd.DataFrame(
             {
                 "post_id": dim_posts["post_id"].astype("int64").to_numpy(),
@@ -90,7 +98,7 @@ class Catalog:
             else 0.0
         )
         frame["trending"] = 0.0
-        return cls(frame.drop_duplicates("post_id"), fresh_share)
+        return cls(frame.drop_duplicates("post_id"), fresh_share, deleted - set(frame["post_id"]))
 
     @classmethod
     def from_log(
@@ -195,6 +203,7 @@ class Catalog:
 
         out = object.__new__(Catalog)
         out.fresh_share = self.fresh_share
+        out.deleted = self.deleted - {post_id}  # a post published again is live
         out.posts = pd.concat([self.posts[self.posts.index != post_id], row])
         out._popular = insert(self._popular, "popularity")
         out._fresh = insert(self._fresh, "created_at")
@@ -212,6 +221,9 @@ class Catalog:
         (d / "meta.json").write_text(
             json.dumps({"n_posts": len(self.posts), "fresh_share": self.fresh_share})
         )
+        pd.DataFrame({"post_id": sorted(self.deleted)}, dtype="int64").to_parquet(
+            d / "deleted.parquet", index=False
+        )
         return d
 
     @classmethod
@@ -219,7 +231,12 @@ class Catalog:
         d = Path(directory)
         meta = json.loads((d / "meta.json").read_text())
         frame = pd.read_parquet(d / "posts.parquet")
-        return cls(frame, meta.get("fresh_share", 0.3))
+        deleted = (
+            frozenset(pd.read_parquet(d / "deleted.parquet")["post_id"].tolist())
+            if (d / "deleted.parquet").exists()  # catalogs saved before tombstones were kept
+            else frozenset()
+        )
+        return cls(frame, meta.get("fresh_share", 0.3), deleted)
 
     # --- lookups ---------------------------------------------------------------------------
     def metadata(self, post_ids: Iterable[int]) -> pd.DataFrame:
