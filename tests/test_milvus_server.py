@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 
+from assets.resources import MilvusResource, SettingsResource
 from socialrec.stores.index import PostIndex
 from socialrec.stores.milvus import scalar_index_type, server_version
 from socialrec.stores.milvus_server import (
@@ -167,3 +168,54 @@ def test_search_at_20k_posts_is_fast(index):
         + ", ".join(f"{label} {ms:.1f} ms" for label, ms in figures.items())
     )
     assert max(figures.values()) < 50
+
+
+# --- the default: the local server of the data directory, whoever starts it stops it -----------
+def test_milvus_uri_without_a_server_says_how_to_start_one(tmp_path):
+    from socialrec.settings import Settings
+    from socialrec.stores.milvus_server import MilvusServerError, milvus_uri
+
+    settings = Settings(data_dir=tmp_path)
+    assert settings.milvus_uri is None  # the local profile's default: the local server
+    with pytest.raises(MilvusServerError, match="milvus_server start"):
+        milvus_uri(settings)
+    lite = Settings(data_dir=tmp_path, milvus_uri=str(tmp_path / "posts.db"))
+    assert milvus_uri(lite) == str(tmp_path / "posts.db")  # a configured URI is used as is
+
+
+@pytest.mark.milvus_server
+def test_serving_milvus_stops_the_server_it_started_and_only_that_one(tmp_path):
+    from socialrec.settings import Settings
+    from socialrec.stores.milvus_server import milvus_uri, serving_milvus
+
+    settings = Settings(data_dir=tmp_path)
+    with serving_milvus(settings) as uri:
+        state = read_state(tmp_path)
+        assert state is not None and uri == state["uri"] and milvus_uri(settings) == uri
+        with serving_milvus(settings) as again:  # a running server is reused, not stopped
+            assert again == uri
+        assert running_uri(tmp_path) == uri
+    assert _group_pids(int(state["pgid"])) == []
+    assert read_state(tmp_path) is None
+
+
+@pytest.mark.milvus_server
+def test_a_dagster_run_starts_and_stops_the_local_server(tmp_path):
+    import dagster as dg
+
+    seen: dict = {}
+
+    @dg.asset
+    def probe(milvus: MilvusResource) -> None:
+        seen["uri"] = milvus.uri
+        seen["state"] = read_state(tmp_path)
+        with milvus.open_index() as index:  # the product's client on the run's server
+            seen["version"] = index.server_version
+
+    settings = SettingsResource(data_dir=str(tmp_path))
+    result = dg.materialize([probe], resources={"milvus": MilvusResource(settings=settings)})
+    assert result.success
+    assert seen["uri"].startswith("http://127.0.0.1:") and seen["version"].startswith("v2.3")
+    assert seen["state"] is not None and seen["state"]["uri"] == seen["uri"]
+    assert read_state(tmp_path) is None  # stopped when the run ended
+    assert _group_pids(int(seen["state"]["pgid"])) == []
