@@ -1,51 +1,47 @@
 """Benchmark `serving`: the BUILT bento on loopback over synthetic catalogs of 100k and 1M posts.
 
-Not a test: ``make bench-serving`` (``python -m benchmarks.serving --sizes 20000 --ks 100,500``
-for a quick run). Every phase that touches the heavy libraries runs in a child process (like
-``benchmarks/load.py``), so the load generator's process stays small and Milvus Lite's
-one-process-per-path rule holds: a phase opens the index only while no server holds it.
+Not a test: ``make bench-serving`` (``python -m benchmarks.serving --quick`` for 100k posts
+only). Every phase that touches the heavy libraries runs in a child process (like
+``benchmarks/load.py``), so the load generator's process stays small.
 
 1. ``train``: the whole asset graph at TINY size (``SOCIALREC_DEMO_*``, as
    ``tests/test_e2e.py`` does, ~2 min) gives a trained two-tower model, a ranker, users with
    online features and their seen history. (``--tiny-dir`` reuses one kept with ``--keep``.)
-2. ``prepare`` (per size N): a synthetic catalog of N posts, NO MiniLM: random unit description
+2. per size N, the local Milvus server of the size's data directory is started (the embedded
+   default, ``socialrec.stores.milvus_server``) and stopped when the size is done.
+3. ``prepare`` (per size): a synthetic catalog of N posts, NO MiniLM: random unit description
    embeddings; categories, creators and media types drawn from the tiny data's; creation times
    over the last 30 days; engagement counts. Written the product's way: the ``post_features`` /
-   ``post_content`` feature tables (``socialrec.features.store.write_feature_tables``; the user tables
-   are the tiny run's), Feast ``apply`` + ``materialize`` into the SQLite online store (timed;
-   in time windows of 100k posts to bound memory), post-tower embeddings of all N posts (the
-   tiny model) and the description vectors into two Milvus Lite collections behind the aliases
-   (``PostIndex.write_version`` + ``swap_alias``; the rows after the first chunk go in chunk by
-   chunk with the same schema, see ``write_collection``), the catalog, the seen store, and a
-   bento built by ``bentos/package.py`` with the tiny models and the big catalog. The
-   ``/search`` (MiniLM, 384-d) collection holds the first ``--text-posts`` posts (default
-   100,000): its HNSW build alone takes ~50 s per 100k posts on 2 cores (~10 min at 1M); pass
-   ``--text-posts 0`` for all of them.
-3. ``floors`` (per size, in-process, no HTTP): ``PostIndex.search`` alone (filtered to the
-   user's categories and unfiltered, the two searches ``retrieve`` makes), one batched
-   ``online_post_features`` call for K ids, ``ranking_features`` and ``Ranker.predict`` on K
-   rows, and the whole 4-stage ``Recommender.recommend`` in-process.
-4. ``milvus`` (once, ``--experiment-size`` posts): what the embedded default can do: the
-   product's collection (HNSW M=16 + INVERTED category_id) right after the inserts (rows in the
-   memtable) and after the writer closed (flushed segments), ``ef``, other index types (FLAT,
-   IVF_FLAT), a partition key on category_id, one explicit partition per category searched with
-   ``partition_names``, and several queries batched in one call.
+   ``post_content`` feature tables, Feast ``apply`` + ``materialize`` into the SQLite online
+   store (in time windows of 100k posts to bound memory), post-tower embeddings of all N posts
+   (the tiny model) and the description vectors into two collections behind the aliases with
+   ``PostIndex.write_version`` (insert, flush, one HNSW build, load: timed, ``index_build_s``)
+   and ``swap_alias``, the catalog, the seen store, and a bento built by ``bentos/package.py``.
+   The ``/search`` (MiniLM, 384-d) collection holds the first ``--text-posts`` posts (default
+   100,000; ``0`` for all of them).
+4. ``floors`` (per size, in-process, no HTTP): the seen-store read, the user's online features
+   and the user tower, ``PostIndex.search`` alone (filtered to the user's categories and
+   unfiltered, the two searches of the two-tower source), one batched online post-feature fetch
+   for K ids, ``ranking_features`` and ``Ranker.predict`` on K rows, and the whole 4-stage
+   ``Recommender.recommend`` in-process.
 5. ``serve`` (per size and K): ``bentoml serve <bento>`` on 127.0.0.1 with
-   ``SOCIALREC_DATA_DIR`` = the big data directory and ``SOCIALREC_RETRIEVAL_TOP_N=K``
-   (restarted per K), warmed up, then ``/recommend`` from an async httpx client at concurrency 1
-   and 8 (``--requests`` per cell, at most ``--max-seconds``); the mean stage timings come from
-   the service's own ``/metrics``. With the first K also ``/similar`` and ``/search`` at
-   concurrency 1; with the last K the freshness checks: POST /posts, then poll ``/similar`` (or
-   ``/search``) until it returns the post; POST /events for a post of the user's current
-   ``/recommend`` list, then the very next ``/recommend`` must exclude it.
+   ``SOCIALREC_RETRIEVAL_TOP_N=K`` (restarted per K), warmed up, then ``/recommend`` from an
+   async httpx client at concurrency 1 and 8 (``--requests`` per cell, at most
+   ``--max-seconds``); the mean stage timings come from the service's own ``/metrics``. With the
+   first K also ``/similar`` and ``/search``; with the last K the freshness checks: POST /posts,
+   then poll ``/similar`` (or ``/search``) until it returns the post; POST /events for a post of
+   the user's current ``/recommend`` list, then the very next ``/recommend`` must exclude it.
 
-Prints ONE markdown table with every figure and the issue's targets (met or not) and writes it
-as JSON to ``bench-results/serving.json``. Every server and child process started is stopped
-(also on errors, Ctrl-C and SIGTERM); the temporary directory is removed unless ``--keep``.
+Writes ``bench-results/serving.json``: ``runs`` (posts, K, concurrency, p50_ms, p99_ms, rps,
+errors), ``floors`` (per size at K=500: search_ms, features_ms, rank_ms), ``freshness``
+(post_live_s, event_filter_ok), ``index_build_s`` (per size), ``machine``, the printed
+``table`` and every raw figure under ``details``; prints the table with the issue's targets
+(met or missed). Every server and child process started is stopped (also on errors, Ctrl-C and
+SIGTERM); the temporary directory is removed unless ``--keep``.
 
 This module is the entry point and the parent's run; the phases and the report live in
 ``benchmarks/serving_parts/`` (common: processes and ``Service``; measure; prepare; floors;
-milvus_lite; report).
+report).
 """
 
 from __future__ import annotations
@@ -77,9 +73,11 @@ from benchmarks.serving_parts.measure import (
     measure_recommend,
     run_load,
 )
-from benchmarks.serving_parts.milvus_lite import milvus_experiment
 from benchmarks.serving_parts.prepare import prepare, tiny_ready, train_tiny
-from benchmarks.serving_parts.report import table
+from benchmarks.serving_parts.report import summary, table
+from socialrec.stores.milvus_server import LocalMilvusServer
+
+SERVERS: list[LocalMilvusServer] = []  # the Milvus servers started, for the cleanup
 
 
 # ============================================================================================
@@ -115,7 +113,12 @@ def run(args) -> dict:
                 BENTOML_HOME=str(data / "bentoml"),
                 DAGSTER_HOME=str(data / "dagster"),
             )
-            print(f"\n== {n_posts:,} posts: preparing {data}", flush=True)
+            # the local Milvus server of this data directory (the embedded default), shared by
+            # the prepare and floors children and the service's workers; stopped after the size
+            milvus = LocalMilvusServer(data)
+            SERVERS.append(milvus)
+            milvus.start()
+            print(f"\n== {n_posts:,} posts: Milvus at {milvus.uri}; preparing {data}", flush=True)
             t0 = time.perf_counter()
             prep = run_child(
                 "prepare",
@@ -148,28 +151,14 @@ def run(args) -> dict:
                 logs / f"floors_{n_posts}.log",
                 timeout=3 * 3600,
             )
-            if args.experiment_size and "milvus_experiment" not in report:
-                m = min(args.experiment_size, n_posts)
-                print(f"  Milvus Lite side experiment at {m:,} posts ...", flush=True)
-                report["milvus_experiment"] = run_child(
-                    "milvus",
-                    {
-                        "vectors_dir": str(data / "bench"),
-                        "size": m,
-                        "reps": args.floor_reps,
-                        "dir": str(root / "milvus_exp"),
-                    },
-                    env,
-                    logs / "milvus_experiment.log",
-                    timeout=3 * 3600,
-                )
-                shutil.rmtree(root / "milvus_exp", ignore_errors=True)
             for i, k in enumerate(args.ks):
                 env_k = {**env, "SOCIALREC_RETRIEVAL_TOP_N": str(k)}
+                if args.workers:
+                    env_k["SOCIALREC_SERVICE_WORKERS"] = str(args.workers)
                 log = logs / f"serve_{n_posts}_{k}.log"
                 with Service(prep["bento_tag"], env_k, data, log) as svc:
                     print(f"  K={k}: service ready in {svc.startup_s:.0f} s", flush=True)
-                    cell: dict = {"startup_s": svc.startup_s}
+                    cell: dict = {"startup_s": svc.startup_s, "workers": svc.workers}
                     warm = [{"user_id": u["user_id"], "k": args.k_items} for u in users]
                     asyncio.run(run_load(svc.url, "/recommend", warm, 1, args.warmup, 600))
                     cell["recommend"] = measure_recommend(svc, users, args.k_items, args)
@@ -188,10 +177,13 @@ def run(args) -> dict:
                             flush=True,
                         )
                     size["serve"][str(k)] = cell
+            milvus.stop()
             if not args.keep:
                 shutil.rmtree(data, ignore_errors=True)
     finally:
         stop_all()
+        for server in SERVERS:
+            server.stop()
         report["total_s"] = time.perf_counter() - t_start
         if args.keep:
             print(f"kept {root}", flush=True)
@@ -215,11 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k-items", type=int, default=20, help="posts per /recommend answer")
     p.add_argument("--floor-reps", type=int, default=20, help="repetitions of each floor")
     p.add_argument("--freshness-reps", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="100k posts only (for iteration)")
     p.add_argument(
-        "--experiment-size",
-        type=int,
-        default=100_000,
-        help="posts in the Milvus Lite side experiment (0: skip it)",
+        "--workers", type=int, default=None, help="service workers (default: the service's own)"
     )
     p.add_argument(
         "--text-posts",
@@ -232,13 +222,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiny-dir", default=None, help="reuse a trained tiny graph (kept by --keep)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     p.add_argument("--out", default=str(ROOT / "bench-results" / "serving.json"))
-    p.add_argument("--phase", choices=("prepare", "floors", "milvus"), help=argparse.SUPPRESS)
+    p.add_argument("--phase", choices=("prepare", "floors"), help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.quick:
+        args.sizes = [100_000]
 
     if args.phase:  # a child process: one phase, its result as one RESULT line
         spec = json.loads(Path(args.spec).read_text())
-        fn = {"prepare": prepare, "floors": floors, "milvus": milvus_experiment}[args.phase]
+        fn = {"prepare": prepare, "floors": floors}[args.phase]
         print("RESULT " + json.dumps(fn(spec)), flush=True)
         return 0
 
@@ -248,12 +240,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: every server and child process was stopped", file=sys.stderr)
         return 130
-    text = table(report)
+    result = summary(report)
+    text = table(result)
     print(f"\nwhole benchmark in {report['total_s'] / 60:.1f} min\n\n{text}")
-    report["table"] = text
+    result["table"] = text
+    result["details"] = report  # every raw figure: prepare timings, floors per K, stages
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, default=str))
+    out.write_text(json.dumps(result, indent=2, default=str))
     print(f"\nwritten to {out}")
     return 0
 

@@ -40,6 +40,7 @@ def floors(spec: dict) -> dict:
     from socialrec.settings import Settings
     from socialrec.stores.catalog import Catalog
     from socialrec.stores.index import PostIndex
+    from socialrec.stores.milvus_server import milvus_uri
     from socialrec.stores.seen import open_seen_store
 
     s = Settings()
@@ -51,7 +52,7 @@ def floors(spec: dict) -> dict:
     catalog_dir = sorted((s.models_dir / "catalog").iterdir())[-1]
     catalog = Catalog.load(catalog_dir)
     seen = open_seen_store(s)
-    index = PostIndex(str(s.milvus_uri), s.milvus_token)
+    index = PostIndex(milvus_uri(s), s.milvus_token)
     out: dict = {"per_k": {}}
     try:
         t0 = time.perf_counter()
@@ -62,8 +63,14 @@ def floors(spec: dict) -> dict:
         vectors = model.user_embeddings(user_rows.reset_index())
         cats = {u["user_id"]: u["categories"] for u in users}
         out["user_fetch"], _ = time_calls(lambda: online_user_features(store, ids[:1]), reps)
+        uit0 = itertools.cycle(ids)
+        out["seen_state"], _ = time_calls(lambda: seen.state(next(uit0)), reps)
         out["user_tower"], _ = time_calls(
             lambda: model.user_embeddings(user_rows.iloc[:1].reset_index()), reps
+        )
+        # would adaptive batching pay? the user tower on 8 users in one call vs 8 calls
+        out["user_tower_batch8"], _ = time_calls(
+            lambda: model.user_embeddings(user_rows.iloc[:8].reset_index()), reps
         )
         now = pd.Timestamp.now(tz="UTC")
         for k in spec["ks"]:
@@ -80,7 +87,7 @@ def floors(spec: dict) -> dict:
             def unfiltered(k=k, it=it2):
                 return index.search(s.collection_alias, vectors[next(it)], k, None)
 
-            row: dict = {}
+            row: dict = {"K": int(k)}
             row["search_filtered"], _ = time_calls(filtered, reps)
             row["search_unfiltered"], hits = time_calls(unfiltered, reps)
             cand = [p for p, _ in hits[0]]
@@ -95,6 +102,11 @@ def floors(spec: dict) -> dict:
                 lambda u=user_df, p=posts_df, pr=pairs: ranking_features(u, p, pr, now), reps
             )
             row["ranker_predict"], _ = time_calls(lambda feats=feats: ranker.predict(feats), reps)
+            # 8 requests' candidates in one predict call (what adaptive batching would send)
+            feats8 = pd.concat([feats] * 8, ignore_index=True)
+            row["ranker_predict_batch8"], _ = time_calls(
+                lambda f=feats8: ranker.predict(f), max(3, reps // 4)
+            )
             row["floor_sum_p50_ms"] = sum(
                 row[part]["p50_ms"]
                 for part in ("search_filtered", "search_unfiltered", "post_fetch", "ranker_predict")

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.serving_parts.common import (
-    CHUNK_ROWS,
     DAYS,
     MATERIALIZE_CHUNK,
     MODELS,
@@ -68,25 +67,6 @@ def _timed(timings: dict, name: str, t0: float) -> float:
     return now
 
 
-def write_collection(index, version, prefix, meta, vectors) -> str:
-    """``PostIndex.write_version`` of the first chunk, the other rows inserted chunk by chunk
-    into the same collection (same schema and index params). ``write_version`` builds every
-    row as a Python dict of Python floats at once (~32 bytes per float: ~12 GB for 1M x 384-d),
-    so the catalog goes in chunks; the collection is the same."""
-    from socialrec.stores.milvus import collection_rows
-
-    n, d = vectors.shape
-    step = CHUNK_ROWS.get(d, 20_000)
-    name = index.write_version(version, *(m[:step] for m in meta), vectors[:step], prefix=prefix)
-    for start in range(step, n, step):
-        rows = collection_rows(
-            *(m[start : start + step] for m in meta), vectors[start : start + step]
-        )
-        for b in range(0, len(rows), 2000):  # PostIndex.INSERT_BATCH
-            index.client.insert(name, rows[b : b + 2000])
-    return name
-
-
 def prepare(spec: dict) -> dict:
     import pandas as pd
 
@@ -105,7 +85,8 @@ def prepare(spec: dict) -> dict:
     from socialrec.models.two_tower import TwoTowerModel
     from socialrec.settings import MEDIA_TYPES, TEXT_EMBEDDING_DIM, Settings
     from socialrec.stores.catalog import Catalog
-    from socialrec.stores.index import COLLECTION_PREFIX, TEXT_COLLECTION_PREFIX, PostIndex
+    from socialrec.stores.index import PostIndex
+    from socialrec.stores.milvus_server import milvus_uri
 
     n = int(spec["n_posts"])
     tiny = Path(spec["tiny_dir"])
@@ -221,22 +202,19 @@ def prepare(spec: dict) -> dict:
     np.save(bench / "post_categories.npy", cat)
     meta = [ids, cat, creator, created_s]
     version = f"bench_{now:%Y%m%d%H%M%S}"
-    index = PostIndex(str(s.milvus_uri))
+    # the product's write path (PostIndex.write_version: insert, flush, one index build,
+    # load) on the local Milvus server the parent started for this data directory
+    index = PostIndex(milvus_uri(s))
     try:
-        posts_col = write_collection(index, version, COLLECTION_PREFIX, meta, vectors)
+        posts_col = index.write_version(version, *meta, vectors)
         index.swap_alias(s.collection_alias, posts_col)
-        t = _timed(timings, "milvus_insert_posts_s", t)
-        if spec.get("text_posts") is not None and int(spec["text_posts"]) < n:
-            m = int(spec["text_posts"])
-            text_meta = [a[:m] for a in meta]
-            text_col = write_collection(index, version, TEXT_COLLECTION_PREFIX, text_meta, text[:m])
-        else:
-            text_col = write_collection(index, version, TEXT_COLLECTION_PREFIX, meta, text)
+        t = _timed(timings, "milvus_index_build_posts_s", t)
+        m = min(n, int(spec.get("text_posts") or n))
+        text_col = index.write_text_version(version, *(a[:m] for a in meta), text[:m])
         index.swap_alias(s.text_collection_alias, text_col)
-        t = _timed(timings, "milvus_insert_texts_s", t)
+        t = _timed(timings, "milvus_index_build_texts_s", t)
     finally:
-        index.close()  # Milvus Lite flushes the memtables and builds the segment indexes here
-    t = _timed(timings, "milvus_close_flush_index_s", t)
+        index.close()
     del text
 
     # --- catalog, seen store, bento ----------------------------------------------------------

@@ -1,191 +1,221 @@
-"""The report: one markdown table with every figure and the issue's targets."""
+"""The report: the issue's JSON (``runs``, ``floors``, ``freshness``, ``index_build_s``,
+``machine``) from the run's raw figures, and the same as one markdown table with the targets."""
 
 from __future__ import annotations
 
+import os
+import platform
+
 import numpy as np
 
-from benchmarks.serving_parts.common import TARGET_FRESH_S, TARGET_K_RATIO, TARGET_P99_MS
-from benchmarks.serving_parts.measure import latency_stats
+from benchmarks.serving_parts.common import (
+    DEFAULT_K,
+    TARGET_C8_P99_MS,
+    TARGET_C8_RPS,
+    TARGET_FLOOR_RATIO,
+    TARGET_FRESH_S,
+    TARGET_INDEX_BUILD_S,
+    TARGET_K_RATIO,
+    TARGET_P99_MS,
+)
 
 
-# ============================================================================================
-# report
-# ============================================================================================
+def machine() -> str:
+    """What the run ran on (cores, memory, CPU model, OS)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        mem = float("nan")
+    return f"{os.cpu_count()} cores, {mem:.0f} GiB, {cpu}, {platform.system()} {platform.release()}"
+
+
+def _errors(cell: dict) -> int:
+    return int(sum(v for k, v in cell["outcomes"].items() if k.startswith("http_")))
+
+
+def _p50(stats: dict) -> float:
+    return float(stats["p50_ms"])
+
+
+def summary(report: dict) -> dict:
+    """The issue's keys from the raw report (``report["sizes"]``)."""
+    runs, floors, index_build, freshness = [], {}, {}, {}
+    for size in report["sizes"]:
+        n = int(size["n_posts"])
+        for k, cell in size["serve"].items():
+            for c in cell["recommend"]:
+                runs.append(
+                    {
+                        "posts": n,
+                        "K": int(k),
+                        "concurrency": int(c["concurrency"]),
+                        "p50_ms": c["p50_ms"],
+                        "p99_ms": c["p99_ms"],
+                        "rps": round(c["throughput_rps"], 2),
+                        "errors": _errors(c),
+                        "n": c["n"],
+                        "workers": cell.get("workers"),
+                        "stages_mean_ms": c.get("stages_mean_ms", {}),
+                    }
+                )
+        fl = size["floors"]
+        row = fl["per_k"].get(str(DEFAULT_K)) or next(iter(fl["per_k"].values()))
+        floors[str(n)] = {
+            "K": int(row["K"]),
+            # retrieval: the user tower and both searches (filtered + exploration slice)
+            "search_ms": _p50(fl["user_tower"])
+            + _p50(row["search_filtered"])
+            + _p50(row["search_unfiltered"]),
+            # one batched fetch of the user's and one of the K candidates' online features
+            "features_ms": _p50(fl["user_fetch"]) + _p50(row["post_fetch"]),
+            "rank_ms": _p50(row["ranking_features"]) + _p50(row["ranker_predict"]),
+            "seen_ms": _p50(fl["seen_state"]),
+            "in_process_recommend_ms": _p50(row["recommend_in_process"]),
+            # what adaptive batching of 8 requests would save (one call vs 8 calls)
+            "batching": {
+                "user_tower_1_ms": _p50(fl["user_tower"]),
+                "user_tower_8_in_one_call_ms": _p50(fl["user_tower_batch8"]),
+                "ranker_1_ms": _p50(row["ranker_predict"]),
+                "ranker_8_in_one_call_ms": _p50(row["ranker_predict_batch8"]),
+            },
+        }
+        tm = size["prepare"]["timings_s"]
+        index_build[str(n)] = tm["milvus_index_build_posts_s"]
+        if size.get("freshness"):
+            fr = size["freshness"]
+            live = [v for v in fr["post_to_similar_s"] + fr["post_to_search_s"]]
+            freshness = {
+                "posts": n,
+                "post_live_s": None if not live or None in live else max(live),
+                "event_filter_ok": bool(fr["events"]) and all(e["excluded"] for e in fr["events"]),
+                "post_to_similar_s": fr["post_to_similar_s"],
+                "post_to_search_s": fr["post_to_search_s"],
+                "post_latency_ms": fr["post_latency_ms"],
+                "events": len(fr["events"]),
+            }
+    return {
+        "runs": runs,
+        "floors": floors,
+        "freshness": freshness,
+        "index_build_s": index_build,
+        "machine": machine(),
+    }
+
+
 def _f(v, fmt="{:.1f}") -> str:
     return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else fmt.format(v)
 
 
 def _met(ok: bool | None) -> str:
-    return "—" if ok is None else ("yes" if ok else "**no**")
+    return "—" if ok is None else ("met" if ok else "**missed**")
 
 
-def table(report: dict) -> str:
-    """Every figure of the run as ONE markdown table (ms unless a cell says otherwise)."""
-    rows = [
-        "| posts | figure | K | c | n | p50 | p95 | p99 | req/s | target | met |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+def targets(s: dict) -> list[tuple[str, str, str, bool | None]]:
+    """(target, measured, scope, met) for every target of the issue that the run measured."""
+    out = []
+    runs = s["runs"]
+
+    def run(n, k, c):
+        return next((r for r in runs if (r["posts"], r["K"], r["concurrency"]) == (n, k, c)), None)
+
+    for n, limit in TARGET_P99_MS.items():
+        r = run(n, DEFAULT_K, 1)
+        if r:
+            out.append(
+                (f"p99 <= {limit:.0f} ms, c=1, K={DEFAULT_K}", f"{r['p99_ms']:.1f} ms",
+                 f"{n:,} posts", r["p99_ms"] <= limit)
+            )  # fmt: skip
+    r = run(100_000, DEFAULT_K, 8)
+    if r:
+        ok = r["rps"] >= TARGET_C8_RPS and r["p99_ms"] <= TARGET_C8_P99_MS and r["errors"] == 0
+        out.append(
+            (f">= {TARGET_C8_RPS:.0f} req/s, p99 <= {TARGET_C8_P99_MS:.0f} ms, 0 errors, c=8",
+             f"{r['rps']:.1f} req/s, p99 {r['p99_ms']:.0f} ms, {r['errors']} errors",
+             f"100,000 posts, K={DEFAULT_K}", ok)
+        )  # fmt: skip
+    for n in sorted({r["posts"] for r in runs}):
+        lo, hi = run(n, 100, 1), run(n, 1000, 1)
+        if lo and hi:
+            ratio = hi["p99_ms"] / lo["p99_ms"]
+            out.append(
+                (f"p99(K=1000) / p99(K=100) <= {TARGET_K_RATIO}", f"{ratio:.2f}",
+                 f"{n:,} posts, c=1", ratio <= TARGET_K_RATIO)
+            )  # fmt: skip
+        fl, r = s["floors"].get(str(n)), run(n, DEFAULT_K, 1)
+        if fl and r:
+            total = fl["search_ms"] + fl["features_ms"] + fl["rank_ms"]
+            ratio = r["p50_ms"] / total
+            out.append(
+                (f"end-to-end p50 <= {TARGET_FLOOR_RATIO}x the floors' sum",
+                 f"{r['p50_ms']:.1f} / {total:.1f} ms = {ratio:.2f}x",
+                 f"{n:,} posts, K={fl['K']}, c=1", ratio <= TARGET_FLOOR_RATIO)
+            )  # fmt: skip
+    for n, build in s["index_build_s"].items():
+        if int(n) == 1_000_000:
+            out.append(
+                (f"index build <= {TARGET_INDEX_BUILD_S:.0f} s", f"{build:.0f} s",
+                 "1,000,000 posts", build <= TARGET_INDEX_BUILD_S)
+            )  # fmt: skip
+    fr = s["freshness"]
+    if fr:
+        live = fr["post_live_s"]
+        out.append(
+            (f"a new post retrievable <= {TARGET_FRESH_S:.0f} s after /posts returns",
+             "never" if live is None else f"{live:.2f} s (worst of {len(fr['post_to_similar_s'])}"
+             f" /similar + {len(fr['post_to_search_s'])} /search)",
+             f"{fr['posts']:,} posts", live is not None and live <= TARGET_FRESH_S)
+        )  # fmt: skip
+        out.append(
+            ("an event filters the next /recommend", f"{fr['events']} events checked",
+             f"{fr['posts']:,} posts", fr["event_filter_ok"])
+        )  # fmt: skip
+    return out
+
+
+def table(s: dict) -> str:
+    """The summary as markdown: runs, floors, index builds, targets."""
+    lines = [
+        f"Machine: {s['machine']}",
+        "",
+        "| posts | K | c | workers | n | p50 ms | p99 ms | req/s | errors |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-
-    def row(posts, figure, k="", c="", n="", p50="", p95="", p99="", rps="", target="", met=""):
-        cells = (posts, figure, k, c, n, p50, p95, p99, rps, target, met)
-        rows.append("| " + " | ".join(str(x) for x in cells) + " |")
-
-    def stats_row(posts, figure, st, k="", c=1, rps=""):
-        row(posts, figure, k, c, st["n"], _f(st["p50_ms"]), _f(st["p95_ms"]), _f(st["p99_ms"]), rps)
-
-    for size in report["sizes"]:
-        n = size["n_posts"]
-        label = f"{n:,}"
-        target = TARGET_P99_MS.get(n)
-        prep = size["prepare"]
-        tm = prep["timings_s"]
-        feast_s = tm["feast_materialize_post_features_s"] + tm["feast_materialize_post_content_s"]
-        milvus_s = (
-            tm["milvus_insert_posts_s"]
-            + tm["milvus_insert_texts_s"]
-            + tm["milvus_close_flush_index_s"]
+    for r in s["runs"]:
+        lines.append(
+            f"| {r['posts']:,} | {r['K']} | {r['concurrency']} | {r['workers'] or '—'} | {r['n']} "
+            f"| {_f(r['p50_ms'])} | {_f(r['p99_ms'])} | {r['rps']:.1f} | {r['errors']} |"
         )
-        row(
-            label,
-            f"prepare (s): all {size['prepare_s']:.0f}; Feast materialize of the posts "
-            f"{feast_s:.0f} ({tm['feast_materialize_chunks']} chunks, online.db "
-            f"{prep['online_db_mib']:.0f} MiB); Milvus Lite insert {tm['milvus_insert_posts_s']:.0f}"
-            f" + {tm['milvus_insert_texts_s']:.0f} (posts + {prep['text_posts']:,} texts), "
-            f"close = flush + index build {tm['milvus_close_flush_index_s']:.0f} "
-            f"(Milvus total {milvus_s:.0f})",
+    lines += [
+        "",
+        "| posts | floors (p50, in-process), ms: search | features | rank | seen read "
+        "| 4 stages in-process | index build (posts), s |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n, fl in s["floors"].items():
+        lines.append(
+            f"| {int(n):,} (K={fl['K']}) | {fl['search_ms']:.1f} | {fl['features_ms']:.1f} "
+            f"| {fl['rank_ms']:.1f} | {fl['seen_ms']:.2f} | {fl['in_process_recommend_ms']:.1f} "
+            f"| {_f(s['index_build_s'].get(n), '{:.0f}')} |"
         )
-        for part, what in (
-            ("user_fetch", "floor: one online_user_features call, 1 user"),
-            ("user_tower", "floor: user tower, 1 user"),
-        ):
-            if part in size["floors"]:
-                stats_row(label, what, size["floors"][part], "any")
-        for k, serve in size["serve"].items():
-            fl = size["floors"]["per_k"].get(k, {})
-            for cell in serve["recommend"]:
-                ok = None if target is None else cell["p99_ms"] <= target
-                bad = {o: c for o, c in cell["outcomes"].items() if o != "personalized"}
-                row(
-                    label,
-                    "**service /recommend** (k=20)" + (f" NOT personalized: {bad}" if bad else ""),
-                    k,
-                    cell["concurrency"],
-                    cell["n"],
-                    _f(cell["p50_ms"]),
-                    _f(cell["p95_ms"]),
-                    _f(cell["p99_ms"]),
-                    _f(cell["throughput_rps"]),
-                    f"p99 <= {target:.0f} ms" if target else "",
-                    _met(ok),
-                )
-            stages = serve["recommend"][0].get("stages_mean_ms", {})
-            if stages:
-                row(
-                    label,
-                    "service stage means (/metrics): "
-                    + ", ".join(f"{st} {v:.1f}" for st, v in stages.items()),
-                    k,
-                    1,
-                )
-            for part, what in (
-                ("search_filtered", "floor: PostIndex.search, user's categories, top K - 20%"),
-                ("search_unfiltered", "floor: PostIndex.search, unfiltered, top K"),
-                ("post_fetch", "floor: one online_post_features call, K ids"),
-                ("ranker_predict", "floor: Ranker.predict, K rows"),
-                ("ranking_features", "(ranking_features, K rows)"),
-                ("recommend_in_process", "Recommender.recommend in-process (no HTTP)"),
-            ):
-                if part in fl:
-                    stats_row(label, what, fl[part], k)
-            if fl:
-                p50 = serve["recommend"][0]["p50_ms"]
-                floor = fl["floor_sum_p50_ms"]
-                inproc = fl["recommend_in_process"]["p50_ms"]
-                row(
-                    label,
-                    "floor sum (2 searches + fetch + predict, p50s); service p50 (c=1) / "
-                    "floor sum; / in-process",
-                    k,
-                    1,
-                    p50=_f(floor),
-                    target=f"{p50 / floor:.2f}x; {p50 / inproc:.2f}x",
-                )
-        ks = sorted(int(k) for k in size["serve"])
-        if len(ks) >= 2:
-            lo, hi = str(ks[0]), str(ks[-1])
-            for i, cell in enumerate(size["serve"][hi]["recommend"]):
-                base = size["serve"][lo]["recommend"][i]
-                for q in ("p50_ms", "p99_ms"):
-                    ratio = cell[q] / base[q] if base[q] else float("nan")
-                    ok = ratio <= TARGET_K_RATIO if (lo, hi) == ("100", "1000") else None
-                    row(
-                        label,
-                        f"latency(K={hi}) / latency(K={lo}), {q[:3]} (a ratio)",
-                        f"{hi}/{lo}",
-                        cell["concurrency"],
-                        p50=_f(ratio, "{:.2f}") if q == "p50_ms" else "",
-                        p99=_f(ratio, "{:.2f}") if q == "p99_ms" else "",
-                        target=f"<= {TARGET_K_RATIO}" if ok is not None else "",
-                        met=_met(ok),
-                    )
-        for path, st in size.get("reads", {}).items():
-            bad = {o: c for o, c in st["outcomes"].items() if o != "ok"}
-            note = f" ({prep['text_posts']:,} posts in its collection)" if path == "/search" else ""
-            figure = f"service {path} (k=10){note}" + (f" {bad}" if bad else "")
-            stats_row(label, figure, st, rps=_f(st["throughput_rps"]))
-        fr = size.get("freshness")
-        if fr:
-            post = latency_stats([v / 1000 for v in fr["post_latency_ms"]])
-            stats_row(label, "POST /posts", post)
-            for via in ("similar", "search"):
-                vals = fr[f"post_to_{via}_s"]
-                live = [v for v in vals if v is not None]
-                worst = max(live) if vals and len(live) == len(vals) else None
-                row(
-                    label,
-                    f"new post live (s): POST /posts until /{via} returns it",
-                    "",
-                    1,
-                    f"{len(live)}/{len(vals)}",
-                    _f(float(np.median(live)) if live else None, "{:.3f} s"),
-                    "",
-                    _f(worst, "{:.3f} s (max)"),
-                    target=f"<= {TARGET_FRESH_S:.0f} s",
-                    met=_met(worst is not None and worst <= TARGET_FRESH_S),
-                )
-            ev = fr["events"]
-            excluded = sum(e["excluded"] for e in ev)
-            row(
-                label,
-                "POST /events, then the very next /recommend excludes the post "
-                "(n = excluded/tried; ms = events + next recommend)",
-                size["freshness_k"],
-                1,
-                f"{excluded}/{len(ev)}",
-                _f(float(np.median([e["total_ms"] for e in ev])) if ev else None),
-                "",
-                _f(max(e["total_ms"] for e in ev) if ev else None, "{:.1f} (max)"),
-                target="excluded on the next request",
-                met=_met(bool(ev) and excluded == len(ev)),
-            )
-    exp = report.get("milvus_experiment")
-    if exp:
-        label = f"{exp['size']:,}"
-        share = f"{exp['filter_share']:.0%} of the rows"
-        for r in exp["results"]:
-            kind = f"filtered ({share})" if r["filtered"] else "unfiltered"
-            row(
-                label,
-                f"Milvus Lite side experiment: {r['variant']}, {kind}, nq={r['nq']}, "
-                f"ef={r['ef']} (ms per call; per query in target)",
-                r["top_k"],
-                1,
-                r["n"],
-                _f(r["p50_ms"]),
-                _f(r["p95_ms"]),
-                _f(r["p99_ms"]),
-                target=f"{r['per_query_p50_ms']:.1f} ms/query",
-            )
-        builds = "; ".join(f"{k} {v:.0f}" for k, v in exp["build_s"].items())
-        row(label, f"Milvus Lite side experiment, build seconds: {builds}")
-    return "\n".join(rows)
+    lines += [
+        "",
+        "| posts | adaptive batching, p50 ms: user tower 1 user | 8 users in one call "
+        "| ranker 1 request | 8 requests in one call |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for n, fl in s["floors"].items():
+        b = fl["batching"]
+        lines.append(
+            f"| {int(n):,} | {b['user_tower_1_ms']:.1f} | {b['user_tower_8_in_one_call_ms']:.1f} "
+            f"| {b['ranker_1_ms']:.1f} | {b['ranker_8_in_one_call_ms']:.1f} |"
+        )
+    lines += ["", "| target | measured | where | |", "|---|---|---|---|"]
+    for target, measured, scope, ok in targets(s):
+        lines.append(f"| {target} | {measured} | {scope} | {_met(ok)} |")
+    return "\n".join(lines)
