@@ -119,3 +119,14 @@ def test_contains_many_and_excluded_posts():
     state = SeenState(bloom, frozenset({3}))
     assert isinstance(state.excluded, ExcludedPosts) and not state.exact
     assert SeenState(frozenset({1})).exact
+
+
+def test_a_few_ids_at_a_time_set_the_same_bits_as_an_array():
+    """add_many of a few ids (a write's posts) hashes in plain Python: the same positions."""
+    ids = [int(i) for i in _ids(5, 200)]
+    one = BloomFilter.for_capacity(256, 0.01)
+    one.add_many(np.asarray(ids, dtype=np.int64))
+    few = BloomFilter.for_capacity(256, 0.01)
+    for start in range(0, len(ids), 5):
+        few.add_many(ids[start : start + 5] + ids[start : start + 1])  # a repeat: counted once
+    assert few.to_bytes() == one.to_bytes() and len(few) == len(one) == 200

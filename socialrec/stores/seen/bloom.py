@@ -31,6 +31,7 @@ MAGIC = b"SRBF"
 VERSION = 1
 _HEADER = struct.Struct("<4sBBHQQQ")  # magic, version, k, reserved, m, count, capacity
 _MASK = (1 << 64) - 1
+SMALL = 16  # add_many of at most this many ids (not an array) hashes them in plain Python
 _SEED2 = 0x5851F42D4C957F2D  # xored into the id before the second mix
 _C0, _C1, _C2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 
@@ -113,8 +114,18 @@ class BloomFilter:
         ).astype(bool)
 
     # --- the set operations -------------------------------------------------------------------
+    def _positions_int(self, post_id: int) -> list[int]:
+        """The ``k`` bit positions of one id, in plain Python (:meth:`_positions`' values)."""
+        x = post_id & _MASK
+        h1, h2, m = _mix_int(x), _mix_int(x ^ _SEED2) | 1, self.m
+        return [((h1 + i * h2) & _MASK) % m for i in range(self.k)]
+
     def add_many(self, ids: Iterable[int] | np.ndarray) -> int:
         """Add ``ids``; returns how many were new (not already maybe present)."""
+        if not isinstance(ids, np.ndarray):
+            ids = list(ids)
+            if len(ids) <= SMALL:  # a write's few posts: plain Python beats numpy's overhead
+                return self._add_few(dict.fromkeys(operator.index(i) for i in ids))
         arr = np.unique(as_ids(ids))
         if not len(arr):
             return 0
@@ -127,6 +138,19 @@ class BloomFilter:
         self.count += new
         return new
 
+    def _add_few(self, ids: Iterable[int]) -> int:
+        bits, new = self.bits, 0
+        for post_id in ids:
+            present = True
+            for j in self._positions_int(post_id):
+                byte, bit = j >> 3, 1 << (j & 7)
+                if not bits[byte] & bit:
+                    present = False
+                    bits[byte] |= bit
+            new += not present
+        self.count += new
+        return new
+
     def contains_many(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
         """A bool per id: True when it may have been added (always True when it was)."""
         arr = as_ids(ids)
@@ -136,16 +160,11 @@ class BloomFilter:
 
     def __contains__(self, post_id: object) -> bool:
         try:
-            x = operator.index(post_id) & _MASK  # type: ignore[arg-type]
+            x = operator.index(post_id)  # type: ignore[arg-type]
         except TypeError:  # not an integer (a str, a float): not an id, never added
             return False
-        h1, h2 = _mix_int(x), _mix_int(x ^ _SEED2) | 1
-        bits, m = self.bits, self.m
-        for i in range(self.k):
-            j = ((h1 + i * h2) & _MASK) % m
-            if not bits[j >> 3] >> (j & 7) & 1:
-                return False
-        return True
+        bits = self.bits
+        return all(bits[j >> 3] >> (j & 7) & 1 for j in self._positions_int(x))
 
     def __len__(self) -> int:
         return self.count
