@@ -17,7 +17,13 @@ from socialrec.stores.seen.base import (
     as_post_set,
     contains_many,
 )
-from socialrec.stores.seen.bloom import BloomFilter, capacity_for, size_for, updated_filter
+from socialrec.stores.seen.bloom import (
+    BloomFilter,
+    add_in_place,
+    capacity_for,
+    size_for,
+    updated_filter,
+)
 
 INT64 = np.iinfo(np.int64)
 
@@ -130,3 +136,19 @@ def test_a_few_ids_at_a_time_set_the_same_bits_as_an_array():
     for start in range(0, len(ids), 5):
         few.add_many(ids[start : start + 5] + ids[start : start + 1])  # a repeat: counted once
     assert few.to_bytes() == one.to_bytes() and len(few) == len(one) == 200
+
+
+def test_add_in_place_touches_the_same_bits():
+    """The SQLite store's small writes set bits in the stored blob: the same bytes as
+    add_many; a bad blob is left alone, a full filter reports it (the store rebuilds it)."""
+    base = BloomFilter.for_capacity(64, 0.01)
+    base.add_many(range(50))
+    blob = bytearray(base.to_bytes())
+    assert add_in_place(blob, [100, 101, 101, 3])  # 3 is already in: 2 new
+    base.add_many([100, 101, 3])
+    assert bytes(blob) == base.to_bytes() and len(BloomFilter.from_bytes(bytes(blob))) == 52
+    assert not add_in_place(blob, range(200, 220))  # past its capacity of 64
+    assert BloomFilter.from_bytes(bytes(blob)).contains_many(range(200, 220)).all()
+    bad = bytearray(b"XXXX" + bytes(blob[4:]))
+    assert not add_in_place(bad, [1]) and bad[4:] == blob[4:]
+    assert not add_in_place(bytearray(b"SRBF"), [1])

@@ -66,14 +66,15 @@ def test_two_workers_on_one_file_see_each_others_marks(tmp_path):
             assert all(p in state.seen for p in (10, 11, 12)) and state.negatives == {12}
 
         # concurrent writers of the same user: the read-modify-write of the filter is inside
-        # the write transaction, so neither loses the other's bits
-        def write(store, first):
-            for start in range(first, first + 2_000, 100):
-                store.mark(2, range(start, start + 100), "IMPRESSION")
+        # the write transaction (a's batches of 10 update the stored blob in place, b's of 100
+        # rewrite it), so neither loses the other's bits
+        def write(store, first, step):
+            for start in range(first, first + 2_000, step):
+                store.mark(2, range(start, start + step), "IMPRESSION")
 
         threads = [
-            threading.Thread(target=write, args=(a, 0)),
-            threading.Thread(target=write, args=(b, 100_000)),
+            threading.Thread(target=write, args=(a, 0, 10)),
+            threading.Thread(target=write, args=(b, 100_000, 100)),
         ]
         for t in threads:
             t.start()

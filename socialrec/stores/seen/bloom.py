@@ -197,6 +197,37 @@ class BloomFilter:
         return cls(m, k, capacity, bits, count)
 
 
+def add_in_place(blob, ids: Iterable[int]) -> bool:
+    """Add ``ids`` to the serialised filter ``blob`` holds (a mutable bytes-like object with
+    item and slice access, e.g. a ``sqlite3.Blob``), reading and writing only its header and the
+    bytes of the ids' positions: a write's cost does not grow with the filter. False, with
+    nothing written, when ``blob`` is not a valid filter; False, with the ids added, when the
+    filter is now past its capacity (the caller rebuilds it); else True."""
+    header = bytes(blob[0 : _HEADER.size])
+    try:
+        magic, version, k, _, m, count, capacity = _HEADER.unpack(header)
+    except struct.error:
+        return False
+    if magic != MAGIC or version != VERSION or len(blob) != _HEADER.size + m // 8 or not k:
+        return False
+    probe = BloomFilter(8, k, capacity)  # only its hashing: positions modulo m
+    probe.m = m
+    changed: dict[int, int] = {}
+    for post_id in dict.fromkeys(operator.index(i) for i in ids):
+        present = True
+        for j in probe._positions_int(post_id):
+            at, bit = _HEADER.size + (j >> 3), 1 << (j & 7)
+            byte = changed[at] if at in changed else blob[at]
+            if not byte & bit:
+                present = False
+                changed[at] = byte | bit
+        count += not present
+    for at, byte in changed.items():
+        blob[at] = byte
+    blob[0 : _HEADER.size] = _HEADER.pack(MAGIC, VERSION, k, 0, m, count, capacity)
+    return count <= capacity
+
+
 def capacity_for(n: int, minimum: int = 1) -> int:
     """The capacity of a filter built over ``n`` ids: the smallest power of two >= ``2 n``, at
     least ``minimum``."""

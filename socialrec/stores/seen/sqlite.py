@@ -2,9 +2,10 @@
 the ``seen_history`` asset or a benchmark, reads).
 
 Each user's seen posts are also kept as a Bloom filter (:mod:`.bloom`) in the ``seen_bloom``
-table, rewritten by every write in the same transaction as the seen rows (``BEGIN IMMEDIATE``:
+table, updated by every write in the same transaction as the seen rows (``BEGIN IMMEDIATE``:
 SQLite's write lock, so two processes or workers writing the same user cannot lose each other's
-bits, and no process holds a stale copy). ``state`` reads the filter, the negatives and the
+bits, and no process holds a stale copy). A write of a few posts of a user sets their bits in
+the stored blob in place; a larger one rewrites the blob. ``state`` reads the filter, the negatives and the
 blocks in one statement instead of every seen row. A user without a filter (rows written
 before filters existed, or while they were off) is read exactly, and gets a filter at their next
 write. ``bloom_fp_rate=0`` turns the filters off: writes drop the users' filters (so turning them
@@ -29,10 +30,11 @@ from socialrec.stores.seen.base import (
     check_ids,
     register,
 )
-from socialrec.stores.seen.bloom import BloomFilter, updated_filter
+from socialrec.stores.seen.bloom import BloomFilter, add_in_place, updated_filter
 from socialrec.timeutil import epoch_seconds, seconds
 
 log = logging.getLogger(__name__)
+IN_PLACE = 64  # a write of at most this many posts of a user updates their blob in place
 
 
 class SQLiteSeenStore:
@@ -79,7 +81,8 @@ class SQLiteSeenStore:
             bits    BLOB    NOT NULL
         )
     """
-    _BLOOMS = "SELECT user_id, bits FROM seen_bloom WHERE user_id IN ({})"
+    _BLOOM = "SELECT bits FROM seen_bloom WHERE user_id = ?"
+    _HAVE_BLOOM = "SELECT user_id FROM seen_bloom WHERE user_id IN ({})"
     _PUT_BLOOM = "INSERT OR REPLACE INTO seen_bloom (user_id, bits) VALUES (?, ?)"
     _DROP_BLOOM = "DELETE FROM seen_bloom WHERE user_id = ?"
     _NEG = ", ".join(f":n{i}" for i in range(len(NEGATIVE_EVENTS)))
@@ -187,18 +190,24 @@ class SQLiteSeenStore:
         if self.bloom_fp_rate <= 0:
             conn.executemany(self._DROP_BLOOM, [(u,) for u in by_user])
             return
-        stored: dict[int, bytes] = {}
-        users = list(by_user)
+        users, have = list(by_user), set()
         for start in range(0, len(users), 500):  # SQLite's bound-parameter limit
             part = users[start : start + 500]
-            sql = self._BLOOMS.format(", ".join("?" * len(part)))
-            stored.update(conn.execute(sql, part).fetchall())
+            sql = self._HAVE_BLOOM.format(", ".join("?" * len(part)))
+            have.update(r[0] for r in conn.execute(sql, part))
         out = []
         for user_id, posts in by_user.items():
+            if user_id in have and len(posts) <= IN_PLACE:
+                # a few posts: set their bits in the stored blob (header + touched bytes only)
+                with conn.blobopen("seen_bloom", "bits", user_id) as blob:
+                    if add_in_place(blob, posts):
+                        continue
             bloom = None
-            if user_id in stored:
+            if user_id in have:
                 try:
-                    bloom = BloomFilter.from_bytes(stored[user_id])
+                    bloom = BloomFilter.from_bytes(
+                        conn.execute(self._BLOOM, (user_id,)).fetchone()[0]
+                    )
                 except ValueError:
                     log.warning("rebuilding the unreadable Bloom filter of user %s", user_id)
             bloom = updated_filter(
