@@ -161,6 +161,13 @@ class Settings(BaseSettings):
     spool_flush_seconds: float = Field(default=5.0, gt=0)  # ... or when the oldest is this old
     spool_retry_seconds: float = Field(default=2.0, gt=0)  # wait after a failed flush
 
+    # --- seen store (SQLite, in-memory) ---------------------------------------------------
+    # a Bloom filter per user, kept with the seen rows by every writer: a request reads it
+    # instead of every seen row. About this share of the posts the user has NOT seen is taken
+    # for seen and filtered out (never a seen post shown); 0: no filter, the exact seen set.
+    seen_bloom_fp_rate: float = Field(default=0.01, ge=0.0, lt=0.5)
+    seen_bloom_capacity: int = Field(default=1024, ge=16)  # a user's first filter; then doubles
+
     # --- landing sensor ----------------------------------------------------------------------
     landing_sensor_lag_seconds: int = 600  # how late a landing file may become visible
 

@@ -153,7 +153,8 @@ def test_new_user_with_categories_goes_through_the_four_stages(recommender, worl
     assert rec.debug["categories"] == [2]
     ctx = recommender.context(778, NOW, categories=[2])
     assert ctx.new_user and not ctx.found and ctx.personalized
-    assert ctx.categories == [2] and ctx.vector is not None and ctx.seen == {1002}
+    assert ctx.categories == [2] and ctx.vector is not None
+    assert 1002 in ctx.seen and len(ctx.seen) == 1  # the user's Bloom filter
     cands, info = recommender.candidates(ctx)
     cats = world["dim_posts"].set_index("post_id")["category_id"]
     # the stand-in tower puts the user on category 2's axis and the filter keeps category 2
@@ -195,7 +196,8 @@ def test_candidates_merge_the_sources_with_the_signals_the_ranker_reads(world, t
         assert isinstance(rec.sources[1], NeighbourSource)
         assert isinstance(rec.sources[2], CatalogSource)
         ctx = rec.context(2, NOW)
-        assert ctx.found and ctx.categories == [2, 3] and ctx.seen == {1005, 1009}
+        assert ctx.found and ctx.categories == [2, 3]
+        assert 1005 in ctx.seen and 1009 in ctx.seen and len(ctx.seen) == 2
         assert ctx.blocked == {3} and ctx.negatives == set()
         cands, info = rec.candidates(ctx)
         scored = rec.score(ctx, cands)
@@ -445,3 +447,46 @@ def test_catalog_with_post_equals_a_rebuild(world):
         assert incremental.cold_start(30) == rebuilt.cold_start(30)
         assert incremental.creators([post_id]) == {post_id: creator}
     assert 55_555 not in cat.posts.index  # the original view is untouched
+
+
+class CountingSeenStore:
+    """A seen store proxy that counts the calls a request makes."""
+
+    def __init__(self, store):
+        self.store = store
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name):
+        attr = getattr(self.store, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            self.calls[name] += 1
+            return attr(*args, **kwargs)
+
+        return call
+
+
+@pytest.mark.parametrize("fp_rate", [0.01, 0.0])
+def test_one_request_reads_the_seen_store_once(world, tmp_path, fp_rate):
+    """The request path does only what it must: one seen-store read (``state``; SQLite: one
+    statement), the Bloom filter answering "seen" for the sources and filtering."""
+    settings = Settings(data_dir=tmp_path, retrieval_top_n=40, source_top_n=5)
+    with SQLiteSeenStore(tmp_path / "seen.sqlite", bloom_fp_rate=fp_rate) as store:
+        seen_posts = [1002, 1006, 1010, 1014, 1018, 1022, 1003, 1007]  # categories 2 and 3
+        store.mark(2, seen_posts, "IMPRESSION")
+        store.mark(2, [1005, 1009], "LIKE")  # the neighbours' history: 1010 is their best
+        store.mark(2, [1011], "DISLIKE")
+        counting = CountingSeenStore(store)
+        rec = _recommender(world, counting, settings, neighbours=_neighbours())
+        statements: list[str] = []
+        store._conn.set_trace_callback(statements.append)
+        out = rec.recommend(2, k=10, now=NOW, debug=True)
+        store._conn.set_trace_callback(None)
+    assert counting.calls == Counter({"state": 1})  # no seen / negatives / blocked_creators
+    assert len(statements) == 1 and statements[0].lstrip().startswith("SELECT")
+    assert out.path == PERSONALIZED and len(out.items) == 10
+    assert out.debug["n_seen"] == len(seen_posts) + 3
+    dropped = {*seen_posts, 1005, 1009, 1011}
+    assert not dropped & set(item_ids(out.items) + out.candidates)

@@ -27,7 +27,7 @@ history). Saved as one parquet file (post_id, neighbour_id, score) plus its para
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,6 +36,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from socialrec.data.eventlog import EventLog
+from socialrec.stores.seen.base import PostSet, as_post_set, contains_many
 
 FILE = "neighbours.parquet"
 META = "neighbours.json"
@@ -127,24 +128,21 @@ class NeighbourTable:
         return self.posts.to_numpy()[nz], summed[nz].astype(np.float64)
 
     def recommend(
-        self, history: Sequence[int], n: int, exclude: set[int] | frozenset[int] = frozenset()
+        self, history: Sequence[int], n: int, exclude: PostSet | Iterable[int] = frozenset()
     ) -> list[tuple[int, float]]:
-        """The ``n`` best-scored neighbours of ``history``, minus ``exclude`` and the history
+        """The ``n`` best-scored neighbours of ``history``, minus ``exclude`` (tested with a
+        vectorised membership test, never listed: it may be a Bloom filter) and the history
         itself, best first (ties: lower post id)."""
         ids, score = self.scores(history)
         if not len(ids):
             return []
-        drop = set(exclude) | {int(h) for h in history}
-        order = np.lexsort((ids, -score))
-        out = []
-        for j in order:
-            pid = int(ids[j])
-            if pid in drop:
-                continue
-            out.append((pid, float(score[j])))
-            if len(out) == n:
-                break
-        return out
+        excluded = as_post_set(exclude)
+        drop = np.isin(ids, np.fromiter((int(h) for h in history), np.int64))
+        if len(excluded):
+            drop |= contains_many(excluded, ids)
+        ids, score = ids[~drop], score[~drop]
+        order = np.lexsort((ids, -score))[:n]
+        return [(int(p), float(v)) for p, v in zip(ids[order], score[order], strict=True)]
 
     def score_matrix(self, histories: Sequence[Sequence[int]], posts: pd.Index) -> np.ndarray:
         """(len(histories), len(posts)) summed similarities, for scoring many users at once."""

@@ -13,6 +13,7 @@ import pandas as pd
 from socialrec.recommender.parts import OnlineFeatures, UserEncoder
 from socialrec.recommender.sources import preferred_categories
 from socialrec.stores.seen import SeenState, SeenStore
+from socialrec.stores.seen.base import PostSet
 from socialrec.timeutil import timestamp, utc_now
 
 
@@ -26,7 +27,9 @@ class Context:
     found: bool  # the feature store knows the user
     new_user: bool  # unknown, but the request named categories
     categories: list[int]
-    state: SeenState  # seen posts, negatives and blocked creators: one read of the seen store
+    # seen posts (a set or the user's Bloom filter), negatives and blocked creators: one read
+    # of the seen store
+    state: SeenState
     vector: np.ndarray | None = None
 
     @property
@@ -34,7 +37,7 @@ class Context:
         return self.found or self.new_user
 
     @property
-    def seen(self) -> frozenset[int]:
+    def seen(self) -> PostSet:
         return self.state.seen
 
     @property

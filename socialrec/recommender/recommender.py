@@ -52,6 +52,7 @@ from socialrec.recommender.retrieval import build_sources, candidate_signals, ga
 from socialrec.settings import Settings
 from socialrec.stores.catalog import Catalog
 from socialrec.stores.seen import SeenStore
+from socialrec.stores.seen.base import PostSet
 
 PERSONALIZED = "personalized"
 COLD_START = "cold_start"
@@ -266,7 +267,7 @@ class Recommender:
         )  # fmt: skip
 
     def _cold_start_frame(
-        self, user_id: int, k: int, categories: list[int], exclude: set[int]
+        self, user_id: int, k: int, categories: list[int], exclude: PostSet
     ) -> pd.DataFrame:
         # fetch extra so diversity re-ranking has room to reorder
         picks = self.catalog.cold_start(

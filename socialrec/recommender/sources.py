@@ -33,6 +33,7 @@ import pandas as pd
 
 from socialrec.features.ranking import parse_categories, parse_counts
 from socialrec.settings import CANDIDATE_SOURCES
+from socialrec.stores.seen.base import PostSet
 
 SOURCES = CANDIDATE_SOURCES
 RRF_K = 60.0
@@ -44,7 +45,10 @@ class SourceRequest:
     user: pd.Series | None  # the user's online features (None: unknown user)
     categories: list[int]  # the user's preferred categories (may be empty)
     now: int  # epoch seconds
-    exclude: set[int]  # posts the user must not get (seen, disliked); sources over-fetch
+    # posts the user must not get (seen, disliked): ``in``, ``len`` and
+    # socialrec.stores.seen.base.contains_many, never listed (it may be a Bloom filter); sources
+    # over-fetch by its size
+    exclude: PostSet
     vector: np.ndarray | None = None  # the user tower's vector, computed once per request
     extras: dict[str, Any] = field(default_factory=dict)
 

@@ -64,7 +64,7 @@ parts are opened and wired once by ``socialrec.serving.app``.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -82,6 +82,9 @@ from socialrec.serving.schemas import (
     SearchResponse,
     SimilarResponse,
 )
+
+if TYPE_CHECKING:
+    from socialrec.stores.seen.base import PostSet
 
 log = logging.getLogger("socialrec.service")
 
@@ -186,10 +189,10 @@ class Endpoints:
         self.metrics.fallback.labels("/recommend", exc.dependency).inc()
         self.metrics.errors.labels("/recommend", exc.dependency).inc()
         note_outcome("fallback")
-        exclude: set[int] = set()
+        exclude: PostSet = frozenset()
         if exc.dependency != "seen_store":
-            try:
-                exclude = set(self.seen_store.state(user_id).excluded)
+            try:  # tested by membership, not listed (it may be the user's Bloom filter)
+                exclude = self.seen_store.state(user_id).excluded
             except DependencyError:
                 pass
         catalog = self.catalog

@@ -25,6 +25,7 @@ import pandas as pd
 
 from socialrec.data.eventlog import EventLog
 from socialrec.settings import UNKNOWN_CREATOR_ID
+from socialrec.stores.seen.base import PostSet, as_post_set, contains_many
 from socialrec.timeutil import DAY_SECONDS, epoch_seconds, to_seconds
 
 COLUMNS = [
@@ -257,7 +258,7 @@ class Catalog:
         name: str,
         n: int,
         categories: Iterable[int] | None = None,
-        exclude: Iterable[int] = (),
+        exclude: PostSet | Iterable[int] = (),
         created_by: int | None = None,
     ) -> list[tuple[int, float]]:
         """The first ``n`` (post_id, score) of a list (``LISTS``), in ``categories`` when given,
@@ -271,16 +272,20 @@ class Catalog:
         if name == "fresh":
             now = float(created_by) if created_by is not None else float(values.max(initial=0))
             values = -(now - values) / 3600.0
-        excluded = {int(p) for p in exclude}
+        excluded = as_post_set(exclude)  # tested, never listed: it may be a Bloom filter
         limit = np.inf if created_by is None else float(created_by)
-        out = []
-        for pid, v, c in zip(ids.tolist(), values.tolist(), created.tolist(), strict=True):
-            if pid in excluded or c > limit:
-                continue
-            out.append((pid, v))
-            if len(out) == n:
-                break
-        return out
+        out: list[tuple[int, float]] = []
+        # in chunks a little longer than what is still wanted: a vectorised test of the head of
+        # the list, not of the whole catalog
+        start = 0
+        while len(out) < n and start < len(ids):
+            part = slice(start, start + max(64, 2 * (n - len(out))))
+            ok = created[part] <= limit
+            if len(excluded):
+                ok &= ~contains_many(excluded, ids[part])
+            out.extend(zip(ids[part][ok].tolist(), values[part][ok].tolist(), strict=True))
+            start = part.stop
+        return out[:n]
 
     def _list(self, name: str, categories: tuple[int, ...]):
         """(ids, sort values, created_at) of a list, restricted to categories (cached)."""
@@ -307,7 +312,7 @@ class Catalog:
         self,
         k: int,
         category_ids: Iterable[int] | None = None,
-        exclude: Iterable[int] = (),
+        exclude: PostSet | Iterable[int] = (),
         exclude_creator: int | None = None,
     ) -> list[tuple[int, float]]:
         """k (post_id, score) for a user without a usable signal; scores strictly decrease.
@@ -315,7 +320,7 @@ class Catalog:
         Popular and fresh posts are interleaved (``fresh_share`` of the slots are fresh), from
         ``category_ids`` first and from all categories when those run out.
         """
-        excluded = {int(p) for p in exclude}
+        excluded = as_post_set(exclude)  # tested, never listed: it may be a Bloom filter
         picked: list[int] = []
         cats = [int(c) for c in category_ids] if category_ids else []
         pools = []
@@ -339,9 +344,9 @@ class Catalog:
         return [(pid, 1.0 / (1.0 + rank)) for rank, pid in enumerate(picked[:k])]
 
     def _interleave(
-        self, popular: list[int], fresh: list[int], k: int, excluded: set[int], picked: list[int]
+        self, popular: list[int], fresh: list[int], k: int, excluded: PostSet, picked: list[int]
     ) -> None:
-        taken = excluded | set(picked)
+        taken = set(picked)
         pi = fi = 0
         n_fresh = 0
         while len(picked) < k and (pi < len(popular) or fi < len(fresh)):
@@ -350,7 +355,7 @@ class Catalog:
                 pid, fi, is_fresh = fresh[fi], fi + 1, True
             else:
                 pid, pi, is_fresh = popular[pi], pi + 1, False
-            if pid in taken:
+            if pid in taken or pid in excluded:
                 continue
             taken.add(pid)
             picked.append(pid)

@@ -23,7 +23,10 @@ be integers within int64 (``int``, numpy integers; not bools, floats or strings)
 ValueError, and a call with any bad id writes nothing.
 
 A request reads the store once: ``state(user_id)`` returns a :class:`SeenState` (seen posts,
-negatives, blocked creators) for the retrieval and filtering stages.
+negatives, blocked creators) for the retrieval and filtering stages. The SQLite and in-memory
+stores keep a Bloom filter of each user's seen posts (:mod:`.bloom`), updated with the seen rows
+by every write, so ``state`` reads that filter instead of every seen row; the stages use only
+``in``, ``len`` and :func:`contains_many` on the seen and excluded sets, never list them.
 
 Backends (``sqlite``, ``memory``, ``scylla``) live in their own modules and register an opener
 with :func:`register`; this module never imports them. :func:`open_seen_store` picks one from
@@ -37,24 +40,93 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import pandas as pd
 
 from socialrec.settings import EVENT_TYPES, NEGATIVE_EVENTS, Settings
 
 
+@runtime_checkable
+class PostSet(Protocol):
+    """What the stages need of a set of post ids: ``in`` and ``len`` (a ``frozenset`` is one;
+    so is a :class:`socialrec.stores.seen.bloom.BloomFilter`, which adds a vectorised
+    ``contains_many``). Vectorised membership of any of them: :func:`contains_many`."""
+
+    def __contains__(self, post_id: object) -> bool: ...
+
+    def __len__(self) -> int: ...
+
+
+class ExcludedPosts:
+    """The union of a Bloom-backed ``seen`` and the exact ``negatives`` (what
+    :attr:`SeenState.excluded` is when ``seen`` is a Bloom filter), without listing either."""
+
+    __slots__ = ("negatives", "seen")
+
+    def __init__(self, seen: PostSet, negatives: frozenset[int]):
+        self.seen, self.negatives = seen, negatives
+
+    def __contains__(self, post_id: object) -> bool:
+        return post_id in self.negatives or post_id in self.seen
+
+    def __len__(self) -> int:
+        # every negative is a seen post in the stores; count any that is not, once
+        return len(self.seen) + sum(p not in self.seen for p in self.negatives)
+
+    def contains_many(self, ids) -> np.ndarray:
+        return contains_many(self.seen, ids) | contains_many(self.negatives, ids)
+
+
+def contains_many(container: PostSet | Iterable[int], ids) -> np.ndarray:
+    """A bool per id of ``ids`` (any iterable of ints, or an int array): is it in
+    ``container``? Vectorised for Bloom-backed sets (their ``contains_many``), a membership test
+    per id for frozensets and sets; any other iterable (a list, a generator) is read into a set
+    first."""
+    arr = ids if isinstance(ids, np.ndarray) else np.fromiter((int(i) for i in ids), np.int64)
+    many = getattr(container, "contains_many", None)
+    if many is not None:
+        return np.asarray(many(arr), dtype=bool)
+    members = as_post_set(container)
+    if not members:
+        return np.zeros(len(arr), dtype=bool)
+    return np.fromiter((p in members for p in arr.tolist()), dtype=bool, count=len(arr))
+
+
+def as_post_set(exclude: PostSet | Iterable[int]) -> PostSet:
+    """``exclude`` itself when it answers ``in`` cheaply (a set, a Bloom-backed set), else its
+    ids in a frozenset (a list, a tuple, a generator)."""
+    if isinstance(exclude, set | frozenset) or hasattr(exclude, "contains_many"):
+        return exclude  # type: ignore[return-value]
+    return frozenset(int(p) for p in exclude)  # type: ignore[union-attr]
+
+
 @dataclass(frozen=True)
 class SeenState:
     """What one request needs of the seen store, read once: the posts the user has any event
-    for, the ones they disliked or reported, and the creators they block."""
+    for, the ones they disliked or reported, and the creators they block.
 
-    seen: frozenset[int] = frozenset()
+    ``seen`` is an exact frozenset, or the user's Bloom filter
+    (:class:`socialrec.stores.seen.bloom.BloomFilter`: ``in``, ``len``, ``contains_many``; it
+    cannot list its posts) when the store keeps one for the user (SQLite and in-memory stores, ``SOCIALREC_SEEN_BLOOM_FP_RATE`` > 0): then about
+    that share of the unseen posts counts as seen too, and is filtered out. ``negatives`` and
+    ``blocked`` are always exact."""
+
+    seen: PostSet = frozenset()
     negatives: frozenset[int] = frozenset()
     blocked: frozenset[int] = frozenset()
 
     @property
-    def excluded(self) -> frozenset[int]:
-        """The posts the user must not get again (seen or negative)."""
-        return self.seen | self.negatives
+    def excluded(self) -> PostSet:
+        """The posts the user must not get again (seen or negative): a frozenset when ``seen``
+        is one, else an :class:`ExcludedPosts`."""
+        if isinstance(self.seen, frozenset):
+            return self.seen | self.negatives
+        return ExcludedPosts(self.seen, self.negatives)
+
+    @property
+    def exact(self) -> bool:
+        """Whether ``seen`` is an exact set (no Bloom filter)."""
+        return isinstance(self.seen, frozenset)
 
     @classmethod
     def from_rows(cls, rows: Iterable[tuple[int, str]], blocked: Iterable[int] = ()) -> SeenState:

@@ -15,6 +15,11 @@
 * ``negatives`` reads the same partition and keeps the DISLIKE/REPORT rows client side
   (``event_type`` is the last clustering column: filtering it server side would need
   ALLOW FILTERING); ``state`` reads the partition once for both, plus the user's blocks.
+* No Bloom filter: ``state`` returns exact frozensets (the SQLite store's per-user filter is a
+  read-modify-write of one blob by every writer; concurrent writers on a cluster would need a
+  lightweight transaction (LWT) per write to not lose each other's bits, and seen rows expire
+  by TTL, which a filter cannot forget). Frozensets are what the stages need of a seen set
+  (``in``, ``len``, ``socialrec.stores.seen.base.contains_many``).
 * Blocks (``block`` / ``unblock`` / ``blocked_creators``, see ``socialrec.stores.seen.base``)
   have NO TTL: a block lasts until it is unblocked, whatever ``SOCIALREC_SCYLLA_SEEN_TTL_DAYS``
   is. The table is created with ``default_time_to_live = 0`` and its INSERT sets no TTL.
