@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -37,6 +38,11 @@ from socialrec.stores.seen.base import PostSet
 
 SOURCES = CANDIDATE_SOURCES
 RRF_K = 60.0
+# the sources of a request run at once (the index and store calls wait on I/O while the
+# catalog lists compute); the two-tower source's second search runs on a pool of its own, so
+# a source never waits for a task queued behind other sources
+_SOURCE_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="socialrec-source")
+_SEARCH_POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="socialrec-search")
 
 
 @dataclass
@@ -96,12 +102,22 @@ def retrieve_two_tower(
         return sorted(hits, key=lambda kv: (-kv[1], kv[0]))[:top_n]
     n_explore = min(top_n, round(top_n * explore)) if explore > 0 else 0
     best: dict[int, float] = {}
-    if top_n - n_explore > 0:
-        for post_id, score in index.search(alias, vec, top_n - n_explore, list(categories))[0]:
-            best[post_id] = max(score, best.get(post_id, -math.inf))
-    if n_explore > 0:
+    # both searches issued together: the exploration slice's on the search pool
+    explore_hits = _SEARCH_POOL.submit(index.search, alias, vec, top_n, None) if n_explore else None
+    try:
+        filtered = (
+            index.search(alias, vec, top_n - n_explore, list(categories))[0]
+            if top_n - n_explore > 0
+            else []
+        )
+    finally:
+        if explore_hits is not None:
+            wait([explore_hits])  # never leave a search running behind an error
+    for post_id, score in filtered:
+        best[post_id] = max(score, best.get(post_id, -math.inf))
+    if explore_hits is not None:
         added = 0
-        for post_id, score in index.search(alias, vec, top_n, None)[0]:
+        for post_id, score in explore_hits.result()[0]:
             if post_id in best:
                 best[post_id] = max(score, best[post_id])
             elif added < n_explore:
@@ -169,26 +185,40 @@ def merge(
     """One row per candidate, best merged score first: ``post_id``, ``merged_score`` (reciprocal
     rank fusion over the sources that returned it, each weighted by ``weights[source]``,
     default 1), ``n_sources`` and, for every source in ``results``, ``<source>_score`` and
-    ``<source>_rank`` (0-based; NaN when the source did not return the post)."""
-    rows: dict[int, dict[str, float]] = {}
-    for name, hits in results.items():
-        for rank, (post_id, score) in enumerate(hits):
-            row = rows.setdefault(int(post_id), {})
-            if f"{name}_rank" in row:  # a source that repeats a post keeps its best rank
-                continue
-            row[f"{name}_score"] = float(score)
-            row[f"{name}_rank"] = float(rank)
-    cols = [f"{n}_{k}" for n in results for k in ("score", "rank")]
-    if not rows:
+    ``<source>_rank`` (0-based; NaN when the source did not return the post). Built with
+    numpy (one frame at the end): it runs on every request."""
+    names = list(results)
+    cols = [f"{n}_{k}" for n in names for k in ("score", "rank")]
+    ids_per = []
+    for name in names:
+        hits = results[name]
+        ids = np.fromiter((int(p) for p, _ in hits), dtype=np.int64, count=len(hits))
+        scores = np.fromiter((float(v) for _, v in hits), dtype=np.float64, count=len(hits))
+        # a source that repeats a post keeps its best (first) rank
+        ids, first = np.unique(ids, return_index=True)
+        ids_per.append((ids, first.astype(np.float64), scores[first]))
+    if not any(len(ids) for ids, _, _ in ids_per):
         return pd.DataFrame(columns=["post_id", "merged_score", "n_sources", *cols])
-    frame = pd.DataFrame.from_dict(rows, orient="index").reindex(columns=cols)
-    ranks = frame[[f"{n}_rank" for n in results]].to_numpy(dtype=np.float64)
-    w = [float((weights or {}).get(n, 1.0)) for n in results]
-    frame["merged_score"] = fusion_scores(ranks, w)
-    frame["n_sources"] = np.isfinite(ranks).sum(axis=1)
-    frame.insert(0, "post_id", frame.index.to_numpy(dtype=np.int64))
-    frame = frame.sort_values(["merged_score", "post_id"], ascending=[False, True])
-    return frame.reset_index(drop=True)[["post_id", "merged_score", "n_sources", *cols]]
+    post_ids = np.unique(np.concatenate([ids for ids, _, _ in ids_per]))
+    data: dict[str, np.ndarray] = {}
+    ranks = np.full((len(post_ids), len(names)), np.nan)
+    for j, (name, (ids, rank, score)) in enumerate(zip(names, ids_per, strict=True)):
+        at = np.searchsorted(post_ids, ids)
+        column = np.full(len(post_ids), np.nan)
+        column[at] = score
+        data[f"{name}_score"] = column
+        ranks[at, j] = rank
+        data[f"{name}_rank"] = ranks[:, j]
+    w = [float((weights or {}).get(n, 1.0)) for n in names]
+    merged = fusion_scores(ranks, w)
+    order = np.lexsort((post_ids, -merged))  # merged score descending, then post_id
+    frame = {
+        "post_id": post_ids[order],
+        "merged_score": merged[order],
+        "n_sources": np.isfinite(ranks).sum(axis=1)[order],
+    }
+    frame.update({c: data[c][order] for c in cols})
+    return pd.DataFrame(frame)
 
 
 def gather(
@@ -204,9 +234,20 @@ def gather(
     """
     results: dict[str, list[tuple[int, float]]] = {}
     errors: dict[str, BaseException] = {}
-    for source in sources:
+
+    def ask(source: CandidateSource) -> list[tuple[int, float]]:
+        return source.candidates(request, n(source.name) if callable(n) else n)
+
+    # every source at once; the last one in this thread
+    futures = [_SOURCE_POOL.submit(ask, source) for source in sources[:-1]]
+    pending: list[tuple[CandidateSource, Callable[[], list]]] = [
+        (source, future.result) for source, future in zip(sources[:-1], futures, strict=True)
+    ]
+    if sources:
+        pending.append((sources[-1], lambda: ask(sources[-1])))
+    for source, result in pending:
         try:
-            results[source.name] = source.candidates(request, n(source.name) if callable(n) else n)
+            results[source.name] = result()
         except outage as exc:
             if len(sources) == 1:
                 raise

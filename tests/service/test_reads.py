@@ -37,7 +37,8 @@ def test_milvus_down_skips_the_two_tower_source_and_the_others_answer(metrics, s
     seen_store.mark(2, [1, 3, 4], "VIEW")
     assert fallbacks(metrics, "milvus") == 0
     out = endpoints.recommend(2, 5)
-    assert index.calls == 1  # user 2 is known: the two-tower source was tried
+    # user 2 is known: the two-tower source was tried, both its searches issued together
+    assert index.calls == 2
     # the trending, popular and fresh sources answered, through the ranker: not a fallback
     assert out.source == "personalized"
     assert "two_tower source skipped" in out.reason
@@ -71,7 +72,8 @@ def test_recommend_falls_back_to_the_cold_start_list_when_the_only_source_is_dow
     seen_store.mark(2, [1, 3, 4], "VIEW")
     assert fallbacks(metrics, "milvus") == 0
     out = endpoints.recommend(2, 5)
-    assert index.calls == 1  # user 2 is known: the personalized path was tried first
+    # user 2 is known: the personalized path was tried first (both searches, issued together)
+    assert index.calls == 2
     assert out.source == "fallback"
     assert "milvus unavailable" in out.reason and "failed to connect" in out.reason
     ids = [it.post_id for it in out.items]
@@ -155,8 +157,9 @@ def test_a_new_users_categories_reach_the_recommender_and_its_fallback(metrics, 
     index = RaisingIndex()
     endpoints = make_endpoints(metrics, seen_store, index, settings=make_settings(**TWO_TOWER_ONLY))
     out = endpoints.recommend(50, 5, categories=[1])
-    # user 50 is unknown but named categories: embedded and retrieved (Milvus is down) ...
-    assert index.calls == 1
+    # user 50 is unknown but named categories: embedded and retrieved (Milvus is down: both
+    # searches of the two-tower source, issued together) ...
+    assert index.calls == 2
     # ... so the fallback answers, from those categories first
     assert out.source == "fallback" and len(out.items) == 5
     assert {it.category_id for it in out.items} == {1}
@@ -169,7 +172,7 @@ def test_a_new_users_categories_reach_the_recommender_and_its_fallback(metrics, 
         features=FakeFeatures({2}, posts=known_posts()), ranker=ScoringRanker(),
     )  # fmt: skip
     out = endpoints.recommend(50, 5, categories=[1])
-    assert index.calls == 1 and out.source == "personalized"
+    assert index.calls == 2 and out.source == "personalized"
     assert "two_tower source skipped" in out.reason
     assert len(out.items) == 5 and {it.category_id for it in out.items} == {1}
     assert all(it.ranker_score is not None for it in out.items)
