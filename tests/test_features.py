@@ -246,17 +246,47 @@ def test_online_reads_the_latest_values_of_both_views_in_one_call(store):
         POST_FEATURES: 3,
         POST_CONTENT: 3,
     }
+    feast_store = store["store"]
     calls = []
-    real = store["store"].get_online_features
-    store["store"].get_online_features = lambda **kw: calls.append(kw) or real(**kw)
+    provider = feast_store._get_provider()  # the store's provider: its online store
+    real = provider.online_read
+    provider.online_read = lambda **kw: calls.append(kw) or real(**kw)
     try:
-        users = online_user_features(store["store"], [1, 999, 2])
-        posts = online_post_features(store["store"], [12, 10])
+        users = online_user_features(feast_store, [1, 999, 2])
+        posts = online_post_features(feast_store, [12, 10])
     finally:
-        del store["store"].get_online_features
-    assert len(calls) == 2  # one Feast call per entity batch, both views inside it
-    # through the entities' named feature services
-    assert [c["features"].name for c in calls] == [USER_SERVICE, POST_SERVICE]
+        del provider.online_read
+    # one online-store read per feature view of each entity's named feature service, for the
+    # whole batch at once (what get_online_features does per view)
+    views = {
+        name: [p.name for p in feast_store.get_feature_service(name).feature_view_projections]
+        for name in (USER_SERVICE, POST_SERVICE)
+    }
+    assert [c["table"].name for c in calls] == views[USER_SERVICE] + views[POST_SERVICE]
+    assert [len(c["entity_keys"]) for c in calls] == [3] * len(views[USER_SERVICE]) + [2] * len(
+        views[POST_SERVICE]
+    )
+    # the same values and the same found/missing as Feast's get_online_features
+    for frame, service, key, ids in (
+        (users, USER_SERVICE, "user_id", [1, 999, 2]),
+        (posts, POST_SERVICE, "post_id", [12, 10]),
+    ):
+        expected = feast_store.get_online_features(
+            features=feast_store.get_feature_service(service),
+            entity_rows=[{key: i} for i in ids],
+        ).to_dict()
+        for column, values in expected.items():
+            if column == key:
+                continue
+            for got, want in zip(frame[column].tolist(), values, strict=True):
+                if isinstance(want, list) or isinstance(got, np.ndarray):
+                    np.testing.assert_allclose(
+                        np.asarray(got, np.float32), np.asarray(want or np.zeros_like(got))
+                    )
+                elif want is None:
+                    assert got is None or pd.isna(got), (column, got)
+                else:
+                    assert got == pytest.approx(want), (column, got, want)
     assert users.index.tolist() == [1, 999, 2]
     assert users["found"].tolist() == [True, False, True]
     assert users.loc[1, "n_events"] == 9 and users.loc[1, "onboarding_categories"] == "3,7"
