@@ -242,8 +242,9 @@ class Catalog:
     # --- lookups ---------------------------------------------------------------------------
     def metadata(self, post_ids: Iterable[int]) -> pd.DataFrame:
         """category_id, creator_id, created_at of the known posts among ``post_ids``."""
-        ids = [int(p) for p in post_ids]
-        return self.posts.loc[self.posts.index.intersection(ids), COLUMNS]
+        ids = np.fromiter((int(p) for p in post_ids), dtype=np.int64)
+        at = self.posts.index.get_indexer(ids)
+        return self.posts.iloc[np.unique(at[at >= 0])][COLUMNS]  # in the catalog's order
 
     def creators(self, post_ids: Iterable[int]) -> dict[int, int]:
         meta = self.metadata(post_ids)
