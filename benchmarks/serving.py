@@ -161,7 +161,9 @@ def run(args) -> dict:
                     cell: dict = {"startup_s": svc.startup_s, "workers": svc.workers}
                     warm = [{"user_id": u["user_id"], "k": args.k_items} for u in users]
                     asyncio.run(run_load(svc.url, "/recommend", warm, 1, args.warmup, 600))
-                    cell["recommend"] = measure_recommend(svc, users, args.k_items, args)
+                    cell["recommend"] = measure_recommend(
+                        svc, users, args.k_items, args, milvus.pgid
+                    )
                     if i == 0:
                         size["reads"] = measure_reads(svc, n_posts, args)
                     if i == len(args.ks) - 1:

@@ -33,7 +33,7 @@ TINY = {
     "SOCIALREC_TWO_TOWER_EPOCHS": "3",
     "SOCIALREC_RANKER_ITERATIONS": "100",
 }
-MODELS = ("socialrec_two_tower", "socialrec_ranker")
+MODELS = ("socialrec_two_tower", "socialrec_ranker", "socialrec_neighbours")
 DEFAULT_K = 500  # settings.retrieval_top_n's default: the K of the latency targets
 # the targets (2 cores)
 TARGET_P99_MS = {100_000: 50.0, 1_000_000: 100.0}  # /recommend p99, c=1, K=500

@@ -34,6 +34,7 @@ def floors(spec: dict) -> dict:
     from socialrec.features import store as fs
     from socialrec.features.online import online_post_features, online_user_features
     from socialrec.features.ranking import ranking_features
+    from socialrec.models.neighbours import NeighbourTable
     from socialrec.models.ranker import Ranker
     from socialrec.models.two_tower import TwoTowerModel
     from socialrec.recommender import FeastFeatures, Recommender
@@ -49,6 +50,7 @@ def floors(spec: dict) -> dict:
     store = fs.feature_store(s)
     model = TwoTowerModel.load(spec["models"]["socialrec_two_tower"])
     ranker = Ranker.load(spec["models"]["socialrec_ranker"])
+    neighbours = NeighbourTable.load(spec["models"]["socialrec_neighbours"])
     catalog_dir = sorted((s.models_dir / "catalog").iterdir())[-1]
     catalog = Catalog.load(catalog_dir)
     seen = open_seen_store(s)
@@ -112,7 +114,9 @@ def floors(spec: dict) -> dict:
                 for part in ("search_filtered", "search_unfiltered", "post_fetch", "ranker_predict")
             )
             s.retrieval_top_n = int(k)
-            rec = Recommender(FeastFeatures(store), model, index, seen, ranker, catalog, s)
+            rec = Recommender(
+                FeastFeatures(store), model, index, seen, ranker, catalog, s, neighbours=neighbours
+            )
             uit = itertools.cycle(ids)
             row["recommend_in_process"], _ = time_calls(
                 lambda rec=rec, uit=uit: rec.recommend(next(uit), k=spec["k_items"]), reps

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import os
 import re
 import time
 import uuid
@@ -105,15 +106,40 @@ def _stage_means(before: dict, after: dict) -> dict[str, float]:
     return out
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of the live processes of a process group (``/proc``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return total / tick
+
+
 def _recommend_check(body: dict) -> str:
     return body.get("source", "?")
 
 
-def measure_recommend(svc: Service, users: list[dict], k_items: int, args) -> list[dict]:
+def measure_recommend(
+    svc: Service, users: list[dict], k_items: int, args, milvus_pgid: int | None = None
+) -> list[dict]:
+    """/recommend at each concurrency: latency, throughput, the stage means of the service's
+    metrics, and the CPU time per request of the service's processes and of the Milvus
+    server's (the CPU work a request costs, wherever it runs)."""
     bodies = [{"user_id": u["user_id"], "k": k_items} for u in users]
     cells = []
     for c in args.concurrency:
         before = _stage_sums(svc.url)
+        cpu0 = group_cpu_seconds(svc.proc.pid)
+        mcpu0 = group_cpu_seconds(milvus_pgid) if milvus_pgid else 0.0
         cell = asyncio.run(
             run_load(
                 svc.url,
@@ -125,12 +151,19 @@ def measure_recommend(svc: Service, users: list[dict], k_items: int, args) -> li
                 _recommend_check,
             )
         )
+        served = max(1, sum(cell["outcomes"].values()))
+        cell["cpu_ms_per_request"] = (group_cpu_seconds(svc.proc.pid) - cpu0) * 1000 / served
+        if milvus_pgid:
+            milvus_cpu = group_cpu_seconds(milvus_pgid) - mcpu0
+            cell["milvus_cpu_ms_per_request"] = milvus_cpu * 1000 / served
         cell["stages_mean_ms"] = _stage_means(before, _stage_sums(svc.url))
         cells.append(cell)
         print(
             f"    c={c}: n={cell['n']} p50 {cell['p50_ms']:.1f} p95 {cell['p95_ms']:.1f} "
             f"p99 {cell['p99_ms']:.1f} ms, {cell['throughput_rps']:.1f} req/s, "
-            f"{cell['outcomes']}, stages {cell['stages_mean_ms']}",
+            f"{cell['outcomes']}, CPU {cell['cpu_ms_per_request']:.0f} ms/request (+ Milvus "
+            f"{cell.get('milvus_cpu_ms_per_request', float('nan')):.0f}), "
+            f"stages {cell['stages_mean_ms']}",
             flush=True,
         )
     return cells

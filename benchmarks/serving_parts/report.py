@@ -61,6 +61,8 @@ def summary(report: dict) -> dict:
                         "errors": _errors(c),
                         "n": c["n"],
                         "workers": cell.get("workers"),
+                        "cpu_ms_per_request": c.get("cpu_ms_per_request"),
+                        "milvus_cpu_ms_per_request": c.get("milvus_cpu_ms_per_request"),
                         "stages_mean_ms": c.get("stages_mean_ms", {}),
                     }
                 )
@@ -183,13 +185,16 @@ def table(s: dict) -> str:
     lines = [
         f"Machine: {s['machine']}",
         "",
-        "| posts | K | c | workers | n | p50 ms | p99 ms | req/s | errors |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| posts | K | c | workers | n | p50 ms | p99 ms | req/s | errors "
+        "| CPU ms/request: service | Milvus |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in s["runs"]:
         lines.append(
             f"| {r['posts']:,} | {r['K']} | {r['concurrency']} | {r['workers'] or '—'} | {r['n']} "
-            f"| {_f(r['p50_ms'])} | {_f(r['p99_ms'])} | {r['rps']:.1f} | {r['errors']} |"
+            f"| {_f(r['p50_ms'])} | {_f(r['p99_ms'])} | {r['rps']:.1f} | {r['errors']} "
+            f"| {_f(r['cpu_ms_per_request'], '{:.0f}')} "
+            f"| {_f(r['milvus_cpu_ms_per_request'], '{:.0f}')} |"
         )
     lines += [
         "",
