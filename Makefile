@@ -70,4 +70,5 @@ format: install-dev
 	$(RUN) ruff check --fix .
 
 clean:
+	@if [ -x .venv/bin/python ]; then .venv/bin/python -m socialrec.stores.milvus_server stop --data-dir "$(SOCIALREC_DATA_DIR)" || true; fi
 	rm -rf "$(SOCIALREC_DATA_DIR)"
