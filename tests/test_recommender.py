@@ -390,12 +390,16 @@ def test_cached_post_features_fetch_misses_in_one_call_and_expire(world, monkeyp
     inner = Counting(world["features"])
     clock = [1000.0]
     monkeypatch.setattr(rec_module.time, "monotonic", lambda: clock[0])
-    cache = CachedPostFeatures(inner, max_posts=3, ttl_seconds=60)
+    observed = []
+    cache = CachedPostFeatures(
+        inner, max_posts=3, ttl_seconds=60, observer=lambda h, m: observed.append((h, m))
+    )
     direct = world["features"].posts([1000, 1001, 99999])
     first = cache.posts([1000, 1001, 99999])
     pd.testing.assert_frame_equal(first, direct)
     second = cache.posts([1001, 1002, 1000])  # two hits, one miss: one call for the miss
     assert inner.calls == [[1000, 1001, 99999], [1002]]
+    assert observed == [(0, 3), (2, 1)]  # (hits, misses) of each lookup: the metrics' counts
     assert second.index.tolist() == [1001, 1002, 1000]
     for col in ("category_id", "creator_id", "found"):
         assert second[col].tolist() == world["features"].posts([1001, 1002, 1000])[col].tolist()

@@ -93,13 +93,26 @@ def _stage_sums(url: str) -> dict[str, tuple[float, float]]:
             continue
         stage = re.search(r'stage="([^"]+)"', labels).group(1)
         out.setdefault(stage, [0.0, 0.0])[0 if kind == "sum" else 1] += float(value)
+    # the ranking stage's post-feature cache (hits, misses): summed over the workers
+    cache = re.findall(
+        r'^socialrec_post_feature_cache_total\{result="(hit|miss)"\}\s+([0-9.eE+-]+)$', text, re.M
+    )
+    counts = {"hit": 0.0, "miss": 0.0}
+    for result, value in cache:
+        counts[result] += float(value)
+    out["post_cache"] = [counts["hit"], counts["miss"]]
     return {k: (v[0], v[1]) for k, v in out.items()}
 
 
 def _stage_means(before: dict, after: dict) -> dict[str, float]:
     """Mean ms per /recommend stage between two /metrics snapshots."""
     out = {}
+    (h0, m0), (h1, m1) = before.get("post_cache", (0, 0)), after.get("post_cache", (0, 0))
+    if (h1 - h0) + (m1 - m0) > 0:
+        out["post_cache_hit_rate"] = round((h1 - h0) / ((h1 - h0) + (m1 - m0)), 3)
     for stage, (s1, c1) in after.items():
+        if stage == "post_cache":
+            continue
         s0, c0 = before.get(stage, (0.0, 0.0))
         if c1 > c0:
             out[stage] = round((s1 - s0) / (c1 - c0) * 1000, 2)

@@ -48,8 +48,15 @@ class CachedPostFeatures:
     rows change with every event).
     """
 
-    def __init__(self, inner: OnlineFeatures, max_posts: int = 50_000, ttl_seconds: float = 60):
+    def __init__(
+        self,
+        inner: OnlineFeatures,
+        max_posts: int = 50_000,
+        ttl_seconds: float = 60,
+        observer: Callable[[int, int], Any] | None = None,
+    ):
         self.inner = inner
+        self.observer = observer  # observer(hits, misses) after each lookup (e.g. metrics)
         self.max_posts = max_posts
         self.ttl_seconds = ttl_seconds
         self._rows: OrderedDict[int, tuple[float, dict]] = OrderedDict()
@@ -80,6 +87,8 @@ class CachedPostFeatures:
         missing = [p for p in ids if p not in rows]
         self.hits += len(ids) - len(missing)
         self.misses += len(missing)
+        if self.observer is not None:
+            self.observer(len(ids) - len(missing), len(missing))
         fetched = None
         if missing:
             fetched = self.inner.posts(missing)

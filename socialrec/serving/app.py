@@ -86,7 +86,10 @@ def open_service(settings, artifacts: Artifacts, metrics: ServiceMetrics | None 
         if settings.post_feature_cache_seconds > 0 and settings.post_feature_cache_size > 0:
             # post rows change at materialization or /posts (invalidated), not per request
             features = post_cache = CachedPostFeatures(
-                features, settings.post_feature_cache_size, settings.post_feature_cache_seconds
+                features,
+                settings.post_feature_cache_size,
+                settings.post_feature_cache_seconds,
+                observer=metrics.observe_post_cache,
             )
         endpoints = compose(
             settings,

@@ -65,6 +65,13 @@ class ServiceMetrics:
             buckets=STAGE_BUCKETS,
             **kw,
         )
+        self.post_cache = prom.Counter(
+            "socialrec_post_feature_cache",
+            "Post-feature lookups of the ranking stage by result (hit: served from the worker's "
+            "cache; miss: read from the online store)",
+            ["result"],
+            **kw,
+        )
         # gauges of one process; "livesum"/"livemax" combine BentoML's worker processes
         self.spool_pending = prom.Gauge(
             "socialrec_spool_pending",
@@ -110,6 +117,13 @@ class ServiceMetrics:
         self.spool_failures.set(stats.get("failures", 0))
         self.spool_consecutive_failures.set(stats.get("consecutive_failures", 0))
         self.spool_oldest_seconds.set(stats.get("oldest_pending_seconds", 0.0))
+
+    def observe_post_cache(self, hits: int, misses: int) -> None:
+        """Count one ranking stage's post-feature lookups (``CachedPostFeatures``)."""
+        if hits:
+            self.post_cache.labels("hit").inc(hits)
+        if misses:
+            self.post_cache.labels("miss").inc(misses)
 
     def add_refresher(self, fn: Callable[[], Any]) -> None:
         """Run ``fn`` before every scrape (:meth:`refresh`), e.g. to read the spool's stats."""

@@ -290,6 +290,7 @@ def test_metrics_expose_the_custom_metrics(e2e_service, e2e_warehouse):
         'socialrec_requests_total{endpoint="/similar",outcome="not_found"}',
         'socialrec_requests_total{endpoint="/events",outcome="unauthorized"}',
         'socialrec_fallback_total{dependency="milvus",endpoint="/recommend"}',
+        'socialrec_post_feature_cache_total{result="miss"}',  # the ranking stage's first fetch
     ):
         assert _has_series(text, series), series
     for stage in ("features", "retrieval", "ranking", "reranking"):
