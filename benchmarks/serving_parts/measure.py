@@ -119,10 +119,9 @@ def _stage_means(before: dict, after: dict) -> dict[str, float]:
     return out
 
 
-def group_cpu_seconds(pgid: int) -> float:
-    """User + system CPU seconds of the live processes of a process group (``/proc``)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+def _proc_stats() -> dict[int, tuple[int, int, int]]:
+    """pid -> (parent pid, process group, user + system clock ticks) of every process."""
+    out = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -132,9 +131,25 @@ def group_cpu_seconds(pgid: int) -> float:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
-    return total / tick
+        out[int(entry)] = (int(fields[1]), int(fields[2]), int(fields[11]) + int(fields[12]))
+    return out
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of a live process, its descendants (BentoML's workers run in
+    sessions of their own) and the rest of its process group."""
+    stats = _proc_stats()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    seen, todo = set(), [root, *(p for p, (_, pg, _) in stats.items() if pg == root)]
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        todo.extend(children.get(pid, []))
+    return sum(stats[p][2] for p in seen if p in stats) / os.sysconf("SC_CLK_TCK")
 
 
 def _recommend_check(body: dict) -> str:
@@ -151,8 +166,8 @@ def measure_recommend(
     cells = []
     for c in args.concurrency:
         before = _stage_sums(svc.url)
-        cpu0 = group_cpu_seconds(svc.proc.pid)
-        mcpu0 = group_cpu_seconds(milvus_pgid) if milvus_pgid else 0.0
+        cpu0 = tree_cpu_seconds(svc.proc.pid)
+        mcpu0 = tree_cpu_seconds(milvus_pgid) if milvus_pgid else 0.0
         cell = asyncio.run(
             run_load(
                 svc.url,
@@ -165,9 +180,9 @@ def measure_recommend(
             )
         )
         served = max(1, sum(cell["outcomes"].values()))
-        cell["cpu_ms_per_request"] = (group_cpu_seconds(svc.proc.pid) - cpu0) * 1000 / served
+        cell["cpu_ms_per_request"] = (tree_cpu_seconds(svc.proc.pid) - cpu0) * 1000 / served
         if milvus_pgid:
-            milvus_cpu = group_cpu_seconds(milvus_pgid) - mcpu0
+            milvus_cpu = tree_cpu_seconds(milvus_pgid) - mcpu0
             cell["milvus_cpu_ms_per_request"] = milvus_cpu * 1000 / served
         cell["stages_mean_ms"] = _stage_means(before, _stage_sums(svc.url))
         cells.append(cell)
