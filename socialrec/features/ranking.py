@@ -107,7 +107,11 @@ def _numeric(df: pd.DataFrame, col: str, rows: np.ndarray) -> np.ndarray:
     """``df[col]`` at row positions ``rows`` as float64; NaN where the row is -1 (unknown)."""
     values = np.full(len(rows), np.nan)
     if col in df.columns and len(df):
-        col_values = pd.to_numeric(df[col], errors="coerce").astype("float64").to_numpy()
+        series = df[col]
+        if pd.api.types.is_numeric_dtype(series.dtype):  # also nullable Int64 / Float32 / bool
+            col_values = series.to_numpy(dtype="float64", na_value=np.nan)
+        else:
+            col_values = pd.to_numeric(series, errors="coerce").astype("float64").to_numpy()
         ok = rows >= 0
         values[ok] = col_values[rows[ok]]
     return values
@@ -127,6 +131,25 @@ def _gather(df: pd.DataFrame, col: str, rows: np.ndarray) -> np.ndarray:
         ok = rows >= 0
         out[ok] = embedding_matrix(df[col])[rows[ok]]
     return out
+
+
+def _user_cosine(
+    users: pd.DataFrame, col: str, u_row: np.ndarray, description: np.ndarray, desc_norm
+) -> np.ndarray:
+    """Row-wise cosine of each pair's user vector ``users[col]`` (at ``u_row``) with its post's
+    ``description`` (0 where either is all zeros, as :func:`_cosine`). With few users (serving:
+    one) a matrix product over the distinct users, not one user vector copied per pair."""
+    if len(users) > 64 or col not in users.columns or not len(users):
+        return _cosine(_gather(users, col, u_row), description)
+    vectors = embedding_matrix(users[col])  # [n_users, d]
+    dots = description @ vectors.T  # [n_pairs, n_users]
+    ok = u_row >= 0
+    dot = np.zeros(len(u_row), dtype=dots.dtype)
+    dot[ok] = dots[np.flatnonzero(ok), u_row[ok]]
+    norm = np.zeros(len(u_row), dtype=np.float32)
+    norm[ok] = np.linalg.norm(vectors, axis=1)[u_row[ok]]
+    norm = norm * desc_norm
+    return np.divide(dot, norm, out=np.zeros_like(dot), where=norm > 0)
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -243,8 +266,9 @@ def ranking_features(
     # user x post: cosine of the description embedding with the profile embedding and with
     # the mean embedding of the user's latest liked posts (gathered, then row-wise)
     description = _gather(posts, "description_embedding", p_row)
-    out["text_cosine"] = _cosine(_gather(users, "profile_embedding", u_row), description)
-    out["history_cosine"] = _cosine(_gather(users, "history_embedding", u_row), description)
+    desc_norm = np.linalg.norm(description, axis=1)
+    out["text_cosine"] = _user_cosine(users, "profile_embedding", u_row, description, desc_norm)
+    out["history_cosine"] = _user_cosine(users, "history_embedding", u_row, description, desc_norm)
 
     # the sources' signals of the pair (serving: the merged candidates; training: the same
     # replayed sources, as of the request)
