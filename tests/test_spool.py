@@ -158,6 +158,18 @@ def test_background_flusher_flushes_by_count(tmp_path, local, spools):
     assert len(landed(local)) == 20
 
 
+def test_workers_sharing_a_spool_report_the_same_pending_count(tmp_path, local, spools):
+    # the service's workers each open the same directory; /metrics shows one value
+    a = spools(tmp_path / "spool", local, flush_events=1000, flush_seconds=3600)
+    b = spools(tmp_path / "spool", local, flush_events=1000, flush_seconds=3600)
+    a.append([event(i) for i in range(3)])
+    assert a.stats()["pending"] == b.stats()["pending"] == 3
+    assert a.flush() == 3  # delivered by one worker: both see an empty spool
+    assert a.stats()["pending"] == b.stats()["pending"] == 0
+    b.append([event(9)])
+    assert a.stats()["pending"] == 1
+
+
 def test_flush_by_time(tmp_path, local, spools):
     clock = FakeClock()
     spool = spools(tmp_path / "spool", local, flush_events=100, flush_seconds=5, clock=clock)

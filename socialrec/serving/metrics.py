@@ -72,11 +72,13 @@ class ServiceMetrics:
             ["result"],
             **kw,
         )
-        # gauges of one process; "livesum"/"livemax" combine BentoML's worker processes
+        # gauges of one process, combined over BentoML's worker processes: the pending count
+        # and age are the shared spool directory's, so the value set last (by the worker that
+        # answers the scrape, refreshed just before) wins; failures add up, runs take the max
         self.spool_pending = prom.Gauge(
             "socialrec_spool_pending",
             "Accepted /events events on the local spool, not yet written to the landing bucket",
-            multiprocess_mode="livesum",
+            multiprocess_mode="livemostrecent",
             **kw,
         )
         self.spool_failures = prom.Gauge(
@@ -94,7 +96,7 @@ class ServiceMetrics:
         self.spool_oldest_seconds = prom.Gauge(
             "socialrec_spool_oldest_pending_seconds",
             "Age of the oldest event on the spool not yet in the landing bucket (0: none)",
-            multiprocess_mode="livemax",
+            multiprocess_mode="livemostrecent",
             **kw,
         )
         for dep in DEPENDENCIES[:3]:  # every series exists from the start (0 until it happens)

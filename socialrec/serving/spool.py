@@ -33,8 +33,9 @@ naive means UTC, like the raw loader) is written as ISO-8601 UTC, e.g. ``2026-01
 The spool checks only what it needs (a non-empty ``event_id`` and a parseable ``ts``); the rest
 is validated by the service and, for anything that still slips through, quarantined by the raw
 loader. Everything is thread-safe (``append`` is called from request threads). One process per
-spool directory is the intended use; processes sharing one are still safe (SQLite locking, and
-an exclusive file lock around flushes), but then ``stats()`` are per process. The SQLite side
+spool directory is the intended use; processes sharing one (the service's workers) are still
+safe (SQLite locking, and an exclusive file lock around flushes); ``stats()["pending"]`` is
+the directory's, the other stats are per process. The SQLite side
 (schema, claiming a batch, the rows' JSON) is ``socialrec.serving.spool_db``.
 """
 
@@ -307,18 +308,21 @@ class EventSpool:
     # --- state ------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """``pending`` (events on disk, not yet delivered), ``flushed`` (delivered by this
+        """``pending`` (events on disk in the directory, not yet delivered: counted on disk, so
+        every process sharing the directory reports the same), ``flushed`` (delivered by this
         spool object), ``failures`` (failed flush attempts), ``last_error`` (of the latest
         attempt; None once a flush succeeds), plus ``consecutive_failures``, ``batches`` and
         ``oldest_pending_seconds``."""
+        # the directory's (exact when worker processes share it); a closed spool's last count
+        pending = self._pending if self._closed else self._count()
         with self._state:
             oldest = (
                 max(0.0, self._clock() - self._oldest_at)
-                if self._pending and self._oldest_at is not None
+                if pending and self._pending and self._oldest_at is not None
                 else 0.0
             )
             return {
-                "pending": self._pending,
+                "pending": pending,
                 "flushed": self._flushed,
                 "failures": self._failures,
                 "last_error": self._last_error,
