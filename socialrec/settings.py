@@ -148,6 +148,9 @@ class Settings(BaseSettings):
     # the service's cache of online post features (rows change at materialization or /posts)
     # BentoML worker processes of the service (read when bentos/service.py is imported)
     service_workers: int = Field(default=2, ge=1, le=64)
+    # threads each worker's numeric libraries (TensorFlow, BLAS/OpenMP, CatBoost) use per call:
+    # a request's models are small, parallelism comes from workers and concurrent requests
+    service_threads: int = Field(default=1, ge=1, le=64)
     post_feature_cache_seconds: float = Field(default=60.0, ge=0)  # 0: no cache
     post_feature_cache_size: int = Field(default=50_000, ge=0)  # posts kept (LRU)
     collection_alias: str = "posts"

@@ -38,6 +38,7 @@ def floors(spec: dict) -> dict:
     from socialrec.models.ranker import Ranker
     from socialrec.models.two_tower import TwoTowerModel
     from socialrec.recommender import FeastFeatures, Recommender
+    from socialrec.serving.app import limit_compute_threads
     from socialrec.settings import Settings
     from socialrec.stores.catalog import Catalog
     from socialrec.stores.index import PostIndex
@@ -45,11 +46,12 @@ def floors(spec: dict) -> dict:
     from socialrec.stores.seen import open_seen_store
 
     s = Settings()
+    limit_compute_threads(s.service_threads)  # as the service's workers run
     reps = int(spec["reps"])
     users = spec["users"][: max(8, reps)]
     store = fs.feature_store(s)
     model = TwoTowerModel.load(spec["models"]["socialrec_two_tower"])
-    ranker = Ranker.load(spec["models"]["socialrec_ranker"])
+    ranker = Ranker.load(spec["models"]["socialrec_ranker"], thread_count=s.service_threads)
     neighbours = NeighbourTable.load(spec["models"]["socialrec_neighbours"])
     catalog_dir = sorted((s.models_dir / "catalog").iterdir())[-1]
     catalog = Catalog.load(catalog_dir)

@@ -136,7 +136,9 @@ class Ranker:
         if len(features_df) == 0:
             return pd.DataFrame({o: np.zeros(0) for o in self.outcomes})
         raw = self.model.predict(
-            Pool(self._x(features_df), cat_features=CAT_FEATURES), prediction_type="RawFormulaVal"
+            Pool(self._x(features_df), cat_features=CAT_FEATURES),
+            prediction_type="RawFormulaVal",
+            thread_count=self.params["thread_count"],
         )
         raw = np.asarray(raw, dtype=np.float64).reshape(len(features_df), -1)
         probs = 1.0 / (1.0 + np.exp(-raw))
@@ -195,11 +197,13 @@ class Ranker:
         return d / MODEL_FILE
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Ranker:
+    def load(cls, path: str | os.PathLike, thread_count: int = -1) -> Ranker:
+        """A saved ranker; ``thread_count``: CatBoost's threads per ``predict`` call (-1: one
+        per core; the service passes ``settings.service_threads``)."""
         d = Path(path)
         d = d.parent if d.suffix == ".cbm" else d
         meta = json.loads((d / META_FILE).read_text())
-        ranker = cls(weights=meta["weights"])
+        ranker = cls(weights=meta["weights"], thread_count=thread_count)
         ranker.outcomes = list(meta["outcomes"])
         ranker.source_weights = meta.get("source_weights")
         model = CatBoost()

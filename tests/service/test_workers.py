@@ -108,3 +108,25 @@ def test_a_post_published_through_another_worker_is_recommended_here(metrics, se
     # a view that does not adopt (no index given) drops it as unknown: the case being fixed
     view = LiveCatalog(make_catalog())
     assert view.adopt([PUBLISHED]) == 0 and PUBLISHED not in view.posts.index
+
+
+def test_a_worker_runs_its_numeric_libraries_on_the_configured_threads():
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, threadpoolctl\n"
+        "from socialrec.serving.app import limit_compute_threads\n"
+        "limit_compute_threads(1)\n"
+        "import numpy, tensorflow as tf\n"
+        "print(json.dumps([tf.config.threading.get_intra_op_parallelism_threads(),\n"
+        "    tf.config.threading.get_inter_op_parallelism_threads(),\n"
+        "    sorted({i['num_threads'] for i in threadpoolctl.threadpool_info()})]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    intra, inter, pools = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (intra, inter) == (1, 1)
+    assert pools == [1]  # every BLAS / OpenMP pool loaded in the process
