@@ -193,46 +193,45 @@ def targets(s: dict) -> list[tuple[str, str, str, bool | None]]:
     return out
 
 
+def _table(header: str, rows: list[str]) -> list[str]:
+    """A blank line, a markdown header with right-aligned columns, the rows."""
+    return ["", header, "|" + "---:|" * header.count("|", 1), *rows]
+
+
 def table(s: dict) -> str:
     """The summary as markdown: runs, floors, index builds, targets."""
-    lines = [
-        f"Machine: {s['machine']}",
-        "",
+    lines = [f"Machine: {s['machine']}"]
+    lines += _table(
         "| posts | K | c | workers | n | p50 ms | p99 ms | req/s | errors "
         "| CPU ms/request: service | Milvus |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in s["runs"]:
-        lines.append(
+        [
             f"| {r['posts']:,} | {r['K']} | {r['concurrency']} | {r['workers'] or '—'} | {r['n']} "
             f"| {_f(r['p50_ms'])} | {_f(r['p99_ms'])} | {r['rps']:.1f} | {r['errors']} "
             f"| {_f(r['cpu_ms_per_request'], '{:.0f}')} "
             f"| {_f(r['milvus_cpu_ms_per_request'], '{:.0f}')} |"
-        )
-    lines += [
-        "",
+            for r in s["runs"]
+        ],
+    )
+    floors = s["floors"].items()
+    lines += _table(
         "| posts | floors (p50, in-process), ms: search | features | rank | seen read "
         "| 4 stages in-process | index build (posts), s |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for n, fl in s["floors"].items():
-        lines.append(
+        [
             f"| {int(n):,} (K={fl['K']}) | {fl['search_ms']:.1f} | {fl['features_ms']:.1f} "
             f"| {fl['rank_ms']:.1f} | {fl['seen_ms']:.2f} | {fl['in_process_recommend_ms']:.1f} "
             f"| {_f(s['index_build_s'].get(n), '{:.0f}')} |"
-        )
-    lines += [
-        "",
+            for n, fl in floors
+        ],
+    )
+    lines += _table(
         "| posts | adaptive batching, p50 ms: user tower 1 user | 8 users in one call "
         "| ranker 1 request | 8 requests in one call |",
-        "|---:|---:|---:|---:|---:|",
-    ]
-    for n, fl in s["floors"].items():
-        b = fl["batching"]
-        lines.append(
+        [
             f"| {int(n):,} | {b['user_tower_1_ms']:.1f} | {b['user_tower_8_in_one_call_ms']:.1f} "
             f"| {b['ranker_1_ms']:.1f} | {b['ranker_8_in_one_call_ms']:.1f} |"
-        )
+            for n, b in ((n, fl["batching"]) for n, fl in floors)
+        ],
+    )
     lines += ["", "| target | measured | where | |", "|---|---|---|---|"]
     for target, measured, scope, ok in targets(s):
         lines.append(f"| {target} | {measured} | {scope} | {_met(ok)} |")

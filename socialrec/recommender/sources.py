@@ -23,6 +23,7 @@ unless it is the only source: the feed fails open. Any other exception is a bug 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -239,13 +240,9 @@ def gather(
         return source.candidates(request, n(source.name) if callable(n) else n)
 
     # every source at once; the last one in this thread
-    futures = [_SOURCE_POOL.submit(ask, source) for source in sources[:-1]]
-    pending: list[tuple[CandidateSource, Callable[[], list]]] = [
-        (source, future.result) for source, future in zip(sources[:-1], futures, strict=True)
-    ]
-    if sources:
-        pending.append((sources[-1], lambda: ask(sources[-1])))
-    for source, result in pending:
+    calls: list[Callable[[], list]] = [_SOURCE_POOL.submit(ask, s).result for s in sources[:-1]]
+    calls += [functools.partial(ask, s) for s in sources[-1:]]
+    for source, result in zip(sources, calls, strict=True):
         try:
             results[source.name] = result()
         except outage as exc:

@@ -71,7 +71,7 @@ class Catalog:
     posts: pd.DataFrame  # COLUMNS (re-indexed by post_id on init)
     fresh_share: float = 0.3
     # posts tombstoned (``is_deleted``) when the catalog was built: never adopted again from an
-    # index that was built before they were deleted (see the recommender's adopt_unknown)
+    # index that was built before they were deleted (socialrec.serving.posts.LiveCatalog.adopt)
     deleted: frozenset[int] = field(default_factory=frozenset)
 
     # --- building ------------------------------------------------------------------------
