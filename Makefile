@@ -36,6 +36,7 @@ install: uv
 
 install-dev: uv
 	$(UV) sync --frozen
+	$(UV) sync --frozen --project tools/bqemulator --quiet
 	@mkdir -p "$(DAGSTER_HOME)"
 
 data: install
