@@ -54,6 +54,16 @@ class Settings(BaseSettings):
     dbt_target: str | None = None  # dbt profile target: duckdb | bigquery
     bigquery_project: str | None = None
     bigquery_dataset: str = "socialrec"
+    bigquery_location: str = "US"
+    # host:port of a BigQuery Storage Read API that is not Google's (the emulator of the tests,
+    # reached without TLS); None: Google's. The REST API's address is the Google client's own
+    # BIGQUERY_EMULATOR_HOST, so that every client (dbt, Feast, dagster-gcp) follows it.
+    bigquery_storage_endpoint: str | None = None
+    # Feast in the gcp profile: the Redis online store (Feast's connection string,
+    # "host:port[,password=...][,ssl=true]"; Memorystore on GCP) and the registry every pod
+    # reads (default gs://<gcs_bucket>/feast/registry.pb)
+    redis_connection_string: str | None = None
+    feast_registry: str | None = None
     gcs_bucket: str | None = None
     scylla_hosts: str | None = None  # comma separated
     scylla_keyspace: str = "socialrec"
@@ -204,6 +214,7 @@ class Settings(BaseSettings):
                     ("SOCIALREC_MILVUS_URI", self.milvus_uri),
                     ("SOCIALREC_MLFLOW_TRACKING_URI", self.mlflow_tracking_uri),
                     ("SOCIALREC_API_TOKEN", self.api_token),
+                    ("SOCIALREC_REDIS_CONNECTION_STRING", self.redis_connection_string),
                 )
                 if not value
             ]
@@ -211,8 +222,11 @@ class Settings(BaseSettings):
                 raise ValueError(f"profile 'gcp' needs {', '.join(missing)}")
             self.landing_uri = self.landing_uri or f"gs://{self.gcs_bucket}"
             self.dbt_target = self.dbt_target or "bigquery"
-        else:
-            self.data_dir = self.data_dir.expanduser().resolve()
+            self.feast_registry = self.feast_registry or f"gs://{self.gcs_bucket}/feast/registry.pb"
+        # the process's own state (spool, exported models, BentoML and Dagster homes) is local
+        # in every profile
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if self.profile != "gcp":
             self.landing_uri = self.landing_uri or str(self.data_dir / "landing")
             self.warehouse_path = self.warehouse_path or self.data_dir / "warehouse.duckdb"
             self.dbt_target = self.dbt_target or "duckdb"
@@ -261,23 +275,22 @@ class Settings(BaseSettings):
         return self.data_dir / "seen.sqlite"
 
     def ensure_dirs(self) -> None:
+        """Make the local directories of this profile (a bucket or a server is not one)."""
+        remote = ("gs://", "http://", "https://", "tcp://")
+        local_state = [self.data_dir, self.features_dir, self.models_dir, self.bentoml_home]
+        local_state.append(self.dagster_home)
         if self.profile == "local":
-            remote = ("gs://", "http://", "https://", "tcp://")
-            for d in (
-                self.data_dir,
+            local_state += [
                 None if str(self.landing_uri).startswith(remote) else Path(str(self.landing_uri)),
-                self.features_dir,
                 self.feast_dir,
                 self.mlflow_artifacts_dir,
-                self.models_dir,
-                self.bentoml_home,
-                self.dagster_home,
                 None
                 if not self.milvus_uri or str(self.milvus_uri).startswith(remote)
                 else Path(str(self.milvus_uri)).parent,
-            ):
-                if d is not None:  # a bucket or a server is not a directory to make
-                    d.mkdir(parents=True, exist_ok=True)
+            ]
+        for d in local_state:
+            if d is not None:
+                d.mkdir(parents=True, exist_ok=True)
 
 
 def get_settings(**overrides) -> Settings:
