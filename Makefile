@@ -15,12 +15,13 @@ export BENTOML_DO_NOT_TRACK := true
 export MLFLOW_ENABLE_TELEMETRY := false
 RUN := $(UV) run --frozen
 
-.PHONY: help uv install install-dev data materialize demo test lint format clean bench
+.PHONY: help uv install install-dev data materialize demo test test-gcp lint format clean bench
 
 help:
 	@echo "make demo         install, generate demo data, materialize every asset, serve UI + bento"
 	@echo "make materialize  the same without starting servers"
 	@echo "make test         install with dev dependencies, ruff (lint + format check), the whole test suite"
+	@echo "make test-gcp     only the gcp profile's tests, against local stand-ins (make test runs them too)"
 	@echo "make lint         ruff check + format check"
 	@echo "make bench        every benchmark in benchmarks/ (make bench-<name> for one, e.g. bench-load)"
 	@echo "make clean        remove the local state in $(SOCIALREC_DATA_DIR)"
@@ -53,6 +54,9 @@ test: install-dev
 	$(RUN) ruff format --check .
 	$(RUN) lint-imports
 	$(RUN) pytest
+
+test-gcp: install-dev
+	$(RUN) pytest -m gcp
 
 BENCHMARKS := $(patsubst benchmarks/%.py,%,$(filter-out benchmarks/__init__.py,$(wildcard benchmarks/*.py)))
 

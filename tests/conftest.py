@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 
@@ -146,9 +147,11 @@ def e2e_warehouse(e2e_materialized):
     return posts, users
 
 
-@pytest.fixture(scope="session")
-def e2e_service(e2e_materialized):
-    """An httpx client of the built bento served on 127.0.0.1 (ready: /readyz 200)."""
+@contextlib.contextmanager
+def served_bento(env: dict, extra_env: dict | None = None):
+    """Serve the bento the materialized graph of ``env`` built (``bentoml serve`` on
+    127.0.0.1, from a neutral directory: it must carry its own code and models); yields an
+    httpx client once ``/readyz`` answers 200, stops the server's process group after."""
     import signal
     import subprocess
     import sys
@@ -157,19 +160,14 @@ def e2e_service(e2e_materialized):
 
     import httpx
 
-    from socialrec.stores.milvus_server import LocalMilvusServer
-
     root = Path(__file__).resolve().parents[1]
-    data_dir = Path(e2e_materialized["SOCIALREC_DATA_DIR"])
-    # the service's index: the local Milvus server of the data dir (the default), as make demo
-    milvus = LocalMilvusServer(data_dir)
-    milvus.start()
+    data_dir = Path(env["SOCIALREC_DATA_DIR"])
     code = "from orchestration.demo import built_bento_tag; print(built_bento_tag())"
     tag = (
         subprocess.run(
             [sys.executable, "-c", code],
             cwd=root,
-            env=e2e_materialized,
+            env=env,
             capture_output=True,
             text=True,
             check=True,
@@ -179,16 +177,13 @@ def e2e_service(e2e_materialized):
         .splitlines()[-1]
     )
     port = free_port()
-    # the /events spool flushes to the landing bucket within a second (tests look for files)
-    serve_env = {**e2e_materialized, "SOCIALREC_SPOOL_FLUSH_SECONDS": str(E2E_SPOOL_FLUSH_SECONDS)}
     log_path = data_dir / "bentoml-serve.log"
     log_file = open(log_path, "w")  # a file, not a pipe: a full pipe would block the server
-    # serve from a neutral directory: the bento must carry its own code and models
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "bentoml"), "serve", tag]
         + ["--host", "127.0.0.1", "--port", str(port)],
         cwd=data_dir,
-        env=serve_env,
+        env={**env, **(extra_env or {})},
         stdout=log_file,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -206,28 +201,50 @@ def e2e_service(e2e_materialized):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log_file.close()
-        milvus.stop()
 
-    t0 = time.time()
-    deadline = t0 + 300
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            stop()
-            pytest.fail(f"bentoml serve exited:\n{log_path.read_text()[-5000:]}")
-        try:
-            if client.get("/readyz").status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    else:
-        stop()
-        pytest.fail(f"service did not become ready:\n{log_path.read_text()[-5000:]}")
-    print(f"service ready after {time.time() - t0:.0f}s")
     try:
+        t0 = time.time()
+        deadline = t0 + 300
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"bentoml serve exited:\n{log_path.read_text()[-5000:]}")
+            try:
+                if client.get("/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        else:
+            pytest.fail(f"service did not become ready:\n{log_path.read_text()[-5000:]}")
+        print(f"service ready after {time.time() - t0:.0f}s")
         yield client
     finally:
         stop()
+
+
+@pytest.fixture(scope="session")
+def e2e_service(e2e_materialized):
+    """An httpx client of the built bento served on 127.0.0.1 (ready: /readyz 200)."""
+    from pathlib import Path
+
+    from socialrec.stores.milvus_server import LocalMilvusServer
+
+    # the service's index: the local Milvus server of the data dir (the default), as make demo
+    with LocalMilvusServer(Path(e2e_materialized["SOCIALREC_DATA_DIR"])):
+        # the /events spool flushes to the landing bucket within a second (tests look for files)
+        flush = {"SOCIALREC_SPOOL_FLUSH_SECONDS": str(E2E_SPOOL_FLUSH_SECONDS)}
+        with served_bento(e2e_materialized, flush) as client:
+            yield client
+
+
+@pytest.fixture(scope="session")
+def gcp_standins(tmp_path_factory):
+    """The gcp profile's stand-ins on loopback (orchestration.standins): yields the environment
+    that points the gcp profile at them; stopped at the end of the session."""
+    from orchestration.standins import StandIns
+
+    with StandIns(tmp_path_factory.mktemp("standins")) as env:
+        yield env
 
 
 # --- tiny hand-made interaction logs (socialrec.data.eventlog and everything fitted on it) ---------
