@@ -36,7 +36,7 @@ install: uv
 	@mkdir -p "$(DAGSTER_HOME)"
 
 install-dev: uv
-	$(UV) sync --frozen
+	$(UV) sync --frozen --all-extras
 	$(UV) sync --frozen --project tools/bqemulator --quiet
 	@mkdir -p "$(DAGSTER_HOME)"
 

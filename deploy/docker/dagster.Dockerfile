@@ -35,13 +35,9 @@ WORKDIR /opt/socialrec
 
 # the locked dependencies first (a layer that changes only with uv.lock)
 COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --frozen --no-dev --no-install-project
-
-# the Dagster chart's run launcher and instance storage need dagster-k8s and dagster-postgres
-# in this image (they load the instance: K8sRunLauncher, Postgres storage). Not in uv.lock
-# yet: pinned here to the release of the locked dagster (1.13.27 <-> libraries 0.29.27).
-RUN uv pip install --python /opt/venv/bin/python \
-        "dagster-k8s==0.29.27" "dagster-postgres==0.29.27"
+# the `k8s` extra: the chart's run launcher and instance storage load dagster-k8s and
+# dagster-postgres in this image (K8sRunLauncher, Postgres storage)
+RUN uv sync --frozen --no-dev --extra k8s --no-install-project
 
 # the project: the core, the assets and their definitions, the bento packaging (the
 # recommender_bento asset runs `python -m bentos.package`), the dbt project, Feast's repo
@@ -52,7 +48,7 @@ COPY bentos ./bentos
 COPY feature_repo ./feature_repo
 COPY dbt_project ./dbt_project
 COPY workspace.yaml ./
-RUN uv sync --frozen --no-dev
+RUN uv sync --frozen --no-dev --extra k8s
 
 # a non-root user; the dbt target directory (the manifest is parsed at the first load) and
 # the data directory are its own

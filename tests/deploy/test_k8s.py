@@ -146,3 +146,20 @@ def test_workload_identity_and_image(gcp, base):
     assert pod["securityContext"]["runAsNonRoot"] is True
     image = _container(gcp)["image"]
     assert image.endswith("/socialrec_recommender:VERSION") and image != _container(base)["image"]
+
+
+def test_dagster_run_pods_share_the_data_volume():
+    """The claim of deploy/k8s/dagster is valid and is the one the chart values mount at the
+    image's SOCIALREC_DATA_DIR."""
+    docs = render(DEPLOY / "k8s" / "dagster")
+    validate_all(docs)
+    (claim,) = by_kind(docs, "PersistentVolumeClaim")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    values = yaml.safe_load((DEPLOY / "helm" / "dagster-values.yaml").read_text())
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    (volume,) = launcher["volumes"]
+    assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    (mount,) = launcher["volumeMounts"]
+    dockerfile = (DEPLOY / "docker" / "dagster.Dockerfile").read_text()
+    assert mount["name"] == volume["name"]
+    assert f"ENV SOCIALREC_DATA_DIR={mount['mountPath']}" in dockerfile
