@@ -97,6 +97,7 @@ class TableRetrievalJob(feast_bq.BigQueryRetrievalJob):
     def _to_arrow_internal(self, timeout: int | None = None) -> pa.Table:
         cfg = self.config.offline_store
         table = f"{self.client.project}.{cfg.dataset}.socialrec_result_{uuid.uuid4().hex}"
+        gcp.ensure_dataset(self.client, f"{self.client.project}.{cfg.dataset}", cfg.location)
         with self._query_generator() as sql:
             self._execute_query(into_table(sql, table), timeout=timeout)
         try:

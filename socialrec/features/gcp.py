@@ -68,11 +68,12 @@ def bq_schema(schema: pa.Schema) -> list:
     ]
 
 
-def _ensure_dataset(bq, dataset_id: str, location: str) -> None:
+def ensure_dataset(bq, dataset_id: str, location: str | None) -> None:
+    """Create ``project.dataset`` unless it exists."""
     from google.cloud import bigquery as bq_api
 
     dataset = bq_api.Dataset(dataset_id)
-    dataset.location = location
+    dataset.location = location or "US"
     bq.create_dataset(dataset, exists_ok=True)
 
 
@@ -81,7 +82,7 @@ def write_feature_table(settings: Settings, name: str, table: pa.Table, bq=None)
     returns its table id."""
     bq = bq or bigquery.client(settings)
     target = feature_table_id(settings, name)
-    _ensure_dataset(bq, target.rsplit(".", 1)[0], settings.bigquery_location)
+    ensure_dataset(bq, target.rsplit(".", 1)[0], settings.bigquery_location)
     bigquery.load_arrow(bq, target, table, schema=bq_schema(table.schema))
     return target
 
@@ -124,7 +125,7 @@ def upload_entities(bq, project: str, dataset: str, location: str, entity_df: pd
     """Load an entity set (the id column(s), ``event_timestamp``, ...) into a new table of
     ``project.dataset`` with one Parquet load job; returns its id. The table expires after
     :data:`ENTITY_TABLE_TTL`; :func:`drop_table` it when done."""
-    _ensure_dataset(bq, f"{project}.{dataset}", location)
+    ensure_dataset(bq, f"{project}.{dataset}", location)
     target = f"{project}.{dataset}.socialrec_entities_{uuid.uuid4().hex}"
     data = pa.Table.from_pandas(entity_df, preserve_index=False)
     bigquery.load_arrow(
