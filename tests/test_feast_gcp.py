@@ -278,3 +278,34 @@ def test_training_reads_equal_the_local_offline_store(stores, entity):
     _same_frames(got, want)
     latest = training.latest_features(stores["store"], entity, ids, as_of=END)
     _same_frames(latest, training.latest_features(stores["local"], entity, ids, as_of=END))
+
+
+def test_the_cli_config_is_the_code_config(tmp_path, monkeypatch):
+    """``feature_repo/feature_store.gcp.yaml`` (the ``feast`` CLI's) = ``repo_config``."""
+    from pathlib import Path
+
+    from feast.repo_config import load_repo_config
+
+    env = {
+        "SOCIALREC_GCS_BUCKET": "bucket",
+        "SOCIALREC_BIGQUERY_PROJECT": "project",
+        "SOCIALREC_REDIS_CONNECTION_STRING": "10.0.0.3:6379",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings(
+        profile="gcp",
+        data_dir=tmp_path,
+        milvus_uri="http://127.0.0.1:19530",
+        mlflow_tracking_uri="http://127.0.0.1:5000",
+        api_token="t",
+    )
+    repo = Path(feature_repo.__file__).parent
+    cli = load_repo_config(repo, repo / "feature_store.gcp.yaml")
+    code = fs.repo_config(settings)
+    assert cli.registry.path == code.registry.path == "gs://bucket/feast/registry.pb"
+    assert cli.online_store == code.online_store
+    assert cli.offline_store.model_dump(exclude={"storage_endpoint"}) == (
+        code.offline_store.model_dump(exclude={"storage_endpoint"})
+    )
+    assert (cli.provider, cli.project) == (code.provider, code.project)
