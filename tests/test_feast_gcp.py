@@ -293,6 +293,8 @@ def test_the_cli_config_is_the_code_config(tmp_path, monkeypatch):
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    for key in ("SOCIALREC_FEAST_REGISTRY", "SOCIALREC_BIGQUERY_DATASET"):  # the defaults
+        monkeypatch.delenv(key, raising=False)
     settings = Settings(
         profile="gcp",
         data_dir=tmp_path,
