@@ -27,7 +27,7 @@ from socialrec.features.tables import (
     USER_FEATURES,
     USER_HISTORY,
     USER_PROFILE,
-    feature_table_path,
+    feature_table_location,
     write_feature_tables,
 )
 
@@ -84,7 +84,7 @@ def feature_tables(
     metadata: dict = {"dagster/row_count": sum(written.values())}
     for name, rows in written.items():
         metadata[f"{name}_rows"] = rows
-        metadata[f"{name}_path"] = dg.MetadataValue.path(str(feature_table_path(s, name)))
+        metadata[f"{name}_path"] = dg.MetadataValue.path(feature_table_location(s, name))
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -111,7 +111,7 @@ def feast_registry(
             "feature_views": [v.name for v in store.list_feature_views()],
             "feature_services": [v.name for v in store.list_feature_services()],
             "entities": [e.name for e in store.list_entities()],
-            "registry": dg.MetadataValue.path(str(s.feast_dir / "registry.db")),
+            "registry": dg.MetadataValue.path(store.config.registry.path),
         }
     )
 
@@ -140,6 +140,9 @@ def feast_online_store(
             "feature_views": list(written),
             **{f"{name}_rows_written": n for name, n in written.items()},
             **{f"{name}_online_entities": n for name, n in online.items()},
-            "online_store": dg.MetadataValue.path(str(s.feast_dir / "online.db")),
+            # the SQLite file (local) or the store's type (gcp: no connection string, it may
+            # hold a password)
+            "online_store": getattr(store.config.online_store, "path", None)
+            or store.config.online_store.type,
         }
     )

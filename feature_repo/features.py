@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from feast import FeatureView, Field, FileSource
+from feast import FeatureView, Field
+from feast.data_source import DataSource
 from feast.type_map import pa_to_feast_value_type
 from feast.types import from_value_type
 
@@ -34,7 +35,7 @@ def field(column: Column) -> Field:
     return Field(name=column.name, dtype=dtype, description=column.description)
 
 
-def make_feature_views(sources: dict[str, FileSource]) -> dict[str, FeatureView]:
+def make_feature_views(sources: dict[str, DataSource]) -> dict[str, FeatureView]:
     """``{view name: FeatureView}`` over the given offline sources."""
     return {
         name: FeatureView(

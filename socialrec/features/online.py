@@ -82,7 +82,8 @@ class OnlineReader:
             return self._views
 
     def read(self, ids: list[int]) -> dict[str, list]:
-        """Feature name -> one value per id (a ValueProto, None when the store has none)."""
+        """Feature name -> one value per id (a ValueProto, None when the store has none:
+        :func:`_stored`)."""
         id_col = ENTITY_IDS[self.entity]
         keys = [
             EntityKeyProto(join_keys=[id_col], entity_values=[ValueProto(int64_val=i)]) for i in ids
@@ -94,8 +95,15 @@ class OnlineReader:
                 config=self.store.config, table=view, entity_keys=keys, requested_features=names
             )
             for name in names:
-                out[name] = [None if values is None else values.get(name) for _, values in rows]
+                out[name] = [_stored(values, name) for _, values in rows]
         return out
+
+
+def _stored(values: dict | None, name: str) -> ValueProto | None:
+    """The stored value of a feature, None when the store has none: no row (SQLite) or an
+    empty value (Redis answers an unknown entity key with empty values)."""
+    v = None if values is None else values.get(name)
+    return v if v is not None and v.WhichOneof("val") is not None else None
 
 
 _READERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

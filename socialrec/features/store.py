@@ -1,5 +1,6 @@
-"""The Feast feature store (embedded default: DuckDB offline, SQLite online): administration
-and the point-in-time reads of training.
+"""The Feast feature store (local profile: DuckDB offline, SQLite online, file registry; gcp:
+BigQuery offline, Redis online, registry on GCS): administration and the point-in-time reads
+of training.
 
 :func:`feature_store`, :func:`apply_definitions`, :func:`materialize` and
 :func:`online_row_counts` wrap Feast for the assets; :func:`historical_features` is the
@@ -22,13 +23,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-from feast import FeatureService, FeatureStore, RepoConfig
+from feast import BigQuerySource, FeatureService, FeatureStore, RepoConfig
 
+from socialrec.features import gcp
 from socialrec.features.online import (
     feature_service,
 )
 from socialrec.features.tables import (
+    ENTITY_IDS,
     ENTITY_SERVICES,
+    ENTITY_VIEWS,
     PROJECT,
     SCHEMAS,
     TIMESTAMP,
@@ -43,18 +47,50 @@ _ROW = "__socialrec_row"
 # the Feast store
 # --------------------------------------------------------------------------------------------
 def repo_config(settings: Settings) -> RepoConfig:
-    """The same config as ``feature_repo/feature_store.yaml``, for one data directory."""
+    """The store's config by profile (``feature_repo/feature_store.yaml`` and
+    ``feature_store.gcp.yaml`` are the same configs for the ``feast`` CLI):
+
+    * local: file registry and SQLite online store under ``settings.feast_dir``, DuckDB offline
+      store over the parquet tables;
+    * gcp: the registry every pod reads, ``settings.feast_registry`` (a ``gs://`` object, read
+      with google-cloud-storage; or a SQLAlchemy URL: Feast's SQL registry), the Redis online
+      store (``settings.redis_connection_string``; Memorystore on GCP) and the BigQuery offline
+      store (``socialrec.features.bigquery_store``: Feast's, with entity sets and results moved
+      as tables; its temporary tables in ``socialrec.features.gcp.scratch_dataset``).
+    """
     feast_dir = Path(settings.feast_dir).resolve()
+    if settings.profile != "gcp":
+        return RepoConfig(
+            project=PROJECT,
+            provider="local",
+            registry={
+                "registry_type": "file",
+                "path": str(feast_dir / "registry.db"),
+                "cache_ttl_seconds": 60,
+            },
+            online_store={"type": "sqlite", "path": str(feast_dir / "online.db")},
+            offline_store={"type": "duckdb"},
+            entity_key_serialization_version=3,
+            repo_path=feast_dir,
+        )
+    registry = settings.feast_registry
+    file_like = registry.split("://", 1)[0] in ("gs", "s3", "file") or "://" not in registry
     return RepoConfig(
         project=PROJECT,
-        provider="local",
+        provider="gcp",
         registry={
-            "registry_type": "file",
-            "path": str(feast_dir / "registry.db"),
+            "registry_type": "file" if file_like else "sql",
+            "path": registry,
             "cache_ttl_seconds": 60,
         },
-        online_store={"type": "sqlite", "path": str(feast_dir / "online.db")},
-        offline_store={"type": "duckdb"},
+        online_store={"type": "redis", "connection_string": settings.redis_connection_string},
+        offline_store={
+            "type": "socialrec.features.bigquery_store.BigQueryOfflineStore",
+            "project_id": settings.bigquery_project,
+            "dataset": gcp.scratch_dataset(settings),
+            "location": settings.bigquery_location,
+            "storage_endpoint": settings.bigquery_storage_endpoint,
+        },
         entity_key_serialization_version=3,
         repo_path=feast_dir,
     )
@@ -74,18 +110,23 @@ def apply_definitions(store: FeatureStore, objects: Iterable) -> list[str]:
 
 
 def _window_rows(store: FeatureStore, view_name: str, start, end) -> int:
-    """How many entities have a row in ``(start, end]`` of a view's parquet source."""
+    """How many entities have a row in ``(start, end]`` of a view's source: its parquet file,
+    or its BigQuery table (a ``COUNT(DISTINCT)`` query)."""
     view = store.get_feature_view(view_name)
-    path = view.batch_source.path
+    id_col = view.entity_columns[0].name
+    source = view.batch_source
+    if isinstance(source, BigQuerySource):
+        bq = gcp.offline_client(store.config.offline_store)
+        return gcp.window_rows(bq, source.table, id_col, TIMESTAMP, start, end)
+    path = source.path
     if not os.path.exists(path):
         return 0
-    table = pq.read_table(path, columns=[view.entity_columns[0].name, TIMESTAMP])
-    df = table.to_pandas()
+    df = pq.read_table(path, columns=[id_col, TIMESTAMP]).to_pandas()
     ts = df[TIMESTAMP]
     mask = ts <= pd.Timestamp(end)
     if start is not None:
         mask &= ts > pd.Timestamp(start)
-    return int(df.loc[mask, view.entity_columns[0].name].nunique())
+    return int(df.loc[mask, id_col].nunique())
 
 
 def materialize(
@@ -115,7 +156,11 @@ def materialize(
 
 
 def online_row_counts(settings: Settings) -> dict[str, int]:
-    """Entities per view in the SQLite online store (for asset metadata and checks)."""
+    """Entities per view in the online store (for asset metadata and checks): the rows of each
+    view's SQLite table (local), or the Redis hashes of the project holding the view's
+    ``_ts:<view>`` field (gcp: :func:`_redis_row_counts`)."""
+    if settings.profile == "gcp":
+        return _redis_row_counts(repo_config(settings))
     path = Path(settings.feast_dir) / "online.db"
     out = {name: 0 for name in SCHEMAS}
     if not path.exists():
@@ -129,6 +174,30 @@ def online_row_counts(settings: Settings) -> dict[str, int]:
                 out[name] = int(n)
             except sqlite3.OperationalError:  # table not created yet
                 pass
+    return out
+
+
+def _redis_row_counts(config: RepoConfig, batch: int = 1000) -> dict[str, int]:
+    """Feast's Redis layout: one hash per entity key (the serialized key + the project name),
+    a ``_ts:<view>`` field per view written. Per entity: SCAN the keys of its join key and
+    project (the pattern Feast's own deletes use), then HEXISTS of every view of the entity,
+    pipelined per ``batch`` keys. Cost: one pass over the entity's keys."""
+    from feast.infra.online_stores.helpers import _redis_key_prefix
+    from feast.infra.online_stores.redis import RedisOnlineStore
+
+    client = RedisOnlineStore()._get_client(config.online_store)  # Feast's own client
+    out = {name: 0 for name in SCHEMAS}
+    for entity, views in ENTITY_VIEWS.items():
+        pattern = _redis_key_prefix([ENTITY_IDS[entity]]) + b"*" + PROJECT.encode()
+        keys = list(client.scan_iter(match=pattern, count=batch))
+        for i in range(0, len(keys), batch):
+            with client.pipeline(transaction=False) as pipe:
+                for key in keys[i : i + batch]:
+                    for name in views:
+                        pipe.hexists(key, f"_ts:{name}")
+                found = pipe.execute()
+            for j, name in enumerate(views):
+                out[name] += sum(bool(v) for v in found[j :: len(views)])
     return out
 
 

@@ -1,7 +1,8 @@
 """The feature tables, declared ONCE: per table its entity, columns, types and descriptions.
 
 Five tables, three of the user and two of the post (docs/contracts.md, "Feature tables"); each
-is a parquet file (a Feast offline source) and a Feast feature view of the same name. Everything
+is a parquet file (a Feast offline source; in the gcp profile a BigQuery table,
+``socialrec.features.gcp``) and a Feast feature view of the same name. Everything
 else is derived from :data:`TABLES`:
 
 * here: the pyarrow schema of each parquet table (:data:`SCHEMAS`: the entity's id, the
@@ -267,8 +268,23 @@ def _from_arrow(table: pa.Table) -> pd.DataFrame:
     return df[[f.name for f in table.schema]]
 
 
+def feature_table_location(settings: Settings, name: str) -> str:
+    """Where a feature table lives: its parquet file (local profile) or its BigQuery table id
+    (gcp: ``socialrec.features.gcp``)."""
+    if settings.profile == "gcp":
+        from socialrec.features import gcp
+
+        return gcp.feature_table_id(settings, name)
+    return str(feature_table_path(settings, name))
+
+
 def read_feature_table(settings: Settings, name: str) -> pd.DataFrame | None:
     """A whole feature table, or None when it was never written."""
+    if settings.profile == "gcp":
+        from socialrec.features import gcp
+
+        table = gcp.read_feature_table(settings, name)
+        return None if table is None else _from_arrow(table)
     path = feature_table_path(settings, name)
     return _from_arrow(pq.read_table(path)) if path.exists() else None
 
@@ -276,10 +292,17 @@ def read_feature_table(settings: Settings, name: str) -> pd.DataFrame | None:
 def write_feature_tables(settings: Settings, tables: dict[str, pd.DataFrame]) -> dict[str, int]:
     """Rewrite the given feature tables (``{view name: frame}``); returns their row counts.
 
-    Each file is replaced atomically, so Feast never reads half a table. The tables are derived
-    from the warehouse in full every time (idempotent)."""
+    Each file (local profile) or BigQuery table (gcp: one Parquet load job each) is replaced
+    atomically, so Feast never reads half a table. The tables are derived from the warehouse in
+    full every time (idempotent)."""
     out = {}
     for name, frame in tables.items():
+        if settings.profile == "gcp":
+            from socialrec.features import gcp
+
+            gcp.write_feature_table(settings, name, _to_arrow(frame, SCHEMAS[name]))
+            out[name] = len(frame)
+            continue
         path = feature_table_path(settings, name)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
