@@ -249,16 +249,6 @@ def e2e_service(e2e_materialized):
             yield client
 
 
-@pytest.fixture(scope="session")
-def gcp_standins(tmp_path_factory):
-    """The gcp profile's stand-ins on loopback (orchestration.standins): yields the environment
-    that points the gcp profile at them; stopped at the end of the session."""
-    from orchestration.standins import StandIns
-
-    with StandIns(tmp_path_factory.mktemp("standins")) as env:
-        yield env
-
-
 # --- tiny hand-made interaction logs (socialrec.data.eventlog and everything fitted on it) ---------
 DAY0 = 1_767_225_600  # 2026-01-01T00:00:00Z, epoch seconds
 
