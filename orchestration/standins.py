@@ -248,7 +248,9 @@ def serve_metadata(port: int, project: str) -> None:
     """Answer Google's client libraries as a GKE metadata server does for a pod with Workload
     Identity: a project id, a service account and an access token (any token: the emulators
     do not check it). Runs until killed."""
-    account = f"socialrec@{project}.iam.gserviceaccount.com"
+    # not an e-mail address: google-auth then skips its Regional Access Boundary lookup, a call
+    # to iamcredentials.googleapis.com that must not leave loopback
+    account = f"socialrec-standin-{project}"
     answers = {
         "/computeMetadata/v1/project/project-id": project,
         "/computeMetadata/v1/universe/universe-domain": "googleapis.com",
