@@ -51,16 +51,24 @@ def read_client(settings: Settings, credentials=None):
     )
 
 
+def dataset_name(settings: Settings, schema: str | None = None) -> str:
+    """The dataset of a warehouse schema: ``<bigquery_dataset>`` (dbt's models), or
+    ``<bigquery_dataset>_<schema>`` (``raw``: the raw tables, dbt's var ``raw_schema``)."""
+    if schema is not None and not _NAME_RE.match(schema):
+        raise ValueError(f"not a schema name: {schema!r}")
+    base = settings.bigquery_dataset
+    return base if schema is None else f"{base}_{schema}"
+
+
 def table_id(settings: Settings, name: str, dataset: str | None = None) -> str:
     """``project.dataset.table`` of ``name`` (``dim_posts``, or ``raw.events``: the dataset
     ``<bigquery_dataset>_raw``, as dbt's schemas name it)."""
     parts = name.split(".")
     if len(parts) > 2 or not all(_NAME_RE.match(p) for p in parts):
         raise ValueError(f"not a table name: {name!r}")
-    base = settings.bigquery_dataset
     if len(parts) == 2:
-        dataset, parts = f"{base}_{parts[0]}", parts[1:]
-    return f"{settings.bigquery_project}.{dataset or base}.{parts[0]}"
+        dataset, parts = dataset_name(settings, parts[0]), parts[1:]
+    return f"{settings.bigquery_project}.{dataset or dataset_name(settings)}.{parts[0]}"
 
 
 def read_arrow(bq, table: str, columns=None, bqstorage=None) -> pa.Table:

@@ -135,7 +135,9 @@ class BigQueryWarehouse(Warehouse):
         from google.api_core.exceptions import NotFound
         from google.cloud import bigquery
 
-        raw = bigquery.Dataset(self.raw_table("x").rsplit(".", 1)[0])
+        raw = bigquery.Dataset(
+            f"{self.settings.bigquery_project}.{bq.dataset_name(self.settings, 'raw')}"
+        )
         raw.location = self.settings.bigquery_location
         self.client.create_dataset(raw, exists_ok=True)
         for name, cols in RAW_COLUMNS.items():
