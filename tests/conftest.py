@@ -56,6 +56,17 @@ def emulator_client(endpoint: str):
     )
 
 
+@pytest.fixture(scope="session")
+def gcp_standins(tmp_path_factory):
+    """The gcp profile's stand-ins (orchestration.standins: GCS, BigQuery, metadata server,
+    Redis, Milvus, MLflow), started once per session: their environment (apply it with
+    monkeypatch.setenv). Stopped at the end of the session."""
+    from orchestration.standins import StandIns
+
+    with StandIns(tmp_path_factory.mktemp("standins")) as env:
+        yield env
+
+
 # --- the end-to-end deployment, shared by tests/test_e2e.py and tests/service/test_http.py --
 # Materialized ONCE per session (~100 s): a tiny graph through the real job, then the BUILT
 # bento served on loopback. Every fixture below is session-scoped so that no module builds it
