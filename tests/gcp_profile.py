@@ -14,13 +14,16 @@ from socialrec.settings import Settings
 
 
 @contextmanager
-def gcp_settings(env: dict, data_dir: Path, dataset: str, bucket: str) -> Iterator[Settings]:
+def gcp_settings(
+    env: dict, data_dir: Path, dataset: str, bucket: str, extra: dict | None = None
+) -> Iterator[Settings]:
     """Settings of the gcp profile (``SOCIALREC_BIGQUERY_DATASET=dataset``, landing bucket
-    ``gs://bucket``, created in the GCS stand-in), with the environment applied meanwhile."""
+    ``gs://bucket``, created in the GCS stand-in), with the environment (and ``extra``
+    variables) applied meanwhile."""
     from google.cloud import storage
 
     with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
+        for key, value in {**env, **(extra or {})}.items():
             mp.setenv(key, value)
         mp.setenv("SOCIALREC_BIGQUERY_DATASET", dataset)
         mp.setenv("SOCIALREC_LANDING_URI", f"gs://{bucket}")
