@@ -9,6 +9,7 @@ Register ``dbt_resource(settings)`` under the resource key ``dbt``.
 """
 
 import fcntl
+import json
 import os
 import shutil
 import sys
@@ -24,6 +25,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 
 from assets.common import DERIVED_FRESHNESS, EAGER
 from assets.resources import SettingsResource
+from socialrec.data.bigquery import dataset_name
 from socialrec.settings import Settings
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
@@ -124,7 +126,16 @@ def dbt_env(settings: Settings) -> dict[str, str]:
     if settings.bigquery_project:
         env["SOCIALREC_BIGQUERY_PROJECT"] = settings.bigquery_project
     env["SOCIALREC_BIGQUERY_DATASET"] = settings.bigquery_dataset
+    env["SOCIALREC_BIGQUERY_LOCATION"] = settings.bigquery_location
     return env
+
+
+def dbt_vars(settings: Settings) -> list[str]:
+    """The ``--vars`` of a dbt command for these settings: on BigQuery, the raw tables are in
+    the dataset ``<bigquery_dataset>_raw`` (var ``raw_schema``; DuckDB: schema ``raw``)."""
+    if settings.dbt_target != "bigquery":
+        return []
+    return ["--vars", json.dumps({"raw_schema": dataset_name(settings, "raw")})]
 
 
 _ENV_LOCK = threading.Lock()
@@ -166,5 +177,6 @@ def socialrec_dbt_assets(
 ):
     """``dbt build`` of the selected models: runs them and their tests (asset checks)."""
     with _environ(dbt_env(settings.get())):
-        invocation = dbt.cli(["build"], context=context)  # the dbt process starts here
+        # the dbt process starts here
+        invocation = dbt.cli(["build", *dbt_vars(settings.get())], context=context)
     yield from invocation.stream()

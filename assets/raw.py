@@ -1,4 +1,5 @@
-"""Raw layer: landing files -> DuckDB ``raw.*`` tables (thin wrappers of socialrec.data.warehouse).
+"""Raw layer: landing files -> the warehouse's ``raw.*`` tables (DuckDB locally, BigQuery in the
+gcp profile: the ``warehouse`` resource; thin wrappers of socialrec.data.warehouse).
 
 ``raw_events`` is partitioned by landing day (``events/dt=YYYY-MM-DD/``) and loads a whole
 partition range in one run; the dimensions are small and fully reloaded. No automation
@@ -12,10 +13,12 @@ partition has not been loaded by 06:00 UTC (the freshness policy cannot see part
 import dagster as dg
 
 from assets.common import RAW_FRESHNESS
-from assets.resources import LandingResource, SettingsResource
-from socialrec.data import warehouse
+from assets.resources import LandingResource, SettingsResource, WarehouseResource
+from socialrec.data.warehouse import LoadReport, backend_of
 from socialrec.settings import Settings
 
+# the asset kind of the raw tables: duckdb (local profile) or bigquery (gcp)
+WAREHOUSE_KIND = backend_of(Settings())
 EVENT_PARTITIONS = dg.DailyPartitionsDefinition(start_date=Settings().demo_start_date, end_offset=1)
 # The run tags of one run over a range of partitions (what a single-run backfill sets): Dagster
 # documents the tag names but exports no public constant for them.
@@ -28,7 +31,7 @@ def partition_range_tags(first: str, last: str) -> dict[str, str]:
     return {PARTITION_RANGE_START_TAG: first, PARTITION_RANGE_END_TAG: last}
 
 
-def _result(report: warehouse.LoadReport) -> dg.MaterializeResult:
+def _result(report: LoadReport) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata=report.metadata())
 
 
@@ -37,16 +40,15 @@ def _result(report: warehouse.LoadReport) -> dg.MaterializeResult:
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="raw",
     freshness_policy=RAW_FRESHNESS,
-    kinds={"duckdb"},
+    kinds={WAREHOUSE_KIND},
     description="Interaction events of the landed dt partitions in raw.events; malformed "
     "lines go to raw.quarantine. Reloading a partition replaces it (idempotent).",
 )
 def raw_events(
-    context: dg.AssetExecutionContext, settings: SettingsResource, landing: LandingResource
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingResource
 ) -> dg.MaterializeResult:
-    report = warehouse.load_event_partitions(
-        settings.get(), landing.get(), list(context.partition_keys)
-    )
+    with warehouse.open() as wh:
+        report = wh.load_event_partitions(landing.get(), list(context.partition_keys))
     context.log.info(
         f"raw_events {report.partitions[0]}..{report.partitions[-1]}: {report.rows_loaded} rows, "
         f"{report.rows_quarantined} quarantined, {report.files} files"
@@ -59,13 +61,14 @@ def _dimension_asset(dataset: str, description: str) -> dg.AssetsDefinition:
         name=f"raw_{dataset}",
         group_name="raw",
         freshness_policy=RAW_FRESHNESS,
-        kinds={"duckdb"},
+        kinds={WAREHOUSE_KIND},
         description=description,
     )
     def _load(
-        context: dg.AssetExecutionContext, settings: SettingsResource, landing: LandingResource
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingResource
     ) -> dg.MaterializeResult:
-        report = warehouse.load_dimension(settings.get(), landing.get(), dataset)
+        with warehouse.open() as wh:
+            report = wh.load_dimension(landing.get(), dataset)
         context.log.info(
             f"raw_{dataset}: {report.rows_loaded} rows, {report.rows_quarantined} quarantined, "
             f"{report.files} files"
@@ -87,9 +90,12 @@ raw_categories = _dimension_asset("categories", "The category catalogue in raw.c
     description="Share of quarantined event lines (all partitions) is at most "
     "SOCIALREC_QUARANTINE_WARN_RATE; the reasons are in raw.quarantine.",
 )
-def raw_events_quarantine_rate(settings: SettingsResource) -> dg.AssetCheckResult:
+def raw_events_quarantine_rate(
+    settings: SettingsResource, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
     s = settings.get()
-    stats = warehouse.quarantine_rate(s, "events")
+    with warehouse.open() as wh:
+        stats = wh.quarantine_rate("events")
     return dg.AssetCheckResult(
         passed=stats["rate"] <= s.quarantine_warn_rate,
         severity=dg.AssetCheckSeverity.WARN,

@@ -6,12 +6,13 @@ import contextlib
 from collections.abc import Iterator
 
 import dagster as dg
-from dagster_gcp import GCSResource
+from dagster_gcp import BigQueryResource, GCSResource
 from dagster_mlflow import mlflow_tracking
 from dagster_mlflow.resources import MlFlow
 from pydantic import PrivateAttr
 
 from socialrec.data.landing import LandingBucket, open_bucket
+from socialrec.data.warehouse import Warehouse, backend_of, open_warehouse
 from socialrec.settings import Settings
 from socialrec.stores.milvus_server import serving_milvus
 
@@ -53,6 +54,44 @@ class LandingResource(dg.ConfigurableResource):
     def get(self) -> LandingBucket:
         uri = str(self.settings.get().landing_uri)
         return open_bucket(uri, client=self.gcs.get_client() if uri.startswith("gs://") else None)
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The warehouse of the settings' profile: ``with warehouse.open() as wh`` -> ``Warehouse``.
+
+    One interface, two backends (socialrec.data.warehouse): the local profile's DuckDB file, or
+    BigQuery (gcp) through the ``google.cloud.bigquery.Client`` of dagster-gcp's
+    ``BigQueryResource`` (nested, so its project and location show in the UI); the Storage
+    Read API client comes from the settings. With ``BIGQUERY_EMULATOR_HOST`` set (tests) the
+    client talks to the emulator (google-cloud-bigquery does that by itself).
+    Resource key ``warehouse``; build it with ``WarehouseResource.from_settings(settings)``.
+    """
+
+    settings: SettingsResource
+    bigquery: BigQueryResource
+
+    @classmethod
+    def from_settings(cls, settings: SettingsResource) -> WarehouseResource:
+        values = settings.get()
+        bigquery = BigQueryResource(
+            project=values.bigquery_project, location=values.bigquery_location
+        )
+        return cls(settings=settings, bigquery=bigquery)
+
+    @property
+    def kind(self) -> str:
+        """``duckdb`` or ``bigquery``: the backend of these settings."""
+        return backend_of(self.settings.get())
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[Warehouse]:
+        values = self.settings.get()
+        if backend_of(values) != "bigquery":
+            with open_warehouse(values) as wh:
+                yield wh
+            return
+        with self.bigquery.get_client() as client, open_warehouse(values, client=client) as wh:
+            yield wh
 
 
 class MilvusResource(dg.ConfigurableResource):
@@ -103,6 +142,7 @@ def build_resources(settings: SettingsResource) -> dict[str, object]:
     return {
         "settings": settings,
         "landing": LandingResource.from_settings(settings),
+        "warehouse": WarehouseResource.from_settings(settings),
         "milvus": MilvusResource(settings=settings),
         "dbt": dbt_resource(values),
         "mlflow": mlflow_resource.configured(

@@ -35,7 +35,7 @@ def built(tmp_path_factory):
         raw_posts,
         raw_users,
     )
-    from assets.resources import LandingResource, SettingsResource
+    from assets.resources import LandingResource, SettingsResource, WarehouseResource
 
     data_dir = tmp_path_factory.mktemp("dbt")
     settings = Settings(data_dir=data_dir)
@@ -59,6 +59,7 @@ def built(tmp_path_factory):
         resources={
             "settings": settings_resource,
             "landing": LandingResource.from_settings(settings_resource),
+            "warehouse": WarehouseResource.from_settings(settings_resource),
             "dbt": dbt_resource(settings),
         },
         tags=partition_range_tags(DAYS[0], DAYS[-1]),

@@ -19,6 +19,10 @@ import pyarrow.parquet as pq
 
 from socialrec.settings import Settings
 
+_UNLIMITED_MESSAGES = [
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.max_send_message_length", -1),
+]
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -36,9 +40,14 @@ def client(settings: Settings, credentials=None):
 def read_client(settings: Settings, credentials=None):
     """A Storage Read API client: Google's, or ``settings.bigquery_storage_endpoint`` (an
     emulator, reached without TLS)."""
+    return read_client_at(settings.bigquery_storage_endpoint, credentials)
+
+
+def read_client_at(endpoint: str | None, credentials=None):
+    """A Storage Read API client of ``endpoint`` (``host:port``, no TLS: an emulator), or of
+    Google's endpoint when it is None."""
     from google.cloud.bigquery_storage import BigQueryReadClient
 
-    endpoint = settings.bigquery_storage_endpoint
     if not endpoint:
         return BigQueryReadClient(credentials=credentials)
     import grpc
@@ -46,9 +55,18 @@ def read_client(settings: Settings, credentials=None):
         BigQueryReadGrpcTransport,
     )
 
-    return BigQueryReadClient(
-        transport=BigQueryReadGrpcTransport(channel=grpc.insecure_channel(endpoint))
-    )
+    # no message size limit, as on the client's own channel to Google's endpoint
+    channel = grpc.insecure_channel(endpoint, options=_UNLIMITED_MESSAGES)
+    return BigQueryReadClient(transport=BigQueryReadGrpcTransport(channel=channel))
+
+
+def dataset_name(settings: Settings, schema: str | None = None) -> str:
+    """The dataset of a warehouse schema: ``<bigquery_dataset>`` (dbt's models), or
+    ``<bigquery_dataset>_<schema>`` (``raw``: the raw tables, dbt's var ``raw_schema``)."""
+    if schema is not None and not _NAME_RE.match(schema):
+        raise ValueError(f"not a schema name: {schema!r}")
+    base = settings.bigquery_dataset
+    return base if schema is None else f"{base}_{schema}"
 
 
 def table_id(settings: Settings, name: str, dataset: str | None = None) -> str:
@@ -57,10 +75,9 @@ def table_id(settings: Settings, name: str, dataset: str | None = None) -> str:
     parts = name.split(".")
     if len(parts) > 2 or not all(_NAME_RE.match(p) for p in parts):
         raise ValueError(f"not a table name: {name!r}")
-    base = settings.bigquery_dataset
     if len(parts) == 2:
-        dataset, parts = f"{base}_{parts[0]}", parts[1:]
-    return f"{settings.bigquery_project}.{dataset or base}.{parts[0]}"
+        dataset, parts = dataset_name(settings, parts[0]), parts[1:]
+    return f"{settings.bigquery_project}.{dataset or dataset_name(settings)}.{parts[0]}"
 
 
 def read_arrow(bq, table: str, columns=None, bqstorage=None) -> pa.Table:

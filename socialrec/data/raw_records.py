@@ -2,7 +2,8 @@
 
 Every line of a landing file either becomes a row of the dataset's Arrow schema or a
 quarantine row with its line number and the reason it was rejected (``BadRecord``'s message);
-``socialrec.data.warehouse`` inserts both. Times come out as naive UTC (DuckDB ``TIMESTAMP``).
+``socialrec.data.warehouse`` inserts both. Times come out as naive UTC (DuckDB ``TIMESTAMP``;
+the BigQuery backend stores them as UTC ``TIMESTAMP``).
 """
 
 from __future__ import annotations

@@ -48,9 +48,7 @@ class BigQueryOfflineStoreConfig(feast_bq.BigQueryOfflineStoreConfig):
 
 def _read_client(endpoint: str | None):
     """A Storage Read client of ``endpoint`` (``socialrec.data.bigquery.read_client``)."""
-    from types import SimpleNamespace
-
-    return bigquery.read_client(SimpleNamespace(bigquery_storage_endpoint=endpoint))
+    return bigquery.read_client_at(endpoint)
 
 
 _TEMP_TABLE = re.compile(r"CREATE\s+TEMP(?:ORARY)?\s+TABLE\s+`?(\w+)`?", re.IGNORECASE)

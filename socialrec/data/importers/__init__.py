@@ -4,7 +4,7 @@
 rating, or flag columns; CSV, parquet or a DataFrame, or a list of them), optionally an items
 table (text, category, creator, creation time) and a users table (headline, about), and
 writes the four landing datasets of docs/contracts.md into a ``LandingBucket``: every line it
-writes passes the raw loader's parsers (socialrec/data/warehouse.py), so the whole asset graph runs
+writes passes the raw loader's parsers (socialrec/data/raw_records.py), so the whole asset graph runs
 on the log. ``import_dataset`` does the same for a folder with an ``import.json``.
 
 All the mapping is DATA (``ImportOptions``, loadable from JSON): a new log of the same shape
