@@ -24,6 +24,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
 from assets.common import DERIVED_FRESHNESS, EAGER
+from assets.raw import WAREHOUSE_KIND
 from assets.resources import SettingsResource
 from socialrec.data.bigquery import dataset_name
 from socialrec.settings import Settings
@@ -115,6 +116,9 @@ class SocialrecDbtTranslator(DagsterDbtTranslator):
             group_name="warehouse",
             freshness_policy=DERIVED_FRESHNESS,
             automation_condition=EAGER,
+            # the warehouse the models run in (the manifest names the adapter it was parsed
+            # with, which is not the profile's when one manifest serves both)
+            kinds={"dbt", WAREHOUSE_KIND},
         )
 
 
