@@ -18,6 +18,7 @@ import urllib.request
 
 import dagster as dg
 
+from orchestration.processes import stop_tree
 from socialrec.settings import LOCAL_API_TOKEN, Settings
 
 HOST = "127.0.0.1"
@@ -49,16 +50,10 @@ def wait_http(url: str, timeout_s: float, proc: subprocess.Popen) -> bool:
 
 
 def stop(procs: list[subprocess.Popen]) -> None:
+    """SIGINT to each server and all it started (the bento's workers run in sessions of their
+    own), SIGKILL to whatever is left after 20 s."""
     for p in procs:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGINT)
-    deadline = time.time() + 20
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+        stop_tree(p, signal.SIGINT, timeout=20)
 
 
 def sample_user(settings: Settings) -> int:

@@ -203,16 +203,14 @@ def served_bento(env: dict, extra_env: dict | None = None):
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
 
     def stop():
+        from orchestration.processes import stop_tree
+
         client.close()
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_tree(proc, signal.SIGTERM, timeout=30)  # the server and its workers
         log_file.close()
+        with socket.socket() as s:  # nothing of it listens on the port any more
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
 
     try:
         t0 = time.time()
