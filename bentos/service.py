@@ -4,7 +4,9 @@ What each endpoint does is in ``socialrec.serving.endpoints`` (the request/respo
 ``socialrec.serving.schemas``); the service's parts are opened and wired by one composition
 root, ``socialrec.serving.app.open_service``, which the service class calls in ``__init__``;
 the pure-ASGI middlewares (bearer auth, 422 for bad bodies, the JSON readiness reason, request
-metrics) are in ``socialrec.serving.asgi``. This file only wires them to BentoML:
+metrics) are in ``socialrec.serving.asgi``, the door (415/413/422 before the service sees a
+body) in ``socialrec.serving.gate``, the completed OpenAPI document in
+``socialrec.serving.openapi``. This file only wires them to BentoML:
 
 * ``POST /recommend`` {user_id, k, debug?, categories?}; ``POST /similar`` {post_id, k};
   ``POST /search`` {query, k, user_id?}; ``POST /posts`` {post_id, creator_id, category_id,
@@ -34,7 +36,6 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS/SavedModels under Keras 2
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import datetime as dt  # noqa: E402
 import logging  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from typing import Annotated  # noqa: E402
@@ -52,6 +53,8 @@ from socialrec.serving.asgi import (  # noqa: E402
     set_readiness,
 )
 from socialrec.serving.errors import ErrorAnswer, respond  # noqa: E402
+from socialrec.serving.gate import RequestGate  # noqa: E402
+from socialrec.serving.openapi import OpenApiDocument  # noqa: E402
 from socialrec.serving.schemas import (  # noqa: E402
     MAX_BLOCKS,
     MAX_CATEGORIES,
@@ -59,16 +62,20 @@ from socialrec.serving.schemas import (  # noqa: E402
     MAX_EVENTS,
     MAX_K,
     MAX_QUERY_CHARS,
+    NULLABLE,
     BlocksResponse,
     CategoryId,
     CreatorId,
     EventIn,
     EventsResponse,
+    Id,
+    K,
     MediaType,
     PostResponse,
     RecommendResponse,
     SearchResponse,
     SimilarResponse,
+    Timestamp,
 )
 from socialrec.settings import Settings  # noqa: E402
 
@@ -138,10 +145,8 @@ class Recommender:
     @bentoml.api
     def recommend(
         self,
-        user_id: Annotated[
-            int, Field(strict=True, ge=0, description="the app's user id", examples=[17])
-        ],
-        k: Annotated[int, Field(ge=1, le=MAX_K, description="how many posts", examples=[20])] = 20,
+        user_id: Annotated[Id, Field(description="the app's user id", examples=[17])],
+        k: Annotated[K, Field(description=f"how many posts (1..{MAX_K})", examples=[20])] = 20,
         debug: bool = False,
         categories: Annotated[
             list[CategoryId] | None,
@@ -150,6 +155,7 @@ class Recommender:
                 description="category ids for this request, e.g. a new user's onboarding "
                 "choice (replace the stored onboarding categories in retrieval)",
                 examples=[[3, 7]],
+                json_schema_extra=NULLABLE,
             ),
         ] = None,
     ) -> RecommendResponse:
@@ -168,7 +174,7 @@ class Recommender:
     @bentoml.api
     def blocks(
         self,
-        user_id: Annotated[int, Field(strict=True, ge=0, description="who blocks", examples=[17])],
+        user_id: Annotated[Id, Field(description="who blocks", examples=[17])],
         creator_ids: Annotated[
             list[CreatorId],
             Field(min_length=1, max_length=MAX_BLOCKS, description="creators", examples=[[8]]),
@@ -182,12 +188,8 @@ class Recommender:
     @bentoml.api
     def similar(
         self,
-        post_id: Annotated[
-            int, Field(strict=True, ge=0, description="a post in the index", examples=[42])
-        ],
-        k: Annotated[
-            int, Field(ge=1, le=MAX_K, description="how many neighbours", examples=[10])
-        ] = 10,
+        post_id: Annotated[Id, Field(description="a post in the index", examples=[42])],
+        k: Annotated[K, Field(description="how many neighbours", examples=[10])] = 10,
     ) -> SimilarResponse:
         """The k posts nearest to a post in the two-tower post-embedding space (itself
         excluded), best first; 404 if the post is not in the index."""
@@ -201,14 +203,13 @@ class Recommender:
             StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_QUERY_CHARS),
             Field(description="free text (1..512 characters)", examples=["street food lisbon"]),
         ],
-        k: Annotated[int, Field(ge=1, le=MAX_K, description="how many posts", examples=[10])] = 10,
+        k: Annotated[K, Field(description="how many posts", examples=[10])] = 10,
         user_id: Annotated[
-            int | None,
+            Id | None,
             Field(
-                strict=True,
-                ge=0,
                 description="personalize the ranking for this user",
                 examples=[17],
+                json_schema_extra=NULLABLE,
             ),
         ] = None,
     ) -> SearchResponse:
@@ -219,21 +220,21 @@ class Recommender:
     @bentoml.api
     def posts(
         self,
-        post_id: Annotated[
-            int, Field(strict=True, ge=0, description="the new post's id", examples=[900001])
-        ],
-        creator_id: Annotated[
-            int, Field(strict=True, ge=0, description="its author (a user_id)", examples=[8])
-        ],
-        category_id: Annotated[int, Field(strict=True, ge=0, examples=[3])],
+        post_id: Annotated[Id, Field(description="the new post's id", examples=[900001])],
+        creator_id: Annotated[Id, Field(description="its author (a user_id)", examples=[8])],
+        category_id: Annotated[CategoryId, Field(examples=[3])],
         media_type: Annotated[MediaType, Field(examples=["image"])],
         description: Annotated[
             str,
             Field(max_length=MAX_DESCRIPTION_CHARS, examples=["Best pastel de nata in town"]),
         ],
         created_at: Annotated[
-            dt.datetime | None,
-            Field(description="ISO-8601; default now (UTC)", examples=["2026-01-06T12:00:00Z"]),
+            Timestamp | None,
+            Field(
+                description="ISO-8601; default now (UTC)",
+                examples=["2026-01-06T12:00:00Z"],
+                json_schema_extra=NULLABLE,
+            ),
         ] = None,
     ) -> PostResponse:
         """Publish (or edit) a post: into the landing bucket, the online feature store, both
@@ -251,9 +252,14 @@ class Recommender:
         )
 
 
-# first added = outermost: the request metrics see every answer, also the 401s and 422s
+# first added = outermost: the request metrics see every answer, also the 401s and 422s;
+# the gate validates a body with the input model BentoML derives for its route (api.input_spec)
 Recommender.add_asgi_middleware(RequestMetrics)
+Recommender.add_asgi_middleware(OpenApiDocument)
 Recommender.add_asgi_middleware(BearerAuth)
+Recommender.add_asgi_middleware(
+    RequestGate, models={api.route: api.input_spec for api in Recommender.apis.values()}
+)
 Recommender.add_asgi_middleware(UnprocessableBody)
 Recommender.add_asgi_middleware(ReadinessReason)
 Recommender.add_asgi_middleware(MetricsRefresh)

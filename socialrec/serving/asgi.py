@@ -126,8 +126,10 @@ class BearerAuth:
 
 class UnprocessableBody:
     """ASGI middleware: a body that fails validation is answered 422 (Unprocessable Entity,
-    as FastAPI does), not BentoML's generic 400; the JSON reason is passed through unchanged.
-    BentoML answers 400 only for bad input, so every 400 of an API route is such a body."""
+    as FastAPI does) ``{"error": "invalid_request", "detail": ...}``, not BentoML's generic
+    400 (its ``detail``, or its ``error`` sentence, is kept as the detail). BentoML answers 400
+    only for bad input, so every 400 of an API route is such a body. (``RequestGate`` answers
+    most of them before BentoML sees them; this covers whatever it lets through.)"""
 
     def __init__(self, app, routes: tuple[str, ...] = API_ROUTES):
         self.app = app
@@ -136,11 +138,30 @@ class UnprocessableBody:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or _route(scope) not in self.routes:
             return await self.app(scope, receive, send)
+        state: dict = {"chunks": []}
 
         async def send_422(message):
-            if message["type"] == "http.response.start" and message["status"] == 400:
-                message = {**message, "status": 422}
-            await send(message)
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+                if message["status"] != 400:
+                    await send(message)
+                return
+            if state.get("status") != 400:
+                return await send(message)
+            state["chunks"].append(message.get("body", b""))
+            if not message.get("more_body", False):
+                raw = b"".join(state["chunks"])
+                try:
+                    original = json.loads(raw)
+                except ValueError:
+                    original = raw.decode("utf-8", "replace")
+                if isinstance(original, list) and len(original) == 1:
+                    original = original[0]  # BentoML wraps some answers in a 1-tuple
+                detail = original
+                if isinstance(original, dict):
+                    detail = original.get("detail") or original.get("error") or original
+                body = {"error": "invalid_request", "detail": detail}
+                await _send_json(send, 422, body)
 
         return await self.app(scope, receive, send_422)
 

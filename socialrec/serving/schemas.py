@@ -7,10 +7,18 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from socialrec.settings import EVENT_TYPES, MEDIA_TYPES
 
+# every bound is what the storage behind the field holds (docs/endpoints.md, "Limits")
+MAX_ID = 2**63 - 1  # user, post and creator ids: int64 in the warehouse, Milvus and Feast
+MAX_CATEGORY_ID = 2**31 - 1  # category ids: small ints (int32 range, well inside INT64)
+MAX_DWELL_MS = 86_400_000  # a day: longer dwell times are clock bugs, not reading
+MIN_YEAR, MAX_YEAR = 1678, 2261  # timestamps: inside pandas' datetime64[ns] range
+MAX_EVENT_ID_CHARS = 128
+MAX_BODY_BYTES = 1_048_576  # a request body (1000 events fit in ~0.2 MB)
+NULLABLE = {"nullable": True}  # OpenAPI 3.0: BentoML drops the null of ``X | None``
 MAX_K = 200
 MAX_EVENTS = 1000
 MAX_CATEGORIES = 20
@@ -22,8 +30,21 @@ READ_ROUTES = ("/recommend", "/similar", "/search")
 API_ROUTES = READ_ROUTES + WRITE_ROUTES
 EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
 MediaType = Literal[MEDIA_TYPES]  # type: ignore[valid-type]
-CategoryId = Annotated[int, Field(strict=True, ge=0)]
-CreatorId = Annotated[int, Field(strict=True, ge=0)]
+Id = Annotated[int, Field(strict=True, ge=0, le=MAX_ID)]
+CategoryId = Annotated[int, Field(strict=True, ge=0, le=MAX_CATEGORY_ID)]
+CreatorId = Id
+K = Annotated[int, Field(strict=True, ge=1, le=MAX_K)]
+
+
+def _storable(value: dt.datetime) -> dt.datetime:
+    """A timestamp the warehouse can hold (datetime64[ns]): ValueError (a 422) outside
+    MIN_YEAR..MAX_YEAR. The year is checked before any conversion, which could overflow."""
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise ValueError(f"the year must be within {MIN_YEAR}..{MAX_YEAR}")
+    return value
+
+
+Timestamp = Annotated[dt.datetime, AfterValidator(_storable)]
 
 
 # --- bodies ---------------------------------------------------------------------------------
@@ -43,18 +64,23 @@ class EventIn(BaseModel):
         }
     )
 
-    event_id: Annotated[str, Field(min_length=1, max_length=128)]
-    user_id: Annotated[int, Field(strict=True, ge=0)]
-    post_id: Annotated[int, Field(strict=True, ge=0)]
+    event_id: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_EVENT_ID_CHARS),
+    ]
+    user_id: Id
+    post_id: Id
     event_type: EventType
-    ts: dt.datetime
-    dwell_ms: Annotated[int | None, Field(strict=True, ge=0)] = None
+    ts: Timestamp
+    dwell_ms: Annotated[
+        int | None, Field(strict=True, ge=0, le=MAX_DWELL_MS, json_schema_extra=NULLABLE)
+    ] = None
 
 
 class Item(BaseModel):
     post_id: int
     score: float
-    ranker_score: float | None
+    ranker_score: float | None = Field(json_schema_extra=NULLABLE)
     category_id: int
     creator_id: int
     boosted: bool = Field(
@@ -92,9 +118,11 @@ class RecommendResponse(BaseModel):
     source: Literal["personalized", "cold_start", "fallback"]
     items: list[Item]
     reason: str | None = Field(
-        default=None, description="why the fallback answered (source 'fallback' only)"
+        default=None,
+        description="why the fallback answered (source 'fallback' only)",
+        json_schema_extra=NULLABLE,
     )
-    debug: dict | None = None
+    debug: dict | None = Field(default=None, json_schema_extra=NULLABLE)
 
 
 class EventsResponse(BaseModel):
@@ -137,7 +165,9 @@ class SearchHit(BaseModel):
     score: float = Field(description="the ranking score: text_score, or the personalized blend")
     text_score: float = Field(description="cosine of the query and the description (MiniLM)")
     user_score: float | None = Field(
-        default=None, description="user-tower . post-tower (personalized searches only)"
+        default=None,
+        description="user-tower . post-tower (personalized searches only)",
+        json_schema_extra=NULLABLE,
     )
     category_id: int
     creator_id: int
@@ -166,9 +196,11 @@ class SearchResponse(BaseModel):
     )
 
     query: str
-    user_id: int | None
+    user_id: int | None = Field(json_schema_extra=NULLABLE)
     personalized: bool
-    reason: str | None = Field(default=None, description="why a search was not personalized")
+    reason: str | None = Field(
+        default=None, description="why a search was not personalized", json_schema_extra=NULLABLE
+    )
     items: list[SearchHit]
 
 

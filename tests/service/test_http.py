@@ -360,3 +360,37 @@ def test_no_expression_is_built_from_unchecked_input(e2e_service, payload):
         r = e2e_service.post(path, json=body, headers=bearer())
         assert 400 <= r.status_code < 500, (path, body, r.status_code, r.text)
         assert r.json(), r.text  # a JSON reason
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_the_door_answers_bad_bodies_and_the_document_says_so(e2e_service):
+    """Issue 13's fuzz findings against the served bento: every one a 4xx with a reason, and
+    ``/docs.json`` lists those answers and the bearer scheme."""
+    event = {"event_id": "e", "user_id": 1, "post_id": 2, "event_type": "VIEW"}
+    post = {"post_id": 1, "creator_id": 1, "category_id": 1, "media_type": "text"}
+    cases = [
+        ("/recommend", {"user_id": 2**70, "k": 5}, 422),
+        ("/recommend", {"user_id": 1, "k": "5"}, 422),
+        ("/blocks", {"user_id": 1, "creator_ids": [2**70]}, 422),
+        ("/events", {"events": [{**event, "event_id": "   ", "ts": "2026-01-06T12:00:00Z"}]}, 422),
+        ("/events", {"events": [{**event, "ts": "0001-01-01T00:00:00+05:00"}]}, 422),
+        ("/events", {"events": [{**event, "ts": "2026-01-06T12:00:00Z", "dwell_ms": 2**63}]}, 422),
+        ("/posts", {**post, "description": "d", "created_at": "1500-01-01T00:00:00Z"}, 422),
+        ("/posts", {**post, "category_id": 274877906943, "description": "d"}, 422),
+        ("/recommend", {"user_id": 1, "pad": "x" * 2_000_000}, 413),
+    ]
+    for path, body, status in cases:
+        r = e2e_service.post(path, json=body, headers=bearer())
+        assert r.status_code == status, (path, r.status_code, r.text[:300])
+        assert r.json()["error"] in ("invalid_request", "body_too_large") and r.json()["detail"]
+    for path in ("/recommend", "/similar", "/search", "/events", "/posts", "/blocks"):
+        headers = {**bearer(), "content-type": "multipart/form-data"}
+        r = e2e_service.post(path, content=b'{"user_id": 1}', headers=headers)
+        assert r.status_code == 415 and r.json()["error"] == "unsupported_media_type", r.text
+    spec = e2e_service.get("/docs.json").json()
+    assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    for path in ("/recommend", "/events"):
+        responses = spec["paths"][path]["post"]["responses"]
+        assert {"200", "401", "413", "415", "422", "503"} <= set(responses), path
+    assert e2e_service.get("/readyz").status_code == 200
