@@ -213,17 +213,19 @@ class Endpoints:
 
     # --- /events ----------------------------------------------------------------------------
     def events(self, events: list[EventIn]) -> EventsResponse:
-        """Mark the events seen (read-your-writes, first), then spool them durably for the
-        landing bucket. Either failing is a 503; a retry is harmless (the seen store upserts,
-        dbt keeps one row per event_id)."""
+        """Spool the events durably for the landing bucket (first: a request that fails after
+        it has lost nothing), then mark them seen (read-your-writes, before the answer).
+        Either failing is a 503 and writes nothing after it: a spool failure leaves the feed
+        as it was; a seen-store failure leaves the events spooled, and the app's retry is
+        harmless (dbt keeps one row per event_id, the seen store upserts)."""
         stages = Stages()
-        n = self.recommender.mark_events((e.user_id, e.post_id, e.event_type, e.ts) for e in events)
-        stages.done("seen")
         spooled = 0
         if self.spool is not None:
             spooled = self.spool.append([e.model_dump(mode="json") for e in events])
             stages.done("spool")
             self.observe_spool()
+        n = self.recommender.mark_events((e.user_id, e.post_id, e.event_type, e.ts) for e in events)
+        stages.done("seen")
         self.metrics.observe_stages("/events", stages.seconds)
         return EventsResponse(accepted=n, spooled=spooled)
 
