@@ -35,8 +35,8 @@ def _image(path) -> str:
 
 @dg.asset(
     deps=[
-        dg.AssetKey("two_tower_model"),
-        dg.AssetKey("ranker_model"),
+        dg.AssetKey("two_tower_champion"),
+        dg.AssetKey("ranker_champion"),
         dg.AssetKey("post_neighbours"),
         dg.AssetKey("fct_interactions"),
         dg.AssetKey("ml_split_bounds"),

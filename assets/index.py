@@ -29,7 +29,11 @@ from socialrec.training import retrieval as training
 
 
 @dg.asset(
-    deps=[dg.AssetKey("two_tower_model"), dg.AssetKey("feature_tables"), dg.AssetKey("dim_posts")],
+    deps=[
+        dg.AssetKey("two_tower_champion"),
+        dg.AssetKey("feature_tables"),
+        dg.AssetKey("dim_posts"),
+    ],
     group_name="index",
     freshness_policy=DERIVED_FRESHNESS,
     automation_condition=EAGER,

@@ -12,10 +12,13 @@ the warehouse's (``ml_split_bounds``: train / validation / test by event quantil
   two-tower fit that never saw them), then both the challenger and the champion rank the test
   split's replayed requests.
 
-Each model has a blocking quality gate (an asset check) on the test split: the challenger is
-promoted to ``champion`` only when it does not regress against the champion (and, for the
-ranker, when it beats the merged candidate order); otherwise the check fails and nothing
-downstream (index, bento) runs. The MLflow run of the Dagster run comes from dagster-mlflow's
+Each model has a blocking quality gate (an asset check) on the test split that only decides:
+it passes when the challenger does not regress against the champion (and, for the ranker,
+when it beats the merged candidate order); a challenger without a valid metric never passes,
+a champion without one is replaced with a warning. Promotion is its own asset downstream
+(``two_tower_champion``, ``ranker_champion``: the ``champion`` alias moves to the challenger
+the gate passed); a failed gate skips it, and the index, the bento and the evaluation, which
+read the champions, keep the previous ones. The MLflow run of the Dagster run comes from dagster-mlflow's
 resource (key ``mlflow``); each model is a nested run under it. Retrained nightly.
 """
 
@@ -23,7 +26,7 @@ import dagster as dg
 import pandas as pd
 from dagster_mlflow.resources import MlFlow
 
-from assets.common import NIGHTLY, TRAINING_FRESHNESS
+from assets.common import EAGER, NIGHTLY, TRAINING_FRESHNESS
 from assets.resources import SettingsResource
 from socialrec.data import warehouse
 from socialrec.features import store as features
@@ -260,12 +263,14 @@ def ranker_model(
     )
 
 
-def _gate_result(gate: training.GateResult) -> dg.AssetCheckResult:
+def _gate_result(context: dg.AssetCheckExecutionContext, gate) -> dg.AssetCheckResult:
+    if gate.warning:
+        context.log.warning(f"{gate.model}: {gate.warning}")
     return dg.AssetCheckResult(
         passed=gate.passed,
         severity=dg.AssetCheckSeverity.ERROR,
         description=gate.reason,
-        metadata={**gate.metadata(), "promoted": gate.passed},
+        metadata=gate.metadata(),
     )
 
 
@@ -273,9 +278,12 @@ def _gate_result(gate: training.GateResult) -> dg.AssetCheckResult:
     asset=two_tower_model,
     blocking=True,
     description="Quality gate: test recall@100 of the challenger vs the champion (both fitted "
-    "before the test start); promotes the challenger to champion unless it regresses.",
+    "before the test start); passes unless the challenger regresses or has no valid metric "
+    "(a champion without one is replaced, with a warning). Promotion is `two_tower_champion`.",
 )
-def two_tower_quality_gate(settings: SettingsResource) -> dg.AssetCheckResult:
+def two_tower_quality_gate(
+    context: dg.AssetCheckExecutionContext, settings: SettingsResource
+) -> dg.AssetCheckResult:
     s = settings.get()
     positives = warehouse.read_table(s, "ml_retrieval_positives")
     bounds = warehouse.read_split(s)
@@ -287,7 +295,7 @@ def two_tower_quality_gate(settings: SettingsResource) -> dg.AssetCheckResult:
         "test recall@100",
         lambda path: training.two_tower_test_recall(path, positives, store, test_start),
     )
-    return _gate_result(gate)
+    return _gate_result(context, gate)
 
 
 @dg.asset_check(
@@ -295,10 +303,83 @@ def two_tower_quality_gate(settings: SettingsResource) -> dg.AssetCheckResult:
     blocking=True,
     description="Quality gate on the test split's replayed requests: the challenger's NDCG@10 "
     "must beat the merged candidate order's (the ranker stage has to help) and not regress "
-    "against the champion's; then the challenger is promoted to champion.",
+    "against the champion's. Promotion is `ranker_champion`.",
 )
-def ranker_quality_gate(settings: SettingsResource) -> dg.AssetCheckResult:
+def ranker_quality_gate(
+    context: dg.AssetCheckExecutionContext, settings: SettingsResource
+) -> dg.AssetCheckResult:
     s = settings.get()
     metrics = registry.version_metrics(s, registry.RANKER, registry.CHALLENGER)
     gate = ranker_training.ranker_gate(s, metrics)
-    return _gate_result(gate)
+    return _gate_result(context, gate)
+
+
+# ---- promotion: its own step, after a passing gate ---------------------------------------------
+
+
+# after the model, once its blocking gate passed (automation never promotes past a failed gate)
+PROMOTION = EAGER & dg.AutomationCondition.all_deps_blocking_checks_passed()
+
+
+def _promote(context: dg.AssetExecutionContext, s: Settings, name: str, check: dg.AssetCheckKey):
+    """Move ``champion`` to the challenger the latest evaluation of ``check`` passed. In a run
+    the blocking gate already skips this step when it fails; run alone (or by automation
+    after a failed gate) it refuses a challenger without a passing verdict of its own."""
+    challenger = registry.aliased_version(s, name, registry.CHALLENGER)
+    record = context.instance.get_latest_asset_check_evaluation_record(check)
+    event = record.event.dagster_event if record and record.event else None
+    evaluation = event.event_specific_data if event else None
+    meta = {k: v.value for k, v in evaluation.metadata.items()} if evaluation else {}
+    if challenger is None or evaluation is None or not evaluation.passed:
+        raise dg.Failure(f"{name}: no passing {check.name} for its challenger: not promoted")
+    if meta.get("challenger_version") != int(challenger.version):
+        raise dg.Failure(
+            f"{name}: {check.name} passed version {meta.get('challenger_version')}, the "
+            f"challenger is {challenger.version}: not promoted"
+        )
+    before = registry.aliased_version(s, name, registry.CHAMPION)
+    reason = f"{meta.get('metric')}: {evaluation.description}"
+    registry.promote(s, name, challenger.version, reason)
+    context.log.info(f"{name}: champion is now version {challenger.version} ({reason})")
+    return dg.MaterializeResult(
+        metadata={
+            "mlflow_model": name,
+            "champion_version": int(challenger.version),
+            "previous_champion": None if before is None else int(before.version),
+            "mlflow_run_id": challenger.run_id or challenger.tags.get("mlflow_run_id", ""),
+            "gate_run_id": record.run_id,
+            "reason": reason,
+        }
+    )
+
+
+@dg.asset(
+    deps=[two_tower_model],
+    group_name="models",
+    freshness_policy=TRAINING_FRESHNESS,
+    automation_condition=PROMOTION,
+    kinds={"mlflow"},
+    description="Promotion of the two-tower challenger: the `champion` alias in MLflow moves "
+    "to it once `two_tower_quality_gate` passed (blocking: a failed gate skips this step).",
+)
+def two_tower_champion(
+    context: dg.AssetExecutionContext, settings: SettingsResource
+) -> dg.MaterializeResult:
+    check = dg.AssetCheckKey(two_tower_model.key, "two_tower_quality_gate")
+    return _promote(context, settings.get(), registry.TWO_TOWER, check)
+
+
+@dg.asset(
+    deps=[ranker_model],
+    group_name="models",
+    freshness_policy=TRAINING_FRESHNESS,
+    automation_condition=PROMOTION,
+    kinds={"mlflow"},
+    description="Promotion of the ranker challenger: the `champion` alias in MLflow moves to "
+    "it once `ranker_quality_gate` passed (blocking: a failed gate skips this step).",
+)
+def ranker_champion(
+    context: dg.AssetExecutionContext, settings: SettingsResource
+) -> dg.MaterializeResult:
+    check = dg.AssetCheckKey(ranker_model.key, "ranker_quality_gate")
+    return _promote(context, settings.get(), registry.RANKER, check)

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Iterator
 
 import dagster as dg
+import mlflow as mlflow_lib
 from dagster_gcp import BigQueryResource, GCSResource
 from dagster_mlflow import mlflow_tracking
 from dagster_mlflow.resources import MlFlow
@@ -125,13 +126,36 @@ class MilvusResource(dg.ConfigurableResource):
     config_schema=mlflow_tracking.config_schema,
     required_resource_keys={"settings"},
     description="dagster-mlflow's tracking resource, after creating the experiment with its "
-    "artifact location under the settings (MLflow would otherwise default to ./mlruns).",
+    "artifact location under the settings (MLflow would otherwise default to ./mlruns); the "
+    "Dagster run's MLflow run is ended when the resource is torn down.",
 )
-def mlflow_resource(context):
+def mlflow_resource(context: dg.InitResourceContext) -> Iterator[MlFlow]:
+    """dagster-mlflow's ``MlFlow`` (one MLflow run per Dagster run, found again by its
+    ``dagster_run_id`` tag in every step's process), ended on teardown: FAILED when a step of
+    the Dagster run has failed so far, else FINISHED (a later step's process resumes it and
+    ends it again). dagster-mlflow's ``end_mlflow_on_run_finished`` hook ends it only when the
+    last op in topological order succeeds, so a run stopped by a failed quality gate (the
+    promotion, index and bento skipped) stayed RUNNING; attached to an asset job it would also
+    make every step, dbt and loads included, open the MLflow run."""
+    from mlflow.entities import RunStatus
+
     from socialrec.models import registry
 
     registry.configure(context.resources.settings.get())
-    return MlFlow(context)
+    mlf = MlFlow(context)
+    try:
+        yield mlf
+    finally:
+        if mlflow_lib.active_run() is not None:
+            known = context.instance is not None and context.run_id is not None
+            failed = known and bool(
+                context.instance.get_records_for_run(
+                    context.run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1
+                ).records
+            )
+            mlflow_lib.end_run(
+                RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED)
+            )
 
 
 def build_resources(settings: SettingsResource) -> dict[str, object]:

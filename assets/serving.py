@@ -50,8 +50,8 @@ def seen_history(
 
 @dg.asset(
     deps=[
-        dg.AssetKey("two_tower_model"),
-        dg.AssetKey("ranker_model"),
+        dg.AssetKey("two_tower_champion"),
+        dg.AssetKey("ranker_champion"),
         dg.AssetKey("post_index"),
         dg.AssetKey("feast_online_store"),
         dg.AssetKey("seen_history"),

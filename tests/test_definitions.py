@@ -77,9 +77,14 @@ def test_the_learners_read_the_one_split_and_the_ranker_replays_the_sources(defs
     assert {"fct_interactions", "dim_posts"} <= parents("post_neighbours")
     # the ranker's training replays the sources: the two-tower fit and the neighbours
     assert {"two_tower_model", "post_neighbours", "fct_interactions"} <= parents("ranker_model")
-    assert {"two_tower_model", "ranker_model", "post_neighbours"} <= parents("offline_evaluation")
-    # the bento packs the neighbours beside the models and the catalog
-    assert {"post_neighbours", "ranker_model", "two_tower_model"} <= parents("recommender_bento")
+    # what reads the champions follows the promotion steps, which follow the models
+    assert parents("two_tower_champion") == {"two_tower_model"}
+    assert parents("ranker_champion") == {"ranker_model"}
+    champions = {"two_tower_champion", "ranker_champion"}
+    assert champions | {"post_neighbours"} <= parents("offline_evaluation")
+    # the bento packs the neighbours beside the (champion) models and the catalog
+    assert champions | {"post_neighbours"} <= parents("recommender_bento")
+    assert "two_tower_champion" in parents("post_index")
     # the model gates block what follows them; the evaluation only warns
     blocking = {
         key.name: graph.get_check_spec(key).blocking

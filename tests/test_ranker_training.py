@@ -337,7 +337,10 @@ def test_the_ranker_gate_promotes_only_a_challenger_that_beats_the_merged_order(
                             tmp_path / f"v{challenger}")  # fmt: skip
         logged = registry.version_metrics(s, registry.RANKER, registry.CHALLENGER)
         assert logged["version"] == version
-        return version, rt.ranker_gate(s, logged)
+        result = rt.ranker_gate(s, logged)
+        if result.passed:  # the promotion step, after the gate (which never promotes)
+            registry.promote(s, registry.RANKER, result.challenger_version, result.reason)
+        return version, result
 
     # v1 does not beat the merged order: blocked, even without a champion
     v1, first = gate(gate_numbers["bad"])
@@ -361,3 +364,9 @@ def test_the_ranker_gate_promotes_only_a_challenger_that_beats_the_merged_order(
     # both spellings of the metric names are read
     assert rt.ranker_gate(s, {"test_ndcg@10.challenger": 1.0}).passed  # already the champion
     assert v1 < v2 < v3 < v4
+    # a champion whose NDCG@10 is missing (logged NaN is dropped) is replaced, with a warning
+    v5 = _register(s, ranker, {}, tmp_path / "v5")
+    nan_champion = rt.ranker_gate(s, {"test_ndcg@10.challenger": 0.5, "test_ndcg@10.merged": 0.1})
+    assert nan_champion.passed and "champion metric is nan" in nan_champion.warning
+    assert nan_champion.challenger_version == v5 and nan_champion.champion_version == v4
+    assert int(registry.champion_version(s, registry.RANKER).version) == v4  # gate alone: no

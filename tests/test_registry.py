@@ -64,15 +64,22 @@ def _log(settings, ranker, data, tmp_path, i):
 
 
 def _gate(settings, data):
+    """The gate, then the promotion step when it passed (the gate itself never promotes)."""
     from socialrec.training import retrieval as training
 
     valid = data[data["split"] == "validation"]
-    return training.quality_gate(
+    before = registry.aliased_version(settings, registry.RANKER, registry.CHAMPION)
+    result = training.quality_gate(
         settings,
         registry.RANKER,
         "validation AUC",
         lambda path: Ranker.load(path).evaluate(valid)["positive_auc"],
     )
+    after = registry.aliased_version(settings, registry.RANKER, registry.CHAMPION)
+    assert (before and before.version) == (after and after.version), "the gate promoted"
+    if result.passed:
+        registry.promote(settings, registry.RANKER, result.challenger_version, result.reason)
+    return result
 
 
 def test_challenger_becomes_champion_only_through_the_gate(settings, ranker_data, tmp_path):
@@ -141,6 +148,49 @@ def test_challenger_becomes_champion_only_through_the_gate(settings, ranker_data
 )
 def test_gate_arithmetic(challenger, champion, higher, passed):
     assert registry.gate(challenger, champion, 0.02, higher)[0] is passed
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), None])
+def test_a_challenger_without_a_valid_metric_never_passes(bad):
+    # against a champion, against a broken champion, and as a first version
+    for champion in (0.5, float("nan"), None):
+        verdict = registry.gate(bad, champion, 0.02)
+        assert not verdict.passed and "never promoted" in verdict.reason, verdict
+        assert verdict.warning is None
+
+
+@pytest.mark.parametrize("champion", [float("nan"), float("inf")])
+def test_a_champion_without_a_valid_metric_is_replaced_with_a_warning(champion, caplog):
+    with caplog.at_level("WARNING", logger=registry.__name__):
+        verdict = registry.gate(0.01, champion, 0.02)  # any valid challenger, however low
+    assert verdict.passed and verdict.warning and verdict.warning == verdict.reason
+    assert f"champion metric is {champion}" in verdict.warning
+    assert verdict.warning in caplog.text
+
+
+def test_a_first_version_with_a_nan_metric_stays_a_challenger(ranker_data, tmp_path):
+    from socialrec.training import retrieval as training
+
+    s = Settings(data_dir=tmp_path / "nan")
+    s.ensure_dirs()
+    ranker = _fit_ranker(ranker_data)
+    ranker.save(tmp_path / "r")
+    reg = registry.log_ranker(s, ranker, tmp_path / "r", params={}, metrics={}, data={})
+    result = training.quality_gate(s, registry.RANKER, "m", lambda path: float("nan"))
+    assert not result.passed and result.challenger_version == reg.version
+    assert "never promoted" in result.reason
+    assert registry.aliased_version(s, registry.RANKER, registry.CHAMPION) is None
+    # a champion whose metric turns out NaN does not block the next valid challenger
+    registry.promote(s, registry.RANKER, reg.version, "forced, for the test")
+    ranker.save(tmp_path / "r2")
+    v2 = registry.log_ranker(s, ranker, tmp_path / "r2", params={}, metrics={}, data={})
+    values = {str(reg.version): float("nan"), str(v2.version): 0.3}
+    result = training.quality_gate(
+        s, registry.RANKER, "m", lambda path: values[path.parent.name.removeprefix("v")]
+    )
+    assert result.passed and result.warning and "champion metric is nan" in result.warning
+    assert (result.champion_version, result.challenger_version) == (reg.version, v2.version)
+    assert int(registry.champion_version(s, registry.RANKER).version) == reg.version  # not yet
 
 
 def test_a_two_tower_run_registers_a_pyfunc_of_the_saved_towers(settings, frames, tmp_path):

@@ -8,9 +8,10 @@
   flavour for the ranker) registered as ``socialrec_two_tower`` / ``socialrec_ranker``.
   Inside an active run (the Dagster run's, from dagster-mlflow) each model gets a nested run.
 * The new version gets the alias ``challenger``. The quality gate (an asset check that calls
-  :func:`gate` on metrics of both models measured on the same validation set) moves
-  ``champion`` to it with :func:`promote` only when it does not regress; the first version of a
-  model is promoted as there is nothing to regress against. Serving reads ``champion``.
+  :func:`gate` on metrics of both models measured on the same test set) only decides: a
+  challenger passes when it does not regress (the first version when its metric is valid);
+  a separate promotion step then moves ``champion`` to it with :func:`promote`. Serving reads
+  ``champion``.
 * :func:`model_dir` gives a local copy of an aliased version's model directory (what
   ``TwoTowerModel.load`` / ``Ranker.load`` read); :func:`champion_run_id` its run id.
 """
@@ -18,6 +19,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -26,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import mlflow
 import numpy as np
@@ -42,6 +44,8 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 # where each model's saved directory lives among its run's artifacts (docs/contracts.md)
 ARTIFACT_PATHS = {TWO_TOWER: "two_tower", RANKER: "ranker"}
+
+logger = logging.getLogger(__name__)
 
 
 # ---- set-up ---------------------------------------------------------------------------------
@@ -130,27 +134,54 @@ def _pins(*packages: str) -> list[str]:
     return pins
 
 
+class Verdict(NamedTuple):
+    """A gate's decision: ``passed``, why, and a warning when it passed on a broken champion."""
+
+    passed: bool
+    reason: str
+    warning: str | None = None
+
+
 def gate(
-    challenger: float, champion: float | None, tolerance: float, higher_is_better: bool = True
-) -> tuple[bool, str]:
+    challenger: float | None,
+    champion: float | None,
+    tolerance: float,
+    higher_is_better: bool = True,
+) -> Verdict:
     """Whether the challenger may replace the champion: it must not be worse than the champion
-    by more than ``tolerance`` (relative). No champion (None): it passes."""
+    by more than ``tolerance`` (relative). Missing and NaN metrics are decided explicitly:
+
+    * a challenger without a finite metric (None, NaN, inf) never passes, first version or not;
+    * no champion version (``champion`` None): a valid challenger passes;
+    * a champion version whose metric is missing or not finite (callers pass NaN for a missing
+      one): a valid challenger replaces it, with a warning (a broken champion must not block
+      every later version).
+    """
+    if challenger is None or not math.isfinite(challenger):
+        return Verdict(False, f"challenger metric is {challenger}: never promoted")
     if champion is None:
-        return True, "no champion yet"
-    if not math.isfinite(challenger):
-        return False, f"challenger metric is {challenger}"
+        return Verdict(True, "no champion yet")
+    if not math.isfinite(champion):
+        warning = (
+            f"champion metric is {champion}: replaced by the valid challenger "
+            f"({challenger:.4f}) without a comparison"
+        )
+        logger.warning(warning)
+        return Verdict(True, warning, warning)
     sign = 1.0 if higher_is_better else -1.0
     floor = champion - sign * tolerance * abs(champion)
     passed = sign * (challenger - floor) >= 0
     verdict = "does not regress" if passed else "regresses"
-    return passed, (
+    return Verdict(
+        passed,
         f"challenger {challenger:.4f} vs champion {champion:.4f}: {verdict} "
-        f"(tolerance {tolerance:.0%})"
+        f"(tolerance {tolerance:.0%})",
     )
 
 
 def promote(settings: Settings, name: str, version: int | str, reason: str) -> None:
-    """Point ``champion`` at ``version`` and record why on the version."""
+    """Point ``champion`` at ``version`` and record why on the version: the explicit step
+    after a passing gate (never called by the gate itself)."""
     client = _client(settings)
     client.set_registered_model_alias(name, CHAMPION, str(version))
     client.set_model_version_tag(name, str(version), "promotion", reason)

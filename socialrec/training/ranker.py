@@ -356,7 +356,8 @@ def test_replay_ndcg(
 def ranker_gate(settings, metrics: Mapping[str, float]):
     """The ranker's quality gate from the metrics its asset logged: the challenger's test
     NDCG@10 must beat the merged candidate order's (the ranking stage has to help) and not
-    regress against the champion's (same replay); then it is promoted."""
+    regress against the champion's (same replay; a champion without it counts as NaN and is
+    replaced, with a warning). Only a decision: promotion is a separate step."""
     from socialrec.models import registry
     from socialrec.training.retrieval import GateResult
 
@@ -369,10 +370,11 @@ def ranker_gate(settings, metrics: Mapping[str, float]):
     champion = registry.aliased_version(settings, name, registry.CHAMPION)
     value = float(metrics.get("test_ndcg@10.challenger", float("nan")))
     merged = float(metrics.get("test_ndcg@10.merged", float("nan")))
-    champ_value = metrics.get("test_ndcg@10.champion")
+    champ_value = None if champion is None else float(metrics.get("test_ndcg@10.champion", "nan"))
     if champion is not None and champion.version == challenger.version:
         return GateResult(name, metric, int(challenger.version), int(champion.version), value,
                           value, True, "the challenger is already the champion")  # fmt: skip
+    warning = None
     if not (np.isfinite(value) and np.isfinite(merged)):
         passed, reason = False, f"no test NDCG@10 to compare (challenger {value}, merged {merged})"
     elif value <= merged:
@@ -382,15 +384,9 @@ def ranker_gate(settings, metrics: Mapping[str, float]):
             f"{merged:.4f}"
         )
     else:
-        passed, reason = registry.gate(
-            value,
-            None if champion is None or champ_value is None else float(champ_value),
-            settings.quality_gate_tolerance,
-        )
+        passed, reason, warning = registry.gate(value, champ_value, settings.quality_gate_tolerance)
         reason = f"{reason}; beats the merged candidate order ({value:.4f} vs {merged:.4f})"
-    if passed:
-        registry.promote(settings, name, challenger.version, f"{metric}: {reason}")
     return GateResult(
         name, metric, int(challenger.version), None if champion is None else int(champion.version),
-        value, None if champ_value is None else float(champ_value), passed, reason,
+        value, champ_value, passed, reason, warning,
     )  # fmt: skip

@@ -208,6 +208,7 @@ class GateResult:
     champion_value: float | None
     passed: bool
     reason: str
+    warning: str | None = None
 
     def metadata(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -217,8 +218,10 @@ def quality_gate(
     settings: Settings, name: str, metric: str, evaluate: Callable[[Path], float]
 ) -> GateResult:
     """Evaluate the ``challenger`` and the ``champion`` versions of a registered model with
-    ``evaluate`` (a saved model dir -> a higher-is-better metric on one validation set) and
-    promote the challenger when it does not regress beyond ``settings.quality_gate_tolerance``.
+    ``evaluate`` (a saved model dir -> a higher-is-better metric on one held-out set) and decide
+    (:func:`registry.gate`) whether the challenger may replace the champion, within
+    ``settings.quality_gate_tolerance``. Only a decision: promotion is a separate step
+    (:func:`registry.promote`).
     """
     challenger = registry.aliased_version(settings, name, registry.CHALLENGER)
     if challenger is None:
@@ -241,9 +244,7 @@ def quality_gate(
         if champion is not None
         else None
     )
-    passed, reason = registry.gate(value, champion_value, settings.quality_gate_tolerance)
-    if passed:
-        registry.promote(settings, name, challenger.version, f"{metric}: {reason}")
+    verdict = registry.gate(value, champion_value, settings.quality_gate_tolerance)
     return GateResult(
         name,
         metric,
@@ -251,8 +252,9 @@ def quality_gate(
         None if champion is None else int(champion.version),
         value,
         champion_value,
-        passed,
-        reason,
+        verdict.passed,
+        verdict.reason,
+        verdict.warning,
     )
 
 
