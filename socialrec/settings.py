@@ -85,10 +85,9 @@ class Settings(BaseSettings):
 
     # --- data quality ------------------------------------------------------------------------
     quarantine_warn_rate: float = 0.05  # share of quarantined event lines that warns
-    # the accepted event times (docs/operations.md, "The accepted event window"): the first day
-    # of the raw_events partitions and of the window (None: demo_start_date); an event stamped
-    # later than its load + event_max_future_hours, or older than its load -
-    # event_retention_days (0: no bound but the first day), is quarantined
+    # the first day of the raw_events partitions (None: demo_start_date); the accepted event
+    # times: an event stamped later than its load + event_max_future_hours, or older than its
+    # load - event_retention_days (0: no bound; an imported log may be years old), is quarantined
     event_start_date: str | None = None
     event_max_future_hours: float = Field(default=1.0, ge=0)
     event_retention_days: int = Field(default=0, ge=0)
@@ -247,7 +246,7 @@ class Settings(BaseSettings):
     # --- derived local paths (state that is always local: caches, spools, model stores) -----
     @property
     def first_event_day(self) -> str:
-        """The first day of the raw_events partitions and of the accepted event window."""
+        """The first day of the raw_events partitions (and of make materialize's range)."""
         day = self.event_start_date or self.demo_start_date
         if dt.date.fromisoformat(day).isoformat() != day:
             raise ValueError(f"not a YYYY-MM-DD day: {day!r}")

@@ -53,10 +53,10 @@ POISON = [
     ("events", "event_id", "-Infinity", "bad event_id"),
     ("events", "event_id", '"\\ud800"', "bad event_id"),  # a lone surrogate
     ("events", "ts", '"0001-01-01T00:00:00+05:00"', "bad ts"),  # OverflowError in astimezone
-    ("events", "ts", '"0001-01-01T00:00:00Z"', "ts before window"),
+    ("events", "ts", '"0001-01-01T00:00:00Z"', "ts past retention"),
     ("events", "ts", '"9999-12-31T23:59:59Z"', "future ts"),
     ("events", "ts", '"2099-01-01T00:00:00Z"', "future ts"),
-    ("events", "ts", '"1970-01-01T00:00:00Z"', "ts before window"),
+    ("events", "ts", '"1970-01-01T00:00:00Z"', "ts past retention"),
     ("posts", "post_id", str(BIG), "post_id out of range"),
     ("posts", "category_id", str(2**70), "category_id out of range"),
     ("posts", "created_at", '"1600-01-01T00:00:00Z"', "created_at out of range"),
@@ -69,7 +69,7 @@ POISON = [
     ("categories", "category_id", str(BIG), "category_id out of range"),
     ("categories", "name", "NaN", "bad name"),
 ]
-WINDOW = EventWindow(start=dt.datetime(2026, 1, 1))
+WINDOW = EventWindow(retention=dt.timedelta(days=30))
 
 
 def _line(dataset: str, field: str, poison: str) -> str:
@@ -100,7 +100,7 @@ def test_each_poison_value_is_quarantined_not_raised(tmp_path, dataset, field, p
 def test_without_a_window_event_times_are_still_bounded():
     w = EventWindow()
     assert w.reason(dt.datetime(1, 1, 1), LOADED_AT, "x").startswith("ts out of range")
-    assert w.reason(dt.datetime(1970, 1, 1), LOADED_AT, "x") is None
+    assert w.reason(dt.datetime(1970, 1, 1), LOADED_AT, "x") is None  # an old imported log
 
 
 def test_deeply_nested_json_is_quarantined(tmp_path):
@@ -111,21 +111,22 @@ def test_deeply_nested_json_is_quarantined(tmp_path):
 
 
 def test_the_window_of_the_settings():
-    s = Settings(demo_start_date="2026-01-01", event_max_future_hours=24, event_retention_days=2)
+    s = Settings(event_max_future_hours=24, event_retention_days=2)
     w = EventWindow.of(s)
     assert w.reason(LOADED_AT + dt.timedelta(hours=23), LOADED_AT, "x") is None
     assert w.reason(LOADED_AT + dt.timedelta(hours=25), LOADED_AT, "x").startswith("future ts")
     assert w.reason(dt.datetime(2026, 1, 1, 11), LOADED_AT, "x").startswith("ts past retention")
-    assert w.reason(dt.datetime(2025, 12, 31), LOADED_AT, "x").startswith("ts before window")
+    assert w.reason(dt.datetime(2026, 1, 1, 13), LOADED_AT, "x") is None
     s = Settings(demo_start_date="2026-01-01", event_start_date="2026-01-02")
     assert s.first_event_day == "2026-01-02"
-    assert EventWindow.of(s).retention is None  # 0: no bound but the first day
+    assert Settings(demo_start_date="2026-01-05").first_event_day == "2026-01-05"
+    assert EventWindow.of(s).retention is None  # 0: no bound but the warehouse's range
     with pytest.raises(ValueError):
         _ = Settings(event_start_date="2026-1-2").first_event_day
 
 
 def test_a_load_of_files_with_poison_lines_succeeds_with_them_quarantined(tmp_path):
-    settings = Settings(data_dir=tmp_path, demo_start_date="2026-01-01")
+    settings = Settings(data_dir=tmp_path, event_retention_days=3650)  # 1970 is past it
     settings.ensure_dirs()
     bucket = LocalLandingBucket(settings.landing_uri)
     for dataset in GOOD:

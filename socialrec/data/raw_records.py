@@ -89,13 +89,10 @@ Parser = Callable[[dict], dict]
 
 @dataclass(frozen=True)
 class EventWindow:
-    """The event times a load accepts, around its time ``loaded_at`` (naive UTC).
+    """The event times a load accepts, around its time ``loaded_at`` (naive UTC):
+    ``max_future``, the clock skew allowed past it; ``retention``, how far back before it (None:
+    back to TS_MIN; an imported log may be years old). Events outside are quarantined."""
 
-    ``start``: the first partition's midnight (nothing earlier has a partition);
-    ``max_future``: the clock skew allowed past ``loaded_at``; ``retention``: how far back
-    before ``loaded_at`` (None: back to ``start``). Events outside are quarantined."""
-
-    start: dt.datetime | None = None
     max_future: dt.timedelta = FUTURE_TOLERANCE
     retention: dt.timedelta | None = None
 
@@ -103,7 +100,6 @@ class EventWindow:
     def of(cls, settings: Settings) -> EventWindow:
         days = settings.event_retention_days
         return cls(
-            start=dt.datetime.fromisoformat(settings.first_event_day),
             max_future=dt.timedelta(hours=settings.event_max_future_hours),
             retention=dt.timedelta(days=days) if days else None,
         )
@@ -112,8 +108,6 @@ class EventWindow:
         """Why ``ts`` is outside the window (None: inside)."""
         if ts > loaded_at + self.max_future:
             return f"future ts: {shown!r} is after the load time"
-        if self.start is not None and ts < self.start:
-            return f"ts before window: {shown!r} is before the first day {self.start.date()}"
         if self.retention is not None and ts < loaded_at - self.retention:
             return f"ts past retention: {shown!r} is older than {self.retention.days} days"
         return _out_of_range("ts", ts, shown)
