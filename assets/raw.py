@@ -7,19 +7,26 @@ condition: the landing sensor (or a person) requests them when files land.
 
 Checks: ``raw_events_quarantine_rate`` warns when the share of quarantined event lines exceeds
 ``settings.quarantine_warn_rate``; a time-partition freshness check warns when yesterday's
-partition has not been loaded by 06:00 UTC (the freshness policy cannot see partitions).
+partition has not been loaded by 06:00 UTC (the freshness policy cannot see partitions);
+``raw_events_landing_window`` warns when event files land where no partition loads them (their
+``dt=`` day before SOCIALREC_EVENT_START_DATE or beyond the sensor's two days ahead). The lines
+of loaded partitions outside the accepted event window are quarantined by the loader.
 """
 
 import dagster as dg
 
 from assets.common import RAW_FRESHNESS
 from assets.resources import LandingResource, SettingsResource, WarehouseResource
+from socialrec.data.landing import dataset_prefix
+from socialrec.data.landing_cursor import outside_partitions
 from socialrec.data.warehouse import LoadReport, backend_of
 from socialrec.settings import Settings
 
 # the asset kind of the raw tables: duckdb (local profile) or bigquery (gcp)
 WAREHOUSE_KIND = backend_of(Settings())
-EVENT_PARTITIONS = dg.DailyPartitionsDefinition(start_date=Settings().demo_start_date, end_offset=1)
+# the first day comes from settings.first_event_day (SOCIALREC_EVENT_START_DATE, default the demo's)
+EVENT_PARTITIONS = dg.DailyPartitionsDefinition(start_date=Settings().first_event_day, end_offset=1)
+MAX_LISTED_KEYS = 20
 # The run tags of one run over a range of partitions (what a single-run backfill sets): Dagster
 # documents the tag names but exports no public constant for them.
 PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -100,6 +107,30 @@ def raw_events_quarantine_rate(
         passed=stats["rate"] <= s.quarantine_warn_rate,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={**stats, "warn_rate": s.quarantine_warn_rate},
+    )
+
+
+@dg.asset_check(
+    asset=raw_events,
+    description="No event file lands outside the partitions (dt= before the first day, more "
+    "than two days ahead, malformed, no dt= folder): the landing sensor cannot request such a "
+    "file, so it is counted and listed here instead of vanishing.",
+)
+def raw_events_landing_window(landing: LandingResource) -> dg.AssetCheckResult:
+    first = EVENT_PARTITIONS.get_first_partition_key()
+    last = EVENT_PARTITIONS.get_last_partition_key()
+    outside = outside_partitions(landing.get().list(dataset_prefix("events")), first, last)
+    folders = sorted({b.key.rsplit("/", 1)[0] for b in outside})
+    return dg.AssetCheckResult(
+        passed=not outside,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "files": len(outside),
+            "bytes": sum(b.size for b in outside),
+            "folders": len(folders),
+            "first_folders": ", ".join(folders[:MAX_LISTED_KEYS]),
+            "partitions": f"{first}..{last}",
+        },
     )
 
 

@@ -11,9 +11,12 @@ resource (GCS in the gcp profile, a directory in the local one) and requests
 * for posts, users, categories: one run of ``raw_posts`` / ``raw_users`` / ``raw_categories``
   (full reloads) when any of their files is new.
 
-Event files whose ``dt`` is not a partition (before the partitions' start, malformed, no
-``dt=`` folder) are skipped for good: logged as a warning and counted in the cursor
-(``invalid_total``). A file of a day just past the partitions' end (a producer in a timezone
+Event files whose ``dt`` is not a partition (before the partitions' start,
+SOCIALREC_EVENT_START_DATE; more than two days ahead; malformed; no ``dt=`` folder) cannot be
+requested (Dagster has no such partition): logged as a warning, counted in the cursor
+(``invalid_total``) and, durably, by the ``raw_events_landing_window`` asset check, which lists
+them on every raw_events materialization. Lines whose ``ts`` is outside the accepted event
+window in a folder that *is* a partition are quarantined by the loader. A file of a day just past the partitions' end (a producer in a timezone
 ahead) waits in the cursor's ``pending`` list until that day is a partition.
 
 Cursor: exact and durable, it is the sensor's whole state (a restart of the daemon loses
@@ -89,7 +92,8 @@ def _evaluate(context: dg.SensorEvaluationContext, landing: LandingResource) -> 
         shown = ", ".join(b.key for b in plan.invalid[:MAX_LOGGED_KEYS])
         context.log.warning(
             f"landing_sensor: {len(plan.invalid)} event file(s) not in a valid dt partition "
-            f"(first {EVENT_PARTITIONS.get_first_partition_key()}), not requested "
+            f"(first {EVENT_PARTITIONS.get_first_partition_key()}), not requested, counted by "
+            "the raw_events_landing_window check "
             f"({plan.cursor.invalid_total} in total): {shown}"
         )
     if plan.deferred:

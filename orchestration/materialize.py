@@ -2,8 +2,9 @@
 
 Runs the ``materialize_all`` job in this process against the Dagster instance in
 ``DAGSTER_HOME``, so the runs, materializations and asset checks appear in the Dagster UI
-afterwards. Daily event partitions present in the landing bucket are loaded in one run
-(the raw_events asset has a single-run backfill policy).
+afterwards. The daily event partitions present in the landing bucket, within the partitions
+(SOCIALREC_EVENT_START_DATE .. tomorrow), are loaded in one run (the raw_events asset has a
+single-run backfill policy); folders outside are left out and counted.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 
 import dagster as dg
 
-from assets.raw import partition_range_tags
+from assets.raw import EVENT_PARTITIONS, partition_range_tags
 from socialrec.data.generator import main as generate_main
 from socialrec.data.landing import dataset_prefix, landed_partitions, open_bucket
 from socialrec.settings import Settings
@@ -22,6 +23,15 @@ from socialrec.settings import Settings
 
 def landed_event_partitions(settings: Settings) -> list[str]:
     return landed_partitions(open_bucket(str(settings.landing_uri)), "events")
+
+
+def event_partition_range(landed: list[str], first: str, last: str) -> tuple[str, str] | None:
+    """The range of ``raw_events`` partitions to load: the landed days clipped to the
+    partitions ``first..last`` (``first``: SOCIALREC_EVENT_START_DATE; ``last``: tomorrow), so
+    a folder dated year 1 or 2099 never stretches it (the raw_events_landing_window check
+    counts such folders); None when no landed day is a partition."""
+    days = [d for d in landed if first <= d <= last]
+    return (days[0], days[-1]) if days else None
 
 
 def materialize_all(
@@ -32,11 +42,21 @@ def materialize_all(
 ) -> dg.ExecuteInProcessResult:
     """The ``materialize_all`` job, or only the assets of ``selection`` (comma-separated
     Dagster asset selections, e.g. ``"ranker_model+"``: an asset and everything downstream)."""
-    partitions = landed_event_partitions(settings)
-    if not partitions:
+    landed = landed_event_partitions(settings)
+    first = EVENT_PARTITIONS.get_first_partition_key()
+    last = EVENT_PARTITIONS.get_last_partition_key()
+    span = event_partition_range(landed, first, last)
+    if span is None:
         raise SystemExit(
-            f"no events under {settings.landing_uri}/{dataset_prefix('events')}: "
-            "run `make data` first"
+            f"no events of the days {first}..{last} under "
+            f"{settings.landing_uri}/{dataset_prefix('events')}: run `make data` first"
+        )
+    left_out = [d for d in landed if not span[0] <= d <= span[1]]
+    if left_out:
+        print(
+            f"materialize_all: {len(left_out)} landed event folder(s) outside the partitions "
+            f"{first}..{last} left out (the raw_events_landing_window check lists them): "
+            + ", ".join(left_out[:10])
         )
     job = defs.resolve_job_def("materialize_all")
     keys = None
@@ -51,7 +71,7 @@ def materialize_all(
         )
     return job.execute_in_process(
         instance=instance,
-        tags=partition_range_tags(partitions[0], partitions[-1]),
+        tags=partition_range_tags(*span),
         raise_on_error=False,
         asset_selection=keys,
     )

@@ -13,6 +13,7 @@ Every field can be overridden with ``SOCIALREC_<FIELD>`` (e.g. ``SOCIALREC_MILVU
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -84,6 +85,12 @@ class Settings(BaseSettings):
 
     # --- data quality ------------------------------------------------------------------------
     quarantine_warn_rate: float = 0.05  # share of quarantined event lines that warns
+    # the first day of the raw_events partitions (None: demo_start_date); the accepted event
+    # times: an event stamped later than its load + event_max_future_hours, or older than its
+    # load - event_retention_days (0: no bound; an imported log may be years old), is quarantined
+    event_start_date: str | None = None
+    event_max_future_hours: float = Field(default=1.0, ge=0)
+    event_retention_days: int = Field(default=0, ge=0)
 
     # --- models ------------------------------------------------------------------------------
     two_tower_embedding_dim: int = 32
@@ -237,6 +244,14 @@ class Settings(BaseSettings):
         return self
 
     # --- derived local paths (state that is always local: caches, spools, model stores) -----
+    @property
+    def first_event_day(self) -> str:
+        """The first day of the raw_events partitions (and of make materialize's range)."""
+        day = self.event_start_date or self.demo_start_date
+        if dt.date.fromisoformat(day).isoformat() != day:
+            raise ValueError(f"not a YYYY-MM-DD day: {day!r}")
+        return day
+
     @cached_property
     def features_dir(self) -> Path:
         """Parquet feature tables (Feast offline source in the local profile)."""

@@ -368,3 +368,42 @@ def test_restart_with_only_the_cursor_string(defs, gcs):
         ("raw_events", "2026-01-02"),
         ("raw_events", "2026-01-03"),
     ]
+
+
+# --- folders far outside the partitions (issue 13: they must not vanish) -------------------
+
+
+def test_far_future_and_far_past_folders_are_outside_counted_and_never_pending():
+    from orchestration.materialize import event_partition_range
+    from socialrec.data.landing_cursor import outside_partitions
+
+    far = ["0001-01-01", "1970-01-01", "2099-01-01", "9999-12-31"]
+    blobs = [blob(f"events/dt={day}/e.jsonl", i) for i, day in enumerate(far)]
+    blobs += [blob("events/dt=2026-01-02/ok.jsonl", 9), blob("posts/dt=2099-01-01/p.jsonl", 10)]
+    plan, cursor = tick(blobs)
+    assert list(plan.events) == ["2026-01-02"] and list(plan.dimensions) == ["posts"]
+    assert sorted(b.key for b in plan.invalid) == [f"events/dt={d}/e.jsonl" for d in far]
+    assert cursor.invalid_total == 4 and not cursor.pending and not plan.deferred
+    outside = outside_partitions(blobs, FIRST, LAST)
+    assert sorted(b.key for b in outside) == [f"events/dt={d}/e.jsonl" for d in far]
+    # the materialize job's range: the landed days clipped to the partitions, not 0001..2099
+    landed = sorted([*far, "2026-01-02", "2026-01-04"])
+    assert event_partition_range(landed, FIRST, LAST) == ("2026-01-02", "2026-01-04")
+    assert event_partition_range(far, FIRST, LAST) is None
+
+
+def test_the_landing_window_check_counts_the_files_no_partition_loads(defs, gcs):
+    from assets.raw import raw_events_landing_window
+
+    put(gcs, "events/dt=2026-01-03/ok.jsonl")
+    passed = raw_events_landing_window(landing=defs.resources["landing"])
+    assert passed.passed and passed.metadata["files"].value == 0
+    for day in ("0001-01-01", "1970-01-01", "2099-01-01"):
+        put(gcs, f"events/dt={day}/e.jsonl")
+    data = evaluate(defs)
+    assert list(requested(data).values()) == [("raw_events", "2026-01-03")]
+    assert json.loads(data.cursor)["invalid_total"] == 3
+    result = raw_events_landing_window(landing=defs.resources["landing"])
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.WARN
+    assert result.metadata["files"].value == 3 and result.metadata["folders"].value == 3
+    assert "events/dt=2099-01-01" in result.metadata["first_folders"].value

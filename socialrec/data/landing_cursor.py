@@ -158,6 +158,31 @@ class TickPlan:
         )
 
 
+def event_file_place(key: str, first_partition: str, last_partition: str) -> str:
+    """Where an ``events/`` file belongs: ``partition`` (its day is one), ``ahead`` (at most
+    MAX_DAYS_AHEAD past the last: it waits) or ``outside`` (before the first, further ahead,
+    malformed or no ``dt=`` folder: no partition will ever load it)."""
+    day = event_partition(key)
+    if day is None:
+        return "outside"
+    if first_partition <= day <= last_partition:
+        return "partition"
+    latest = dt.date.fromisoformat(last_partition) + dt.timedelta(days=MAX_DAYS_AHEAD)
+    return "ahead" if last_partition < day <= latest.isoformat() else "outside"
+
+
+def outside_partitions(
+    blobs: Iterable[BlobInfo], first_partition: str, last_partition: str
+) -> list[BlobInfo]:
+    """The ``events/`` files no partition loads (see :func:`event_file_place`)."""
+    return [
+        b
+        for b in blobs
+        if key_dataset(b.key) == "events"
+        and event_file_place(b.key, first_partition, last_partition) == "outside"
+    ]
+
+
 def plan_tick(
     blobs: Iterable[BlobInfo],
     cursor: LandingCursor,
@@ -179,7 +204,6 @@ def plan_tick(
     if max_keys < 1:
         raise ValueError("max_keys must be >= 1")
     lag_us = int(lag_seconds * 1_000_000)
-    latest = (dt.date.fromisoformat(last_partition) + dt.timedelta(days=MAX_DAYS_AHEAD)).isoformat()
     listed = {version(b): b for b in blobs}
     pending = set(cursor.pending)
     events: dict[str, list[BlobInfo]] = {}
@@ -208,9 +232,10 @@ def plan_tick(
             dimensions.setdefault(dataset, []).append(blob)
             continue
         day = event_partition(blob.key)
-        if day is not None and first_partition <= day <= last_partition:
+        where = event_file_place(blob.key, first_partition, last_partition)
+        if where == "partition":
             events.setdefault(day, []).append(blob)
-        elif day is not None and last_partition < day <= latest and len(pending) < max_pending:
+        elif where == "ahead" and len(pending) < max_pending:
             pending.add(v)
             deferred.append(blob)
         else:

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pyarrow as pa
 
 from socialrec.data.landing import LandingBucket, iter_lines
-from socialrec.settings import EVENT_TYPES, MEDIA_TYPES
+from socialrec.settings import EVENT_TYPES, MEDIA_TYPES, Settings
 from socialrec.timeutil import utc
 
 # Arrow schemas of the parsed rows (lineage columns are added at insert time).
@@ -68,8 +70,14 @@ ARROW_SCHEMAS = {
 }
 
 _MAX_PAYLOAD_CHARS = 10_000
-# an event stamped later than this past its load time is quarantined (clock skew allowance)
+_MAX_SHOWN_CHARS = 80  # of a bad value in a quarantine reason
+# the default of settings.event_max_future_hours (dbt's future_tolerance_hours is the same)
 FUTURE_TOLERANCE = dt.timedelta(hours=1)
+# What the warehouse holds: BIGINT/INT64 integers, and times every reader can hold (pandas'
+# datetime64[ns] spans 1677-09-21..2262-04-11; rounded inward to whole years). A value outside
+# is a quarantine row, never a load failure.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+TS_MIN, TS_MAX = dt.datetime(1678, 1, 1), dt.datetime(2262, 1, 1)
 
 
 class BadRecord(ValueError):
@@ -79,15 +87,49 @@ class BadRecord(ValueError):
 Parser = Callable[[dict], dict]
 
 
+@dataclass(frozen=True)
+class EventWindow:
+    """The event times a load accepts, around its time ``loaded_at`` (naive UTC):
+    ``max_future``, the clock skew allowed past it; ``retention``, how far back before it (None:
+    back to TS_MIN; an imported log may be years old). Events outside are quarantined."""
+
+    max_future: dt.timedelta = FUTURE_TOLERANCE
+    retention: dt.timedelta | None = None
+
+    @classmethod
+    def of(cls, settings: Settings) -> EventWindow:
+        days = settings.event_retention_days
+        return cls(
+            max_future=dt.timedelta(hours=settings.event_max_future_hours),
+            retention=dt.timedelta(days=days) if days else None,
+        )
+
+    def reason(self, ts: dt.datetime, loaded_at: dt.datetime, shown: object) -> str | None:
+        """Why ``ts`` is outside the window (None: inside)."""
+        if ts > loaded_at + self.max_future:
+            return f"future ts: {shown!r} is after the load time"
+        if self.retention is not None and ts < loaded_at - self.retention:
+            return f"ts past retention: {shown!r} is older than {self.retention.days} days"
+        return _out_of_range("ts", ts, shown)
+
+
 def parse_file(
-    bucket: LandingBucket, key: str, dataset: str, parse: Parser, loaded_at: dt.datetime
+    bucket: LandingBucket,
+    key: str,
+    dataset: str,
+    parse: Parser,
+    loaded_at: dt.datetime,
+    window: EventWindow | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """(good rows, quarantined rows) of one landing file; an unreadable file is one bad row.
 
-    ``loaded_at`` (naive UTC) is the load's time: events stamped more than FUTURE_TOLERANCE
-    after it are quarantined; a post/user version without ``updated_at`` nor ``created_at``
-    (a bare tombstone) is stamped with it."""
+    ``loaded_at`` (naive UTC) is the load's time: events outside ``window`` around it (default:
+    only those stamped more than FUTURE_TOLERANCE after it) are quarantined; a post/user
+    version without ``updated_at`` nor ``created_at`` (a bare tombstone) is stamped with it.
+    No line raises: whatever a line holds, it is a row or a quarantine row."""
+    window = window or EventWindow()
     good: list[dict] = []
+    texts: list[str] = []
     bad: list[dict] = []
     try:
         lines = list(iter_lines(key, bucket.read_bytes(key)))
@@ -100,29 +142,62 @@ def parse_file(
             if not isinstance(record, dict):
                 raise BadRecord(f"not a JSON object: {type(record).__name__}")
             row = parse(record)
-            if dataset == "events" and row["ts"] > loaded_at + FUTURE_TOLERANCE:
-                raise BadRecord(f"future ts: {record.get('ts')!r} is after the load time")
+            if dataset == "events":
+                reason = window.reason(row["ts"], loaded_at, record.get("ts"))
+                if reason:
+                    raise BadRecord(reason)
         except json.JSONDecodeError as exc:
             bad.append({"line": n, "reason": f"bad json: {exc.msg}", "payload": text})
             continue
         except BadRecord as exc:
             bad.append({"line": n, "reason": str(exc), "payload": text})
             continue
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+            # a value no check above foresaw (json nesting too deep, ...): still data
+            reason = f"unloadable: {_show(exc)}"
+            bad.append({"line": n, "reason": reason, "payload": text})
+            continue
         if dataset != "categories":
             row["_line"] = n
         if "updated_at" in row and row["updated_at"] is None:
             row["updated_at"] = loaded_at
         good.append(row)
+        texts.append(text)
+    rows = _arrow(good, texts, ARROW_SCHEMAS[dataset], bad)
     for b in bad:
         if b["payload"] is not None and len(b["payload"]) > _MAX_PAYLOAD_CHARS:
             b["payload"] = b["payload"][:_MAX_PAYLOAD_CHARS]
-    return (
-        pa.Table.from_pylist(good, schema=ARROW_SCHEMAS[dataset]),
-        pa.Table.from_pylist(bad, schema=ARROW_SCHEMAS["quarantine"]),
-    )
+    bad.sort(key=lambda b: b["line"])
+    return rows, pa.Table.from_pylist(bad, schema=ARROW_SCHEMAS["quarantine"])
+
+
+def _arrow(good: list[dict], texts: list[str], schema: pa.Schema, bad: list[dict]) -> pa.Table:
+    """The rows as Arrow; if the batch does not convert, row by row, the failures to ``bad``
+    (a safety net: the parsers already reject what Arrow cannot hold)."""
+    try:
+        return pa.Table.from_pylist(good, schema=schema)
+    except (pa.ArrowException, ValueError, TypeError, OverflowError):
+        pass
+    kept = []
+    for row, text in zip(good, texts, strict=True):
+        try:
+            pa.Table.from_pylist([row], schema=schema)
+        except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
+            reason = f"unloadable: {_show(exc)}"
+            bad.append({"line": row.get("_line", 0), "reason": reason, "payload": text})
+            continue
+        kept.append(row)
+    return pa.Table.from_pylist(kept, schema=schema)
+
+
+def _show(value: object) -> str:
+    """A value as a quarantine reason shows it: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= _MAX_SHOWN_CHARS else text[:_MAX_SHOWN_CHARS] + "..."
 
 
 def _int(record: dict, name: str, required: bool = True) -> int | None:
+    """An int64 (an int, an integral float or a decimal string)."""
     value = record.get(name)
     if value is None:
         if required:
@@ -130,13 +205,15 @@ def _int(record: dict, name: str, required: bool = True) -> int | None:
         return None
     if isinstance(value, bool):
         raise BadRecord(f"bad {name}: {value!r}")
-    if isinstance(value, int):
-        return value
     if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
-        return int(value)
-    raise BadRecord(f"bad {name}: {value!r}")
+        value = int(value)
+    elif isinstance(value, str) and re.fullmatch(r"-?\d{1,20}", value.strip()):
+        value = int(value)  # at most 20 digits: int() never meets its digit limit
+    if not isinstance(value, int):
+        raise BadRecord(f"bad {name}: {_show(value)}")
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise BadRecord(f"{name} out of range: {_show(value)} (not an int64)")
+    return value
 
 
 def _str(record: dict, name: str, required: bool = False) -> str | None:
@@ -147,20 +224,38 @@ def _str(record: dict, name: str, required: bool = False) -> str | None:
         return None
     if isinstance(value, (dict, list)):
         raise BadRecord(f"bad {name}: not a string")
-    return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadRecord(f"bad {name}: {value!r} (not finite)")
+    text = str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (a "\ud800" escape): no warehouse string
+        raise BadRecord(f"bad {name}: not valid UTF-8") from None
+    return text
 
 
-def _ts(record: dict, name: str) -> dt.datetime:
-    """An ISO-8601 timestamp as naive UTC (naive input is taken as UTC)."""
+def _ts(record: dict, name: str, check_range: bool = True) -> dt.datetime:
+    """An ISO-8601 timestamp as naive UTC (naive input is taken as UTC), within TS_MIN..TS_MAX
+    (``check_range=False``: an event's ts, which its EventWindow checks, range included)."""
     value = record.get(name)
     if value is None:
         raise BadRecord(f"missing {name}")
     if not isinstance(value, str):
-        raise BadRecord(f"bad {name}: {value!r}")
+        raise BadRecord(f"bad {name}: {_show(value)}")
     try:
-        return utc(value).replace(tzinfo=None)
-    except ValueError:
-        raise BadRecord(f"bad {name}: {value!r}") from None
+        ts = utc(value).replace(tzinfo=None)
+    except (ValueError, OverflowError):  # OverflowError: year 1 with an offset east of UTC
+        raise BadRecord(f"bad {name}: {_show(value)}") from None
+    reason = _out_of_range(name, ts, value) if check_range else None
+    if reason:
+        raise BadRecord(reason)
+    return ts
+
+
+def _out_of_range(name: str, ts: dt.datetime, shown: object) -> str | None:
+    if TS_MIN <= ts < TS_MAX:
+        return None
+    return f"{name} out of range: {_show(shown)} (not in {TS_MIN.year}..{TS_MAX.year})"
 
 
 def _parse_event(r: dict) -> dict:
@@ -175,7 +270,7 @@ def _parse_event(r: dict) -> dict:
         "user_id": _int(r, "user_id"),
         "post_id": _int(r, "post_id"),
         "event_type": event_type,
-        "ts": _ts(r, "ts"),
+        "ts": _ts(r, "ts", check_range=False),
         "dwell_ms": dwell,
     }
 

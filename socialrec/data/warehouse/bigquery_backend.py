@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from socialrec.data import bigquery as bq
 from socialrec.data.landing import LandingBucket, dataset_prefix, partition_prefix
-from socialrec.data.raw_records import PARSERS, parse_file
+from socialrec.data.raw_records import PARSERS, EventWindow, parse_file
 from socialrec.data.warehouse.base import (
     DIMENSIONS,
     RAW_COLUMNS,
@@ -211,11 +211,12 @@ class BigQueryWarehouse(Warehouse):
         """Parse ``files`` ((key, constant columns)), stage them, then delete ``rows_where`` /
         ``bad_where`` and insert the staged rows in one transaction."""
         loaded_at = utc_now().replace(tzinfo=None)  # naive UTC, what the parsers compare with
+        window = EventWindow.of(self.settings)
         self.ensure_raw_schema()
         stage = _Stage(self, dataset)
         try:
             for key, constants in files:
-                rows, bad = parse_file(bucket, key, dataset, PARSERS[dataset], loaded_at)
+                rows, bad = parse_file(bucket, key, dataset, PARSERS[dataset], loaded_at, window)
                 lineage = {"_source_file": key, "_loaded_at": loaded_at, **constants}
                 stage.add(dataset, conform(rows, dataset, lineage))
                 meta = {"dataset": dataset, "source_file": key, "_loaded_at": loaded_at}

@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 
 from socialrec.data.landing import LandingBucket, dataset_prefix, partition_prefix
-from socialrec.data.raw_records import PARSERS, parse_file
+from socialrec.data.raw_records import PARSERS, EventWindow, parse_file
 from socialrec.data.warehouse.base import (
     DIMENSIONS,
     RAW_COLUMNS,
@@ -140,6 +140,7 @@ class DuckDBWarehouse(Warehouse):
         partitions = check_partitions(partitions)
         report = LoadReport("events", partitions=partitions)
         loaded_at = utc_now().replace(tzinfo=None)  # naive UTC, as raw.* stores it
+        window = EventWindow.of(self.settings)
         con = connect(self.settings)
         try:
             ensure_raw_schema(con)
@@ -153,7 +154,9 @@ class DuckDBWarehouse(Warehouse):
                     [prefix],
                 )
                 for blob in bucket.list(prefix):
-                    _load_file(con, bucket, blob.key, "events", loaded_at, report, {"dt": p})
+                    _load_file(
+                        con, bucket, blob.key, "events", (loaded_at, window), report, {"dt": p}
+                    )
             con.execute("COMMIT")
         except BaseException:
             _rollback(con)
@@ -174,7 +177,7 @@ class DuckDBWarehouse(Warehouse):
             con.execute(f"DELETE FROM raw.{dataset}")
             con.execute("DELETE FROM raw.quarantine WHERE dataset = ?", [dataset])
             for blob in bucket.list(dataset_prefix(dataset)):
-                _load_file(con, bucket, blob.key, dataset, loaded_at, report)
+                _load_file(con, bucket, blob.key, dataset, (loaded_at, None), report)
             con.execute("COMMIT")
         except BaseException:
             _rollback(con)
@@ -184,9 +187,11 @@ class DuckDBWarehouse(Warehouse):
         return report
 
 
-def _load_file(con, bucket, key: str, dataset: str, loaded_at, report: LoadReport, extra=None):
-    """One landing file into ``raw.<dataset>``, its bad lines into ``raw.quarantine``."""
-    rows, bad = parse_file(bucket, key, dataset, PARSERS[dataset], loaded_at)
+def _load_file(con, bucket, key: str, dataset: str, when, report: LoadReport, extra=None):
+    """One landing file into ``raw.<dataset>``, its bad lines into ``raw.quarantine``;
+    ``when``: (the load time, the accepted event window)."""
+    loaded_at, window = when
+    rows, bad = parse_file(bucket, key, dataset, PARSERS[dataset], loaded_at, window)
     lineage = dataset != "categories"  # categories carry no source file column
     _insert(con, dataset, rows, key if lineage else None, loaded_at, extra=extra)
     _quarantine(con, dataset, bad, key, loaded_at)
