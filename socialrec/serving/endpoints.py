@@ -218,6 +218,7 @@ class Endpoints:
         Either failing is a 503 and writes nothing after it: a spool failure leaves the feed
         as it was; a seen-store failure leaves the events spooled, and the app's retry is
         harmless (dbt keeps one row per event_id, the seen store upserts)."""
+        self._check_window(events)
         stages = Stages()
         spooled = 0
         if self.spool is not None:
@@ -228,6 +229,24 @@ class Endpoints:
         stages.done("seen")
         self.metrics.observe_stages("/events", stages.seconds)
         return EventsResponse(accepted=n, spooled=spooled)
+
+    def _check_window(self, events: list[EventIn]) -> None:
+        """A 422 naming the events whose ``ts`` the loader would quarantine (more than
+        ``event_max_future_hours`` ahead, or older than ``event_retention_days``): rejected
+        here, before anything is written, rather than parked in a far-dated landing folder."""
+        from socialrec.data.raw_records import EventWindow
+        from socialrec.timeutil import utc, utc_now
+
+        window = EventWindow.of(self.settings)
+        now = utc_now().replace(tzinfo=None)
+        bad = []
+        for e in events:
+            ts = utc(e.ts).replace(tzinfo=None)  # naive: UTC (pydantic gave aware or naive)
+            reason = window.reason(ts, now, ts.isoformat())
+            if reason:
+                bad.append(f"event {e.event_id!r}: {reason}")
+        if bad:
+            raise ApiError(422, "invalid_request", "; ".join(bad[:5])[:500])
 
     # --- /blocks ----------------------------------------------------------------------------
     def blocks(self, user_id: int, creator_ids: list[int], blocked: bool = True) -> BlocksResponse:

@@ -219,3 +219,28 @@ def test_a_post_from_the_future_is_a_422(metrics, seen_store):
     later = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
     r = respond("/posts", endpoints.metrics, endpoints.add_post, 1, 2, 3, "text", "hi", later)
     assert r.status_code == 422 and "future" in json.loads(r.body)["detail"]
+
+
+@pytest.mark.parametrize(
+    "ts, settings, why",
+    [
+        ("2099-01-01T00:00:00Z", {}, "future ts"),
+        ("2020-01-01T00:00:00+05:00", {"event_retention_days": 365}, "past retention"),
+    ],
+)
+def test_events_outside_the_window_are_a_422_and_nothing_is_written(
+    spooled, seen_store, metrics, ts, settings, why
+):
+    """Rejected at the door, not parked in a dt=<far day> folder the loader would never load."""
+    endpoints, spool, _ = spooled
+    endpoints.settings = endpoints.settings.model_copy(update=settings)
+    events = make_events(3)
+    events[1] = events[1].model_copy(update={"ts": dt.datetime.fromisoformat(ts)})
+    r = respond("/events", metrics, endpoints.events, events)
+    assert r.status_code == 422
+    body = json.loads(r.body)
+    assert body["error"] == "invalid_request" and why in body["detail"]
+    assert "'u-1'" in body["detail"] and "'u-0'" not in body["detail"]
+    assert spool.stats()["pending"] == 0 and seen_store.seen(2) == set()
+    # inside the window: accepted
+    assert endpoints.events(make_events(3)).spooled == 3
