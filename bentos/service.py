@@ -51,6 +51,7 @@ from socialrec.serving.asgi import (  # noqa: E402
     RequestMetrics,
     UnprocessableBody,
     set_readiness,
+    token_scope,
 )
 from socialrec.serving.errors import ErrorAnswer, respond  # noqa: E402
 from socialrec.serving.gate import RequestGate  # noqa: E402
@@ -158,9 +159,17 @@ class Recommender:
                 json_schema_extra=NULLABLE,
             ),
         ] = None,
+        ctx: bentoml.Context = None,
     ) -> RecommendResponse:
         """The user's next k posts, best first (cold start for unknown users without
-        categories; the cold-start list with source 'fallback' when a dependency fails)."""
+        categories; the cold-start list with source 'fallback' when a dependency fails).
+        ``debug=true`` (the user's preferred categories, seen count, model runs) needs a read
+        or write token."""
+        if debug and ctx is not None and token_scope(ctx.request.state) is None:
+            from starlette.responses import JSONResponse
+
+            detail = "debug=true needs 'Authorization: Bearer <read token>' (SOCIALREC_READ_TOKEN)"
+            return JSONResponse({"error": "unauthorized", "detail": detail}, status_code=401)
         return self._respond("/recommend", self.endpoints.recommend, user_id, k, debug, categories)
 
     @bentoml.api

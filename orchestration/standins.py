@@ -164,6 +164,9 @@ class StandIns:
             "SOCIALREC_MLFLOW_TRACKING_URI": f"http://{HOST}:{ports['mlflow']}",
             "SOCIALREC_REDIS_CONNECTION_STRING": f"{HOST}:{ports['redis']}",
             "SOCIALREC_API_TOKEN": secrets.token_urlsafe(24),
+            "SOCIALREC_READ_TOKEN": secrets.token_urlsafe(24),
+            # the stand-ins are reached on loopback only; a deployment names its terminator
+            "SOCIALREC_TLS_TERMINATION": "ingress",
         }
         return self.env
 

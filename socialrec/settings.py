@@ -41,6 +41,7 @@ TEXT_EMBEDDING_DIM = 384
 # have no creator features and are never capped together as one creator
 UNKNOWN_CREATOR_ID = -1
 LOCAL_API_TOKEN = "socialrec-local-dev-token"  # the local profile's bearer token (README)
+LOCAL_READ_TOKEN = "socialrec-local-read-token"  # its read-only token (debug answers)
 
 
 class Settings(BaseSettings):
@@ -176,6 +177,16 @@ class Settings(BaseSettings):
     # auth_read_endpoints. The local profile has a fixed development token; gcp needs one.
     api_token: SecretStr | None = None
     auth_read_endpoints: bool = False
+    # the read-only scope: /recommend's debug answer (a user's preferred categories, seen count,
+    # model runs) and the read endpoints when auth_read_endpoints; the write token has it too.
+    # Rotation: the new token in api_token / read_token, the old one in *_previous until every
+    # client has moved (both are valid meanwhile)
+    read_token: SecretStr | None = None
+    api_token_previous: SecretStr | None = None
+    read_token_previous: SecretStr | None = None
+    # where TLS is terminated in front of the service (it speaks plain HTTP): required by the
+    # gcp profile, whose tokens must never cross a network in clear (docs/deployment.md)
+    tls_termination: Literal["ingress", "load_balancer", "service_mesh"] | None = None
     # the /events write path: a durable local spool appended to the landing bucket
     spool_flush_events: int = Field(default=500, ge=1)  # flush when this many are pending
     spool_flush_seconds: float = Field(default=5.0, gt=0)  # ... or when the oldest is this old
@@ -222,11 +233,15 @@ class Settings(BaseSettings):
                     ("SOCIALREC_MLFLOW_TRACKING_URI", self.mlflow_tracking_uri),
                     ("SOCIALREC_API_TOKEN", self.api_token),
                     ("SOCIALREC_REDIS_CONNECTION_STRING", self.redis_connection_string),
+                    ("SOCIALREC_READ_TOKEN", self.read_token),
+                    ("SOCIALREC_TLS_TERMINATION", self.tls_termination),
                 )
                 if not value
             ]
             if missing:
                 raise ValueError(f"profile 'gcp' needs {', '.join(missing)}")
+            if self.read_token.get_secret_value() == self.api_token.get_secret_value():
+                raise ValueError("SOCIALREC_READ_TOKEN must differ from SOCIALREC_API_TOKEN")
             self.landing_uri = self.landing_uri or f"gs://{self.gcs_bucket}"
             self.dbt_target = self.dbt_target or "bigquery"
             self.feast_registry = self.feast_registry or f"gs://{self.gcs_bucket}/feast/registry.pb"
@@ -238,6 +253,7 @@ class Settings(BaseSettings):
             self.warehouse_path = self.warehouse_path or self.data_dir / "warehouse.duckdb"
             self.dbt_target = self.dbt_target or "duckdb"
             self.api_token = self.api_token or SecretStr(LOCAL_API_TOKEN)
+            self.read_token = self.read_token or SecretStr(LOCAL_READ_TOKEN)
             self.mlflow_tracking_uri = (
                 self.mlflow_tracking_uri or f"sqlite:///{self.data_dir / 'mlflow' / 'mlflow.db'}"
             )

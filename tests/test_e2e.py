@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from socialrec.settings import LOCAL_READ_TOKEN
 from tests.conftest import E2E_SPOOL_FLUSH_SECONDS, bearer, published_post_ids
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +54,15 @@ def test_recommend_returns_k_existing_posts_sorted_by_score(
     assert not own & set(ids)
     # every candidate source of the bento answered for this (most active) user, the
     # co-engagement neighbours included
+    # the debug answer is per-user detail: a read token (without one: 401)
     r = service.post("/recommend", json={"user_id": user_id, "k": 5, "debug": True})
+    assert r.status_code == 401, r.text
+    r = service.post(
+        "/recommend",
+        json={"user_id": user_id, "k": 5, "debug": True},
+        headers=bearer(LOCAL_READ_TOKEN),
+    )
+    assert r.status_code == 200, r.text
     retrieval = r.json()["debug"]["stages"]["retrieval"]
     assert set(retrieval["sources"]) == {"two_tower", "neighbours", "trending", "popular", "fresh"}
     assert all(n > 0 for n in retrieval["sources"].values()), retrieval

@@ -81,10 +81,51 @@ class RequestMetrics:
             service_metrics().requests.labels(_route(scope), outcome).inc()
 
 
+WRITE, READ = "write", "read"  # the token scopes: write implies read
+AUTH_STATE = "socialrec_token_scope"  # the request's scope, in the ASGI scope's "state"
+
+
+def _secrets(*values) -> list[bytes]:
+    return [v.get_secret_value().encode() for v in values if v and v.get_secret_value()]
+
+
+class Tokens:
+    """The bearer tokens of the settings by scope: ``api_token`` (write; also read) and
+    ``read_token`` (read only), each with its ``*_previous`` during a rotation. Compared in
+    constant time, every candidate (no early exit on the first match)."""
+
+    def __init__(self, settings):
+        self.write = _secrets(settings.api_token, settings.api_token_previous)
+        self.read = _secrets(settings.read_token, settings.read_token_previous)
+
+    def scope_of(self, header: bytes | None) -> tuple[str | None, str | None]:
+        """(the header's scope, why it has none): scope ``write``, ``read`` or None."""
+        if not header:
+            return None, "missing 'Authorization: Bearer <token>' header"
+        scheme, _, given = header.strip().partition(b" ")
+        given = given.strip()
+        if scheme.lower() != b"bearer" or not given:
+            return None, "the Authorization header must be 'Bearer <token>'"
+        is_write = any([hmac.compare_digest(given, t) for t in self.write])
+        is_read = any([hmac.compare_digest(given, t) for t in self.read])
+        if is_write:
+            return WRITE, None
+        if is_read:
+            return READ, None
+        return None, "invalid bearer token"
+
+
+def token_scope(state) -> str | None:
+    """The scope :class:`BearerAuth` found for a request (``request.state`` of the endpoint)."""
+    return getattr(state, AUTH_STATE, None)
+
+
 class BearerAuth:
-    """ASGI middleware: the write endpoints (and the read endpoints when
-    ``settings.auth_read_endpoints``) need ``Authorization: Bearer <settings.api_token>``;
-    otherwise 401 with a JSON reason. The token is compared in constant time."""
+    """ASGI middleware: the write endpoints need a write token (``settings.api_token``), the
+    read endpoints a read or write token when ``settings.auth_read_endpoints``; otherwise 401
+    with a JSON reason (a read token on a write endpoint: 403). Every request's scope is left in
+    the ASGI scope's state (:func:`token_scope`) for what needs one inside an endpoint
+    (``/recommend``'s debug answer)."""
 
     def __init__(self, app, settings=None):
         if settings is None:
@@ -92,34 +133,38 @@ class BearerAuth:
 
             settings = Settings()
         self.app = app
-        token = settings.api_token.get_secret_value() if settings.api_token else ""
-        self.token = token.encode()
-        self.routes = WRITE_ROUTES + (READ_ROUTES if settings.auth_read_endpoints else ())
+        self.tokens = Tokens(settings)
+        self.read_routes = READ_ROUTES if settings.auth_read_endpoints else ()
 
-    def reason(self, header: bytes | None) -> str | None:
+    def reason(self, header: bytes | None, needed: str = WRITE) -> str | None:
         """Why a request with this Authorization header is refused (None: it is not)."""
-        if not self.token:
+        if not self.tokens.write:
             return "no API token is configured (SOCIALREC_API_TOKEN)"
-        if not header:
-            return "missing 'Authorization: Bearer <token>' header"
-        scheme, _, given = header.strip().partition(b" ")
-        if scheme.lower() != b"bearer" or not given.strip():
-            return "the Authorization header must be 'Bearer <token>'"
-        if not hmac.compare_digest(given.strip(), self.token):
-            return "invalid bearer token"
+        scope, why = self.tokens.scope_of(header)
+        if scope is None:
+            return why
+        if needed == WRITE and scope != WRITE:
+            return "a read-only token cannot write"
         return None
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or _route(scope) not in self.routes:
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        route = _route(scope)
         header = next((v for k, v in scope.get("headers", []) if k == b"authorization"), None)
-        reason = self.reason(header)
+        found, _ = self.tokens.scope_of(header)
+        scope.setdefault("state", {})[AUTH_STATE] = found
+        needed = WRITE if route in WRITE_ROUTES else READ if route in self.read_routes else None
+        if needed is None:
+            return await self.app(scope, receive, send)
+        reason = self.reason(header, needed)
         if reason is None:
             return await self.app(scope, receive, send)
+        status = 403 if found == READ else 401
         await _send_json(
             send,
-            401,
-            {"error": "unauthorized", "detail": reason},
+            status,
+            {"error": "forbidden" if status == 403 else "unauthorized", "detail": reason},
             ((b"www-authenticate", b'Bearer realm="socialrec"'),),
         )
 

@@ -79,6 +79,9 @@ def test_settings_from_the_configmap_and_secrets_from_the_secret(gcp):
     assert configmap["metadata"]["name"].startswith(f"{NAME}-")  # hashed: a change rolls out
     env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
     assert env["SOCIALREC_API_TOKEN"] == {"name": NAME, "key": "api-token"}
+    assert env["SOCIALREC_READ_TOKEN"] == {"name": NAME, "key": "read-token"}
+    for rotation in ("SOCIALREC_API_TOKEN_PREVIOUS", "SOCIALREC_READ_TOKEN_PREVIOUS"):
+        assert env[rotation]["optional"] is True
     assert env["SOCIALREC_MILVUS_TOKEN"]["optional"] is True
     assert env["SOCIALREC_SCYLLA_PASSWORD"]["optional"] is True
     assert not set(env) & set(configmap["data"])
@@ -88,7 +91,9 @@ def test_settings_from_the_configmap_and_secrets_from_the_secret(gcp):
     settings = Settings(
         **{k: v for k, v in fields.items() if k in Settings.model_fields},
         api_token="the Secret's api-token",
+        read_token="the Secret's read-token",
     )
+    assert settings.tls_termination == "ingress"
     assert settings.profile == "gcp" and settings.landing_uri.startswith("gs://")
     # settings being added in parallel (Feast on Redis, the registry in the bucket)
     assert data["SOCIALREC_REDIS_CONNECTION_STRING"] and data["SOCIALREC_FEAST_REGISTRY"]

@@ -84,3 +84,62 @@ def test_metrics_refresh_updates_the_gauges_before_a_scrape():
     finally:
         metrics._refreshers.remove(refresher)
         metrics._refreshers.remove(broken)
+
+
+def _tokens(**extra):
+    from socialrec.settings import Settings
+
+    return Settings(
+        api_token="w-new",
+        api_token_previous="w-old",
+        read_token="r-new",
+        read_token_previous="r-old",
+        **extra,
+    )
+
+
+def test_read_tokens_read_but_never_write_and_rotation_keeps_two_valid():
+    app = asgi.BearerAuth(ok_app, settings=_tokens(auth_read_endpoints=True))
+    for token in ("w-new", "w-old"):  # both write tokens of a rotation write (and read)
+        assert asgi_call(app, "/events", [("Authorization", f"Bearer {token}")])[0] == 200
+        assert asgi_call(app, "/recommend", [("Authorization", f"Bearer {token}")])[0] == 200
+    for token in ("r-new", "r-old"):  # read tokens read, and are refused on a write: 403
+        assert asgi_call(app, "/recommend", [("Authorization", f"Bearer {token}")])[0] == 200
+        status, _, body = asgi_call(app, "/events", [("Authorization", f"Bearer {token}")])
+        assert status == 403 and json.loads(body)["error"] == "forbidden"
+    assert asgi_call(app, "/recommend", [("Authorization", "Bearer r-older")])[0] == 401
+
+
+def test_every_request_carries_the_scope_of_its_token():
+    seen = {}
+
+    async def app(scope, receive, send):
+        seen[scope["path"]] = scope["state"][asgi.AUTH_STATE]
+        await ok_app(scope, receive, send)
+
+    auth = asgi.BearerAuth(app, settings=_tokens())
+    asgi_call(auth, "/recommend")
+    assert seen["/recommend"] is None
+    asgi_call(auth, "/similar", [("Authorization", "Bearer r-old")])
+    assert seen["/similar"] == asgi.READ
+    asgi_call(auth, "/search", [("Authorization", "Bearer w-new")])
+    assert seen["/search"] == asgi.WRITE
+
+
+def test_the_gcp_profile_needs_a_distinct_read_token_and_tls_termination(monkeypatch):
+    from socialrec.settings import Settings
+
+    gcp = {
+        "profile": "gcp",
+        "gcs_bucket": "b",
+        "bigquery_project": "p",
+        "milvus_uri": "http://m:19530",
+        "mlflow_tracking_uri": "http://f:5000",
+        "redis_connection_string": "r:6379",
+        "api_token": "w",
+    }
+    with pytest.raises(ValueError, match="SOCIALREC_READ_TOKEN.*SOCIALREC_TLS_TERMINATION"):
+        Settings(**gcp)
+    with pytest.raises(ValueError, match="must differ"):
+        Settings(**gcp, read_token="w", tls_termination="ingress")
+    assert Settings(**gcp, read_token="r", tls_termination="ingress").read_token

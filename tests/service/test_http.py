@@ -174,6 +174,7 @@ def test_a_new_post_is_ranked_by_recommend_for_a_new_user_of_its_category(
     r = e2e_service.post(
         "/recommend",
         json={"user_id": new_user, "k": 200, "categories": [category_id], "debug": True},
+        headers=bearer(),  # the write token reads too
     )
     assert r.status_code == 200, r.text
     out = r.json()
