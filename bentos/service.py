@@ -90,6 +90,16 @@ WORKERS = int(
 )
 
 
+def _json_error(answer: ErrorAnswer, ctx=None):
+    """The error answer as a JSON response. An API that takes ``ctx`` gets its status from
+    ``ctx.response`` (BentoML sets it on whatever the API returns), so it is set there too."""
+    from starlette.responses import JSONResponse
+
+    if ctx is not None:
+        ctx.response.status_code = answer.status_code
+    return JSONResponse(answer.content, status_code=answer.status_code)
+
+
 @bentoml.service(
     name="socialrec_recommender",
     workers=WORKERS,
@@ -135,12 +145,10 @@ class Recommender:
     def close(self) -> None:
         self.app.close()  # the event spool (a final flush; the rest stays on disk), the stores
 
-    def _respond(self, endpoint: str, fn: Callable, *args, **kwargs):
+    def _respond(self, endpoint: str, fn: Callable, *args, ctx=None, **kwargs):
         out = respond(endpoint, self.app.metrics, fn, *args, **kwargs)
         if isinstance(out, ErrorAnswer):
-            from starlette.responses import JSONResponse
-
-            return JSONResponse(out.content, status_code=out.status_code)
+            return _json_error(out, ctx)
         return out
 
     @bentoml.api
@@ -166,11 +174,11 @@ class Recommender:
         ``debug=true`` (the user's preferred categories, seen count, model runs) needs a read
         or write token."""
         if debug and ctx is not None and token_scope(ctx.request.state) is None:
-            from starlette.responses import JSONResponse
-
             detail = "debug=true needs 'Authorization: Bearer <read token>' (SOCIALREC_READ_TOKEN)"
-            return JSONResponse({"error": "unauthorized", "detail": detail}, status_code=401)
-        return self._respond("/recommend", self.endpoints.recommend, user_id, k, debug, categories)
+            return _json_error(ErrorAnswer(401, "unauthorized", detail), ctx)
+        return self._respond(
+            "/recommend", self.endpoints.recommend, user_id, k, debug, categories, ctx=ctx
+        )
 
     @bentoml.api
     def events(
