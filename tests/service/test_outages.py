@@ -25,6 +25,7 @@ import pytest
 from socialrec.serving.errors import DependencyError, ErrorAnswer, Guarded, is_outage, respond
 from tests.service.conftest import (
     TWO_TOWER_ONLY,
+    FakeEncoder,
     fallbacks,
     make_endpoints,
     make_settings,
@@ -49,7 +50,7 @@ def free_port() -> int:
 
 
 # --- Milvus: a real server stopped under an open PostIndex ---------------------------------
-def test_a_stopped_milvus_is_an_outage_and_its_bad_requests_are_bugs(tmp_path):
+def test_a_stopped_milvus_is_an_outage_and_its_bad_requests_are_bugs(tmp_path, metrics, seen_store):
     from pymilvus.exceptions import MilvusException
 
     from socialrec.stores.index import PostIndex
@@ -70,6 +71,9 @@ def test_a_stopped_milvus_is_an_outage_and_its_bad_requests_are_bugs(tmp_path):
         assert not is_outage("milvus", rejected.value)
         with pytest.raises(OverflowError):
             guarded.upsert("posts", [2**70], [1], [1], [0], vectors[:1])
+        # readiness: a missing alias (not an outage) still makes the service unready
+        endpoints = make_endpoints(metrics, seen_store, index=index, text_encoder=FakeEncoder())
+        assert "'post_texts'" in endpoints.readiness()
 
         server.stop()
         for call in (
@@ -83,6 +87,7 @@ def test_a_stopped_milvus_is_an_outage_and_its_bad_requests_are_bugs(tmp_path):
             assert down.value.dependency == "milvus"
             assert isinstance(down.value.cause, MilvusException)
             assert time.monotonic() - started < 10  # told at once, not after a long retry loop
+        assert "'posts': milvus unavailable" in endpoints.readiness()
     finally:
         server.stop()
         if index is not None:
