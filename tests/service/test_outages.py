@@ -11,6 +11,7 @@ of theirs runs here."""
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import sqlite3
@@ -270,3 +271,19 @@ def test_a_store_bug_is_a_500_with_an_error_id_and_never_a_fallback(
         assert fallbacks(metrics, dependency) == 0
         assert not outage_errors(metrics, "/recommend", dependency)  # no series, or 0
     assert not outage_errors(metrics, "/blocks", "seen_store")
+
+
+def test_the_bento_answers_a_bug_with_the_json_500_and_its_error_id(metrics):
+    from types import SimpleNamespace
+
+    from bentos.service import Recommender
+
+    def buggy():
+        raise KeyError("a bug")
+
+    service = SimpleNamespace(app=SimpleNamespace(metrics=metrics))
+    r = Recommender.inner._respond(service, "/similar", buggy)
+    assert r.status_code == 500 and r.headers["content-type"] == "application/json"
+    body = json.loads(r.body)
+    assert body["error"] == "internal_error" and len(body["error_id"]) == 36
+    assert internal_errors(metrics, "/similar") == 1
