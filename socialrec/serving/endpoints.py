@@ -341,12 +341,12 @@ class Endpoints:
         for alias in (s.collection_alias, s.text_collection_alias):
             try:
                 self.index.ping(alias)
-            except DependencyError as exc:
+            except Exception as exc:  # noqa: BLE001 - an outage or not (no alias yet): unready
                 return f"milvus alias {alias!r}: {exc}"
         try:
             self.seen_store.negatives(-1)
-        except DependencyError as exc:
-            return str(exc)
+        except Exception as exc:  # noqa: BLE001 - whatever fails, the service is not ready
+            return str(exc) if isinstance(exc, DependencyError) else f"seen_store: {exc!r}"
         return None
 
     def spool_note(self) -> str | None:

@@ -50,6 +50,13 @@ class ServiceMetrics:
             ["endpoint", "kind"],
             **kw,
         )
+        self.internal_errors = prom.Counter(
+            "socialrec_internal_errors",
+            "Bugs by endpoint: answered 500 with an error id that is also in the logged "
+            "traceback (never a fallback, never counted as a dependency outage)",
+            ["endpoint"],
+            **kw,
+        )
         self.fallback = prom.Counter(
             "socialrec_fallback",
             "Recommendations answered from the cold-start list because a dependency failed",
@@ -103,6 +110,7 @@ class ServiceMetrics:
             self.fallback.labels("/recommend", dep)
         for route in API_ROUTES:
             self.errors.labels(route, "internal")
+            self.internal_errors.labels(route)
         self._refreshers: list[Callable[[], Any]] = []
 
     def observe_stages(self, endpoint: str, stages: dict[str, Any]) -> None:

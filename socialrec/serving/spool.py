@@ -62,6 +62,10 @@ LOCK_NAME = "flush.lock"
 _IDLE_WAIT = 1.0  # the flusher re-checks at least this often (seconds)
 
 
+class SpoolClosed(RuntimeError):
+    """The spool was closed (the service is shutting down): an outage, not a bug."""
+
+
 class EventSpool:
     """A durable local spool of events, flushed to a landing bucket by count and by time.
 
@@ -130,7 +134,7 @@ class EventSpool:
             return 0
         with self._db_lock:
             if self._closed:
-                raise RuntimeError("the event spool is closed")
+                raise SpoolClosed("the event spool is closed")
             self._db.insert(records)
             with self._state:
                 if not self._pending:
@@ -260,7 +264,7 @@ class EventSpool:
     def start(self) -> EventSpool:
         """Start the background flusher (a daemon thread); idempotent."""
         if self._closed:
-            raise RuntimeError("the event spool is closed")
+            raise SpoolClosed("the event spool is closed")
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._run, name=f"event-spool-{self.spool_id}", daemon=True

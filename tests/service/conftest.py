@@ -103,10 +103,15 @@ class RaisingIndex:
         self.calls = 0
 
     def search(self, *args, **kwargs):
+        from pymilvus.client.types import Status
         from pymilvus.exceptions import MilvusException
 
         self.calls += 1
-        raise MilvusException(message="failed to connect to all addresses")
+        raise MilvusException(
+            code=Status.CONNECT_FAILED,  # what pymilvus 3 raises (tests/service/test_outages.py)
+            message="Fail connecting to server on 127.0.0.1:19530, illegal connection params "
+            "or server unavailable",
+        )
 
     similar = search_hits = vectors = ping = search
 

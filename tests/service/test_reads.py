@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from socialrec.serving.endpoints import SEARCH_USER_WEIGHT, Endpoints, personalize
-from socialrec.serving.errors import respond
+from socialrec.serving.errors import ErrorAnswer, respond
 from socialrec.serving.schemas import RecommendResponse, SearchHit
 from tests.service.conftest import (
     TWO_TOWER_ONLY,
@@ -42,7 +42,7 @@ def test_milvus_down_skips_the_two_tower_source_and_the_others_answer(metrics, s
     # the trending, popular and fresh sources answered, through the ranker: not a fallback
     assert out.source == "personalized"
     assert "two_tower source skipped" in out.reason
-    assert "milvus unavailable" in out.reason and "failed to connect" in out.reason
+    assert "milvus unavailable" in out.reason and "Fail connecting" in out.reason
     ids = [it.post_id for it in out.items]
     assert len(ids) == 5 and len(set(ids)) == 5
     assert not {1, 3, 4} & set(ids)  # seen posts stay out
@@ -75,7 +75,7 @@ def test_recommend_falls_back_to_the_cold_start_list_when_the_only_source_is_dow
     # user 2 is known: the personalized path was tried first (both searches, issued together)
     assert index.calls == 2
     assert out.source == "fallback"
-    assert "milvus unavailable" in out.reason and "failed to connect" in out.reason
+    assert "milvus unavailable" in out.reason and "Fail connecting" in out.reason
     ids = [it.post_id for it in out.items]
     assert len(ids) == 5 and len(set(ids)) == 5
     assert not {1, 3, 4} & set(ids)  # the seen store still answers: seen posts stay out
@@ -112,8 +112,9 @@ def test_a_fallback_answer_is_200_through_respond_and_a_bug_is_not_a_fallback(me
     # a bug in a source is not skipped like an outage, alone or among other sources
     for settings in (only, make_settings()):
         buggy = make_endpoints(metrics, seen_store, index=BuggyIndex(), settings=settings)
-        with pytest.raises(ValueError):
-            respond("/recommend", metrics, buggy.recommend, 2, 3)
+        out = respond("/recommend", metrics, buggy.recommend, 2, 3)
+        assert isinstance(out, ErrorAnswer) and out.status_code == 500
+        assert out.content["error"] == "internal_error" and out.content["error_id"]
     assert (
         metric_value(metrics, "socialrec_errors_total", endpoint="/recommend", kind="internal") == 2
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from pymilvus.client.types import Status
 from pymilvus.exceptions import MilvusException
 
 from socialrec.serving.errors import DependencyError, Guarded
@@ -84,7 +85,11 @@ def test_a_catalog_view_adopts_what_the_index_has_once():
 def test_an_index_outage_adopts_nothing():
     class DownIndex(SharedIndex):
         def fetch(self, alias, post_ids):
-            raise MilvusException(message="failed to connect to all addresses")
+            raise MilvusException(
+                code=Status.CONNECT_FAILED,  # what pymilvus 3 raises (tests/service/test_outages.py)
+                message="Fail connecting to server on 127.0.0.1:19530, illegal connection params "
+                "or server unavailable",
+            )
 
     down = Guarded(DownIndex({PUBLISHED: meta(1, 3)}), "milvus")
     view = LiveCatalog(make_catalog(), down, "posts", (DependencyError,))
