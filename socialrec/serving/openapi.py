@@ -3,7 +3,7 @@ BentoML builds (which lists 200/400/404/500 for every API and knows nothing of t
 middlewares) and :class:`OpenApiDocument` serves it at ``/docs.json``.
 
 Every API operation gets the answers of ``socialrec.serving.gate`` (413, 415, 422), of
-``BearerAuth`` (401), of an outage (503) and of a bug (500), each with the ``Error`` body;
+``BearerAuth`` (401, 403 for a read token on a write), of an outage (503) and of a bug (500), each with the ``Error`` body;
 404 stays on ``/similar`` only; BentoML's 400 goes (a bad body is a 422). The ``bearer``
 security scheme is required by the write endpoints and optional on the read ones
 (``SOCIALREC_AUTH_READ_ENDPOINTS``). ``/readyz`` answers ``Readiness`` with 200 or 503.
@@ -30,6 +30,10 @@ ERROR_SCHEMA = {
                 {"type": "array", "items": {"type": "object"}},
             ],
         },
+        "error_id": {
+            "type": "string",
+            "description": "(500 only) the id of the logged traceback, for the operators",
+        },
     },
 }
 READINESS_SCHEMA = {
@@ -50,6 +54,7 @@ ANSWERS = {
     "503": "a dependency is unavailable (<dependency>_unavailable)",
 }
 NOT_FOUND = "the post is not in the index (unknown_post)"
+FORBIDDEN = "a read-only token on a write endpoint (forbidden)"
 
 
 def _answer(description: str, schema: str = "Error") -> dict:
@@ -88,7 +93,8 @@ def documented(spec: dict) -> dict:
     components.setdefault("securitySchemes", {})["bearer"] = {
         "type": "http",
         "scheme": "bearer",
-        "description": "SOCIALREC_API_TOKEN",
+        "description": "SOCIALREC_API_TOKEN (write and read) or SOCIALREC_READ_TOKEN (read: "
+        "the read endpoints when guarded, /recommend's debug answer)",
     }
     for path, item in spec.get("paths", {}).items():
         if path in API_ROUTES and "post" in item:
@@ -100,6 +106,7 @@ def documented(spec: dict) -> dict:
             op["responses"] = responses
             if path in WRITE_ROUTES:
                 op["security"] = [{"bearer": []}]
+                responses["403"] = _answer(FORBIDDEN)
             elif path in READ_ROUTES:
                 op["security"] = [{}, {"bearer": []}]
         elif path == "/readyz" and "get" in item:
