@@ -289,7 +289,7 @@ def test_the_cli_config_is_the_code_config(tmp_path, monkeypatch):
     env = {
         "SOCIALREC_GCS_BUCKET": "bucket",
         "SOCIALREC_BIGQUERY_PROJECT": "project",
-        "SOCIALREC_REDIS_CONNECTION_STRING": "10.0.0.3:6379",
+        "SOCIALREC_REDIS_CONNECTION_STRING": "redis.example.test:6379",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -175,5 +175,5 @@ def test_the_chart_renders():
     instance = next(d for d in by_kind(docs, "ConfigMap") if "dagster.yaml" in d.get("data", {}))[
         "data"
     ]["dagster.yaml"]
-    assert "K8sRunLauncher" in instance and "10.0.0.5" in instance
+    assert "K8sRunLauncher" in instance and "POSTGRES_HOST" in instance
     assert not [d for d in by_kind(docs, "StatefulSet") if "postgresql" in d["metadata"]["name"]]
