@@ -42,6 +42,9 @@ from pathlib import Path
 
 import httpx
 
+from orchestration.processes import stop_tree
+from socialrec.stores.milvus_server import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 PROJECT = "socialrec-standin"
@@ -52,12 +55,6 @@ START_TIMEOUT_S = 120.0
 
 class StandInError(RuntimeError):
     """A stand-in did not start (its log tail is in the message)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def _spatial_extension_home(base: Path) -> Path:
@@ -97,8 +94,8 @@ class StandIns:
         from socialrec.stores.milvus_server import LocalMilvusServer
 
         self.base.mkdir(parents=True, exist_ok=True)
-        ports = {name: free_port() for name in ("gcs", "bq", "bq_grpc", "metadata", "redis")}
-        ports["mlflow"] = free_port()
+        names = ("gcs", "bq", "bq_grpc", "metadata", "redis", "mlflow")
+        ports = {name: free_port() for name in names}
         gcs = f"http://{HOST}:{ports['gcs']}"
         bq = f"http://{HOST}:{ports['bq']}"
         google = {
@@ -136,7 +133,7 @@ class StandIns:
                 [str(Path(sys.executable).parent / "redis-server"), "--port", str(ports["redis"])]
                 + ["--bind", HOST, "--save", "", "--appendonly", "no", "--dir", str(self.base)],
             )
-            self._wait_http("metadata", f"http://{ports_host(ports['metadata'])}/")
+            self._wait_http("metadata", f"http://{HOST}:{ports['metadata']}/")
             self._wait_http("gcs", f"{gcs}/storage/v1/b")
             self._spawn(
                 "mlflow",
@@ -173,7 +170,7 @@ class StandIns:
     def stop(self) -> None:
         """Stop every stand-in (idempotent); the files under ``base`` stay."""
         for name in list(self.procs):
-            _stop_group(self.procs.pop(name))
+            stop_tree(self.procs.pop(name), timeout=20)
         if self.milvus is not None:
             self.milvus.stop()
             self.milvus = None
@@ -229,21 +226,6 @@ class StandIns:
                 return s.recv(16).startswith(b"+PONG")
 
         self._wait("redis", ping)
-
-
-def ports_host(port: int) -> str:
-    return f"{HOST}:{port}"
-
-
-def _stop_group(proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=timeout)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 # --- the GKE metadata server stand-in (Application Default Credentials) --------------------

@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from orchestration.processes import stop_tree
+from socialrec.stores.milvus_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -60,19 +62,9 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 def stop(proc: subprocess.Popen, grace: float = 30.0) -> None:
-    """SIGTERM the process group, SIGKILL after ``grace`` seconds."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=grace)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
+    """SIGTERM the server and every process it started (``bentoml serve``'s workers run in
+    sessions of their own), SIGKILL what is left after ``grace`` seconds."""
+    stop_tree(proc, signal.SIGTERM, timeout=grace)
     if proc in PROCS:
         PROCS.remove(proc)
 
@@ -117,12 +109,6 @@ def run_child(phase: str, spec: dict, env: dict[str, str], log: Path, timeout: f
     if returncode != 0 or not found:
         raise SystemExit(f"phase {phase} failed (exit {returncode}):\n{text[-5000:]}")
     return json.loads(found[-1][len("RESULT ") :])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 class Service:
