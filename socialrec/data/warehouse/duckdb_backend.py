@@ -11,8 +11,9 @@ Rows are inserted in bulk from an Arrow table, one per landing file.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,22 @@ class DuckDBWarehouse(Warehouse):
             con.close()
         return rate(rows, bad)
 
+    @contextlib.contextmanager
+    def _raw_transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection with the raw schema in place, inside one transaction: committed when
+        the block ends, rolled back (nothing of a load left) when it raises; closed after."""
+        con = connect(self.settings)
+        try:
+            ensure_raw_schema(con)
+            con.execute("BEGIN TRANSACTION")
+            yield con
+            con.execute("COMMIT")
+        except BaseException:
+            _rollback(con)
+            raise
+        finally:
+            con.close()
+
     def load_event_partitions(self, bucket: LandingBucket, partitions: list[str]) -> LoadReport:
         """Replace the ``dt`` partitions of ``raw.events`` with what ``events/dt=<p>/`` holds
         now."""
@@ -141,10 +158,7 @@ class DuckDBWarehouse(Warehouse):
         report = LoadReport("events", partitions=partitions)
         loaded_at = utc_now().replace(tzinfo=None)  # naive UTC, as raw.* stores it
         window = EventWindow.of(self.settings)
-        con = connect(self.settings)
-        try:
-            ensure_raw_schema(con)
-            con.execute("BEGIN TRANSACTION")
+        with self._raw_transaction() as con:
             for p in partitions:
                 prefix = partition_prefix("events", p)
                 con.execute("DELETE FROM raw.events WHERE dt = CAST(? AS DATE)", [p])
@@ -157,12 +171,6 @@ class DuckDBWarehouse(Warehouse):
                     _load_file(
                         con, bucket, blob.key, "events", (loaded_at, window), report, {"dt": p}
                     )
-            con.execute("COMMIT")
-        except BaseException:
-            _rollback(con)
-            raise
-        finally:
-            con.close()
         return report
 
     def load_dimension(self, bucket: LandingBucket, dataset: str) -> LoadReport:
@@ -170,20 +178,11 @@ class DuckDBWarehouse(Warehouse):
         check_dimension(dataset)
         report = LoadReport(dataset)
         loaded_at = utc_now().replace(tzinfo=None)  # naive UTC, as raw.* stores it
-        con = connect(self.settings)
-        try:
-            ensure_raw_schema(con)
-            con.execute("BEGIN TRANSACTION")
+        with self._raw_transaction() as con:
             con.execute(f"DELETE FROM raw.{dataset}")
             con.execute("DELETE FROM raw.quarantine WHERE dataset = ?", [dataset])
             for blob in bucket.list(dataset_prefix(dataset)):
                 _load_file(con, bucket, blob.key, dataset, (loaded_at, None), report)
-            con.execute("COMMIT")
-        except BaseException:
-            _rollback(con)
-            raise
-        finally:
-            con.close()
         return report
 
 
