@@ -124,8 +124,9 @@ def e2e_env(tmp_path_factory):
     return env
 
 
-@pytest.fixture(scope="session")
-def e2e_materialized(e2e_env):
+def materialize_graph(env: dict, timeout: float = 900) -> dict:
+    """``python -m orchestration.materialize --generate`` (what ``make materialize`` runs) in
+    ``env``; fails the test with the output's tail unless it succeeds. Returns ``env``."""
     import subprocess
     import sys
     import time
@@ -135,14 +136,19 @@ def e2e_materialized(e2e_env):
     out = subprocess.run(
         [sys.executable, "-m", "orchestration.materialize", "--generate"],
         cwd=Path(__file__).resolve().parents[1],
-        env=e2e_env,
+        env=env,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=timeout,
     )
-    print(f"materialize took {time.time() - t0:.0f}s")
+    print(f"materialize ({env.get('SOCIALREC_PROFILE', 'local')}) took {time.time() - t0:.0f}s")
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-6000:]
-    return e2e_env
+    return env
+
+
+@pytest.fixture(scope="session")
+def e2e_materialized(e2e_env):
+    return materialize_graph(e2e_env)
 
 
 @pytest.fixture(scope="session")

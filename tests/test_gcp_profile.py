@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import gzip
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import E2E_TINY, served_bento
+from tests.conftest import E2E_TINY, materialize_graph, served_bento
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,18 +45,7 @@ def gcp_env(gcp_standins, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gcp_materialized(gcp_env):
-    t0 = time.time()
-    out = subprocess.run(
-        [sys.executable, "-m", "orchestration.materialize", "--generate"],
-        cwd=ROOT,
-        env=gcp_env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    print(f"gcp materialize took {time.time() - t0:.0f}s")
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-6000:]
-    return gcp_env
+    return materialize_graph(gcp_env, timeout=1200)
 
 
 @pytest.fixture(scope="module")
