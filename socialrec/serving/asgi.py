@@ -138,9 +138,11 @@ class BearerAuth:
 
     def reason(self, header: bytes | None, needed: str = WRITE) -> str | None:
         """Why a request with this Authorization header is refused (None: it is not)."""
+        return self._refusal(*self.tokens.scope_of(header), needed)
+
+    def _refusal(self, scope: str | None, why: str | None, needed: str) -> str | None:
         if not self.tokens.write:
             return "no API token is configured (SOCIALREC_API_TOKEN)"
-        scope, why = self.tokens.scope_of(header)
         if scope is None:
             return why
         if needed == WRITE and scope != WRITE:
@@ -152,12 +154,12 @@ class BearerAuth:
             return await self.app(scope, receive, send)
         route = _route(scope)
         header = next((v for k, v in scope.get("headers", []) if k == b"authorization"), None)
-        found, _ = self.tokens.scope_of(header)
+        found, why = self.tokens.scope_of(header)
         scope.setdefault("state", {})[AUTH_STATE] = found
         needed = WRITE if route in WRITE_ROUTES else READ if route in self.read_routes else None
         if needed is None:
             return await self.app(scope, receive, send)
-        reason = self.reason(header, needed)
+        reason = self._refusal(found, why, needed)
         if reason is None:
             return await self.app(scope, receive, send)
         status = 403 if found == READ else 401
