@@ -135,11 +135,14 @@ def dbt_env(settings: Settings) -> dict[str, str]:
 
 
 def dbt_vars(settings: Settings) -> list[str]:
-    """The ``--vars`` of a dbt command for these settings: on BigQuery, the raw tables are in
-    the dataset ``<bigquery_dataset>_raw`` (var ``raw_schema``; DuckDB: schema ``raw``)."""
-    if settings.dbt_target != "bigquery":
-        return []
-    return ["--vars", json.dumps({"raw_schema": dataset_name(settings, "raw")})]
+    """The ``--vars`` of a dbt command for these settings: ``future_tolerance_hours`` is
+    ``settings.event_max_future_hours`` (the loader and dbt quarantine the same future events);
+    on BigQuery, the raw tables are in the dataset ``<bigquery_dataset>_raw`` (var
+    ``raw_schema``; DuckDB: schema ``raw``)."""
+    values: dict = {"future_tolerance_hours": settings.event_max_future_hours}
+    if settings.dbt_target == "bigquery":
+        values["raw_schema"] = dataset_name(settings, "raw")
+    return ["--vars", json.dumps(values)]
 
 
 _ENV_LOCK = threading.Lock()

@@ -230,6 +230,16 @@ def test_event_type_vars_match_settings():
     assert set(project["vars"]["relevance_weights"]) == set(EVENT_TYPES)
 
 
+def test_dbt_gets_the_event_window_from_settings():
+    from assets.dbt import dbt_vars
+
+    local = json.loads(dbt_vars(Settings(event_max_future_hours=0.5))[1])
+    assert local == {"future_tolerance_hours": 0.5}
+    bq = json.loads(dbt_vars(Settings(dbt_target="bigquery", bigquery_dataset="d"))[1])
+    assert bq["future_tolerance_hours"] == Settings().event_max_future_hours
+    assert bq["raw_schema"] == "d_raw"
+
+
 # Compiles the project for the bigquery target without credentials or network: the adapter's
 # relation lookup is stubbed to "the table exists", so incremental models take their
 # incremental branch (the larger SQL).

@@ -33,7 +33,7 @@ select
     t._line,
     t._loaded_at,
     case
-        when t.ts > {{ ts_add('hour', var('future_tolerance_hours'), 't._loaded_at') }}
+        when t.ts > {{ ts_add('second', (var('future_tolerance_hours') * 3600) | int, 't._loaded_at') }}
             then 'future ts'
         when u.user_id is null then 'unknown user_id'
         when p.post_id is null then 'unknown post_id'

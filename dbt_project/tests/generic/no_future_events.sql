@@ -3,5 +3,5 @@
 {% test no_future_events(model, column_name, loaded_at_column='_loaded_at') %}
 select {{ column_name }}, {{ loaded_at_column }}
 from {{ model }}
-where {{ column_name }} > {{ ts_add('hour', var('future_tolerance_hours'), loaded_at_column) }}
+where {{ column_name }} > {{ ts_add('second', (var('future_tolerance_hours') * 3600) | int, loaded_at_column) }}
 {% endtest %}
