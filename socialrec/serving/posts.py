@@ -182,9 +182,14 @@ class PostPublisher:
             }
         )
         post_vector = self.two_tower.post_embeddings(frame)[0]
+        # every read before the first write: a failure from here on is a write that failed
+        counts = self._known_counts(post_id)
         stages.done("embed")
 
-        # the landing file first: it is what the next index build (and the warehouse) reads
+        # the landing file first: it is what the next index build (and the warehouse) reads.
+        # If a later write fails (503), the post is still published by the next build, and a
+        # retry of the same request writes the same version again (an upsert): nothing is lost
+        # and nothing is doubled.
         name = f"api-{now:%Y%m%dT%H%M%S%f}-{post_id}-{uuid.uuid4().hex[:8]}.jsonl.gz"
         key = landing_key("posts", now.date(), name)
         row = {
@@ -201,7 +206,7 @@ class PostPublisher:
 
         # its online features before the index: once retrieval can return it, ranking knows it
         online = self._write_online_features(
-            post_id, creator_id, category_id, media_type, created, text_vector, now
+            post_id, creator_id, category_id, media_type, created, text_vector, now, counts
         )
         stages.done("features")
         if self.post_cache is not None:
@@ -233,18 +238,13 @@ class PostPublisher:
         created: dt.datetime,
         text_vector: np.ndarray,
         now: dt.datetime,
+        counts: dict | None,
     ) -> bool:
-        """``post_features`` (zero engagement counts for a new post; an edit keeps the counts
-        the online store has) and ``post_content`` of the post; False without a writer."""
+        """``post_features`` (``counts``: zero engagement counts for a new post, None; an edit
+        keeps the counts the online store has) and ``post_content`` of the post; False without
+        a writer."""
         if self.post_writer is None:
             return False
-        from socialrec.features.online import POST_COUNT_COLUMNS
-
-        known = self.features.posts([post_id])
-        counts = None
-        if len(known) and bool(known["found"].iloc[0]):
-            current = known.iloc[0]
-            counts = {c: current[c] for c in POST_COUNT_COLUMNS if c in known.columns}
         post = {
             "post_id": post_id,
             "creator_id": creator_id,
@@ -255,3 +255,16 @@ class PostPublisher:
         }
         self.post_writer.write(post, counts=counts, at=now)
         return True
+
+    def _known_counts(self, post_id: int) -> dict | None:
+        """The engagement counts the online store has for ``post_id`` (an edit keeps them);
+        None for a new post or without a writer."""
+        if self.post_writer is None:
+            return None
+        from socialrec.features.online import POST_COUNT_COLUMNS
+
+        known = self.features.posts([post_id])
+        if not len(known) or not bool(known["found"].iloc[0]):
+            return None
+        current = known.iloc[0]
+        return {c: current[c] for c in POST_COUNT_COLUMNS if c in known.columns}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
 
 import numpy as np
 import pandas as pd
@@ -174,6 +175,34 @@ def test_a_feature_store_that_fails_is_a_503_and_the_post_is_not_indexed(
     r = respond("/posts", metrics, endpoints.add_post, 78, 4, 2, "text", "hi")
     assert r.status_code == 503 and json.loads(r.body)["error"] == "feature_store_unavailable"
     assert log == []  # not in the index: retrieval never returns a post ranking cannot score
+
+
+class _UnreadableFeatures(FakeFeatures):
+    """An online store whose reads fail the way SQLite's do when its file is gone."""
+
+    def posts(self, post_ids):
+        raise sqlite3.OperationalError("unable to open database file")
+
+
+def test_a_feature_store_read_that_fails_writes_nothing(metrics, seen_store, tmp_path):
+    """Every read /posts needs comes before its first write: a failed read leaves no landing
+    file, no online row and no index entry behind."""
+    from socialrec.data.landing import LocalLandingBucket
+
+    log: list = []
+    endpoints = make_endpoints(
+        metrics,
+        seen_store,
+        FakeIndex(log),
+        features=_UnreadableFeatures({2}),
+        text_encoder=FakeEncoder(),
+        bucket=LocalLandingBucket(tmp_path / "landing"),
+        post_writer=RecordingWriter(log),
+    )
+    r = respond("/posts", metrics, endpoints.add_post, 79, 4, 2, "text", "hi")
+    assert r.status_code == 503 and json.loads(r.body)["error"] == "feature_store_unavailable"
+    assert log == []
+    assert not (tmp_path / "landing").exists() or not any((tmp_path / "landing").rglob("*.gz"))
 
 
 @pytest.mark.integration
