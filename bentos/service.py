@@ -14,7 +14,9 @@ body) in ``socialrec.serving.gate``, the completed OpenAPI document in
   token); ``POST /blocks`` {user_id, creator_ids, blocked?} (bearer token). Every field is
   typed and documented in the OpenAPI spec at ``/docs``.
 * ``GET /healthz``, ``/livez``: BentoML's liveness. ``GET /readyz``: BentoML's readiness with
-  ``__is_ready__`` (``Endpoints.readiness``), answered as JSON ``{"ready", "reason"}``.
+  ``__is_ready__`` (``Endpoints.readiness_report``), answered as JSON ``{"ready", "reason"}``
+  plus ``"degraded"`` (every dependency that does not answer). A store that is down at start
+  does not stop the service from starting (``open_service`` opens the stores on first use).
 * ``GET /metrics``: BentoML's Prometheus metrics plus the ``socialrec_*`` ones
   (``socialrec.serving.metrics.ServiceMetrics``).
 
@@ -131,14 +133,15 @@ class Recommender:
         self.endpoints = self.app.endpoints
 
     def __is_ready__(self) -> bool:
-        """BentoML's readiness hook (``GET /readyz``)."""
-        reason = self.endpoints.readiness()
-        note = self.endpoints.spool_note()  # reported, never a reason to be unready
-        set_readiness(reason, note)
+        """BentoML's readiness hook (``GET /readyz``): 503 while Milvus, the seen store or the
+        feature store does not answer; every degraded dependency is in the JSON answer."""
+        reason, degraded = self.endpoints.readiness_report()
+        note = degraded.get("spool")  # reported, never a reason to be unready
+        set_readiness(reason, note, degraded)
         if reason:
             log.warning("not ready: %s", reason)
-        if note:
-            log.warning("degraded: %s", note)
+        elif degraded:
+            log.warning("degraded: %s", degraded)
         return reason is None
 
     @bentoml.on_shutdown

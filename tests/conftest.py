@@ -166,10 +166,11 @@ def e2e_warehouse(e2e_materialized):
 
 
 @contextlib.contextmanager
-def served_bento(env: dict, extra_env: dict | None = None):
+def served_bento(env: dict, extra_env: dict | None = None, ready: bool = True):
     """Serve the bento the materialized graph of ``env`` built (``bentoml serve`` on
     127.0.0.1, from a neutral directory: it must carry its own code and models); yields an
-    httpx client once ``/readyz`` answers 200, stops the server's process group after."""
+    httpx client once ``/readyz`` answers 200 (``ready=False``: once ``/healthz`` does),
+    stops the server's process group after."""
     import signal
     import subprocess
     import sys
@@ -225,7 +226,7 @@ def served_bento(env: dict, extra_env: dict | None = None):
             if proc.poll() is not None:
                 pytest.fail(f"bentoml serve exited:\n{log_path.read_text()[-5000:]}")
             try:
-                if client.get("/readyz").status_code == 200:
+                if client.get("/readyz" if ready else "/healthz").status_code == 200:
                     break
             except httpx.HTTPError:
                 pass

@@ -18,7 +18,7 @@ from pathlib import Path
 from socialrec.recommender import CachedPostFeatures, FeastFeatures
 from socialrec.recommender import Recommender as FourStages
 from socialrec.serving.endpoints import Endpoints
-from socialrec.serving.errors import DependencyError, Guarded
+from socialrec.serving.errors import DependencyError, Guarded, guarded
 from socialrec.serving.metrics import ServiceMetrics, service_metrics
 from socialrec.serving.posts import LiveCatalog, OnlinePostWriter, PostPublisher
 from socialrec.serving.spool import open_spool
@@ -80,31 +80,65 @@ def limit_compute_threads(threads: int) -> None:
         pass
 
 
+def open_index(settings) -> Guarded:
+    """Milvus (``PostIndex``), opened on first use and reopened after an outage
+    (:meth:`Guarded.reopening`): SOCIALREC_MILVUS_URI, else the running local server of the
+    data dir (not started here: whoever starts a server stops it; several workers share it).
+    No server running for the data dir is an outage too (the server may be started later)."""
+    from socialrec.stores.index import PostIndex
+    from socialrec.stores.milvus_server import MilvusServerError, milvus_uri
+
+    def opener() -> PostIndex:
+        try:
+            uri = milvus_uri(settings)
+        except MilvusServerError as exc:
+            raise ConnectionRefusedError(str(exc)) from exc
+        return PostIndex(uri, settings.milvus_token)
+
+    return Guarded.reopening(opener, "milvus")
+
+
+def open_seen_store(settings) -> Guarded:
+    """The seen store (SQLite or ScyllaDB), opened on first use and reopened after an outage."""
+    from socialrec.stores.seen import open_seen_store as opener
+
+    return Guarded.reopening(lambda: opener(settings), "seen_store")
+
+
+def open_features(settings) -> tuple[Guarded, Guarded]:
+    """(online feature reads, online post writer) of the Feast store, each on a FeatureStore
+    of its own opened on first use and reopened after an outage (a new store gets a new
+    online-store connection: e.g. the SQLite file replaced while it was missing, or Redis)."""
+    from socialrec.features.store import feature_store
+
+    reads = Guarded.reopening(lambda: FeastFeatures(feature_store(settings)), "feature_store")
+    writes = Guarded.reopening(lambda: OnlinePostWriter(feature_store(settings)), "feature_store")
+    return reads, writes
+
+
 def open_service(settings, artifacts: Artifacts, metrics: ServiceMetrics | None = None) -> Service:
     """Open every part from ``settings`` (``SOCIALREC_*``) and ``artifacts`` and compose the
     service; whatever was opened is closed again if a later part fails to load. The numeric
-    libraries first get ``settings.service_threads`` threads (:func:`limit_compute_threads`)."""
+    libraries first get ``settings.service_threads`` threads (:func:`limit_compute_threads`).
+    The remote stores (Milvus, the seen store, the Feast online store) are opened on first use
+    and reopened after an outage (:func:`open_index`, :func:`open_seen_store`,
+    :func:`open_features`): the service starts, and answers with fallbacks, while one is
+    down, and uses it again once it is back."""
     limit_compute_threads(settings.service_threads)
     # heavy (TensorFlow, Feast, torch, pymilvus): imported when the service starts, not when
     # bentos/service.py is imported or built
     from socialrec.data.landing import open_bucket
-    from socialrec.features.store import feature_store
     from socialrec.features.text import TextEncoder
     from socialrec.models.neighbours import NeighbourTable
     from socialrec.models.ranker import Ranker
     from socialrec.models.two_tower import TwoTowerModel
     from socialrec.stores.catalog import Catalog
-    from socialrec.stores.index import PostIndex
-    from socialrec.stores.milvus_server import milvus_uri
-    from socialrec.stores.seen import open_seen_store
 
     metrics = metrics or service_metrics()
     with contextlib.ExitStack() as opened:
-        # SOCIALREC_MILVUS_URI, else the running local server of the data dir (not started
-        # here: whoever starts a server stops it; several workers share it)
-        index = PostIndex(milvus_uri(settings), settings.milvus_token)
+        index = open_index(settings)
         opened.callback(index.close)
-        seen_store = open_seen_store(settings)  # SQLite or ScyllaDB
+        seen_store = open_seen_store(settings)
         opened.callback(seen_store.close)
         bucket = open_bucket(str(settings.landing_uri))
         # /events: a durable local spool, flushed to the landing bucket in the background;
@@ -113,8 +147,9 @@ def open_service(settings, artifacts: Artifacts, metrics: ServiceMetrics | None 
         opened.callback(spool.close)
         text_encoder = TextEncoder()
         text_encoder.encode(["warm up"])  # load MiniLM now, not on the first /search
-        store = feature_store(settings)
-        features = FeastFeatures(store)
+        features, post_writer = open_features(settings)
+        opened.callback(features.close)
+        opened.callback(post_writer.close)
         post_cache = None
         if settings.post_feature_cache_seconds > 0 and settings.post_feature_cache_size > 0:
             # post rows change at materialization or /posts (invalidated), not per request
@@ -140,7 +175,7 @@ def open_service(settings, artifacts: Artifacts, metrics: ServiceMetrics | None 
             metrics=metrics,
             models=artifacts.labels,
             spool=spool,
-            post_writer=OnlinePostWriter(store),
+            post_writer=post_writer,
             post_cache=post_cache,
         )
         return Service(endpoints, metrics, opened.pop_all())
@@ -171,9 +206,9 @@ def compose(
     ``posts``; e.g. ``FeastFeatures``); ``post_writer``: writes a published post's online
     features (None: not written); ``post_cache``: the ``CachedPostFeatures`` inside
     ``features`` (a published post is invalidated in it)."""
-    index = Guarded(index, "milvus")
-    seen_store = Guarded(seen_store, "seen_store")
-    features = Guarded(features, "feature_store")
+    index = guarded(index, "milvus")
+    seen_store = guarded(seen_store, "seen_store")
+    features = guarded(features, "feature_store")
     # a view per worker; posts another worker published are adopted from the index
     catalog = (
         None
@@ -202,7 +237,7 @@ def compose(
         index=index,
         catalog=catalog,
         metrics=metrics,
-        post_writer=None if post_writer is None else Guarded(post_writer, "feature_store"),
+        post_writer=guarded(post_writer, "feature_store"),
         post_cache=post_cache,
     )
     endpoints = Endpoints(

@@ -6,8 +6,8 @@ framework can mount them; ``bentos/service.py`` registers them on the BentoML se
 * :class:`BearerAuth` — the write endpoints (and the read ones when
   ``SOCIALREC_AUTH_READ_ENDPOINTS``) need ``Authorization: Bearer <SOCIALREC_API_TOKEN>``.
 * :class:`UnprocessableBody` — a body that fails validation is a 422, not a 400.
-* :class:`ReadinessReason` — ``/readyz`` answers JSON ``{"ready": ..., "reason": ...}`` with the
-  reason set by the readiness check (:func:`set_readiness`).
+* :class:`ReadinessReason` — ``/readyz`` answers JSON ``{"ready": ..., "reason": ...}`` (and
+  ``"degraded": {dependency: why}``) as set by the readiness check (:func:`set_readiness`).
 * :class:`MetricsRefresh` — brings the gauges up to date before ``/metrics`` answers.
 """
 
@@ -213,29 +213,39 @@ class UnprocessableBody:
         return await self.app(scope, receive, send_422)
 
 
-# the latest readiness check: why it failed (``reason``) and what it noticed while ready
-# (``note``, e.g. an event spool that cannot flush); set by the service's readiness hook
-_READINESS: dict[str, str | None] = {"reason": "not checked yet", "note": None}
+# the latest readiness check: why it failed (``reason``), what it noticed while ready
+# (``note``, e.g. an event spool that cannot flush) and every degraded dependency with why
+# (``degraded``); set by the service's readiness hook
+_READINESS: dict = {"reason": "not checked yet", "note": None, "degraded": {}}
 _READINESS_LOCK = threading.Lock()
 
 
-def set_readiness(reason: str | None, note: str | None = None) -> None:
+def set_readiness(
+    reason: str | None, note: str | None = None, degraded: dict[str, str] | None = None
+) -> None:
     """Record the outcome of a readiness check: ``reason`` why it is not ready (None: ready),
-    ``note`` something to report either way (None: nothing)."""
+    ``note`` something to report either way (None: nothing), ``degraded`` every dependency
+    that failed its probe, with why (``{"milvus": ..., "feature_store": ...}``)."""
     with _READINESS_LOCK:
         _READINESS["reason"] = reason
         _READINESS["note"] = note
+        _READINESS["degraded"] = dict(degraded or {})
 
 
 def readiness_body(status: int) -> dict:
     """The JSON of a ``/readyz`` answer with this status: ``{"ready": bool, "reason": str |
-    None}``; not ready: why (plus the note); ready: the note (usually None)."""
+    None}``, plus ``"degraded": {dependency: why}`` when a dependency failed its probe; not
+    ready: why (plus the note); ready: the note (usually None)."""
     with _READINESS_LOCK:
         reason, note = _READINESS.get("reason"), _READINESS.get("note")
+        degraded = dict(_READINESS.get("degraded") or {})
     if status == 200:
-        return {"ready": True, "reason": note}
-    text = "; ".join(r for r in (reason or "not ready", note) if r)
-    return {"ready": False, "reason": text}
+        body = {"ready": True, "reason": note}
+    else:
+        body = {"ready": False, "reason": "; ".join(r for r in (reason or "not ready", note) if r)}
+    if degraded:
+        body["degraded"] = degraded
+    return body
 
 
 class ReadinessReason:

@@ -44,11 +44,12 @@ are the service's OpenAPI schema at ``/docs``):
   an unknown post a 404; a missing or wrong bearer token a 401; a dependency that does not
   answer (Milvus, seen store, feature store, landing bucket, event spool) a 503 — always JSON
   ``{"error": <code>, "detail": <reason>}``. Bad input never gets a 5xx.
-* Readiness (:meth:`Endpoints.readiness`): ready when the models are loaded and Milvus (a
-  one-row query through each alias) and the seen store (one lookup) answer. A landing bucket
-  that is down does NOT make the service unready — the spool rides that out — but after
-  ``SPOOL_FAILING_AFTER`` failed flushes in a row the readiness answer carries a ``reason``
-  with the spool's state (:meth:`Endpoints.spool_note`).
+* Readiness (:meth:`Endpoints.readiness_report`, ``socialrec.serving.readiness``): ready when
+  the models are loaded and Milvus (a one-row query through each alias), the seen store (one
+  lookup) and the feature store (one user's features) answer; every dependency that does not
+  is reported. A landing bucket that is down does NOT make the service
+  unready — the spool rides that out — but after ``SPOOL_FAILING_AFTER`` failed flushes in a
+  row the readiness answer reports the spool's state (:meth:`Endpoints.spool_note`).
 * Metrics (``ServiceMetrics``): ``socialrec_requests_total{endpoint, outcome}``,
   ``socialrec_errors_total{endpoint, kind}``, ``socialrec_fallback_total{endpoint,
   dependency}``, ``socialrec_stage_duration_seconds{endpoint, stage}`` and the spool gauges
@@ -70,6 +71,7 @@ import numpy as np
 
 from socialrec.serving.errors import ApiError, DependencyError
 from socialrec.serving.metrics import ServiceMetrics, Stages, note_outcome
+from socialrec.serving.readiness import readiness_report
 from socialrec.serving.schemas import (
     BlocksResponse,
     EventIn,
@@ -329,25 +331,14 @@ class Endpoints:
         return self.publisher.publish(*args, **kwargs)
 
     # --- readiness --------------------------------------------------------------------------
+    def readiness_report(self) -> tuple[str | None, dict[str, str]]:
+        """(why not ready — None: ready —, every degraded dependency with why):
+        :func:`socialrec.serving.readiness.readiness_report`."""
+        return readiness_report(self)
+
     def readiness(self) -> str | None:
-        """None when ready, else why not: the models are loaded, Milvus answers a one-row query
-        through each alias, the seen store answers one lookup. (The landing bucket and the
-        spool never make the service unready: see :meth:`spool_note`.)"""
-        if self.two_tower is None or self.ranker is None or self.catalog is None:
-            return "models not loaded"
-        if self.text_encoder is None:
-            return "text encoder not loaded"
-        s = self.settings
-        for alias in (s.collection_alias, s.text_collection_alias):
-            try:
-                self.index.ping(alias)
-            except Exception as exc:  # noqa: BLE001 - an outage or not (no alias yet): unready
-                return f"milvus alias {alias!r}: {exc}"
-        try:
-            self.seen_store.negatives(-1)
-        except Exception as exc:  # noqa: BLE001 - whatever fails, the service is not ready
-            return str(exc) if isinstance(exc, DependencyError) else f"seen_store: {exc!r}"
-        return None
+        """None when ready, else why not (:meth:`readiness_report`)."""
+        return readiness_report(self)[0]
 
     def spool_note(self) -> str | None:
         """What readiness reports about the event spool: None while flushing works, else (after

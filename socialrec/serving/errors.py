@@ -1,5 +1,6 @@
 """Errors and answers: :class:`ApiError` (a 4xx with a reason), :class:`DependencyError` (a
-dependency that is unreachable or timed out, raised through :class:`Guarded`),
+dependency that is unreachable or timed out, raised through :class:`Guarded`, which can also
+open a store on first use and reopen it after an outage),
 :class:`ErrorAnswer` (the JSON error answer) and :func:`respond`, which turns an endpoint's
 outcome into one of them.
 
@@ -15,6 +16,8 @@ import functools
 import json
 import logging
 import sqlite3
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -130,17 +133,117 @@ def is_outage(dependency: str, exc: BaseException) -> bool:
     return False
 
 
+RETRY_SECONDS = 5.0  # after an outage, a reopening Guarded waits this long before reopening
+RETIRED_GRACE_SECONDS = 60.0  # a replaced client is closed this long after it was replaced
+
+
 class Guarded:
     """A proxy whose method calls raise :class:`DependencyError` (tagged with the dependency)
     when the store is unreachable or timed out (:func:`is_outage`); any other exception
-    passes through unchanged (a bug is not an outage)."""
+    passes through unchanged (a bug is not an outage).
 
-    def __init__(self, target: Any, dependency: str):
+    Reopening (:meth:`reopening`: built from an ``opener`` instead of an open client): the
+    client is opened on the first call, not at start, so a store that is down when the
+    service starts is an outage of each call (the recommender's sources fail open) instead of
+    a failed start. After an outage (while opening or during a call) the client is replaced:
+    for ``retry_seconds`` every call fails at once with that outage (a dead store is not
+    hammered, a request does not wait for its timeout again), then the next call opens a new
+    client, so a store that came back is used again without a restart. A replaced client is
+    closed ``RETIRED_GRACE_SECONDS`` later (calls still running on it finish first)."""
+
+    def __init__(
+        self,
+        target: Any = None,
+        dependency: str = "",
+        *,
+        opener: Callable[[], Any] | None = None,
+        retry_seconds: float = RETRY_SECONDS,
+    ):
         self._target = target
         self._dependency = dependency
+        self._opener = opener
+        self._retry_seconds = float(retry_seconds)
+        self._retry_at = 0.0
+        self._outage: BaseException | None = None  # the last outage's cause, while it lasts
+        self._retired: list[tuple[float, Any]] = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def reopening(
+        cls, opener: Callable[[], Any], dependency: str, retry_seconds: float = RETRY_SECONDS
+    ) -> Guarded:
+        return cls(dependency=dependency, opener=opener, retry_seconds=retry_seconds)
+
+    def _client(self) -> Any:
+        target = self._target
+        if target is not None or self._opener is None:
+            return target
+        with self._lock:
+            if self._target is not None or self._opener is None:
+                return self._target
+            if time.monotonic() < self._retry_at and self._outage is not None:
+                raise DependencyError(self._dependency, self._outage)
+            try:
+                self._target = self._opener()
+            except Exception as exc:
+                if not is_outage(self._dependency, exc):
+                    raise
+                self._outage, self._retry_at = exc, time.monotonic() + self._retry_seconds
+                log.warning(
+                    "%s: cannot open (retry in %.0fs): %s",
+                    self._dependency,
+                    self._retry_seconds,
+                    exc,
+                )
+                raise DependencyError(self._dependency, exc) from exc
+            self._close_retired(time.monotonic() - RETIRED_GRACE_SECONDS)
+            return self._target
+
+    def _failed(self, target: Any, exc: BaseException) -> None:
+        """An outage of a call on ``target``: a reopening proxy replaces that client."""
+        if self._opener is None:
+            return
+        with self._lock:
+            if self._target is target:
+                self._target = None
+                self._retired.append((time.monotonic(), target))
+                self._outage, self._retry_at = exc, time.monotonic() + self._retry_seconds
+                log.warning(
+                    "%s: outage, reopening in %.0fs: %s", self._dependency, self._retry_seconds, exc
+                )
+
+    def _close_retired(self, before: float) -> None:
+        keep = []
+        for at, client in self._retired:
+            if at > before:
+                keep.append((at, client))
+            else:
+                self._close_client(client)
+        self._retired = keep
+
+    def _close_client(self, client: Any) -> None:
+        try:
+            getattr(client, "close", lambda: None)()
+        except Exception as exc:  # noqa: BLE001 - a client of a dead store may fail to close
+            if not is_outage(self._dependency, exc):
+                raise
+            log.info("%s: closing a client of a store that is down: %r", self._dependency, exc)
+
+    def close(self) -> None:
+        """Close the client (and the replaced ones); a reopening proxy opens no new one."""
+        with self._lock:
+            target = self._target
+            if self._opener is not None:
+                self._target, self._opener = None, None
+            self._close_retired(float("inf"))
+        if target is not None:
+            self._close_client(target)
 
     def __getattr__(self, name: str):
-        attr = getattr(self._target, name)
+        if name.startswith("__"):
+            raise AttributeError(name)
+        target = self._client()
+        attr = getattr(target, name)
         if not callable(attr):
             return attr
 
@@ -152,10 +255,19 @@ class Guarded:
                 raise
             except Exception as exc:
                 if is_outage(self._dependency, exc):
+                    self._failed(target, exc)
                     raise DependencyError(self._dependency, exc) from exc
                 raise
 
         return call
+
+
+def guarded(target: Any, dependency: str) -> Any:
+    """``target`` as a :class:`Guarded` of ``dependency`` (itself when it is one already);
+    None stays None."""
+    if target is None or isinstance(target, Guarded):
+        return target
+    return Guarded(target, dependency)
 
 
 @dataclass(frozen=True)
