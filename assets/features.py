@@ -50,7 +50,7 @@ from socialrec.features.tables import (
     "post_features (point-in-time histories: a row per day with activity, cumulative counts up "
     "to that day's end; posts with 1- and 7-day windows), user_history (per-category and "
     "per-creator engagement, liked-posts embedding; daily), user_profile and post_content (text "
-    "embeddings from creation).",
+    "embeddings from creation); an edited post or user gets one more row at its updated_at.",
 )
 def feature_tables(
     context: dg.AssetExecutionContext, settings: SettingsResource
@@ -122,8 +122,8 @@ def feast_registry(
     freshness_policy=DERIVED_FRESHNESS,
     automation_condition=EAGER,
     kinds={"feast", "sqlite"},
-    description="The Feast SQLite online store: incremental materialization of the feature "
-    "tables up to now.",
+    description="The Feast online store (SQLite; Redis in gcp): incremental materialization "
+    "of the feature tables up to now (edits arrive as rows stamped at their updated_at).",
 )
 def feast_online_store(
     context: dg.AssetExecutionContext, settings: SettingsResource

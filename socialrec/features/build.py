@@ -15,7 +15,31 @@
 A point-in-time join at time t therefore reads only events of days that ended before t:
 training samples never see their own outcome or the future, and the online store
 (materialized up to now) serves the latest row of the same definitions. Descriptive attributes
-(categories, creator) are the latest version of the entity.
+(categories, creator, texts) are the latest version of the entity.
+
+Edits. Feast materializes a view by taking, per entity, the latest row whose timestamp lies in
+the window ``[start, end]`` (incremental: from the previous run's end), and Feast's Redis store
+(gcp profile) even drops a write whose timestamp is not newer than the stored one. A row
+stamped only at ``created_at`` would never carry an edit online. So every entity edited after
+its creation (``updated_at > created_at``; dbt's ``dim_posts`` / ``dim_users``: the latest
+version's ``updated_at``, which ``POST /posts`` sets at write time; a landing line without one
+counts as of its ``created_at``, so as no edit) gets one more row at ``updated_at``
+(:func:`_edit_rows`): ``post_content`` / ``user_profile`` with the new embedding,
+``post_features`` / ``user_features`` with the new attributes and the counts as of that instant.
+The next incremental materialization (local SQLite and gcp Redis alike) picks it, the index
+and the ranker read the same values. Rows are rewritten from the warehouse in full each time,
+so this costs a row per edited entity and view (``post_features``: plus its window copies) and
+no re-materialization of whole views. ``user_history`` is not re-stamped: a post's new
+category shows in its users' ``category_counts`` from their next active day.
+
+Point in time: the ``created_at`` row stays, so a training join before the edit still finds
+the entity; it carries the latest content too (the warehouse keeps only the latest version's
+attributes and text embedding, as before), while every count stays point in time (the edit row
+holds the counts of the latest daily row at or before ``updated_at``). What a join may see
+early is therefore what the author wrote, never an outcome: no label leaks through an edit.
+An edit whose ``updated_at`` is already behind the last materialization (a backdated or late
+line) reaches the online store with the next row of that entity, or with a full
+materialization (``socialrec.features.store.materialize`` with ``start``).
 """
 
 from __future__ import annotations
@@ -63,6 +87,35 @@ def _attach_embeddings(ids: np.ndarray, emb: pd.DataFrame | None, id_col: str) -
     return list(matrix)
 
 
+def _edit_rows(dim: pd.DataFrame, id_col: str) -> pd.DataFrame:
+    """``(id, event_timestamp = updated_at)`` of every entity edited after its creation
+    (``updated_at > created_at``; none when ``dim`` has no ``updated_at``)."""
+    if "updated_at" not in dim.columns:
+        return pd.DataFrame({id_col: pd.Series(dtype=np.int64), TIMESTAMP: timestamps([])})
+    created = timestamps(dim["created_at"])
+    updated = timestamps(dim["updated_at"])
+    edited = (updated > created).to_numpy()
+    return pd.DataFrame(
+        {
+            id_col: dim[id_col].to_numpy(dtype=np.int64)[edited],
+            TIMESTAMP: updated.to_numpy()[edited],
+        }
+    )
+
+
+def _dimension_rows(dim: pd.DataFrame, id_col: str) -> pd.DataFrame:
+    """``(id, event_timestamp)``: a row at each entity's creation and one at its edit
+    (:func:`_edit_rows`), by time then id."""
+    created = pd.DataFrame(
+        {
+            id_col: dim[id_col].to_numpy(dtype=np.int64),
+            TIMESTAMP: timestamps(dim["created_at"]).to_numpy(),
+        }
+    )
+    out = pd.concat([created, _edit_rows(dim, id_col)], ignore_index=True)
+    return out.sort_values([TIMESTAMP, id_col], kind="stable", ignore_index=True)
+
+
 def _history(
     base: pd.DataFrame, activity: pd.DataFrame | None, id_col: str, counts: Sequence[str]
 ) -> pd.DataFrame:
@@ -73,6 +126,7 @@ def _history(
     zero = static.assign(**{c: 0 for c in counts}, positive_rate=0.0)
     zero[TIMESTAMP] = timestamps(base["created_at"]).to_numpy()
     rows = [zero]
+    act = zero.iloc[:0][[id_col, TIMESTAMP, *counts, "positive_rate"]]
     if activity is not None and len(activity):
         act = activity[activity[id_col].isin(base[id_col])]
         act = act[[id_col, "valid_from", *counts, "positive_rate"]].rename(
@@ -80,6 +134,17 @@ def _history(
         )
         act[TIMESTAMP] = timestamps(act[TIMESTAMP]).to_numpy()
         rows.append(act.merge(static.drop(columns=[TIMESTAMP], errors="ignore"), on=id_col))
+    edits = _edit_rows(base, id_col)
+    if len(edits):  # the counts as of the edit: the latest activity row at or before it
+        at = pd.merge_asof(
+            edits.sort_values(TIMESTAMP),
+            act.sort_values(TIMESTAMP),
+            on=TIMESTAMP,
+            by=id_col,
+            direction="backward",
+        )
+        at = at.fillna({c: 0 for c in [*counts, "positive_rate"]})
+        rows.append(at.merge(static, on=id_col))
     out = pd.concat(rows, ignore_index=True)
     out = out.drop_duplicates([id_col, TIMESTAMP], keep="last")
     return out.sort_values([TIMESTAMP, id_col], kind="stable", ignore_index=True)
@@ -98,21 +163,19 @@ def build_user_features(
             ],
         }
     )
+    if "updated_at" in dim_users.columns:  # an edited profile: one more row (_edit_rows)
+        base["updated_at"] = dim_users["updated_at"].to_numpy()
     counts = ["n_events", "n_impressions", "n_positives"]
     out = _history(base, user_daily_activity, "user_id", counts)
     return conform(out, USER_SCHEMA)
 
 
 def build_user_profile(dim_users: pd.DataFrame, user_emb: pd.DataFrame | None) -> pd.DataFrame:
-    """The ``user_profile`` table: one profile embedding per user, valid from its creation."""
-    ids = dim_users["user_id"].to_numpy(dtype=np.int64)
-    return pd.DataFrame(
-        {
-            "user_id": ids,
-            TIMESTAMP: timestamps(dim_users["created_at"]).to_numpy(),
-            "profile_embedding": _attach_embeddings(ids, user_emb, "user_id"),
-        }
-    )
+    """The ``user_profile`` table: the profile embedding of each user, valid from its
+    creation, and again from its edit (``updated_at``; module docstring)."""
+    rows = _dimension_rows(dim_users, "user_id")
+    ids = rows["user_id"].to_numpy()
+    return rows.assign(profile_embedding=_attach_embeddings(ids, user_emb, "user_id"))
 
 
 def build_post_features(
@@ -130,6 +193,8 @@ def build_post_features(
             "created_at_ts": epoch_seconds(created),
         }
     )
+    if "updated_at" in dim_posts.columns:  # an edited post: one more row (_edit_rows)
+        base["updated_at"] = dim_posts["updated_at"].to_numpy()
     counts = ["n_events", "n_impressions", "n_positives"]
     if post_daily_activity is not None and "n_events" not in post_daily_activity.columns:
         post_daily_activity = post_daily_activity.assign(n_events=0)
@@ -302,12 +367,8 @@ def _latest_distinct(posts: np.ndarray, n: int) -> str:
 
 
 def build_post_content(dim_posts: pd.DataFrame, post_emb: pd.DataFrame | None) -> pd.DataFrame:
-    """The ``post_content`` table: one description embedding per post, valid from creation."""
-    ids = dim_posts["post_id"].to_numpy(dtype=np.int64)
-    return pd.DataFrame(
-        {
-            "post_id": ids,
-            TIMESTAMP: timestamps(dim_posts["created_at"]).to_numpy(),
-            "description_embedding": _attach_embeddings(ids, post_emb, "post_id"),
-        }
-    )
+    """The ``post_content`` table: the description embedding of each post, valid from its
+    creation, and again from its edit (``updated_at``; module docstring)."""
+    rows = _dimension_rows(dim_posts, "post_id")
+    ids = rows["post_id"].to_numpy()
+    return rows.assign(description_embedding=_attach_embeddings(ids, post_emb, "post_id"))

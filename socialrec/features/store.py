@@ -138,7 +138,10 @@ def materialize(
     """Load the offline rows up to ``end`` into the online store.
 
     Without ``start``: incremental (from each view's last materialization, or its TTL back
-    from ``end`` the first time). Returns the number of entities written per view.
+    from ``end`` the first time). Feast writes, per entity, its latest row of the window, so
+    edits travel as rows stamped at their ``updated_at`` (``socialrec.features.build``,
+    "Edits"); a full window (``start``) re-reads every row, e.g. after a backdated edit.
+    Returns the number of entities written per view.
     """
     end = timestamp(end).to_pydatetime()
     written = {}
