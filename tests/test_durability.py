@@ -146,6 +146,7 @@ def test_every_accepted_event_survives_a_sigkill_exactly_once_after_dedup(
             assert time.time() < deadline, "the service answers too slowly"
             time.sleep(0.01)
         sigkill(server_tree(client))  # mid-stream: the thread is sending
+        pending_at_kill = sum(spooled(data_dir, prefix).values())
         thread.join(timeout=120)
         assert not thread.is_alive()
         sender.stop.set()
@@ -168,6 +169,7 @@ def test_every_accepted_event_survives_a_sigkill_exactly_once_after_dedup(
         "unanswered (in flight at the kill)": len(unanswered),
         "unanswered found": len(unanswered & set(copies)),
         "landed": sum(in_bucket.values()),
+        "in the spool right after the kill": pending_at_kill,
         "still in the spool": sum(in_spool.values()),
         "distinct after dedup": len(copies),
         "duplicates before dedup": sum(copies.values()) - len(copies),

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import bearer
 
-MAX_EXAMPLES = 25  # per operation and generation mode (positive, negative)
+MAX_EXAMPLES = 50  # per operation and generation mode (positive, negative)
 
 
 def fuzz(base_url: str, headers: dict | None) -> dict:
