@@ -18,7 +18,7 @@ import dagster as dg
 from assets.common import RAW_FRESHNESS
 from assets.resources import LandingResource, SettingsResource, WarehouseResource
 from socialrec.data.landing import dataset_prefix
-from socialrec.data.landing_cursor import outside_partitions
+from socialrec.data.landing_cursor import days_ahead, outside_partitions
 from socialrec.data.warehouse import LoadReport, backend_of
 from socialrec.settings import Settings
 
@@ -112,14 +112,16 @@ def raw_events_quarantine_rate(
 
 @dg.asset_check(
     asset=raw_events,
-    description="No event file lands outside the partitions (dt= before the first day, more "
-    "than two days ahead, malformed, no dt= folder): the landing sensor cannot request such a "
+    description="No event file lands outside the partitions (dt= before the first day, further "
+    "ahead than SOCIALREC_EVENT_MAX_FUTURE_HOURS allows, malformed, no dt= folder): the landing sensor cannot request such a "
     "file, so it is counted and listed here instead of vanishing.",
 )
 def raw_events_landing_window(landing: LandingResource) -> dg.AssetCheckResult:
     first = EVENT_PARTITIONS.get_first_partition_key()
     last = EVENT_PARTITIONS.get_last_partition_key()
-    outside = outside_partitions(landing.get().list(dataset_prefix("events")), first, last)
+    ahead = days_ahead(landing.settings.get().event_max_future_hours)  # the sensor's tolerance
+    listed = landing.get().list(dataset_prefix("events"))
+    outside = outside_partitions(listed, first, last, ahead)
     folders = sorted({b.key.rsplit("/", 1)[0] for b in outside})
     return dg.AssetCheckResult(
         passed=not outside,

@@ -12,7 +12,8 @@ resource (GCS in the gcp profile, a directory in the local one) and requests
   (full reloads) when any of their files is new.
 
 Event files whose ``dt`` is not a partition (before the partitions' start,
-SOCIALREC_EVENT_START_DATE; more than two days ahead; malformed; no ``dt=`` folder) cannot be
+SOCIALREC_EVENT_START_DATE; further ahead than SOCIALREC_EVENT_MAX_FUTURE_HOURS allows, in whole
+days past today; malformed; no ``dt=`` folder) cannot be
 requested (Dagster has no such partition): logged as a warning, counted in the cursor
 (``invalid_total``) and, durably, by the ``raw_events_landing_window`` asset check, which lists
 them on every raw_events materialization. Lines whose ``ts`` is outside the accepted event
@@ -45,7 +46,13 @@ import dagster as dg
 from assets.raw import EVENT_PARTITIONS, raw_events_freshness_checks
 from assets.resources import LandingResource
 from socialrec.data.landing import BlobInfo, list_datasets
-from socialrec.data.landing_cursor import MAX_KEYS_PER_TICK, LandingCursor, plan_tick, to_us
+from socialrec.data.landing_cursor import (
+    MAX_KEYS_PER_TICK,
+    LandingCursor,
+    days_ahead,
+    plan_tick,
+    to_us,
+)
 
 RAW_EVENTS = dg.AssetKey("raw_events")
 RAW_DIMENSIONS = {d: dg.AssetKey(f"raw_{d}") for d in ("posts", "users", "categories")}
@@ -70,6 +77,7 @@ def _evaluate(context: dg.SensorEvaluationContext, landing: LandingResource) -> 
         first_partition=EVENT_PARTITIONS.get_first_partition_key(),
         last_partition=EVENT_PARTITIONS.get_last_partition_key(),
         max_keys=MAX_KEYS_PER_TICK,
+        max_days_ahead=days_ahead(settings.event_max_future_hours),
     )
     requests = [
         dg.RunRequest(

@@ -12,7 +12,7 @@ The cursor (a JSON string, the sensor's only state) holds
   settled and never looked at again;
 * ``seen``: the versions processed whose ``updated`` is above the floor, grouped by ``updated``;
 * ``pending``: event files whose ``dt=`` day is a valid date but not yet a partition (up to
-  MAX_DAYS_AHEAD past the last one); they are requested as soon as the partition exists;
+  ``max_days_ahead`` past the last one); they are requested as soon as the partition exists;
 * ``invalid_total``: how many files were skipped because their ``dt`` is not a partition.
 
 A listed version is NEW iff ``updated > floor`` and it is not in ``seen`` (nor ``pending``).
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -42,7 +43,7 @@ CURSOR_VERSION = 1
 MAX_KEYS_PER_TICK = 500
 MAX_SEEN = 20_000
 MAX_PENDING = 2_000
-MAX_DAYS_AHEAD = 2  # an event file at most this many days past the last partition is deferred
+MAX_DAYS_AHEAD = 2  # default: an event file this many days past the last partition waits
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _US = dt.timedelta(microseconds=1)
@@ -158,28 +159,39 @@ class TickPlan:
         )
 
 
-def event_file_place(key: str, first_partition: str, last_partition: str) -> str:
+def days_ahead(max_future_hours: float) -> int:
+    """How many days past today an event's UTC day may be when its ``ts`` is at most
+    ``max_future_hours`` ahead (``settings.event_max_future_hours``): the sensor's tolerance."""
+    return math.ceil(max_future_hours / 24)
+
+
+def event_file_place(
+    key: str, first_partition: str, last_partition: str, max_days_ahead: int = MAX_DAYS_AHEAD
+) -> str:
     """Where an ``events/`` file belongs: ``partition`` (its day is one), ``ahead`` (at most
-    MAX_DAYS_AHEAD past the last: it waits) or ``outside`` (before the first, further ahead,
-    malformed or no ``dt=`` folder: no partition will ever load it)."""
+    ``max_days_ahead`` past the last: it waits) or ``outside`` (before the first, further
+    ahead, malformed or no ``dt=`` folder: no partition will ever load it)."""
     day = event_partition(key)
     if day is None:
         return "outside"
     if first_partition <= day <= last_partition:
         return "partition"
-    latest = dt.date.fromisoformat(last_partition) + dt.timedelta(days=MAX_DAYS_AHEAD)
+    latest = dt.date.fromisoformat(last_partition) + dt.timedelta(days=max_days_ahead)
     return "ahead" if last_partition < day <= latest.isoformat() else "outside"
 
 
 def outside_partitions(
-    blobs: Iterable[BlobInfo], first_partition: str, last_partition: str
+    blobs: Iterable[BlobInfo],
+    first_partition: str,
+    last_partition: str,
+    max_days_ahead: int = MAX_DAYS_AHEAD,
 ) -> list[BlobInfo]:
     """The ``events/`` files no partition loads (see :func:`event_file_place`)."""
     return [
         b
         for b in blobs
         if key_dataset(b.key) == "events"
-        and event_file_place(b.key, first_partition, last_partition) == "outside"
+        and event_file_place(b.key, first_partition, last_partition, max_days_ahead) == "outside"
     ]
 
 
@@ -193,11 +205,12 @@ def plan_tick(
     max_keys: int = MAX_KEYS_PER_TICK,
     max_seen: int = MAX_SEEN,
     max_pending: int = MAX_PENDING,
+    max_days_ahead: int = MAX_DAYS_AHEAD,
 ) -> TickPlan:
     """Decide one tick from a listing of ``events/ posts/ users/ categories/``.
 
     Event partitions are the days ``first_partition..last_partition`` (ISO dates). An event
-    file of a day at most MAX_DAYS_AHEAD later is deferred (kept in ``pending``, requested once
+    file of a day at most ``max_days_ahead`` later is deferred (kept in ``pending``, requested once
     its day is a partition; producers a timezone ahead); one of an earlier or a later day, a
     malformed day or without a ``dt=`` folder is invalid: skipped for good and counted.
     """
@@ -232,7 +245,7 @@ def plan_tick(
             dimensions.setdefault(dataset, []).append(blob)
             continue
         day = event_partition(blob.key)
-        where = event_file_place(blob.key, first_partition, last_partition)
+        where = event_file_place(blob.key, first_partition, last_partition, max_days_ahead)
         if where == "partition":
             events.setdefault(day, []).append(blob)
         elif where == "ahead" and len(pending) < max_pending:
