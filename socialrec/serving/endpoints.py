@@ -234,17 +234,21 @@ class Endpoints:
 
     def _check_window(self, events: list[EventIn]) -> None:
         """A 422 naming the events whose ``ts`` the loader would quarantine (more than
-        ``event_max_future_hours`` ahead, or older than ``event_retention_days``): rejected
-        here, before anything is written, rather than parked in a far-dated landing folder."""
+        ``event_max_future_hours`` ahead, or older than ``event_retention_days``) or no
+        partition holds (a day before ``first_event_day``): rejected here, before anything is
+        written, rather than parked in a landing folder no load reads."""
         from socialrec.data.raw_records import EventWindow
         from socialrec.timeutil import utc, utc_now
 
         window = EventWindow.of(self.settings)
+        first_day = self.settings.first_event_day
         now = utc_now().replace(tzinfo=None)
         bad = []
         for e in events:
             ts = utc(e.ts).replace(tzinfo=None)  # naive: UTC (pydantic gave aware or naive)
             reason = window.reason(ts, now, ts.isoformat())
+            if not reason and ts.date().isoformat() < first_day:
+                reason = f"ts {ts.isoformat()!r} is before the first event partition {first_day}"
             if reason:
                 bad.append(f"event {e.event_id!r}: {reason}")
         if bad:

@@ -104,6 +104,8 @@ def documented(spec: dict) -> dict:
             if path == "/similar":
                 responses["404"] = _answer(NOT_FOUND)
             op["responses"] = responses
+            if "requestBody" in op:  # every API needs its body: an empty one is a 422
+                op["requestBody"]["required"] = True
             if path in WRITE_ROUTES:
                 op["security"] = [{"bearer": []}]
                 responses["403"] = _answer(FORBIDDEN)

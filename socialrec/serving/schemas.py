@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 from socialrec.settings import EVENT_TYPES, MEDIA_TYPES
 
@@ -44,7 +44,14 @@ def _storable(value: dt.datetime) -> dt.datetime:
     return value
 
 
-Timestamp = Annotated[dt.datetime, AfterValidator(_storable)]
+# the years MIN_YEAR..MAX_YEAR as the document's pattern of a date-time (the validator decides;
+# tests/service/test_door.py checks the two agree on every four-digit year)
+YEAR_PATTERN = r"^(16(7[89]|[89][0-9])|1[7-9][0-9]{2}|2[01][0-9]{2}|22[0-5][0-9]|226[01])-"
+Timestamp = Annotated[
+    dt.datetime,
+    AfterValidator(_storable),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": YEAR_PATTERN}),
+]
 
 
 # --- bodies ---------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 from socialrec.serving import asgi
 from socialrec.serving.gate import RequestGate
 from socialrec.serving.openapi import OpenApiDocument
-from socialrec.serving.schemas import MAX_BODY_BYTES
+from socialrec.serving.schemas import MAX_BODY_BYTES, MAX_YEAR, MIN_YEAR, YEAR_PATTERN
 
 INT64_MAX = 2**63 - 1
 EVENT = {
@@ -222,6 +222,17 @@ def test_the_openapi_document_lists_every_answer_and_the_bearer_scheme(service):
     search = spec["components"]["schemas"]["SearchResponseIODescriptor"]["properties"]
     assert search["user_id"]["nullable"] and search["user_id"]["type"] == "integer"
     assert spec["components"]["schemas"]["Item"]["properties"]["ranker_score"]["nullable"]
+    for path in ("/recommend", "/similar", "/search", "/events", "/posts", "/blocks"):
+        assert spec["paths"][path]["post"]["requestBody"]["required"] is True, path
+    event = spec["components"]["schemas"]["EventIn"]["properties"]["ts"]
+    assert event["format"] == "date-time" and event["pattern"] == YEAR_PATTERN
     body = spec["paths"]["/recommend"]["post"]["requestBody"]["content"]["application/json"]
     user_id = body["schema"]["properties"]["user_id"]
     assert user_id["maximum"] == INT64_MAX and user_id["minimum"] == 0
+
+
+def test_the_documented_year_pattern_is_the_validators_range():
+    import re
+
+    years = [y for y in range(10_000) if re.match(YEAR_PATTERN, f"{y:04d}-01-01T00:00:00Z")]
+    assert years == list(range(MIN_YEAR, MAX_YEAR + 1))

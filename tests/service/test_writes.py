@@ -255,6 +255,7 @@ def test_a_post_from_the_future_is_a_422(metrics, seen_store):
     [
         ("2099-01-01T00:00:00Z", {}, "future ts"),
         ("2020-01-01T00:00:00+05:00", {"event_retention_days": 365}, "past retention"),
+        ("1970-01-01T00:00:00Z", {}, "before the first event partition"),
     ],
 )
 def test_events_outside_the_window_are_a_422_and_nothing_is_written(
