@@ -43,7 +43,7 @@ from collections.abc import Callable  # noqa: E402
 from typing import Annotated  # noqa: E402
 
 import bentoml  # noqa: E402
-from pydantic import Field, StringConstraints  # noqa: E402
+from pydantic import Field, StrictBool, StringConstraints  # noqa: E402
 
 from socialrec.serving.app import Artifacts, open_service  # noqa: E402
 from socialrec.serving.asgi import (  # noqa: E402
@@ -159,7 +159,7 @@ class Recommender:
         self,
         user_id: Annotated[Id, Field(description="the app's user id", examples=[17])],
         k: Annotated[K, Field(description=f"how many posts (1..{MAX_K})", examples=[20])] = 20,
-        debug: bool = False,
+        debug: StrictBool = False,
         categories: Annotated[
             list[CategoryId] | None,
             Field(
@@ -199,7 +199,7 @@ class Recommender:
             list[CreatorId],
             Field(min_length=1, max_length=MAX_BLOCKS, description="creators", examples=[[8]]),
         ],
-        blocked: Annotated[bool, Field(description="false unblocks")] = True,
+        blocked: Annotated[StrictBool, Field(description="false unblocks")] = True,
     ) -> BlocksResponse:
         """Block (or unblock) creators for a user: the next /recommend leaves their posts out.
         Needs the bearer token."""

@@ -7,7 +7,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 from socialrec.settings import EVENT_TYPES, MEDIA_TYPES
 
@@ -47,8 +55,19 @@ def _storable(value: dt.datetime) -> dt.datetime:
 # the years MIN_YEAR..MAX_YEAR as the document's pattern of a date-time (the validator decides;
 # tests/service/test_door.py checks the two agree on every four-digit year)
 YEAR_PATTERN = r"^(16(7[89]|[89][0-9])|1[7-9][0-9]{2}|2[01][0-9]{2}|22[0-5][0-9]|226[01])-"
+
+
+def _a_time(value: object) -> object:
+    """A timestamp is an ISO-8601 string (or a datetime): never a number, which pydantic
+    would otherwise read as seconds since 1970 (the document says a date-time string)."""
+    if isinstance(value, int | float):
+        raise ValueError("a date-time string (ISO 8601) is expected, not a number")
+    return value
+
+
 Timestamp = Annotated[
     dt.datetime,
+    BeforeValidator(_a_time),
     AfterValidator(_storable),
     WithJsonSchema({"type": "string", "format": "date-time", "pattern": YEAR_PATTERN}),
 ]

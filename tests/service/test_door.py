@@ -106,6 +106,11 @@ BAD = [
     ("/posts", {**POST, "created_at": "2300-01-01T00:00:00Z"}),
     ("/posts", {**POST, "created_at": "0001-01-01T00:00:00+05:00"}),
     ("/recommend", "not an object"),
+    # what the document says is a boolean or a date-time string, not a number
+    ("/recommend", {"user_id": 1, "debug": 0}),
+    ("/blocks", {"user_id": 1, "creator_ids": [8], "blocked": 0}),
+    ("/posts", {**POST, "created_at": 0}),
+    ("/events", {"events": [{**EVENT, "ts": 1767700800}]}),
 ]
 
 
