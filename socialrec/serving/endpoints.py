@@ -72,6 +72,7 @@ from socialrec.serving.errors import ApiError, DependencyError
 from socialrec.serving.metrics import ServiceMetrics, Stages, note_outcome
 from socialrec.serving.schemas import (
     BlocksResponse,
+    DeletionResponse,
     EventIn,
     EventsResponse,
     Item,
@@ -260,6 +261,19 @@ class Endpoints:
         return BlocksResponse(
             user_id=user_id, blocked_creators=sorted(store.blocked_creators(user_id))
         )
+
+    def forget(self, kind: str, entity_id: int) -> DeletionResponse:
+        """A landing tombstone first (durable), then a user's seen rows and blocks or a post's
+        rows in both Milvus collections; the rest is the ``deletion_job``'s."""
+        from socialrec.data.deletion import write_tombstones
+        from socialrec.stores.deletion import delete_posts
+
+        key = write_tombstones(self.publisher.bucket, kind, [entity_id])
+        if kind == "user":
+            n = self.seen_store.forget_user(entity_id)
+            return DeletionResponse(kind=kind, id=entity_id, landing_key=key, seen_rows_deleted=n)
+        names = sorted(delete_posts(self.index, [entity_id]))
+        return DeletionResponse(kind=kind, id=entity_id, landing_key=key, collections=names)
 
     def observe_spool(self) -> dict[str, Any] | None:
         """The spool's stats, also set on the spool gauges (None without a spool)."""

@@ -14,14 +14,11 @@ collection of the same kind is kept, so a rollback is one ``swap_alias`` back.
 
 Following the alias (a long-running reader such as the service): reads (``search``,
 ``similar``, ``fetch``, ``vectors``) name the ALIAS, which Milvus resolves at query time, so a
-swap made by any client is seen by the very next query. Measured with Milvus Lite 3.2
-(``tests/test_index.py``): a client opened before the swap gets the new version's hits on its
-next search (no reload, no restart), and after a swap back the old version's. In addition
-every reader re-reads the alias target at most every ``alias_check_seconds`` (and at once
-after a failed read): when the target changed, it is loaded if needed and the change is
-logged. That covers a target that is not loaded yet (Milvus Lite after a reopen, or a writer
-that did not load it). Writes (``upsert``) resolve the alias afresh and go to the concrete
-collection, so pymilvus' per-name schema cache never applies an old version's schema.
+swap made by any client is seen by the very next query (measured with Milvus Lite 3.2 in
+``tests/test_index.py``: no reload, no restart). Every reader also re-reads the alias target
+at most every ``alias_check_seconds`` (and at once after a failed read), loading a new target
+if needed. Writes (``upsert``; deletes: ``socialrec.stores.deletion``) resolve the collections afresh, so pymilvus'
+per-name schema cache never applies an old version's schema.
 
 Embedded default, Milvus Lite (``uri`` is a local path such as ``.../milvus/posts.db``): one
 process per path, see ``socialrec.stores.milvus``; writers (the ``post_index`` asset) must
