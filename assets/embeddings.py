@@ -10,6 +10,7 @@ import dagster as dg
 from assets.common import DERIVED_FRESHNESS, EAGER
 from assets.resources import SettingsResource
 from socialrec.data import warehouse
+from socialrec.data.deletion import live
 from socialrec.features import text
 from socialrec.settings import Settings
 
@@ -22,7 +23,7 @@ def _embed(
     texts_of,
     file_name: str,
 ) -> dg.MaterializeResult:
-    df = warehouse.read_table(settings, mart)
+    df = live(warehouse.read_table(settings, mart))  # forgotten users, deleted posts: dropped
     path = settings.features_dir / file_name
     table = text.embed_incremental(
         text.TextEncoder(),

@@ -11,6 +11,7 @@ import feature_repo
 from assets.common import DERIVED_FRESHNESS, EAGER
 from assets.resources import SettingsResource
 from socialrec.data import warehouse
+from socialrec.data.deletion import live
 from socialrec.features import store as features
 from socialrec.features import text
 from socialrec.features.build import (
@@ -56,8 +57,9 @@ def feature_tables(
     context: dg.AssetExecutionContext, settings: SettingsResource
 ) -> dg.MaterializeResult:
     s = settings.get()
-    dim_users = warehouse.read_table(s, "dim_users")
-    dim_posts = warehouse.read_table(s, "dim_posts")
+    # forgotten users and deleted posts have no features (socialrec.data.deletion)
+    dim_users = live(warehouse.read_table(s, "dim_users"))
+    dim_posts = live(warehouse.read_table(s, "dim_posts"))
     post_emb = text.read_embeddings(s.features_dir / text.POST_EMBEDDINGS_FILE)
     tables = {
         USER_FEATURES: build_user_features(

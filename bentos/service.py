@@ -69,6 +69,7 @@ from socialrec.serving.schemas import (  # noqa: E402
     BlocksResponse,
     CategoryId,
     CreatorId,
+    DeletionResponse,
     EventIn,
     EventsResponse,
     Id,
@@ -204,6 +205,22 @@ class Recommender:
         """Block (or unblock) creators for a user: the next /recommend leaves their posts out.
         Needs the bearer token."""
         return self._respond("/blocks", self.endpoints.blocks, user_id, creator_ids, blocked)
+
+    @bentoml.api
+    def forget(
+        self, user_id: Annotated[Id, Field(description="the user to forget", examples=[17])]
+    ) -> DeletionResponse:
+        """Forget a user: a tombstone lands (the deletion_job removes their events, features
+        and training rows), their seen rows and blocks go at once. Needs the bearer token."""
+        return self._respond("/forget", self.endpoints.forget, "user", user_id)
+
+    @bentoml.api(route="/posts/delete")
+    def delete_post(
+        self, post_id: Annotated[Id, Field(description="the post to delete", examples=[42])]
+    ) -> DeletionResponse:
+        """Delete a post: a tombstone lands, the post leaves both Milvus collections at once.
+        Needs the bearer token."""
+        return self._respond("/posts/delete", self.endpoints.forget, "post", post_id)
 
     @bentoml.api
     def similar(

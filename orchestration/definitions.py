@@ -16,6 +16,7 @@ import dagster as dg  # noqa: E402
 
 from assets import (  # noqa: E402
     dbt,
+    deletion,
     embeddings,
     evaluation,
     features,
@@ -28,7 +29,7 @@ from assets import (  # noqa: E402
 from assets.resources import SettingsResource, build_resources  # noqa: E402
 from assets.sensors import build_sensors  # noqa: E402
 
-ASSET_MODULES = [raw, dbt, embeddings, features, models, index, serving, evaluation]
+ASSET_MODULES = [raw, dbt, embeddings, features, models, index, serving, evaluation, deletion]
 
 
 def build_definitions(data_dir: str | None = None) -> dg.Definitions:

@@ -94,6 +94,7 @@ class FakeTable:
         self.default_ttl = int(ttl)
         self.rows: dict[tuple, dict] = {}
         self.tombstones: dict[tuple, int] = {}
+        self.partition_tombstones: dict[tuple, int] = {}  # partition key -> delete timestamp
 
     def type_of(self, column: str):
         if column not in self.columns:
@@ -170,8 +171,11 @@ class FakeSession:
             table = self._table(ks, name)
             assert " USING " not in query.upper(), f"unexpected USING in {query}"
             markers = self._where(table, where, query)
-            # the store deletes single rows only (no range or partition deletes)
-            assert sorted(c for c, _ in markers) == sorted(table.primary_key), query
+            # the store deletes single rows or whole partitions (no range deletes)
+            assert sorted(c for c, _ in markers) in (
+                sorted(table.primary_key),
+                sorted(table.partition_key),
+            ), query
         else:
             raise AssertionError(f"unexpected statement prepared: {query}")
         meta = [ColumnMetadata(ks, name, col, typ) for col, typ in markers]
@@ -237,7 +241,10 @@ class FakeSession:
             write_ts = values.get("[timestamp]", None)
             if write_ts is None:
                 write_ts = self._client_timestamp()
-            if table.tombstones.get(key, -1) >= write_ts:
+            part = key[: len(table.partition_key)]
+            if max(table.tombstones.get(key, -1), table.partition_tombstones.get(part, -1)) >= (
+                write_ts
+            ):
                 return []  # shadowed by a newer (or same-time) delete
             old = table.rows.get(key)
             if old is None or old["[write_ts]"] <= write_ts:
@@ -247,6 +254,18 @@ class FakeSession:
                     "[write_ts]": write_ts,
                     "[expires]": now + ttl if ttl else None,
                 }
+            return []
+        if text.startswith("DELETE") and len(values) == len(table.partition_key) < len(
+            table.primary_key
+        ):  # a partition delete
+            part = tuple(values[c] for c in table.partition_key)
+            delete_ts = self._client_timestamp()
+            table.partition_tombstones[part] = max(
+                table.partition_tombstones.get(part, -1), delete_ts
+            )
+            for key in [k for k in table.rows if k[: len(part)] == part]:
+                if table.rows[key]["[write_ts]"] <= delete_ts:
+                    del table.rows[key]
             return []
         if text.startswith("DELETE"):
             key = tuple(values[c] for c in table.primary_key)

@@ -33,6 +33,9 @@ are the service's OpenAPI schema at ``/docs``):
 * ``POST /posts`` {post_id, creator_id, category_id, media_type, description, created_at?}
   (bearer token): embedded, then into the landing bucket, the online feature store, both
   Milvus collections and the catalog view, in that order (``socialrec.serving.posts``).
+* ``POST /forget`` {user_id} and ``POST /posts/delete`` {post_id} (bearer token): a landing
+  tombstone, then the user's seen rows and blocks, or the post in every Milvus collection and
+  the catalog view; the ``deletion_job`` does the rest (docs/operations.md).
 * ``POST /events`` {events: [...]} (bearer token): marks the events in the seen store first,
   so the next ``/recommend`` of that user already excludes those posts (read-your-writes), then
   appends them to the durable event spool (``socialrec.serving.spool``; fsynced before the answer),
@@ -69,11 +72,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from socialrec.data.deletion import write_tombstones
 from socialrec.serving.errors import ApiError, DependencyError
 from socialrec.serving.metrics import ServiceMetrics, Stages, note_outcome
 from socialrec.serving.readiness import readiness_report
 from socialrec.serving.schemas import (
     BlocksResponse,
+    DeletionResponse,
     EventIn,
     EventsResponse,
     Item,
@@ -266,6 +271,15 @@ class Endpoints:
         return BlocksResponse(
             user_id=user_id, blocked_creators=sorted(store.blocked_creators(user_id))
         )
+
+    def forget(self, kind: str, entity_id: int) -> DeletionResponse:
+        """A user's tombstone then seen rows and blocks; a post: ``PostPublisher.delete``."""
+        if kind == "post":
+            key, names = self.publisher.delete(entity_id)
+            return DeletionResponse(kind=kind, id=entity_id, landing_key=key, collections=names)
+        key = write_tombstones(self.publisher.bucket, "user", [entity_id])
+        n = self.seen_store.forget_user(entity_id)
+        return DeletionResponse(kind=kind, id=entity_id, landing_key=key, seen_rows_deleted=n)
 
     def observe_spool(self) -> dict[str, Any] | None:
         """The spool's stats, also set on the spool gauges (None without a spool)."""

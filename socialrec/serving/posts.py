@@ -9,7 +9,8 @@ has — and ``post_content``, through ``FeatureStore.write_to_online_store``,
 :func:`socialrec.features.store.write_online_post`), so the ranking stage of ``/recommend``
 knows it; it is upserted into both Milvus collections (found by ``/similar``, ``/search`` and
 retrieval at once); it is added to the service's catalog view (:class:`LiveCatalog`: filtering
-knows its creator, cold start its freshness).
+knows its creator, cold start its freshness). ``POST /posts/delete`` undoes that
+(:meth:`PostPublisher.delete`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 
 from socialrec import timeutil
 from socialrec.data.landing import landing_key
-from socialrec.serving.errors import ApiError
+from socialrec.serving.errors import ApiError, Guarded
 from socialrec.serving.metrics import ServiceMetrics, Stages
 from socialrec.serving.schemas import PostResponse
 
@@ -63,6 +64,13 @@ class LiveCatalog:
         with self._lock:
             self.current = self.current.with_post(post_id, category_id, creator_id, created)
             self._missing.discard(int(post_id))
+
+    def remove(self, post_id: int) -> None:
+        """Take a deleted post out of this view (``Catalog.without_post``): no candidate
+        source of this worker returns it (filtering drops what the catalog lacks) and
+        :meth:`adopt` never brings it back (its id is in ``deleted``)."""
+        with self._lock:
+            self.current = self.current.without_post(post_id)
 
     def adopt(self, post_ids) -> int:
         """Add the posts among ``post_ids`` that this view does not know but the index has;
@@ -228,6 +236,23 @@ class PostPublisher:
         return PostResponse(
             post_id=post_id, collections=collections, landing_key=key, online_features=online
         )
+
+    def delete(self, post_id: int) -> tuple[str, list[str]]:
+        """``POST /posts/delete``: the tombstone lands first (durable: the ``deletion_job``
+        applies it to the warehouse, features and online store), then the post leaves every
+        version of both Milvus collections (retrieval, ``/similar``, ``/search``; no rollback
+        brings it back) and this worker's catalog view (:meth:`LiveCatalog.remove`). Another
+        worker's view drops it at its next catalog (the index no longer has it to adopt).
+        Returns (landing key, collections)."""
+        from socialrec.data.deletion import write_tombstones
+        from socialrec.stores import deletion
+
+        key = write_tombstones(self.bucket, "post", [post_id])
+        # the index is a Guarded proxy; delete_posts reaches its client: guard the call too
+        collections = Guarded(deletion, "milvus").delete_posts(self.index, [post_id])
+        if self.catalog is not None:
+            self.catalog.remove(post_id)
+        return key, sorted(collections)
 
     def _write_online_features(
         self,

@@ -33,7 +33,7 @@ MAX_CATEGORIES = 20
 MAX_QUERY_CHARS = 512
 MAX_DESCRIPTION_CHARS = 5000
 MAX_BLOCKS = 100  # creators per /blocks request
-WRITE_ROUTES = ("/events", "/posts", "/blocks")
+WRITE_ROUTES = ("/events", "/posts", "/blocks", "/forget", "/posts/delete")
 READ_ROUTES = ("/recommend", "/similar", "/search")
 API_ROUTES = READ_ROUTES + WRITE_ROUTES
 EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
@@ -248,4 +248,18 @@ class PostResponse(BaseModel):
     online_features: bool = Field(
         default=False,
         description="its online features were written (the ranking stage of /recommend knows it)",
+    )
+
+
+class DeletionResponse(BaseModel):
+    """The answer of ``POST /forget`` and ``POST /posts/delete``: the tombstone landed (the
+    ``deletion_job`` applies it to the warehouse, features and ML sets) and what the service
+    removed at once."""
+
+    kind: Literal["user", "post"]
+    id: int
+    landing_key: str = Field(description="the tombstone file in the landing bucket")
+    seen_rows_deleted: int = Field(0, description="/forget: the user's seen rows deleted")
+    collections: list[str] = Field(
+        default_factory=list, description="/posts/delete: the Milvus collections it left"
     )

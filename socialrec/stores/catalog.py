@@ -214,6 +214,20 @@ class Catalog:
         }
         return out
 
+    def without_post(self, post_id: int) -> Catalog:
+        """A new catalog without one post (deleted: kept in ``deleted``, so a view never adopts
+        it again); this one is left as it is. The orders are filtered, not re-sorted."""
+        post_id = int(post_id)
+        out = object.__new__(Catalog)
+        out.fresh_share = self.fresh_share
+        out.deleted = self.deleted | {post_id}
+        out.posts = self.posts[self.posts.index != post_id]
+        out._popular = self._popular[self._popular.index != post_id]
+        out._fresh = self._fresh[self._fresh.index != post_id]
+        out._orders = {name: order[order.index != post_id] for name, order in self._orders.items()}
+        out._orders["fresh"] = out._fresh
+        return out
+
     # --- persistence -----------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         d = Path(directory)

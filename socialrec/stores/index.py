@@ -14,14 +14,11 @@ collection of the same kind is kept, so a rollback is one ``swap_alias`` back.
 
 Following the alias (a long-running reader such as the service): reads (``search``,
 ``similar``, ``fetch``, ``vectors``) name the ALIAS, which Milvus resolves at query time, so a
-swap made by any client is seen by the very next query. Measured with Milvus Lite 3.2
-(``tests/test_index.py``): a client opened before the swap gets the new version's hits on its
-next search (no reload, no restart), and after a swap back the old version's. In addition
-every reader re-reads the alias target at most every ``alias_check_seconds`` (and at once
-after a failed read): when the target changed, it is loaded if needed and the change is
-logged. That covers a target that is not loaded yet (Milvus Lite after a reopen, or a writer
-that did not load it). Writes (``upsert``) resolve the alias afresh and go to the concrete
-collection, so pymilvus' per-name schema cache never applies an old version's schema.
+swap made by any client is seen by the very next query (measured with Milvus Lite 3.2 in
+``tests/test_index.py``: no reload, no restart). Every reader also re-reads the alias target
+at most every ``alias_check_seconds`` (and at once after a failed read), loading a new target
+if needed. Writes (``upsert``; deletes: ``socialrec.stores.deletion``) resolve the
+collections afresh, so pymilvus' per-name schema cache never applies an old version's schema.
 
 Embedded default, Milvus Lite (``uri`` is a local path such as ``.../milvus/posts.db``): one
 process per path, see ``socialrec.stores.milvus``; writers (the ``post_index`` asset) must
@@ -50,6 +47,7 @@ from socialrec.stores.milvus import (
     collection_rows,
     collection_schema,
     index_params,
+    insert_rows,
     is_lite_uri,
     lite_acquire,
     lite_release,
@@ -62,7 +60,6 @@ log = logging.getLogger(__name__)
 COLLECTION_PREFIX = "posts_"  # post-tower vectors (settings.collection_alias)
 TEXT_COLLECTION_PREFIX = "post_texts_"  # MiniLM description vectors (text_collection_alias)
 PREFIXES = (COLLECTION_PREFIX, TEXT_COLLECTION_PREFIX)
-INSERT_BATCH = 2000
 KEEP_COLLECTIONS = 2  # per kind: the live one and the previous one (rollback)
 ALIAS_CHECK_SECONDS = 5.0  # how stale a reader's view of an alias target may be
 _NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
@@ -144,12 +141,12 @@ class PostIndex:
         if self.is_lite:
             # Lite: indexed and loaded at creation, rows searchable as they arrive
             self.client.create_collection(name, schema=collection_schema(dim), index_params=params)
-            self._insert(name, columns)
+            insert_rows(self.client, name, columns)
         else:
             # a server: bulk path, rows first, then one index build over the sealed segments,
             # then load (the collection is served from indexed segments from the start)
             self.client.create_collection(name, schema=collection_schema(dim))
-            self._insert(name, columns)
+            insert_rows(self.client, name, columns)
             self.client.flush(name)
             self.client.create_index(name, params)
             wait_indexed(self.client, name)
@@ -157,13 +154,6 @@ class PostIndex:
         self._loaded.add(name)
         log.info("wrote %d posts into %s", len(embeddings), name)
         return name
-
-    def _insert(self, name: str, columns: list[np.ndarray]) -> None:
-        """Insert the rows batch by batch (a row is a dict of Python numbers: built per batch,
-        so a write of 1M posts never holds them all as Python objects)."""
-        for start in range(0, len(columns[0]), INSERT_BATCH):
-            batch = collection_rows(*(c[start : start + INSERT_BATCH] for c in columns))
-            self.client.insert(name, batch)
 
     def write_text_version(
         self,

@@ -143,3 +143,14 @@ def collection_rows(post_ids, category_ids, creator_ids, created_at, embeddings)
         }
         for i in range(n)
     ]
+
+
+INSERT_BATCH = 2000  # rows per insert call of a new collection version
+
+
+def insert_rows(client, name: str, columns: list, batch: int = INSERT_BATCH) -> None:
+    """Insert the rows of ``columns`` (post_ids, category_ids, creator_ids, created_at,
+    embeddings) batch by batch: a row is a dict of Python numbers, built per batch, so a
+    write of 1M posts never holds them all as Python objects."""
+    for start in range(0, len(columns[0]), batch):
+        client.insert(name, collection_rows(*(c[start : start + batch] for c in columns)))

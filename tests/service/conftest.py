@@ -113,7 +113,7 @@ class RaisingIndex:
             "or server unavailable",
         )
 
-    similar = search_hits = vectors = ping = search
+    similar = search_hits = vectors = ping = list_versions = search
 
 
 class RaisingSeenStore:

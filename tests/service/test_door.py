@@ -203,18 +203,19 @@ def test_the_openapi_document_lists_every_answer_and_the_bearer_scheme(service):
     assert "SOCIALREC_API_TOKEN" in bearer["description"]
     assert "SOCIALREC_READ_TOKEN" in bearer["description"]
     error = {"$ref": "#/components/schemas/Error"}
-    for path in ("/recommend", "/similar", "/search", "/events", "/posts", "/blocks"):
+    writes = ("/events", "/posts", "/blocks", "/forget", "/posts/delete")
+    for path in ("/recommend", "/similar", "/search", *writes):
         op = spec["paths"][path]["post"]
         statuses = {"200", "401", "413", "415", "422", "500", "503"} | (
             {"404"} if path == "/similar" else set()
         )
-        if path in ("/events", "/posts", "/blocks"):
+        if path in writes:
             statuses.add("403")  # a read-only token on a write
         assert set(op["responses"]) == statuses, path
         for code in statuses - {"200"}:
             assert op["responses"][code]["content"]["application/json"]["schema"] == error
         assert {"bearer": []} in op["security"]
-        if path in ("/events", "/posts", "/blocks"):
+        if path in writes:
             assert op["security"] == [{"bearer": []}]
     assert set(spec["components"]["schemas"]["Error"]["required"]) == {"error", "detail"}
     readyz = spec["paths"]["/readyz"]["get"]["responses"]

@@ -4,6 +4,8 @@
 --   'unknown user_id' the user is not in stg_users
 --   'unknown post_id' the post is not in stg_posts
 -- (the first that applies). Retries are still here: stg_events deduplicates the valid lines.
+-- The lines of a FORGOTTEN user (stg_users.is_deleted: a user tombstone landed, e.g. through
+-- POST /forget) are left out altogether, neither valid nor quarantined (socialrec.data.deletion).
 with typed as (
     select
         cast(event_id as {{ dbt.type_string() }}) as event_id,
@@ -41,3 +43,4 @@ select
 from typed t
 left join {{ ref('stg_users') }} u on u.user_id = t.user_id
 left join {{ ref('stg_posts') }} p on p.post_id = t.post_id
+where not coalesce(u.is_deleted, false)

@@ -2,7 +2,9 @@
 -- the descriptive attributes come from the latest version that is not a tombstone, is_deleted
 -- and updated_at from the latest version overall. "Latest" = the latest updated_at, ties broken
 -- by the later _source_file, then the later _line. A post known only from tombstones has no
--- attributes and is left out (its events are quarantined as 'unknown post_id').
+-- attributes and is left out (its events are quarantined as 'unknown post_id'). A DELETED post
+-- (the latest version is a tombstone, e.g. POST /posts/delete) keeps its category and creator
+-- (its past events still count for them) but its text is blanked (socialrec.data.deletion).
 with versions as (
     select
         cast(post_id as {{ dbt.type_bigint() }}) as post_id,
@@ -41,7 +43,7 @@ select
     a.creator_id,
     a.category_id,
     a.media_type,
-    a.description,
+    case when l.is_deleted then '' else a.description end as description,
     a.created_at,
     l.updated_at,
     l.is_deleted,

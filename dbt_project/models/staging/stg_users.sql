@@ -2,7 +2,9 @@
 -- the profile comes from the latest version that is not a tombstone, is_deleted and updated_at
 -- from the latest version overall. "Latest" = the latest updated_at, ties broken by the later
 -- _source_file, then the later _line. A user known only from tombstones is left out (their
--- events are quarantined as 'unknown user_id').
+-- events are quarantined as 'unknown user_id'). A FORGOTTEN user (the latest version is a
+-- tombstone, e.g. POST /forget) keeps the row, flagged, with the profile text blanked: nothing
+-- personal reaches dim_users or the text embeddings (socialrec.data.deletion).
 with versions as (
     select
         cast(user_id as {{ dbt.type_bigint() }}) as user_id,
@@ -38,9 +40,9 @@ n_versions as (
 select
     a.user_id,
     a.created_at,
-    a.headline,
-    a.about,
-    a.onboarding_categories,
+    case when l.is_deleted then '' else a.headline end as headline,
+    case when l.is_deleted then '' else a.about end as about,
+    case when l.is_deleted then '' else a.onboarding_categories end as onboarding_categories,
     l.updated_at,
     l.is_deleted,
     cast(n.n_versions as {{ dbt.type_bigint() }}) as n_versions

@@ -166,6 +166,11 @@ class SeenStore(Protocol):
 
     def blocked_creators(self, user_id: int) -> set[int]: ...
 
+    def forget_user(self, user_id: int) -> int:
+        """Delete every seen row, Bloom filter and block of the user (a forgotten user);
+        returns the seen rows deleted (ScyllaDB: 0, a partition delete cannot count)."""
+        ...
+
     def count(self) -> int | None:
         """The seen rows held, or None when the backend cannot count cheaply (ScyllaDB: it
         would be a full scan)."""

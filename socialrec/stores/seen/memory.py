@@ -113,6 +113,13 @@ class InMemorySeenStore:
     def blocked_creators(self, user_id: int) -> set[int]:
         return set(self._blocked.get(check_id(user_id, "user_id"), ()))
 
+    def forget_user(self, user_id: int) -> int:
+        user_id = check_id(user_id, "user_id")
+        self._blooms.pop(user_id, None)
+        self._blocked.pop(user_id, None)
+        posts = self._rows.pop(user_id, {})
+        return sum(len(types) for types in posts.values())
+
     def count(self) -> int:
         return sum(len(types) for posts in self._rows.values() for types in posts.values())
 

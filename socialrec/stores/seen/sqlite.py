@@ -284,6 +284,15 @@ class SQLiteSeenStore:
             cur = self._conn.execute(self._BLOCKED, (user_id,))
             return {r[0] for r in cur.fetchall()}
 
+    def forget_user(self, user_id: int) -> int:
+        """Delete the user's seen rows, Bloom filter and blocks in one transaction."""
+        user_id = check_id(user_id, "user_id")
+        with self._lock, self._conn:
+            n = self._conn.execute("DELETE FROM seen WHERE user_id = ?", (user_id,)).rowcount
+            self._conn.execute(self._DROP_BLOOM, (user_id,))
+            self._conn.execute("DELETE FROM blocked WHERE user_id = ?", (user_id,))
+        return int(n)
+
     def count(self) -> int:
         with self._lock:
             return int(self._conn.execute("SELECT count(*) FROM seen").fetchone()[0])

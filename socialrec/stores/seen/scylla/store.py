@@ -134,6 +134,8 @@ class ScyllaSeenStore:
         self.block_cql = f"INSERT INTO {blocked} (user_id, creator_id, ts) VALUES (?, ?, ?)"
         self.unblock_cql = f"DELETE FROM {blocked} WHERE user_id = ? AND creator_id = ?"
         self.blocked_cql = f"SELECT creator_id FROM {blocked} WHERE user_id = ?"
+        # forget_user: partition deletes (client-side timestamp: every row written before wins)
+        self.forget_cql = tuple(f"DELETE FROM {t} WHERE user_id = ?" for t in (name, blocked))
         self._session = session
         self._factory = session_factory
         self._owns_session = session is None
@@ -141,6 +143,7 @@ class ScyllaSeenStore:
         self._insert = None
         self._select = None
         self._blocks = None  # (insert, delete, select) of the blocked table, prepared lazily
+        self._forget = None  # the two partition deletes of forget_user, prepared lazily
         self._closed = False
 
     @classmethod
@@ -343,6 +346,24 @@ class ScyllaSeenStore:
         user_id = check_id(user_id, "user_id")
         session, _, _, select = self._block_statements()
         return {int(row[0]) for row in session.execute(select, (user_id,))}
+
+    def forget_user(self, user_id: int) -> int:
+        """Delete the user's seen and blocked partitions (two partition deletes at the write
+        consistency). The tombstones carry the client's time: seen rows are written with their
+        EVENT time, so a later replay of the user's older events stays shadowed (forgotten).
+        Returns 0: a partition delete does not count its rows."""
+        user_id = check_id(user_id, "user_id")
+        session = self.connect()
+        with self._lock:
+            if self._forget is None:
+                statements = tuple(session.prepare(cql) for cql in self.forget_cql)
+                for statement in statements:
+                    statement.consistency_level = self.write_consistency
+                    statement.is_idempotent = True
+                self._forget = statements
+        for statement in self._forget:
+            session.execute(statement, (user_id,))
+        return 0
 
     def count(self) -> None:
         """None: counting the rows would be a full scan of the table."""
