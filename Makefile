@@ -15,12 +15,12 @@ export BENTOML_DO_NOT_TRACK := true
 export MLFLOW_ENABLE_TELEMETRY := false
 RUN := $(UV) run --frozen
 
-.PHONY: help uv install install-dev data materialize demo test test-gcp lint format clean bench
+.PHONY: help uv install install-dev browser data materialize demo test test-gcp lint format clean bench
 
 help:
 	@echo "make demo         install, generate demo data, materialize every asset, serve UI + bento"
 	@echo "make materialize  the same without starting servers"
-	@echo "make test         install with dev dependencies, ruff (lint + format check), the whole test suite"
+	@echo "make test         install with dev dependencies (and Chromium for the browser test), ruff, the whole test suite"
 	@echo "make test-gcp     only the gcp profile's tests, against local stand-ins (make test runs them too)"
 	@echo "make lint         ruff check + format check"
 	@echo "make bench        every benchmark in benchmarks/ (make bench-<name> for one, e.g. bench-load)"
@@ -40,6 +40,23 @@ install-dev: uv
 	$(UV) sync --frozen --project tools/bqemulator --quiet
 	@mkdir -p "$(DAGSTER_HOME)"
 
+# The browser test (tests/browser) drives Debian's headless Chromium with Playwright (from
+# PyPI, in the dev group; never `playwright install`: no browser download). Installed here with
+# apt-get when missing and root or passwordless sudo is available (quietly, once); otherwise
+# the browser test skips and names the missing binary.
+CHROMIUM := /usr/bin/chromium
+APT_CHROMIUM := env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+browser:
+	@if [ -x "$(CHROMIUM)" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+		echo "no $(CHROMIUM) and no apt-get: the browser test (tests/browser) will skip"; exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else \
+		echo "no $(CHROMIUM) and no root or sudo to install it: the browser test will skip"; exit 0; fi; \
+	echo "installing Debian's chromium for the browser test (apt-get)"; \
+	$$SUDO $(APT_CHROMIUM) >/dev/null 2>&1 || { $$SUDO apt-get update -qq >/dev/null 2>&1 && \
+		$$SUDO $(APT_CHROMIUM) >/dev/null 2>&1; } || \
+		echo "apt-get could not install chromium: the browser test will skip"
+
 data: install
 	$(RUN) python -m socialrec.data.generator
 
@@ -49,7 +66,7 @@ materialize: install
 demo: materialize
 	$(RUN) python -m orchestration.demo
 
-test: install-dev
+test: install-dev browser
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) lint-imports

@@ -21,6 +21,7 @@ from assets.resources import SettingsResource
 from socialrec.data import warehouse
 from socialrec.models import artifacts, registry
 from socialrec.stores.catalog import Catalog
+from socialrec.stores.post_details import PostDetails
 from socialrec.stores.seen import open_seen_store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +57,7 @@ def seen_history(
         dg.AssetKey("feast_online_store"),
         dg.AssetKey("seen_history"),
         dg.AssetKey("dim_posts"),
+        dg.AssetKey("dim_users"),
         dg.AssetKey("post_neighbours"),
     ],
     group_name="serving",
@@ -74,13 +76,19 @@ def recommender_bento(
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     log = warehouse.read_log(s)
     # the catalog's counts as of the log's end (the data's clock; in production, about now)
+    dim_posts = warehouse.read_table(s, "dim_posts")
     catalog_dir = Catalog.from_log(
-        warehouse.read_table(s, "dim_posts"),
+        dim_posts,
         log,
         (log.end or 0) + 1,
         s.trending_days,
         fresh_share=s.cold_start_fresh_share,
     ).save(s.models_dir / "catalog" / stamp)
+    # what the feed page shows on a card (descriptions, media types, category names)
+    PostDetails.from_warehouse(
+        dim_posts,
+        warehouse.read_table(s, "dim_users", ["user_id", "n_events"]),
+    ).save(catalog_dir)
     neighbours = artifacts.current(s, artifacts.NEIGHBOURS)
     if neighbours is None:
         raise dg.Failure("no co-engagement neighbours yet: materialize post_neighbours first")

@@ -19,6 +19,8 @@ body) in ``socialrec.serving.gate``, the completed OpenAPI document in
   does not stop the service from starting (``open_service`` opens the stores on first use).
 * ``GET /metrics``: BentoML's Prometheus metrics plus the ``socialrec_*`` ones
   (``socialrec.serving.metrics.ServiceMetrics``).
+* ``GET /feed/``: the feed page (``bentos/page.py`` over ``socialrec.serving.page``; see
+  docs/feed-page.md), a Starlette app mounted with ``@bentoml.asgi_app``.
 
 Models come from the BentoML model store (packed into the bento by ``bentos/package.py``, each
 labelled with its MLflow run); MiniLM comes from its wheel; state that changes while serving
@@ -45,6 +47,7 @@ from typing import Annotated  # noqa: E402
 import bentoml  # noqa: E402
 from pydantic import Field, StrictBool, StringConstraints  # noqa: E402
 
+from bentos.page import app as feed_page  # noqa: E402
 from socialrec.serving.app import Artifacts, open_service  # noqa: E402
 from socialrec.serving.asgi import (  # noqa: E402
     BearerAuth,
@@ -58,6 +61,7 @@ from socialrec.serving.asgi import (  # noqa: E402
 from socialrec.serving.errors import ErrorAnswer, respond  # noqa: E402
 from socialrec.serving.gate import RequestGate  # noqa: E402
 from socialrec.serving.openapi import OpenApiDocument  # noqa: E402
+from socialrec.serving.page import FeedPage  # noqa: E402
 from socialrec.serving.schemas import (  # noqa: E402
     MAX_BLOCKS,
     MAX_CATEGORIES,
@@ -82,6 +86,7 @@ from socialrec.serving.schemas import (  # noqa: E402
     Timestamp,
 )
 from socialrec.settings import Settings  # noqa: E402
+from socialrec.stores.post_details import PostDetails  # noqa: E402
 
 log = logging.getLogger("socialrec.service")
 
@@ -103,6 +108,7 @@ def _json_error(answer: ErrorAnswer, ctx=None):
     return JSONResponse(answer.content, status_code=answer.status_code)
 
 
+@bentoml.asgi_app(feed_page, path="/feed")  # the feed page (bentos/page.py)
 @bentoml.service(
     name="socialrec_recommender",
     workers=WORKERS,
@@ -132,6 +138,9 @@ class Recommender:
             ),
         )
         self.endpoints = self.app.endpoints
+        # the feed page at /feed: cards read the post details kept next to the catalog
+        details = PostDetails.load(self.catalog_model.path)
+        self.page = FeedPage(self.endpoints, self.app.metrics, details)
 
     def __is_ready__(self) -> bool:
         """BentoML's readiness hook (``GET /readyz``): 503 while Milvus, the seen store or the

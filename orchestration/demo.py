@@ -167,6 +167,7 @@ def serve(settings: Settings, milvus: str) -> int:
 socialrec demo is up (bento {tag})
   Dagster UI:   http://{HOST}:{DAGSTER_PORT}   (asset graph, runs, checks, freshness)
   Recommender:  http://{HOST}:{BENTO_PORT}     (OpenAPI docs at /docs)
+  Feed page:    http://{HOST}:{BENTO_PORT}/feed/   (a user's feed as cards; docs/feed-page.md)
   Milvus:       {milvus}
 
 {examples}
