@@ -69,6 +69,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from socialrec.recommender.experiments import Experiments, count_labels
 from socialrec.serving.errors import ApiError, DependencyError
 from socialrec.serving.metrics import ServiceMetrics, Stages, note_outcome
 from socialrec.serving.readiness import readiness_report
@@ -142,6 +143,8 @@ class Endpoints:
         self.publisher = publisher
         self.spool = spool
         self.models = models or {}
+        # the experiment arms of the settings (docs/experiments.md): who gets which policy
+        self.experiments = Experiments(settings)
 
     # --- /recommend -------------------------------------------------------------------------
     def recommend(
@@ -151,11 +154,14 @@ class Endpoints:
         debug: bool = False,
         categories: list[int] | None = None,
     ) -> RecommendResponse:
+        variant = self.experiments.assign(user_id)  # the user's arm picks the policy
+        self.metrics.observe_variant(variant)
+        recommender = self.experiments.recommender(variant, self.recommender)
         try:
             # debug=True: the stage timings feed the metrics
-            rec = self.recommender.recommend(user_id, k, debug=True, categories=categories or None)
+            rec = recommender.recommend(user_id, k, debug=True, categories=categories or None)
         except DependencyError as exc:
-            return self.fallback(user_id, k, exc, categories)
+            return self.fallback(user_id, k, exc, categories, variant)
         stages = (rec.debug or {}).get("stages", {})
         self.metrics.observe_stages("/recommend", stages)
         reason = None
@@ -176,6 +182,7 @@ class Endpoints:
             items=[Item(**it) for it in rec.items],
             reason=reason,
             debug={**rec.debug, "models": self.models} if debug else None,
+            variant=variant,
         )
 
     def fallback(
@@ -184,6 +191,7 @@ class Endpoints:
         k: int,
         exc: DependencyError,
         categories: list[int] | None = None,
+        variant: str = "control",
     ) -> RecommendResponse:
         """The catalog's popular/fresh list (from ``categories`` first when given, then from
         all; own posts left out; seen posts too while the seen store answers), best first."""
@@ -211,7 +219,9 @@ class Endpoints:
             )
             for p, s in picks
         ]
-        return RecommendResponse(user_id=user_id, source="fallback", items=items, reason=str(exc))
+        return RecommendResponse(
+            user_id=user_id, source="fallback", items=items, reason=str(exc), variant=variant
+        )
 
     # --- /events ----------------------------------------------------------------------------
     def events(self, events: list[EventIn]) -> EventsResponse:
@@ -230,6 +240,9 @@ class Endpoints:
         n = self.recommender.mark_events((e.user_id, e.post_id, e.event_type, e.ts) for e in events)
         stages.done("seen")
         self.metrics.observe_stages("/events", stages.seconds)
+        self.metrics.count_event_variants(
+            count_labels((e.variant for e in events), self.experiments.names)
+        )
         return EventsResponse(accepted=n, spooled=spooled)
 
     def _check_window(self, events: list[EventIn]) -> None:
