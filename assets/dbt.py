@@ -5,7 +5,8 @@ map to the raw assets through their ``meta.dagster.asset_key``; dbt tests are as
 The dbt process gets the warehouse address from the ``settings`` resource (env vars read by
 ``dbt_project/profiles.yml``), so tests and production point it at their own warehouse.
 
-Register ``dbt_resource(settings)`` under the resource key ``dbt``.
+Register ``dbt_resource(settings)`` under the resource key ``dbt``. One check of Dagster's own
+sits beside the dbt tests: ``experiment_negative_rate`` on ``experiment_daily_outcomes``.
 """
 
 import fcntl
@@ -25,9 +26,10 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 
 from assets.common import DERIVED_FRESHNESS, EAGER
 from assets.raw import WAREHOUSE_KIND
-from assets.resources import SettingsResource
+from assets.resources import SettingsResource, WarehouseResource
 from socialrec.data.bigquery import dataset_name
-from socialrec.settings import Settings
+from socialrec.recommender.experiments import negative_rate_alarms
+from socialrec.settings import HOLDOUT, Settings
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
 
@@ -187,3 +189,31 @@ def socialrec_dbt_assets(
         # the dbt process starts here
         invocation = dbt.cli(["build", *dbt_vars(settings.get())], context=context)
     yield from invocation.stream()
+
+
+@dg.asset_check(
+    asset=dg.AssetKey("experiment_daily_outcomes"),
+    description="No experiment variant has a negative rate (dislikes and reports per exposure, "
+    "all days) significantly above control's: one-sided two-proportion z-test at "
+    "SOCIALREC_EXPERIMENT_ALPHA, both arms with at least SOCIALREC_EXPERIMENT_MIN_IMPRESSIONS "
+    "exposures (the holdout is reported, never flagged). docs/experiments.md",
+)
+def experiment_negative_rate(
+    settings: SettingsResource, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    s = settings.get()
+    with warehouse.open() as wh:
+        outcomes = wh.read_table(
+            "experiment_daily_outcomes", ["variant", "impressions", "negatives"]
+        )
+    arms = negative_rate_alarms(outcomes, s.experiment_alpha, s.experiment_min_impressions)
+    worse = [a["variant"] for a in arms if a["worse"] and a["variant"] != HOLDOUT]
+    metadata: dict[str, Any] = {
+        "worse": ", ".join(worse) or "none",
+        "alpha": s.experiment_alpha,
+        "min_impressions": s.experiment_min_impressions,
+    }
+    metadata.update({f"arm_{a['variant']}": dg.MetadataValue.json(a) for a in arms})
+    return dg.AssetCheckResult(
+        passed=not worse, severity=dg.AssetCheckSeverity.WARN, metadata=metadata
+    )

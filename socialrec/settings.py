@@ -18,7 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 POSITIVE_EVENTS = ("LIKE", "COMMENT", "SHARE", "BOOKMARK", "VIEW_FULL")
@@ -42,6 +42,45 @@ TEXT_EMBEDDING_DIM = 384
 UNKNOWN_CREATOR_ID = -1
 LOCAL_API_TOKEN = "socialrec-local-dev-token"  # the local profile's bearer token (README)
 LOCAL_READ_TOKEN = "socialrec-local-read-token"  # its read-only token (debug answers)
+
+
+# experiments (socialrec.recommender.experiments): the names /recommend answers besides the
+# configured variants: "control" (the settings as they are) and "holdout" (the plain baseline)
+CONTROL, HOLDOUT = "control", "holdout"
+VARIANT_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+
+
+class Variant(BaseModel):
+    """One experiment arm: a share of the users and what it changes. Every override left None
+    keeps the control's value; an unknown key is an error when the settings load."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=VARIANT_NAME_PATTERN)
+    share: float = Field(gt=0.0, le=1.0)
+    # the ranker's outcome weights at serving (socialrec.models.ranker.OUTCOMES)
+    outcome_weights: dict[str, float] | None = None
+    # the candidate sources and their fusion
+    candidate_sources: list[str] | None = Field(default=None, min_length=1)
+    source_weights: dict[str, float] | None = None
+    source_top_n: int | None = Field(default=None, ge=1, le=5000)
+    exploration_share: float | None = Field(default=None, ge=0.0, le=1.0)
+    # the re-ranking policy
+    max_per_category: int | None = Field(default=None, ge=1)
+    max_per_creator: int | None = Field(default=None, ge=1)
+    diversity_decay: float | None = Field(default=None, gt=0.0, le=1.0)
+    new_post_boost_hours: float | None = Field(default=None, ge=0)
+    new_post_boost: float | None = Field(default=None, ge=1.0)
+    softmax_temperature: float | None = Field(default=None, ge=0)
+    # the Milvus alias of the post-tower vectors the two_tower source searches
+    collection_alias: str | None = Field(default=None, min_length=1, max_length=255)
+
+    def overrides(self) -> dict:
+        """The settings this variant changes (field -> value)."""
+        out = self.model_dump(exclude={"name", "share", "outcome_weights"}, exclude_none=True)
+        if self.outcome_weights is not None:
+            out["ranker_outcome_weights"] = dict(self.outcome_weights)
+        return out
 
 
 class Settings(BaseSettings):
@@ -192,6 +231,19 @@ class Settings(BaseSettings):
     spool_flush_seconds: float = Field(default=5.0, gt=0)  # ... or when the oldest is this old
     spool_retry_seconds: float = Field(default=2.0, gt=0)  # wait after a failed flush
 
+    # --- experiments (docs/experiments.md) ------------------------------------------------
+    # a user's arm: sha256(salt:user_id) in [0, 1); the first holdout_share is the holdout (a
+    # plain popular + fresh baseline), then each variant by its share, the rest is control.
+    # SOCIALREC_VARIANTS='[{"name": "no_caps", "share": 0.1, "max_per_creator": 10}]'
+    experiment_salt: str = Field(default="socialrec-experiments", min_length=1)
+    holdout_share: float = Field(default=0.0, ge=0.0, lt=1.0)
+    variants: list[Variant] = Field(default_factory=list)
+    # the asset check on experiment_daily_outcomes: a variant whose negative rate is higher
+    # than control's (one-sided two-proportion z-test at this alpha; both arms with at least
+    # experiment_min_impressions impressions) warns
+    experiment_alpha: float = Field(default=0.05, gt=0.0, lt=0.5)
+    experiment_min_impressions: int = Field(default=1000, ge=1)
+
     # --- seen store (SQLite, in-memory) ---------------------------------------------------
     # a Bloom filter per user, kept with the seen rows by every writer: a request reads it
     # instead of every seen row. About this share of the posts the user has NOT seen is taken
@@ -214,11 +266,26 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _known_names(self) -> Settings:
-        unknown = sorted(set(self.candidate_sources) - set(CANDIDATE_SOURCES))
-        if unknown:
-            raise ValueError(
-                f"candidate_sources: unknown {unknown} (known: {list(CANDIDATE_SOURCES)})"
-            )
+        lists = [("candidate_sources", self.candidate_sources)]
+        lists += [
+            (f"variants[{v.name}].candidate_sources", v.candidate_sources or [])
+            for v in self.variants
+        ]
+        for where, names in lists:
+            unknown = sorted(set(names) - set(CANDIDATE_SOURCES))
+            if unknown:
+                raise ValueError(f"{where}: unknown {unknown} (known: {list(CANDIDATE_SOURCES)})")
+        return self
+
+    @model_validator(mode="after")
+    def _experiments(self) -> Settings:
+        names = [v.name for v in self.variants]
+        taken = sorted({n for n in names if names.count(n) > 1} | ({CONTROL, HOLDOUT} & set(names)))
+        if taken:
+            raise ValueError(f"variants: repeated or reserved names {taken}")
+        total = self.holdout_share + sum(v.share for v in self.variants)
+        if total > 1.0 + 1e-9:
+            raise ValueError(f"holdout_share + the variants' shares is {total:g} (at most 1)")
         return self
 
     @model_validator(mode="after")

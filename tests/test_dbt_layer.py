@@ -231,7 +231,7 @@ def rounds(tmp_path_factory):
         con.execute(
             "INSERT INTO raw.events VALUES ('future-1', ?, ?, 'LIKE', TIMESTAMP '2026-01-03 12:00:00',"
             " NULL, DATE '2026-01-02', 'events/dt=2026-01-02/clock.jsonl', 1,"
-            " TIMESTAMP '2026-01-02 10:00:00')",
+            " TIMESTAMP '2026-01-02 10:00:00', NULL)",  # variant: none
             [users[1], live[1]],
         )
     finally:

@@ -224,3 +224,23 @@ affinity_prior as (
         as {{ type_double() }}
     )
 {%- endmacro %}
+
+
+{#-
+  A bound of the Wilson score interval (95% by default) of the proportion x / n: `side` is
+  'lower' or 'upper'; null when n is 0 or null. Portable: sqrt and arithmetic only.
+    (p + z^2/(2n) -/+ z * sqrt(p(1-p)/n + z^2/(4n^2))) / (1 + z^2/n),  p = x/n
+-#}
+{% macro wilson_bound(x, n, side, z=1.959964) -%}
+  {%- set p = '(' ~ x ~ ' * 1.0 / ' ~ n ~ ')' -%}
+  {%- set z2 = z * z -%}
+  cast(
+    case when coalesce({{ n }}, 0) > 0 then
+      ({{ p }} + {{ z2 }} / (2.0 * {{ n }})
+        {{ '-' if side == 'lower' else '+' }} {{ z }} * sqrt(
+          {{ p }} * (1 - {{ p }}) / {{ n }} + {{ z2 }} / (4.0 * {{ n }} * {{ n }})))
+      / (1 + {{ z2 }} / {{ n }})
+    end
+    as {{ type_double() }}
+  )
+{%- endmacro %}

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from socialrec.data.landing import LandingBucket, iter_lines
-from socialrec.settings import EVENT_TYPES, MEDIA_TYPES, Settings
+from socialrec.settings import EVENT_TYPES, MEDIA_TYPES, VARIANT_NAME_PATTERN, Settings
 from socialrec.timeutil import utc
 
 # Arrow schemas of the parsed rows (lineage columns are added at insert time).
@@ -31,6 +31,7 @@ ARROW_SCHEMAS = {
             ("event_type", pa.string()),
             ("ts", pa.timestamp("us")),
             ("dwell_ms", pa.int64()),
+            ("variant", pa.string()),  # the experiment arm the app sent back (null: none)
             ("_line", pa.int64()),
         ]
     ),
@@ -265,6 +266,9 @@ def _parse_event(r: dict) -> dict:
     dwell = _int(r, "dwell_ms", required=False)
     if dwell is not None and dwell < 0:
         raise BadRecord(f"bad dwell_ms: {dwell!r}")
+    variant = _str(r, "variant")  # absent in older files: null
+    if variant is not None and not re.fullmatch(VARIANT_NAME_PATTERN, variant):
+        raise BadRecord(f"bad variant: {_show(variant)}")
     return {
         "event_id": _str(r, "event_id", required=True),
         "user_id": _int(r, "user_id"),
@@ -272,6 +276,7 @@ def _parse_event(r: dict) -> dict:
         "event_type": event_type,
         "ts": _ts(r, "ts", check_range=False),
         "dwell_ms": dwell,
+        "variant": variant,
     }
 
 

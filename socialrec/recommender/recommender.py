@@ -27,6 +27,7 @@ score to check against ``promoted_min_score``, and cold-start scores are only li
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -122,6 +123,16 @@ class Recommender:
         self.outage = outage
         self._sources = list(sources) if sources is not None else None
         self.feature_builder = feature_builder or ranking_features
+
+    def with_policy(self, settings: Settings, ranker: Scorer | None) -> Recommender:
+        """The same parts serving other settings and ranker (an experiment arm,
+        ``socialrec.recommender.experiments``); sources given explicitly are kept when
+        ``settings.candidate_sources`` names them."""
+        arm = copy.copy(self)
+        arm.settings, arm.ranker = settings, ranker
+        if self._sources is not None:
+            arm._sources = [x for x in self._sources if x.name in settings.candidate_sources]
+        return arm
 
     @property
     def fusion_weights(self) -> dict[str, float] | None:

@@ -43,21 +43,12 @@ are the service's OpenAPI schema at ``/docs``):
   background. A batch with one invalid event is rejected whole; a seen store or spool that
   fails is a 503 (the client retries with the same ``event_id``s: both writes are idempotent
   downstream).
-* Errors: a body that fails validation gets a 422 whose JSON says which field is wrong and why;
-  an unknown post a 404; a missing or wrong bearer token a 401; a dependency that does not
-  answer (Milvus, seen store, feature store, landing bucket, event spool) a 503 — always JSON
-  ``{"error": <code>, "detail": <reason>}``. Bad input never gets a 5xx.
-* Readiness (:meth:`Endpoints.readiness_report`, ``socialrec.serving.readiness``): ready when
-  the models are loaded and Milvus (a one-row query through each alias), the seen store (one
-  lookup) and the feature store (one user's features) answer; every dependency that does not
-  is reported. A landing bucket that is down does NOT make the service
-  unready — the spool rides that out — but after ``SPOOL_FAILING_AFTER`` failed flushes in a
-  row the readiness answer reports the spool's state (:meth:`Endpoints.spool_note`).
-* Metrics (``ServiceMetrics``): ``socialrec_requests_total{endpoint, outcome}``,
-  ``socialrec_errors_total{endpoint, kind}``, ``socialrec_fallback_total{endpoint,
-  dependency}``, ``socialrec_stage_duration_seconds{endpoint, stage}`` and the spool gauges
-  ``socialrec_spool_pending``, ``socialrec_spool_failures``,
-  ``socialrec_spool_consecutive_failures``, ``socialrec_spool_oldest_pending_seconds``.
+* Errors (``socialrec.serving.errors``): bad input is a 4xx with a JSON reason, never a 5xx;
+  a dependency that does not answer is a 503 ``<dependency>_unavailable``; a bug is a 500.
+* Readiness (:meth:`Endpoints.readiness_report`, ``socialrec.serving.readiness``): every
+  dependency that does not answer is reported; the spool's state is reported but never makes
+  the service unready (:meth:`Endpoints.spool_note`).
+* Metrics: ``ServiceMetrics`` (``socialrec.serving.metrics``; listed in docs/endpoints.md).
 
 The request/response models are in ``socialrec.serving.schemas``, the errors in
 ``socialrec.serving.errors``, the metrics in ``socialrec.serving.metrics``, the pure-ASGI
@@ -73,6 +64,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from socialrec.data.deletion import write_tombstones
+from socialrec.recommender.experiments import Experiments, count_labels
 from socialrec.serving.errors import ApiError, DependencyError
 from socialrec.serving.metrics import ServiceMetrics, Stages, note_outcome
 from socialrec.serving.readiness import readiness_report
@@ -147,6 +139,8 @@ class Endpoints:
         self.publisher = publisher
         self.spool = spool
         self.models = models or {}
+        # the experiment arms of the settings (docs/experiments.md): who gets which policy
+        self.experiments = Experiments(settings)
 
     # --- /recommend -------------------------------------------------------------------------
     def recommend(
@@ -156,11 +150,14 @@ class Endpoints:
         debug: bool = False,
         categories: list[int] | None = None,
     ) -> RecommendResponse:
+        variant = self.experiments.assign(user_id)  # the user's arm picks the policy
+        self.metrics.observe_variant(variant)
+        recommender = self.experiments.recommender(variant, self.recommender)
         try:
             # debug=True: the stage timings feed the metrics
-            rec = self.recommender.recommend(user_id, k, debug=True, categories=categories or None)
+            rec = recommender.recommend(user_id, k, debug=True, categories=categories or None)
         except DependencyError as exc:
-            return self.fallback(user_id, k, exc, categories)
+            return self.fallback(user_id, k, exc, categories, variant)
         stages = (rec.debug or {}).get("stages", {})
         self.metrics.observe_stages("/recommend", stages)
         reason = None
@@ -181,6 +178,7 @@ class Endpoints:
             items=[Item(**it) for it in rec.items],
             reason=reason,
             debug={**rec.debug, "models": self.models} if debug else None,
+            variant=variant,
         )
 
     def fallback(
@@ -189,6 +187,7 @@ class Endpoints:
         k: int,
         exc: DependencyError,
         categories: list[int] | None = None,
+        variant: str = "control",
     ) -> RecommendResponse:
         """The catalog's popular/fresh list (from ``categories`` first when given, then from
         all; own posts left out; seen posts too while the seen store answers), best first."""
@@ -216,7 +215,9 @@ class Endpoints:
             )
             for p, s in picks
         ]
-        return RecommendResponse(user_id=user_id, source="fallback", items=items, reason=str(exc))
+        return RecommendResponse(
+            user_id=user_id, source="fallback", items=items, reason=str(exc), variant=variant
+        )
 
     # --- /events ----------------------------------------------------------------------------
     def events(self, events: list[EventIn]) -> EventsResponse:
@@ -235,6 +236,9 @@ class Endpoints:
         n = self.recommender.mark_events((e.user_id, e.post_id, e.event_type, e.ts) for e in events)
         stages.done("seen")
         self.metrics.observe_stages("/events", stages.seconds)
+        self.metrics.count_event_variants(
+            count_labels((e.variant for e in events), self.experiments.names)
+        )
         return EventsResponse(accepted=n, spooled=spooled)
 
     def _check_window(self, events: list[EventIn]) -> None:

@@ -106,6 +106,21 @@ class ServiceMetrics:
             multiprocess_mode="livemostrecent",
             **kw,
         )
+        # experiments (docs/experiments.md): labels are the configured arms' names (events
+        # with another name count as "other", without one as "none"): bounded cardinality
+        self.variants = prom.Counter(
+            "socialrec_recommend_variant",
+            "/recommend answers by experiment arm (control, holdout, a configured variant)",
+            ["variant"],
+            **kw,
+        )
+        self.event_variants = prom.Counter(
+            "socialrec_event_variant",
+            "/events events accepted by the experiment arm the app sent back (other: not a "
+            "configured arm; none: no variant)",
+            ["variant"],
+            **kw,
+        )
         for dep in DEPENDENCIES[:3]:  # every series exists from the start (0 until it happens)
             self.fallback.labels("/recommend", dep)
         for route in API_ROUTES:
@@ -127,6 +142,16 @@ class ServiceMetrics:
         self.spool_failures.set(stats.get("failures", 0))
         self.spool_consecutive_failures.set(stats.get("consecutive_failures", 0))
         self.spool_oldest_seconds.set(stats.get("oldest_pending_seconds", 0.0))
+
+    def observe_variant(self, variant: str) -> None:
+        """Count one /recommend answer of an experiment arm."""
+        self.variants.labels(variant).inc()
+
+    def count_event_variants(self, counts: dict[str, int]) -> None:
+        """Count accepted /events events per arm label
+        (``socialrec.recommender.experiments.count_labels``)."""
+        for label, n in counts.items():
+            self.event_variants.labels(label).inc(n)
 
     def observe_post_cache(self, hits: int, misses: int) -> None:
         """Count one ranking stage's post-feature lookups (``CachedPostFeatures``)."""

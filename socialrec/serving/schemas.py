@@ -17,7 +17,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from socialrec.settings import EVENT_TYPES, MEDIA_TYPES
+from socialrec.settings import CONTROL, EVENT_TYPES, MEDIA_TYPES, VARIANT_NAME_PATTERN
 
 # every bound is what the storage behind the field holds (docs/endpoints.md, "Limits")
 MAX_ID = 2**63 - 1  # user, post and creator ids: int64 in the warehouse, Milvus and Feast
@@ -25,6 +25,7 @@ MAX_CATEGORY_ID = 2**31 - 1  # category ids: small ints (int32 range, well insid
 MAX_DWELL_MS = 86_400_000  # a day: longer dwell times are clock bugs, not reading
 MIN_YEAR, MAX_YEAR = 1678, 2261  # timestamps: inside pandas' datetime64[ns] range
 MAX_EVENT_ID_CHARS = 128
+MAX_VARIANT_CHARS = 32  # an experiment arm's name (VARIANT_NAME_PATTERN)
 MAX_BODY_BYTES = 1_048_576  # a request body (1000 events fit in ~0.2 MB)
 NULLABLE = {"nullable": True}  # OpenAPI 3.0: BentoML drops the null of ``X | None``
 MAX_K = 200
@@ -86,6 +87,7 @@ class EventIn(BaseModel):
                 "event_type": "LIKE",
                 "ts": "2026-01-06T12:00:00Z",
                 "dwell_ms": 5300,
+                "variant": "control",
             }
         }
     )
@@ -101,6 +103,18 @@ class EventIn(BaseModel):
     dwell_ms: Annotated[
         int | None, Field(strict=True, ge=0, le=MAX_DWELL_MS, json_schema_extra=NULLABLE)
     ] = None
+    variant: (
+        Annotated[
+            str,
+            StringConstraints(max_length=MAX_VARIANT_CHARS, pattern=VARIANT_NAME_PATTERN),
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description="the experiment arm of the /recommend answer that showed the post "
+        "(its `variant`, sent back as is)",
+        json_schema_extra=NULLABLE,
+    )
 
 
 class Item(BaseModel):
@@ -136,6 +150,7 @@ class RecommendResponse(BaseModel):
                     }
                 ],
                 "debug": None,
+                "variant": "control",
             }
         }
     )
@@ -149,6 +164,11 @@ class RecommendResponse(BaseModel):
         json_schema_extra=NULLABLE,
     )
     debug: dict | None = Field(default=None, json_schema_extra=NULLABLE)
+    variant: str = Field(
+        default=CONTROL,
+        description="the user's experiment arm (control, holdout or a configured variant): "
+        "send it back with the events of these items",
+    )
 
 
 class EventsResponse(BaseModel):

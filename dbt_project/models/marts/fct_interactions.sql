@@ -67,6 +67,7 @@ select
     e.event_type,
     e.ts,
     e.dwell_ms,
+    e.variant,
     e.is_positive,
     e.is_negative,
     {{ relevance_weight('e.event_type') }} as relevance,

@@ -19,6 +19,7 @@ select
     event_type,
     ts,
     dwell_ms,
+    variant,
     {{ is_positive('event_type') }} as is_positive,
     {{ is_negative('event_type') }} as is_negative,
     dt,

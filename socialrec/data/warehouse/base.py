@@ -39,6 +39,8 @@ RAW_COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("dwell_ms", "int64"),
         ("dt", "date"),
         *_LINEAGE,
+        # last: a table made before it gets it appended, so old and new tables agree
+        ("variant", "string"),  # the experiment arm the app sent back (null: none)
     ],
     "posts": [
         ("post_id", "int64"),
