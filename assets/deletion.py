@@ -9,6 +9,7 @@ Idempotent: every run deletes every tombstoned id again (a no-op for those alrea
 
 import dagster as dg
 
+from assets.common import DERIVED_FRESHNESS, EAGER
 from assets.resources import MilvusResource, SettingsResource
 from socialrec.data import warehouse
 from socialrec.data.deletion import deleted_ids
@@ -20,6 +21,9 @@ from socialrec.stores.seen import open_seen_store
 @dg.asset(
     deps=[dg.AssetKey("dim_users"), dg.AssetKey("dim_posts"), dg.AssetKey("feast_online_store")],
     group_name="deletion",
+    freshness_policy=DERIVED_FRESHNESS,
+    # after every rebuild of the online store: a tombstone that landed since is applied then
+    automation_condition=EAGER,
     kinds={"feast", "milvus"},
     description="Forgotten users and deleted posts removed from the online feature store, the "
     "seen store and both Milvus collections (every version).",
