@@ -14,7 +14,7 @@ are the service's OpenAPI schema at ``/docs``):
   through the same 4 stages (``source: "personalized"``). Unknown users without categories get
   the cold-start answer (popular + fresh posts), ``source: "cold_start"``. Each item says
   whether the new-post boost applied (``boosted``) and whether it was promoted
-  (``promoted``). FALLBACK: when Milvus, the seen store or the online feature store raises, the
+  (``promoted``), and its ``reasons`` (``socialrec.recommender.reasons``). FALLBACK: when Milvus, the seen store or the online feature store raises, the
   answer comes from the catalog's popular/fresh cold-start list with ``source: "fallback"`` and
   a ``reason`` (and ``socialrec_fallback_total`` increments) instead of an error.
 * ``POST /similar`` {post_id, k}: the k nearest posts of a post in the two-tower post-embedding
@@ -69,6 +69,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from socialrec.recommender.reasons import fallback_reasons
 from socialrec.serving.errors import ApiError, DependencyError
 from socialrec.serving.metrics import ServiceMetrics, Stages, note_outcome
 from socialrec.serving.readiness import readiness_report
@@ -208,6 +209,7 @@ class Endpoints:
                 ranker_score=None,
                 category_id=int(meta.at[p, "category_id"]),
                 creator_id=int(meta.at[p, "creator_id"]),
+                reasons=fallback_reasons(float(s), f"{exc.dependency} unavailable"),
             )
             for p, s in picks
         ]
