@@ -50,9 +50,21 @@ def num(x: float) -> str:
     return f"{x:.2f}" if x == 0 or abs(x) >= 0.01 else f"{x:.1g}"
 
 
+def age(hours: float) -> str:
+    """An age for a card: minutes, hours or days."""
+    if hours < 1:
+        return f"{max(hours * 60, 0):.0f} min"
+    return f"{hours:.0f} h" if hours < 48 else f"{hours / 24:.0f} d"
+
+
 def source_reason(name: str, score: float | None, rank: int | None = None) -> dict[str, Any]:
-    where = f" (#{rank + 1})" if rank is not None else ""
-    return reason("source", f"found by {SOURCE_TEXT.get(name, name)}{where}", score)
+    """``found by <source> (#rank)``; the fresh list's score is minus the age in hours (the
+    catalog's ``top``), said as the post's age."""
+    where = [f"#{rank + 1}"] if rank is not None else []
+    if name == "fresh" and score is not None and math.isfinite(score):
+        where.append(f"{age(-score)} old")
+    text = f"found by {SOURCE_TEXT.get(name, name)}" + (f" ({', '.join(where)})" if where else "")
+    return reason("source", text, score)
 
 
 def ranker_reason(score: float, ranked: bool = True) -> dict[str, Any]:
@@ -66,45 +78,52 @@ def fallback_reasons(score: float, why: str) -> list[dict[str, Any]]:
     return [source_reason("cold_start", score), reason("rule", f"fallback: {why}")]
 
 
-def _positions(frame: pd.DataFrame, post_ids: Sequence[int]) -> np.ndarray:
-    if frame is None or frame.empty or "post_id" not in frame.columns:
+def _positions(frame: pd.DataFrame | None, post_ids: Sequence[int]) -> np.ndarray:
+    """The row of each post in ``frame`` (-1: not there): one vectorised comparison of the k
+    items with the frame's ids (cheaper than an index for the few items of a request)."""
+    if frame is None or frame.empty or "post_id" not in frame.columns or not len(post_ids):
         return np.full(len(post_ids), -1)
-    return pd.Index(frame["post_id"].to_numpy()).get_indexer(list(post_ids))
+    equal = frame["post_id"].to_numpy()[:, None] == np.asarray(post_ids)[None, :]
+    return np.where(equal.any(axis=0), equal.argmax(axis=0), -1)
 
 
-def _column(frame: pd.DataFrame, name: str, at: np.ndarray) -> np.ndarray:
+def _column(frame: pd.DataFrame, name: str, at: np.ndarray) -> list[float]:
     values = frame[name].to_numpy(dtype=np.float64)
-    return np.where(at >= 0, values[np.maximum(at, 0)], np.nan)
+    return np.where(at >= 0, values[np.maximum(at, 0)], np.nan).tolist()
 
 
-def found_by(candidates: pd.DataFrame, post_ids: Sequence[int]) -> list[list[dict[str, Any]]]:
+def found_by(
+    candidates: pd.DataFrame | None, post_ids: Sequence[int], at: np.ndarray | None = None
+) -> list[list[dict[str, Any]]]:
     """Per post: a ``source`` reason for every source that returned it (its best rank first,
     ties in the merged columns' order), from the merged candidates' columns."""
-    out: list[list[tuple[float, int, dict]]] = [[] for _ in post_ids]
-    at = _positions(candidates, post_ids)
+    at = _positions(candidates, post_ids) if at is None else at
     if not (at >= 0).any():
         return [[] for _ in post_ids]
+    out: list[list[tuple[float, int, dict]]] = [[] for _ in post_ids]
+    columns = set(candidates.columns)
     names = [c[: -len("_rank")] for c in candidates.columns if c.endswith("_rank")]
-    for j, name in enumerate(names):
-        if f"{name}_score" not in candidates.columns:
-            continue
+    for j, name in enumerate(n for n in names if f"{n}_score" in columns):
         ranks = _column(candidates, f"{name}_rank", at)
         scores = _column(candidates, f"{name}_score", at)
-        for i in np.flatnonzero(np.isfinite(ranks)).tolist():
-            rank = int(ranks[i])
-            out[i].append((rank, j, source_reason(name, scores[i], rank)))
-    return [[r for _, _, r in sorted(found)] for found in out]
+        for i, (rank, score) in enumerate(zip(ranks, scores, strict=True)):
+            if rank == rank:  # not NaN: the source returned it
+                out[i].append((rank, j, source_reason(name, score, int(rank))))
+    return [[r for _, _, r in sorted(found, key=lambda x: x[:2])] for found in out]
 
 
-def similarities(candidates: pd.DataFrame, post_ids: Sequence[int]) -> list[float]:
+def similarities(
+    candidates: pd.DataFrame | None, post_ids: Sequence[int], at: np.ndarray | None = None
+) -> list[float]:
     """The two-tower similarity of each post (NaN: the two-tower source did not return it)."""
     if candidates is None or f"{TWO_TOWER}_score" not in candidates.columns:
         return [math.nan] * len(post_ids)
-    return _column(candidates, f"{TWO_TOWER}_score", _positions(candidates, post_ids)).tolist()
+    at = _positions(candidates, post_ids) if at is None else at
+    return _column(candidates, f"{TWO_TOWER}_score", at)
 
 
 def outcome_reasons(
-    scored: pd.DataFrame, post_ids: Sequence[int], weights: Mapping[str, float] | None
+    scored: pd.DataFrame | None, post_ids: Sequence[int], weights: Mapping[str, float] | None
 ) -> list[list[dict[str, Any]]]:
     """Per post: the predicted outcomes the ranker weighs (``p_<outcome>`` columns; weight 0
     left out; without ``weights`` each counts 1), the top ``MAX_OUTCOMES`` by weight * p."""
@@ -114,19 +133,20 @@ def outcome_reasons(
     if not weighed:
         return [[] for _ in post_ids]
     at = _positions(scored, post_ids)
-    probs = np.column_stack([_column(scored, f"p_{o}", at) for o, _ in weighed])
-    w = np.asarray([w for _, w in weighed])
+    columns = [_column(scored, f"p_{o}", at) for o, _ in weighed]
     out = []
-    for row in probs:
-        order = [j for j in np.argsort(-(row * w), kind="stable") if np.isfinite(row[j])]
+    for row in zip(*columns, strict=True):
+        ok = [j for j, p in enumerate(row) if p == p]  # not NaN
+        ok.sort(key=lambda j: -weighed[j][1] * row[j])
         out.append(
             [
                 reason(
                     "outcome",
-                    f"p({weighed[j][0]}) {num(row[j])}" + (" counts against" if w[j] < 0 else ""),
+                    f"p({weighed[j][0]}) {num(row[j])}"
+                    + (" counts against" if weighed[j][1] < 0 else ""),
                     row[j],
                 )
-                for j in order[:MAX_OUTCOMES]
+                for j in ok[:MAX_OUTCOMES]
             ]
         )
     return out
@@ -159,12 +179,13 @@ def explain(
     ``rules`` (removed) and ``rule`` (the answer's own: a cold start). ``ranked``: a ranker
     scored them (False: the ranker score is the sources' fusion score)."""
     ids = [int(it["post_id"]) for it in items]
-    sources = found_by(candidates, ids) if candidates is not None else [[] for _ in ids]
-    sims = similarities(candidates, ids)
+    at = _positions(candidates, ids)
+    sources = found_by(candidates, ids, at)
+    sims = similarities(candidates, ids, at)
     outcomes = outcome_reasons(scored, ids, weights)
     for it, src, sim, outs in zip(items, sources, sims, outcomes, strict=True):
         reasons = list(src)
-        if math.isfinite(sim):
+        if sim == sim:  # not NaN
             reasons.append(reason("similarity", f"retrieval similarity {num(sim)}", sim))
         if it.get("ranker_score") is not None:
             reasons.append(ranker_reason(it["ranker_score"], ranked))
