@@ -72,14 +72,15 @@ def test_a_post_found_by_two_sources_lists_both_and_the_similarity_only_from_two
         "value": 2.0,
     }
     # the fresh list's score is minus the post's age in hours: said as its age
-    fresh = merge({"fresh": [(5, -0.5), (6, -3.2), (7, -72.0)]})
-    explain(items := [{"post_id": p, "ranker_score": None} for p in (5, 6, 7)], fresh, None)
+    fresh = merge({"fresh": [(5, -0.001), (6, -0.5), (7, -3.2), (8, -72.0)]})
+    explain(items := [{"post_id": p, "ranker_score": None} for p in (5, 6, 7, 8)], fresh, None)
     assert [it["reasons"][0]["text"] for it in items] == [
-        "found by fresh posts (#1, 30 min old)",
-        "found by fresh posts (#2, 3 h old)",
-        "found by fresh posts (#3, 3 d old)",
+        "found by fresh posts (#1, under 1 min old)",
+        "found by fresh posts (#2, 30 min old)",
+        "found by fresh posts (#3, 3 h old)",
+        "found by fresh posts (#4, 3 d old)",
     ]
-    assert items[1]["reasons"][0]["value"] == -3.2
+    assert items[2]["reasons"][0]["value"] == -3.2
     # the source the post ranked best in comes first
     explain(
         items := [{"post_id": 2, "ranker_score": 0.5}],

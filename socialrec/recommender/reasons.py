@@ -46,14 +46,16 @@ def reason(code: str, text: str, value: float | None = None) -> dict[str, Any]:
 
 
 def num(x: float) -> str:
-    """A short number for a card: two decimals, or two significant digits when smaller."""
+    """A short number for a card: two decimals, or one significant digit when smaller."""
     return f"{x:.2f}" if x == 0 or abs(x) >= 0.01 else f"{x:.1g}"
 
 
 def age(hours: float) -> str:
     """An age for a card: minutes, hours or days."""
+    if hours < 1 / 60:
+        return "under 1 min"
     if hours < 1:
-        return f"{max(hours * 60, 0):.0f} min"
+        return f"{hours * 60:.0f} min"
     return f"{hours:.0f} h" if hours < 48 else f"{hours / 24:.0f} d"
 
 
