@@ -16,6 +16,10 @@ wraps them: guards, the Feast reader, the post-feature cache):
 4. :mod:`.reranking` — best first, diversity caps, decay, new-post boost, softmax sampling and
    promoted posts.
 
+Each item then gets its ``reasons`` (:mod:`.reasons`): the sources that found it, its
+retrieval similarity, the ranker's score and outcomes, the re-ranking rules applied — from what
+the stages already computed.
+
 A user the feature store does not know yet but whose request names categories (a new user's
 onboarding choice) is embedded from them by the user tower and goes through the same four
 stages. An unknown user without categories, or a user left with no candidates, gets the
@@ -48,6 +52,7 @@ from socialrec.recommender.parts import (
     UserEncoder,
 )
 from socialrec.recommender.ranking import rank_candidates
+from socialrec.recommender.reasons import explain, reason
 from socialrec.recommender.reranking import request_seed, rerank
 from socialrec.recommender.retrieval import build_sources, candidate_signals, gather_merged
 from socialrec.settings import Settings
@@ -238,9 +243,14 @@ class Recommender:
             if not scored.empty
             else []
         )
+        found = candidates  # what the reasons' sources and similarity come from
+        why = None if ctx.personalized else "fallback: cold start for a new user"
         if scored.empty:
             path = COLD_START
             scored = self._cold_start_frame(ctx.user_id, k, ctx.categories, ctx.state.excluded)
+            found = scored.assign(cold_start_score=scored["ranker_score"])
+            found["cold_start_rank"] = np.arange(len(found), dtype=np.float64)
+            why = why or "fallback: cold start, nothing left to rank"
         sampled = s.softmax_temperature > 0
         if seed is None and sampled:
             seed = request_seed(ctx.user_id, ctx.now)
@@ -258,6 +268,10 @@ class Recommender:
             promoted=s.promoted_post_ids,
             promoted_min_score=s.promoted_min_score,
         )
+        explain(
+            items, found, scored, getattr(self.ranker, "weights", None),
+            ranked=self.ranker is not None, rule=reason("rule", why) if why else None,
+        )  # fmt: skip
         timer.stage(
             "reranking",
             t,

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from socialrec.recommender.reasons import reason
 from socialrec.timeutil import epoch_seconds, seconds
 
 # a post dated up to this far in the future (clock skew between services) still counts as new;
@@ -100,7 +101,10 @@ def rerank(
 
     Each item: post_id, score, ranker_score, category_id, creator_id and why it is where it
     is: ``boosted`` (step 2 applied), ``promoted`` (step 3 moved it to the front),
-    ``cap_relaxed`` (taken although it breaks a cap: nothing else was left).
+    ``cap_relaxed`` (taken although it breaks a cap: nothing else was left), and ``rules``:
+    those steps as ``rule`` reasons (:mod:`socialrec.recommender.reasons`), in the order they
+    applied — decay, boost, promoted or sampled, moved up past posts a cap held back, or
+    taken over a cap.
     The returned ``score`` is the decayed and boosted score clamped so that it never increases
     down the list (sampling and promotion can put a lower score first); ``ranker_score`` is
     the ranker's own (None on the cold-start path).
@@ -119,6 +123,17 @@ def rerank(
         base = float(row.ranker_score)
         cold = bool(getattr(row, "cold", False))
         score = base * diversity_decay**n
+        rules = []
+        if n and diversity_decay != 1.0:
+            factor = diversity_decay**n
+            rules.append(
+                reason("rule", f"diversity: post {n + 1} of its category, x{factor:.2f}", factor)
+            )
+        if is_young:
+            rules.append(reason("rule", f"new post boost x{new_post_boost:g}", new_post_boost))
+        is_promoted = not cold and int(row.post_id) in promoted_ids and base >= promoted_min_score
+        if is_promoted:
+            rules.append(reason("rule", "promoted: moved to the front"))
         pool.append(
             {
                 "post_id": int(row.post_id),
@@ -127,10 +142,9 @@ def rerank(
                 "category_id": cat,
                 "creator_id": int(row.creator_id),
                 "boosted": bool(is_young),
-                "promoted": not cold
-                and int(row.post_id) in promoted_ids
-                and base >= promoted_min_score,
+                "promoted": is_promoted,
                 "cap_relaxed": False,
+                "rules": rules,
             }
         )
     pool.sort(key=lambda it: (-it["score"], it["post_id"]))
@@ -140,22 +154,36 @@ def rerank(
         rng = rng if rng is not None else np.random.default_rng(seed)
         order = plackett_luce_order([it["score"] for it in rest], softmax_temperature, rng)
         rest = [rest[i] for i in order]
+        for now_at, was_at in enumerate(order.tolist()):
+            rest[now_at]["rules"].append(_sampled(was_at - now_at, softmax_temperature))
     rest = front + rest
+    caps = {"category": max_per_category, "creator": max_per_creator}
 
-    def fits(it: dict) -> bool:
-        return (
-            max_per_category is None or per_cat.get(it["category_id"], 0) < max_per_category
-        ) and (max_per_creator is None or per_creator.get(it["creator_id"], 0) < max_per_creator)
+    def over(it: dict) -> str | None:
+        """The cap taking ``it`` would break (None: it fits)."""
+        if max_per_category is not None and per_cat.get(it["category_id"], 0) >= max_per_category:
+            return "category"
+        if max_per_creator is not None and per_creator.get(it["creator_id"], 0) >= max_per_creator:
+            return "creator"
+        return None
 
     picked: list[dict] = []
     per_cat: dict[int, int] = {}
     per_creator: dict[int, int] = {}
     while len(picked) < k and rest:
-        nxt = next((i for i, it in enumerate(rest) if fits(it)), None)
+        nxt = next((i for i, it in enumerate(rest) if over(it) is None), None)
         if nxt is None:  # every remaining post breaks a cap: take the next one anyway
             item = rest.pop(0)
             item["cap_relaxed"] = True
+            cap = over(item)
+            text = f"over the {cap} cap: nothing else was left"
+            item["rules"].append(reason("rule", text, caps[cap]))
         else:
+            if nxt:  # the posts before it would break a cap: it moves up past them
+                passed = sorted({over(it) for it in rest[:nxt]})
+                names = " and ".join(f"{c} cap ({caps[c]} per feed)" for c in passed)
+                text = f"moved up past {nxt} post{'s' * (nxt > 1)} over the {names}"
+                rest[nxt]["rules"].append(reason("rule", text, nxt))
             item = rest.pop(nxt)
         per_cat[item["category_id"]] = per_cat.get(item["category_id"], 0) + 1
         if item["creator_id"] >= 0:  # unknown creators (UNKNOWN_CREATOR_ID) each count alone
@@ -164,3 +192,13 @@ def rerank(
             item["score"] = picked[-1]["score"]
         picked.append(item)
     return picked
+
+
+def _sampled(moved_up: int, temperature: float) -> dict[str, Any]:
+    """The ``sampled`` rule of an item whose place the exploration sampling drew."""
+    where = (
+        f"moved up {moved_up}" if moved_up > 0
+        else f"moved down {-moved_up}" if moved_up < 0
+        else "kept its place"
+    )  # fmt: skip
+    return reason("rule", f"sampled for exploration: {where}", temperature)

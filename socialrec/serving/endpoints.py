@@ -12,11 +12,11 @@ are the service's OpenAPI schema at ``/docs``):
   user's onboarding choice: they replace the stored onboarding categories in the retrieval
   filter, and a user the feature store does not know yet is embedded from them and goes
   through the same 4 stages (``source: "personalized"``). Unknown users without categories get
-  the cold-start answer (popular + fresh posts), ``source: "cold_start"``. Each item says
-  whether the new-post boost applied (``boosted``) and whether it was promoted
-  (``promoted``). FALLBACK: when Milvus, the seen store or the online feature store raises, the
-  answer comes from the catalog's popular/fresh cold-start list with ``source: "fallback"`` and
-  a ``reason`` (and ``socialrec_fallback_total`` increments) instead of an error.
+  the cold-start answer (popular + fresh posts), ``source: "cold_start"``. Each item has
+  ``boosted``, ``promoted`` and its ``reasons`` (``socialrec.recommender.reasons``); the
+  answer has the user's experiment ``variant``. FALLBACK: when Milvus, the seen store or the
+  online feature store raises, the answer is the catalog's popular/fresh list with
+  ``source: "fallback"`` and a ``reason`` (``socialrec_fallback_total`` increments).
 * ``POST /similar`` {post_id, k}: the k nearest posts of a post in the two-tower post-embedding
   space (its own stored vector as the query, itself excluded). 404 for a post not in the index.
 * ``POST /search`` {query (1..512 chars), k, user_id?}: the MiniLM embedding of the query
@@ -36,13 +36,12 @@ are the service's OpenAPI schema at ``/docs``):
 * ``POST /forget`` {user_id} and ``POST /posts/delete`` {post_id} (bearer token): a landing
   tombstone, then the user's seen rows and blocks, or the post in every Milvus collection and
   the catalog view; the ``deletion_job`` does the rest (docs/operations.md).
-* ``POST /events`` {events: [...]} (bearer token): marks the events in the seen store first,
-  so the next ``/recommend`` of that user already excludes those posts (read-your-writes), then
-  appends them to the durable event spool (``socialrec.serving.spool``; fsynced before the answer),
-  which flushes them to the landing bucket (``events/dt=<day>/spool-*.jsonl.gz``) in the
-  background. A batch with one invalid event is rejected whole; a seen store or spool that
-  fails is a 503 (the client retries with the same ``event_id``s: both writes are idempotent
-  downstream).
+* ``POST /events`` {events: [...]} (bearer token): validated whole (event times in the
+  window), appended to the durable event spool first (``socialrec.serving.spool``; fsynced
+  before the answer; flushed to ``events/dt=<day>/`` in the landing bucket in the
+  background), then marked in the seen store, so the user's next ``/recommend`` excludes those
+  posts. A spool or seen store that fails is a 503; the app retries with the same
+  ``event_id``s (idempotent downstream).
 * Errors (``socialrec.serving.errors``): bad input is a 4xx with a JSON reason, never a 5xx;
   a dependency that does not answer is a 503 ``<dependency>_unavailable``; a bug is a 500.
 * Readiness (:meth:`Endpoints.readiness_report`, ``socialrec.serving.readiness``): every
@@ -65,6 +64,7 @@ import numpy as np
 
 from socialrec.data.deletion import write_tombstones
 from socialrec.recommender.experiments import Experiments, count_labels
+from socialrec.recommender.reasons import fallback_reasons
 from socialrec.serving.errors import ApiError, DependencyError
 from socialrec.serving.metrics import ServiceMetrics, Stages, note_outcome
 from socialrec.serving.readiness import readiness_report
@@ -212,6 +212,7 @@ class Endpoints:
                 ranker_score=None,
                 category_id=int(meta.at[p, "category_id"]),
                 creator_id=int(meta.at[p, "creator_id"]),
+                reasons=fallback_reasons(float(s), f"{exc.dependency} unavailable"),
             )
             for p, s in picks
         ]

@@ -117,6 +117,29 @@ class EventIn(BaseModel):
     )
 
 
+class Reason(BaseModel):
+    """One reason an item is in the feed (``socialrec.recommender.reasons``), short enough for
+    a card: ``source`` (a candidate source that found it), ``similarity`` (the two-tower
+    retrieval similarity), ``ranker`` (the ranker's blended score), ``outcome`` (a predicted
+    outcome the ranker weighs), ``rule`` (a re-ranking rule applied, a cold start or a
+    fallback)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "required": ["code", "text", "value"],
+            "example": {"code": "outcome", "text": "p(like) 0.12", "value": 0.12},
+        }
+    )
+
+    code: Literal["source", "similarity", "ranker", "outcome", "rule"]
+    text: str = Field(description="what it means, in plain English")
+    value: float | None = Field(
+        default=None,
+        description="the number behind it (a score, a probability, a factor), if any",
+        json_schema_extra=NULLABLE,
+    )
+
+
 class Item(BaseModel):
     post_id: int
     score: float
@@ -128,6 +151,11 @@ class Item(BaseModel):
     )
     promoted: bool = Field(
         default=False, description="a promoted post moved to the front (SOCIALREC_PROMOTED_*)"
+    )
+    reasons: list[Reason] = Field(
+        default_factory=list,
+        description="why it is here, in order: sources, similarity, ranker, outcomes, rules "
+        "(at most 8)",
     )
 
 
@@ -147,6 +175,20 @@ class RecommendResponse(BaseModel):
                         "creator_id": 8,
                         "boosted": False,
                         "promoted": False,
+                        "reasons": [
+                            {
+                                "code": "source",
+                                "text": "found by two_tower retrieval (#3)",
+                                "value": 0.64,
+                            },
+                            {
+                                "code": "similarity",
+                                "text": "retrieval similarity 0.64",
+                                "value": 0.64,
+                            },
+                            {"code": "ranker", "text": "ranker score 0.91", "value": 0.91},
+                            {"code": "outcome", "text": "p(positive) 0.91", "value": 0.91},
+                        ],
                     }
                 ],
                 "debug": None,

@@ -228,6 +228,20 @@ def test_the_openapi_document_lists_every_answer_and_the_bearer_scheme(service):
     search = spec["components"]["schemas"]["SearchResponseIODescriptor"]["properties"]
     assert search["user_id"]["nullable"] and search["user_id"]["type"] == "integer"
     assert spec["components"]["schemas"]["Item"]["properties"]["ranker_score"]["nullable"]
+    # every item's reasons: code and text never null, value nullable
+    reasons = spec["components"]["schemas"]["Item"]["properties"]["reasons"]
+    assert reasons["type"] == "array"
+    assert reasons["items"] == {"$ref": "#/components/schemas/Reason"}
+    reason = spec["components"]["schemas"]["Reason"]
+    assert set(reason["required"]) == {"code", "text", "value"}
+    assert reason["properties"]["code"]["type"] == "string"
+    assert set(reason["properties"]["code"]["enum"]) == {
+        "source", "similarity", "ranker", "outcome", "rule"
+    }  # fmt: skip
+    assert reason["properties"]["text"]["type"] == "string"
+    assert not any(reason["properties"][f].get("nullable") for f in ("code", "text"))
+    assert reason["properties"]["value"]["nullable"]
+    assert reason["properties"]["value"]["type"] == "number"
     for path in ("/recommend", "/similar", "/search", "/events", "/posts", "/blocks"):
         assert spec["paths"][path]["post"]["requestBody"]["required"] is True, path
     event = spec["components"]["schemas"]["EventIn"]["properties"]["ts"]

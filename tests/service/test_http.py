@@ -187,9 +187,32 @@ def test_a_new_post_is_ranked_by_recommend_for_a_new_user_of_its_category(
     assert item["ranker_score"] is not None and item["category_id"] == category_id
     assert item["boosted"] is True  # created just now: the new-post boost
     assert all(isinstance(it["promoted"], bool) for it in out["items"])
-    # without categories the same user is a cold start
+    # every item says why, in at most 8 reasons: the sources first, the ranker's own score
+    for it in out["items"]:
+        assert 1 <= len(it["reasons"]) <= 8 and it["reasons"][0]["code"] == "source"
+        assert all(set(r) == {"code", "text", "value"} and r["text"] for r in it["reasons"])
+        ranker = [r["value"] for r in it["reasons"] if r["code"] == "ranker"]
+        assert ranker == [it["ranker_score"]]
+    # the real ranker's predicted outcomes (the first ones an item drops beyond 8 reasons)
+    outcomes = [r["text"] for it in out["items"] for r in it["reasons"] if r["code"] == "outcome"]
+    assert any(t.startswith("p(positive) ") for t in outcomes), outcomes[:5]
+    # a similarity exactly for the posts the two-tower retrieval found
+    for it in out["items"]:
+        texts = [r["text"] for r in it["reasons"]]
+        tower = any(t.startswith("found by two_tower retrieval") for t in texts)
+        assert tower == any(t.startswith("retrieval similarity") for t in texts), texts
+    # the new post: found by the fresh list (Milvus may not search it yet) or the two-tower
+    # retrieval, and the new-post boost
+    texts = [r["text"] for r in item["reasons"]]
+    assert any(
+        t.startswith(("found by fresh posts (#", "found by two_tower retrieval")) for t in texts
+    ), texts
+    assert any(t.startswith("new post boost") for t in texts), texts
+    # without categories the same user is a cold start, which says so on every item
     r = e2e_service.post("/recommend", json={"user_id": new_user, "k": 5})
     assert r.json()["source"] == "cold_start"
+    for it in r.json()["items"]:
+        assert it["reasons"][-1]["text"] == "fallback: cold start for a new user", it
 
 
 def _event(user_id=1, post_id=2):

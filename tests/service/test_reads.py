@@ -50,6 +50,13 @@ def test_milvus_down_skips_the_two_tower_source_and_the_others_answer(metrics, s
     assert all(it.ranker_score is not None for it in out.items)
     scores = [it.score for it in out.items]
     assert scores == sorted(scores, reverse=True)
+    # each item says why: found by the sources that answered (not the skipped two-tower: no
+    # similarity), its ranker score
+    for it in out.items:
+        codes = [r.code for r in it.reasons]
+        assert codes[0] == "source" and "similarity" not in codes
+        assert not any("two_tower" in r.text for r in it.reasons)
+        assert [r.value for r in it.reasons if r.code == "ranker"] == [it.ranker_score]
     # still counted as a fallback of the dependency (the answer is degraded)
     assert fallbacks(metrics, "milvus") == 1
     assert (
@@ -83,6 +90,12 @@ def test_recommend_falls_back_to_the_cold_start_list_when_the_only_source_is_dow
     assert all(it.ranker_score is None for it in out.items)
     scores = [it.score for it in out.items]
     assert scores == sorted(scores, reverse=True)
+    # each item says why: the catalog's list found it, the fallback and its reason
+    for it in out.items:
+        assert [r.model_dump() for r in it.reasons] == [
+            {"code": "source", "text": "found by the popular and fresh list", "value": it.score},
+            {"code": "rule", "text": "fallback: milvus unavailable", "value": None},
+        ]
     assert fallbacks(metrics, "milvus") == 1
     assert (
         metric_value(metrics, "socialrec_errors_total", endpoint="/recommend", kind="milvus") == 1
@@ -94,6 +107,7 @@ def test_recommend_falls_back_when_the_seen_store_raises(metrics):
     out = endpoints.recommend(7, 4)
     assert out.source == "fallback" and len(out.items) == 4
     assert "seen_store unavailable" in out.reason and "locked" in out.reason
+    assert all(it.reasons[-1].text == "fallback: seen_store unavailable" for it in out.items)
     # the user's own posts (creator 2 for user 2) are never in the answer
     assert all(it.creator_id != 2 for it in endpoints.recommend(2, 10).items)
     assert fallbacks(metrics, "seen_store") == 2
@@ -152,6 +166,27 @@ def test_recommend_passes_categories_and_returns_the_item_flags(metrics):
     assert "cap_relaxed" not in item  # not part of the API
     endpoints.recommend(99, 2, categories=[])
     assert rec.calls[-1] == (99, 2, None)  # no categories: the stored onboarding ones
+
+
+def test_the_items_reasons_reach_the_answer(metrics):
+    from socialrec.recommender import Recommendation
+
+    reasons = [
+        {"code": "source", "text": "found by trending posts (#2)", "value": 9.0},
+        {"code": "ranker", "text": "ranker score 0.80", "value": 0.8},
+        {"code": "rule", "text": "promoted: moved to the front", "value": None},
+    ]
+
+    class Recommender:
+        def recommend(self, user_id, k, debug=False, categories=None):
+            item = {"post_id": 5, "score": 0.9, "ranker_score": 0.8, "category_id": 3,
+                    "creator_id": 4, "promoted": True, "reasons": reasons}  # fmt: skip
+            return Recommendation(user_id, [item], "personalized", {"stages": {}})
+
+    out = Endpoints(settings=None, recommender=Recommender(), metrics=metrics).recommend(9, 1)
+    answer = json.loads(out.model_dump_json())
+    assert answer["items"][0]["reasons"] == reasons  # value null when there is none
+    assert answer["debug"] is None
 
 
 def test_a_new_users_categories_reach_the_recommender_and_its_fallback(metrics, seen_store):
