@@ -146,6 +146,28 @@ def materialize_graph(env: dict, timeout: float = 900) -> dict:
     return env
 
 
+def materialize_assets(env: dict, assets, timeout: float = 600) -> float:
+    """``python -m orchestration.materialize --select <assets>`` (a subset of the graph, as
+    ``make materialize`` runs it) in ``env``; fails the test with the output's tail unless it
+    succeeds. Returns the seconds it took."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    t0 = time.time()
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestration.materialize", "--select", ",".join(assets)],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-6000:]
+    return time.time() - t0
+
+
 @pytest.fixture(scope="session")
 def e2e_materialized(e2e_env):
     return materialize_graph(e2e_env)

@@ -23,6 +23,7 @@ import pytest
 
 from socialrec.data.deletion import write_tombstones
 from socialrec.data.landing import LocalLandingBucket
+from tests.conftest import materialize_assets
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,19 +64,6 @@ def _ignore(directory: str, names: list[str]) -> set[str]:
     if not (Path(directory) / "warehouse.duckdb").exists():
         return set()
     return {"bentoml", "milvus-server"} & set(names)
-
-
-def _materialize(env: dict, *assets: str) -> None:
-    """``python -m orchestration.materialize --select ...`` (what make materialize runs)."""
-    out = subprocess.run(
-        [sys.executable, "-m", "orchestration.materialize", "--select", ",".join(assets)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-6000:]
 
 
 def _settings(data_dir: Path):
@@ -143,7 +131,7 @@ def deletion_run(e2e_materialized, e2e_warehouse, tmp_path_factory):
     with LocalMilvusServer(data_dir, die_with_parent=True) as server:
         t0 = time.time()
         for _ in range(2):  # a serving version and one kept for rollback
-            _materialize(env, "post_index")
+            materialize_assets(env, ["post_index"])
         print(f"indexed the copy (2 versions) in {time.time() - t0:.0f}s")
         before = {
             "events": _warehouse_users(data_dir / "warehouse.duckdb", "fct_interactions", user_id),

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -43,6 +40,7 @@ from socialrec.features.tables import (
 )
 from socialrec.settings import Settings
 from socialrec.timeutil import iso
+from tests.conftest import materialize_assets
 from tests.test_features import (
     DIM_POSTS,
     DIM_USERS,
@@ -53,7 +51,6 @@ from tests.test_features import (
     _unit,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 FIRST_END = dt.datetime(2026, 1, 10, tzinfo=dt.UTC)  # the first materialization
 EDITED_AT = _ts("2026-01-12T09:30")  # post 10 and user 1 are edited then
 SECOND_END = dt.datetime(2026, 1, 15, tzinfo=dt.UTC)  # the incremental one after the edit
@@ -228,18 +225,9 @@ def test_an_edited_post_agrees_online_in_the_index_and_in_the_ranker(e2e_materia
     key = landing_key("posts", now.date(), f"edit-{now:%Y%m%dT%H%M%S%f}-{post_id}.jsonl.gz")
     open_bucket(str(settings.landing_uri)).write_bytes(key, encode_jsonl([line]))
 
-    t0 = time.perf_counter()
     with _milvus(data_dir) as uri:
-        out = subprocess.run(
-            [sys.executable, "-m", "orchestration.materialize", "--select", ",".join(EDIT_ASSETS)],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        print(f"re-materialized {len(EDIT_ASSETS)} assets in {time.perf_counter() - t0:.0f}s")
-        assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-6000:]
+        seconds = materialize_assets(env, EDIT_ASSETS)
+        print(f"re-materialized {len(EDIT_ASSETS)} assets in {seconds:.0f}s")
         with PostIndex(uri, settings.milvus_token) as index:
             indexed = index.fetch(settings.collection_alias, [post_id])
             indexed_text = index.fetch(settings.text_collection_alias, [post_id])
