@@ -49,10 +49,9 @@ are the service's OpenAPI schema at ``/docs``):
   the service unready (:meth:`Endpoints.spool_note`).
 * Metrics: ``ServiceMetrics`` (``socialrec.serving.metrics``; listed in docs/endpoints.md).
 
-The request/response models are in ``socialrec.serving.schemas``, the errors in
-``socialrec.serving.errors``, the metrics in ``socialrec.serving.metrics``, the pure-ASGI
-middlewares (auth, 422, readiness reason, request metrics) in ``socialrec.serving.asgi``; the
-parts are opened and wired once by ``socialrec.serving.app``.
+The models are in ``socialrec.serving.schemas``, the pure-ASGI middlewares (auth, 422,
+readiness reason, request metrics) in ``socialrec.serving.asgi``; the parts are opened and
+wired once by ``socialrec.serving.app``.
 """
 
 from __future__ import annotations
@@ -231,7 +230,8 @@ class Endpoints:
         stages = Stages()
         spooled = 0
         if self.spool is not None:
-            spooled = self.spool.append([e.model_dump(mode="json") for e in events])
+            sent = [e.model_dump(mode="json", exclude_unset=True) for e in events]  # as sent
+            spooled = self.spool.append(sent)
             stages.done("spool")
             self.observe_spool()
         n = self.recommender.mark_events((e.user_id, e.post_id, e.event_type, e.ts) for e in events)

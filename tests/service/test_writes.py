@@ -48,7 +48,6 @@ def test_events_are_marked_seen_then_spooled_to_the_landing_bucket(
         "event_type": "VIEW",
         "ts": "2026-01-06T12:00:00Z",
         "dwell_ms": 100,
-        "variant": None,  # the app sent none (docs/experiments.md)
     }
     assert list((tmp_path / "landing" / "events").iterdir())[0].name == "dt=2026-01-06"
     endpoints.observe_spool()
