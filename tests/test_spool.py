@@ -282,6 +282,24 @@ def test_a_dropped_spool_keeps_its_rows_for_the_next_one(tmp_path, local, spools
     assert len(landed(local)) == 25
 
 
+def test_rows_another_spool_left_are_flushed_by_a_running_one(tmp_path, local, spools):
+    """A replica sharing the directory appends and dies before its flush: the spool already
+    running there sees the rows on its next check and delivers them within flush_seconds."""
+    directory = tmp_path / "spool"
+    clock = FakeClock()
+    running = spools(directory, local, flush_events=1000, flush_seconds=5, clock=clock)
+    assert running.maybe_flush() == 0  # nothing yet
+    other = EventSpool(directory, local, flush_events=1000, flush_seconds=3600)
+    other.append([event(i) for i in range(7)])
+    del other  # killed: no close(), no flush
+    gc.collect()
+    assert running.maybe_flush() == 0  # seen now, not yet flush_seconds old
+    assert running.stats()["pending"] == 7
+    clock.advance(5)
+    assert running.maybe_flush() == 7
+    assert len(landed(local)) == 7
+
+
 CHILD = """
 import os, sys
 from socialrec.data.landing import LocalLandingBucket

@@ -243,8 +243,23 @@ class EventSpool:
             )
 
     def maybe_flush(self) -> int:
-        """``flush()`` if ``due()``, else 0 (one step of the background flusher)."""
+        """``flush()`` if ``due()``, else 0 (one step of the background flusher). The pending
+        count is re-read from disk first: rows another process sharing the directory left
+        behind (a replica killed before its flush) are first seen here and flushed within
+        ``flush_seconds``, not only when this process appends."""
+        self._resync()
         return self.flush() if self.due() else 0
+
+    def _resync(self) -> None:
+        if self._closed:
+            return
+        pending = self._count()
+        with self._state:
+            if pending and self._oldest_at is None:
+                self._oldest_at = self._clock()
+            elif not pending:
+                self._oldest_at = None
+            self._pending = pending
 
     def _wait_seconds(self) -> float:
         """How long the flusher may sleep (an append that makes a flush due wakes it)."""
