@@ -218,13 +218,20 @@ def served_bento(env: dict, extra_env: dict | None = None, ready: bool = True):
         .splitlines()[-1]
     )
     port = free_port()
-    log_path = data_dir / "bentoml-serve.log"
+    # a BentoML home of its own, with the built bentos and models linked in: BentoML empties
+    # $BENTOML_HOME/prometheus_multiproc_dir when a server starts, so two servers sharing a
+    # home (e2e_service and a test's second bento) would lose each other's metric files
+    home = data_dir / f"bentoml-serve-{port}"
+    home.mkdir()
+    for store in ("bentos", "models"):
+        (home / store).symlink_to(Path(env["BENTOML_HOME"]) / store)
+    log_path = data_dir / f"bentoml-serve-{port}.log"
     log_file = open(log_path, "w")  # a file, not a pipe: a full pipe would block the server
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "bentoml"), "serve", tag]
         + ["--host", "127.0.0.1", "--port", str(port)],
         cwd=data_dir,
-        env={**env, **(extra_env or {})},
+        env={**env, "BENTOML_HOME": str(home), **(extra_env or {})},
         stdout=log_file,
         stderr=subprocess.STDOUT,
         start_new_session=True,

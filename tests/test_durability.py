@@ -181,3 +181,15 @@ def test_every_accepted_event_survives_a_sigkill_exactly_once_after_dedup(
     assert len(accepted) >= (BATCHES_BEFORE_KILL + BATCHES_AFTER_RESTART) * BATCH
     assert not accepted - set(copies), sorted(accepted - set(copies))[:20]
     assert set(copies) <= accepted | unanswered  # nothing that was never sent
+
+    # the session's own service, which shared the spool with both servers, still reports its
+    # own spool: its metric files survived the other servers' starts (each has a BentoML home
+    # of its own) and its flusher delivered whatever the killed server had left
+    deadline = time.time() + 20 * E2E_SPOOL_FLUSH_SECONDS + 10
+    while True:
+        text = e2e_service.get("/metrics").text
+        pending = [ln for ln in text.splitlines() if ln.startswith("socialrec_spool_pending")]
+        if (pending and float(pending[0].split()[-1]) == 0) or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert pending and float(pending[0].split()[-1]) == 0, pending
