@@ -14,6 +14,8 @@ export DO_NOT_TRACK := true
 export BENTOML_DO_NOT_TRACK := true
 export MLFLOW_ENABLE_TELEMETRY := false
 RUN := $(UV) run --frozen
+# pytest-xdist workers of `make test` (tests/conftest.py groups the tests that share a deployment)
+TEST_WORKERS ?= 2
 
 .PHONY: help uv install install-dev browser data materialize demo test test-gcp lint format clean bench
 
@@ -70,7 +72,7 @@ test: install-dev browser
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) lint-imports
-	$(RUN) pytest
+	$(RUN) pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 test-gcp: install-dev
 	$(RUN) pytest -m gcp

@@ -17,6 +17,29 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
 
 
+# `make test` runs the suite on two pytest-xdist workers with --dist loadgroup. A worker
+# builds a session fixture for itself, so every test that needs one of these expensive
+# deployments (a materialized graph, the gcp stand-ins) goes to the one worker that builds it;
+# every other test goes with its module (module fixtures are built once, as without xdist).
+SHARED_DEPLOYMENTS = {"e2e_env": "e2e", "gcp_standins": "gcp"}
+
+
+def pytest_collection_modifyitems(config, items):
+    first = list(SHARED_DEPLOYMENTS.values())
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        groups = [g for fixture, g in SHARED_DEPLOYMENTS.items() if fixture in names]
+        group = "+".join(groups) if groups else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+        item.stash[GROUP] = first.index(group) if group in first else len(first)
+    # the long groups first (a stable sort: the order within a group stays), so that with
+    # --no-loadscope-reorder each worker starts on one of them
+    items.sort(key=lambda item: item.stash[GROUP])
+
+
+GROUP = pytest.StashKey[int]()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
