@@ -301,6 +301,8 @@ def test_the_cli_config_is_the_code_config(tmp_path, monkeypatch):
         milvus_uri="http://127.0.0.1:19530",
         mlflow_tracking_uri="http://127.0.0.1:5000",
         api_token="t",
+        read_token="r",  # the gcp profile refuses to start without both
+        tls_termination="ingress",
     )
     repo = Path(feature_repo.__file__).parent
     cli = load_repo_config(repo, repo / "feature_store.gcp.yaml")
