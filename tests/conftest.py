@@ -291,6 +291,20 @@ def served_bento(env: dict, extra_env: dict | None = None, ready: bool = True):
         stop()
 
 
+def spool_pending_when_drained(client, timeout: float) -> list[str]:
+    """The ``socialrec_spool_pending`` lines of ``client``'s ``/metrics``, polled until the
+    gauge reads 0 or ``timeout`` seconds pass (the last lines read either way)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        text = client.get("/metrics").text
+        pending = [ln for ln in text.splitlines() if ln.startswith("socialrec_spool_pending")]
+        if (pending and float(pending[0].split()[-1]) == 0) or time.monotonic() > deadline:
+            return pending
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="session")
 def e2e_service(e2e_materialized):
     """An httpx client of the built bento served on 127.0.0.1 (ready: /readyz 200)."""

@@ -28,7 +28,12 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import E2E_SPOOL_FLUSH_SECONDS, bearer, served_bento
+from tests.conftest import (
+    E2E_SPOOL_FLUSH_SECONDS,
+    bearer,
+    served_bento,
+    spool_pending_when_drained,
+)
 
 BATCH = 25  # events per request
 BATCHES_BEFORE_KILL = 40  # the kill comes once this many batches are answered
@@ -185,11 +190,5 @@ def test_every_accepted_event_survives_a_sigkill_exactly_once_after_dedup(
     # the session's own service, which shared the spool with both servers, still reports its
     # own spool: its metric files survived the other servers' starts (each has a BentoML home
     # of its own) and its flusher delivered whatever the killed server had left
-    deadline = time.time() + 20 * E2E_SPOOL_FLUSH_SECONDS + 10
-    while True:
-        text = e2e_service.get("/metrics").text
-        pending = [ln for ln in text.splitlines() if ln.startswith("socialrec_spool_pending")]
-        if (pending and float(pending[0].split()[-1]) == 0) or time.time() > deadline:
-            break
-        time.sleep(0.2)
+    pending = spool_pending_when_drained(e2e_service, 20 * E2E_SPOOL_FLUSH_SECONDS + 10)
     assert pending and float(pending[0].split()[-1]) == 0, pending

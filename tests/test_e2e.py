@@ -17,7 +17,12 @@ from pathlib import Path
 import pytest
 
 from socialrec.settings import LOCAL_READ_TOKEN
-from tests.conftest import E2E_SPOOL_FLUSH_SECONDS, bearer, published_post_ids
+from tests.conftest import (
+    E2E_SPOOL_FLUSH_SECONDS,
+    bearer,
+    published_post_ids,
+    spool_pending_when_drained,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -169,13 +174,7 @@ def test_events_reach_the_landing_bucket_through_the_spool(
         assert landed[event["event_id"]] == event  # every field, ts as ISO-8601 UTC
     # and the spool is empty again (other tests' services share it: their left-overs are
     # flushed by this one's flusher within seconds)
-    deadline = time.perf_counter() + 20 * E2E_SPOOL_FLUSH_SECONDS + 10
-    while True:
-        r = e2e_service.get("/metrics")
-        pending = [ln for ln in r.text.splitlines() if ln.startswith("socialrec_spool_pending")]
-        if (pending and float(pending[0].split()[-1]) == 0) or time.perf_counter() > deadline:
-            break
-        time.sleep(0.2)
+    pending = spool_pending_when_drained(e2e_service, 20 * E2E_SPOOL_FLUSH_SECONDS + 10)
     assert pending and float(pending[0].split()[-1]) == 0, pending
 
 
