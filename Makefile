@@ -14,6 +14,9 @@ export DO_NOT_TRACK := true
 export BENTOML_DO_NOT_TRACK := true
 export MLFLOW_ENABLE_TELEMETRY := false
 RUN := $(UV) run --frozen
+# data, materialize and demo run on the `make install` environment: `uv run` syncs the default
+# groups (dev included: pytest, ruff, locust, ...) unless told not to
+RUN_APP := $(UV) run --frozen --no-dev
 
 .PHONY: help uv install install-dev browser data materialize demo test test-gcp lint format clean bench
 
@@ -31,9 +34,13 @@ $(UV):
 
 uv: $(UV)
 
+# an empty Dagster instance config with telemetry off: no "no dagster.yaml found" warning and
+# no telemetry notice on a first run
+DAGSTER_YAML := $(DAGSTER_HOME)/dagster.yaml
 install: uv
 	$(UV) sync --frozen --no-dev
 	@mkdir -p "$(DAGSTER_HOME)"
+	@test -f "$(DAGSTER_YAML)" || printf 'telemetry:\n  enabled: false\n' > "$(DAGSTER_YAML)"
 
 install-dev: uv
 	$(UV) sync --frozen --all-extras
@@ -58,13 +65,13 @@ browser:
 		echo "apt-get could not install chromium: the browser test will skip"
 
 data: install
-	$(RUN) python -m socialrec.data.generator
+	$(RUN_APP) python -m socialrec.data.generator
 
 materialize: install
-	$(RUN) python -m orchestration.materialize --generate
+	$(RUN_APP) python -m orchestration.materialize --generate
 
 demo: materialize
-	$(RUN) python -m orchestration.demo
+	$(RUN_APP) python -m orchestration.demo
 
 test: install-dev browser
 	$(RUN) ruff check .
