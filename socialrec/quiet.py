@@ -52,8 +52,16 @@ WARNINGS: list[tuple[type[Warning], str, str]] = [
         r"Property `ScheduleDefinition\.environment_vars` is deprecated",
         r"/dagster/_core/remote_representation/",
     ),
-    # dagster-dbt[rs] pins sqlglot's Rust tokenizer, which sqlglot 29 no longer uses
+    # dagster-dbt[rs] pins sqlglot's Rust tokenizer, which sqlglot 29 no longer uses (both
+    # sqlglot and sqlglotrs say so when imported)
     (UserWarning, r"sqlglot\[rs\] is deprecated", r"/sqlglot/tokens\.py"),
+    (DeprecationWarning, r"sqlglotrs is deprecated", r"/sqlglotrs/"),
+    # BentoML 1.4 reads model_fields on the request's model instance, on every request
+    (
+        DeprecationWarning,
+        r"Accessing the 'model_fields' attribute on the instance is deprecated",
+        r"/_bentoml_impl/",
+    ),
     # BentoML's request model of POST /posts: its field media_type (the API's) shadows one of
     # BentoML's IODescriptor; harmless, and the field name is part of the API
     (UserWarning, r'Field name "media_type" in "Input" shadows', r"/pydantic/"),
