@@ -16,6 +16,9 @@ export MLFLOW_ENABLE_TELEMETRY := false
 RUN := $(UV) run --frozen
 # pytest-xdist workers of `make test` (tests/conftest.py groups the tests that share a deployment)
 TEST_WORKERS ?= 2
+# data, materialize and demo run on the `make install` environment: `uv run` syncs the default
+# groups (dev included: pytest, ruff, locust, ...) unless told not to
+RUN_APP := $(UV) run --frozen --no-dev
 
 .PHONY: help uv install install-dev browser data materialize demo test test-gcp lint format clean bench
 
@@ -33,9 +36,13 @@ $(UV):
 
 uv: $(UV)
 
+# an empty Dagster instance config with telemetry off: no "no dagster.yaml found" warning and
+# no telemetry notice on a first run
+DAGSTER_YAML := $(DAGSTER_HOME)/dagster.yaml
 install: uv
 	$(UV) sync --frozen --no-dev
 	@mkdir -p "$(DAGSTER_HOME)"
+	@test -f "$(DAGSTER_YAML)" || printf 'telemetry:\n  enabled: false\n' > "$(DAGSTER_YAML)"
 
 install-dev: uv
 	$(UV) sync --frozen --all-extras
@@ -60,13 +67,13 @@ browser:
 		echo "apt-get could not install chromium: the browser test will skip"
 
 data: install
-	$(RUN) python -m socialrec.data.generator
+	$(RUN_APP) python -m socialrec.data.generator
 
 materialize: install
-	$(RUN) python -m orchestration.materialize --generate
+	$(RUN_APP) python -m orchestration.materialize --generate
 
 demo: materialize
-	$(RUN) python -m orchestration.demo
+	$(RUN_APP) python -m orchestration.demo
 
 test: install-dev browser
 	$(RUN) ruff check .

@@ -147,10 +147,10 @@ def mlflow_resource(context: dg.InitResourceContext) -> Iterator[MlFlow]:
         yield mlf
     finally:
         if mlflow_lib.active_run() is not None:
-            known = context.instance is not None and context.run_id is not None
+            known = context.instance is not None and context.run is not None
             failed = known and bool(
                 context.instance.get_records_for_run(
-                    context.run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1
+                    context.run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1
                 ).records
             )
             mlflow_lib.end_run(

@@ -105,13 +105,13 @@ def recommender_bento(
         }
     models["socialrec_catalog"] = {
         "path": str(catalog_dir),
-        "labels": {"dagster_run_id": context.run_id},
+        "labels": {"dagster_run_id": context.run.run_id},
     }
     models["socialrec_neighbours"] = {
         "path": neighbours["path"],
         "labels": {"signal": neighbours["params"]["signal"]},
     }
-    spec = {"models": models, "labels": {"dagster_run_id": context.run_id}}
+    spec = {"models": models, "labels": {"dagster_run_id": context.run.run_id}}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(spec, f)
     env = {**os.environ, "BENTOML_HOME": str(s.bentoml_home), "BENTOML_DO_NOT_TRACK": "true"}

@@ -40,6 +40,10 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS/SavedModels under Keras 2
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from socialrec.quiet import quiet  # noqa: E402
+
+quiet()  # first, in the server and every worker (socialrec.quiet lists what and why)
+
 import logging  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from typing import Annotated  # noqa: E402

@@ -2,19 +2,27 @@
 over the local Milvus server of the data directory (started first, stopped last).
 
 Both servers run in their own process groups, so this script (the foreground process of
-``make demo``) decides how they stop: Ctrl-C or SIGTERM here stops both cleanly. (``dagster
-dev`` started in the background of a non-interactive shell ignores SIGINT, hence no ``&``.)
+``make demo``) decides how they stop: Ctrl-C or SIGTERM here stops both cleanly (a second
+Ctrl-C while they stop is ignored: the stop is bounded, then SIGKILL). (``dagster dev``
+started in the background of a non-interactive shell ignores SIGINT, hence no ``&``.)
+
+The servers' output goes to log files under the data directory (``logs/dagster-dev.log``,
+``logs/bentoml-serve.log``, named in the banner); the terminal shows only their warning and
+error lines, and the banner is the last thing on it once both are up (no daemon ticks).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import dagster as dg
 
@@ -51,9 +59,44 @@ def wait_http(url: str, timeout_s: float, proc: subprocess.Popen) -> bool:
 
 def stop(procs: list[subprocess.Popen]) -> None:
     """SIGINT to each server and all it started (the bento's workers run in sessions of their
-    own), SIGKILL to whatever is left after 20 s."""
+    own), SIGKILL to whatever is left after 20 s. Ctrl-C is ignored meanwhile: a second one
+    would leave a server (or the Dagster code server it restarts) running."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for p in procs:
         stop_tree(p, signal.SIGINT, timeout=20)
+
+
+# a server's line worth the terminal: a warning or an error (Dagster's and BentoML's log
+# formats, Python's warnings and tracebacks); the rest stays in the server's log file
+NOTABLE = re.compile(
+    r" - (\x1b\[[0-9;]*m)?(WARNING|ERROR|CRITICAL)(\x1b\[[0-9;]*m)? - "
+    r"|\[(WARNING|ERROR|CRITICAL)\]|Traceback|Error:"
+)
+
+
+def start_logged(name: str, argv: list[str], log_path: Path) -> subprocess.Popen:
+    """Start a server in a session of its own, its output (stdout and stderr) appended to
+    ``log_path``; its warning and error lines are also printed to stderr, prefixed."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+    )
+
+    def copy() -> None:
+        with open(log_path, "a") as log:
+            for line in proc.stdout:
+                log.write(line)
+                log.flush()
+                if NOTABLE.search(line):
+                    print(f"[{name}] {line.rstrip()}", file=sys.stderr, flush=True)
+
+    threading.Thread(target=copy, name=f"log-{name}", daemon=True).start()
+    return proc
 
 
 def sample_user(settings: Settings) -> int:
@@ -125,31 +168,18 @@ def serve(settings: Settings, milvus: str) -> int:
     user_id = sample_user(settings)
     post_id, category_id, query = sample_post(settings)
     bin_dir = os.path.dirname(sys.executable)
+    logs = {
+        "dagster": Path(settings.data_dir) / "logs" / "dagster-dev.log",
+        "bento": Path(settings.data_dir) / "logs" / "bentoml-serve.log",
+    }
+    dagster_dev = [os.path.join(bin_dir, "dagster"), "dev", "-w", "workspace.yaml"]
+    bento_serve = [os.path.join(bin_dir, "bentoml"), "serve", tag]
     procs = [
-        subprocess.Popen(
-            [
-                os.path.join(bin_dir, "dagster"),
-                "dev",
-                "-w",
-                "workspace.yaml",
-                "-h",
-                HOST,
-                "-p",
-                str(DAGSTER_PORT),
-            ],
-            start_new_session=True,
+        start_logged(
+            "dagster", dagster_dev + ["-h", HOST, "-p", str(DAGSTER_PORT)], logs["dagster"]
         ),
-        subprocess.Popen(
-            [
-                os.path.join(bin_dir, "bentoml"),
-                "serve",
-                tag,
-                "--host",
-                HOST,
-                "--port",
-                str(BENTO_PORT),
-            ],
-            start_new_session=True,
+        start_logged(
+            "bento", bento_serve + ["--host", HOST, "--port", str(BENTO_PORT)], logs["bento"]
         ),
     ]
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -157,7 +187,10 @@ def serve(settings: Settings, milvus: str) -> int:
         ok_bento = wait_http(f"http://{HOST}:{BENTO_PORT}/healthz", 180, procs[1])
         ok_ui = wait_http(f"http://{HOST}:{DAGSTER_PORT}/server_info", 180, procs[0])
         if not (ok_bento and ok_ui):
-            print("a server did not come up (see its log above); stopping", file=sys.stderr)
+            print(
+                f"a server did not come up (see {logs['dagster']} and {logs['bento']}); stopping",
+                file=sys.stderr,
+            )
             return 1
         examples = curl_examples(
             f"http://{HOST}:{BENTO_PORT}", user_id, post_id, category_id, query
@@ -169,6 +202,8 @@ socialrec demo is up (bento {tag})
   Recommender:  http://{HOST}:{BENTO_PORT}     (OpenAPI docs at /docs)
   Feed page:    http://{HOST}:{BENTO_PORT}/feed/   (a user's feed as cards; docs/feed-page.md)
   Milvus:       {milvus}
+  Server logs:  {logs["dagster"]}
+                {logs["bento"]}
 
 {examples}
 
@@ -177,7 +212,7 @@ Ctrl-C stops both servers.""",
         )
         while all(p.poll() is None for p in procs):
             time.sleep(1)
-        print("a server exited; stopping the other", file=sys.stderr)
+        print("a server exited (see its log); stopping the other", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\nstopping the Dagster UI and the recommender...", flush=True)

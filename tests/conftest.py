@@ -166,7 +166,19 @@ def materialize_graph(env: dict, timeout: float = 900) -> dict:
     )
     print(f"materialize ({env.get('SOCIALREC_PROFILE', 'local')}) took {time.time() - t0:.0f}s")
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-6000:]
+    assert_quiet(out.stdout + out.stderr)
     return env
+
+
+# what a normal run never prints (issue 14: a first run that is green and quiet)
+NOISE = ("Traceback", "DeprecationWarning", "nanobind: leaked", "Method not implemented")
+
+
+def assert_quiet(output: str) -> None:
+    """Fail with the lines around the first piece of :data:`NOISE` in ``output``."""
+    for noise in NOISE:
+        at = output.find(noise)
+        assert at < 0, f"{noise!r} in the output:\n{output[max(0, at - 1500) : at + 2500]}"
 
 
 def materialize_assets(env: dict, assets, timeout: float = 600) -> float:

@@ -20,7 +20,6 @@ user over its post index; the protocol masks what each request may not be shown.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -103,19 +102,22 @@ class ALS(_UserModel):
     name = "als"
 
     def _fit(self, log: EventLog, cutoff: int) -> None:
-        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit's own threads do the work
         from implicit.cpu.als import AlternatingLeastSquares
+        from threadpoolctl import threadpool_limits
 
         x = self._matrix(log)
         x.data = 1.0 + float(self.params.get("alpha", 10.0)) * x.data
-        self.model = AlternatingLeastSquares(
-            factors=int(self.params.get("factors", 64)),
-            regularization=float(self.params.get("regularization", 0.05)),
-            iterations=int(self.params.get("iterations", 15)),
-            random_state=int(self.params.get("seed", 42)),
-            calculate_training_loss=False,
-        )
-        self.model.fit(x, show_progress=False)
+        # implicit's own threads do the work: a BLAS thread pool under them only slows it (and
+        # implicit warns when it sees one; OpenBLAS is loaded long before, so not by env var)
+        with threadpool_limits(limits=1, user_api="blas"):
+            self.model = AlternatingLeastSquares(
+                factors=int(self.params.get("factors", 64)),
+                regularization=float(self.params.get("regularization", 0.05)),
+                iterations=int(self.params.get("iterations", 15)),
+                random_state=int(self.params.get("seed", 42)),
+                calculate_training_loss=False,
+            )
+            self.model.fit(x, show_progress=False)
 
     def _user_scores(self, rows: np.ndarray) -> np.ndarray:
         return self.model.user_factors[rows] @ self.model.item_factors.T

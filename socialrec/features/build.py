@@ -112,7 +112,8 @@ def _dimension_rows(dim: pd.DataFrame, id_col: str) -> pd.DataFrame:
             TIMESTAMP: timestamps(dim["created_at"]).to_numpy(),
         }
     )
-    out = pd.concat([created, _edit_rows(dim, id_col)], ignore_index=True)
+    edits = _edit_rows(dim, id_col)  # none (an empty frame) on a first run: concat warns on it
+    out = pd.concat([created, edits], ignore_index=True) if len(edits) else created
     return out.sort_values([TIMESTAMP, id_col], kind="stable", ignore_index=True)
 
 

@@ -14,9 +14,12 @@ Feast objects themselves live in ``feature_repo/``; this package never imports D
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
+import gc
 import os
 import sqlite3
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -41,6 +44,19 @@ from socialrec.settings import Settings
 from socialrec.timeutil import timestamp, timestamps
 
 _ROW = "__socialrec_row"
+
+
+@atexit.register
+def _close_ibis_default_backend() -> None:
+    """Feast's DuckDB offline store runs on ibis' default backend: a DuckDB connection kept
+    in a module global for the process's life. Closed at exit, before the interpreter tears
+    DuckDB down (else nanobind lists it and its types as leaked)."""
+    ibis = sys.modules.get("ibis")
+    backend = getattr(getattr(ibis, "options", None), "default_backend", None)
+    if backend is not None:
+        backend.disconnect()
+        ibis.options.default_backend = None
+    gc.collect()
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,8 +34,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.models import infer_signature
 
+from socialrec.models.signature import model_signature
 from socialrec.settings import Settings
 
 TWO_TOWER = "socialrec_two_tower"
@@ -284,7 +284,7 @@ def log_two_tower(
     inferred from an example user frame and its embeddings."""
     model_dir = Path(model_dir)
     signature = (
-        infer_signature(example_input, example_output) if example_input is not None else None
+        model_signature(example_input, example_output) if example_input is not None else None
     )
 
     def log_model():
@@ -319,7 +319,7 @@ def log_ranker(
     model_dir = Path(model_dir)
     signature = None
     if example_input is not None:
-        signature = infer_signature(example_input, ranker.predict(example_input))
+        signature = model_signature(example_input, ranker.predict(example_input))
 
     def log_model():
         return mlflow.catboost.log_model(

@@ -13,12 +13,14 @@ import os
 import numpy as np
 
 from socialrec.models.tower_inputs import ACTIVITY_FEATURES, POST_TOWER_INPUTS, USER_TOWER_INPUTS
+from socialrec.quiet import native_stderr_silenced
 from socialrec.settings import TEXT_EMBEDDING_DIM
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS needs Keras 2 (tf-keras)
 
-import tensorflow as tf  # noqa: E402
-import tensorflow_recommenders as tfrs  # noqa: E402
+with native_stderr_silenced():  # TF's C++ start-up lines (socialrec.quiet)
+    import tensorflow as tf
+    import tensorflow_recommenders as tfrs
 
 
 def input_specs(n_slots: int) -> dict[str, dict[str, tf.TensorSpec]]:
@@ -84,6 +86,12 @@ class Tower(tf.keras.Model):
         self.parts = parts
         self.hidden = tf.keras.layers.Dense(hidden, activation="relu")
         self.out = tf.keras.layers.Dense(out_dim)
+
+    def get_config(self) -> dict:
+        """The sizes only: a tower is saved as a SavedModel and loaded without Keras
+        (``TwoTowerModel.load``), never rebuilt from its config (Keras' default would warn,
+        on every save, that the parts are not serializable)."""
+        return {"name": self.name, "hidden": self.hidden.units, "out_dim": self.out.units}
 
     def call(self, inputs, training=False):
         pieces = []

@@ -71,7 +71,10 @@ def limit_compute_threads(threads: int) -> None:
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", n)
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", n)
     _THREAD_LIMITS.append(threadpool_limits(limits=int(threads)))
-    import tensorflow as tf
+    from socialrec.quiet import native_stderr_silenced
+
+    with native_stderr_silenced():  # TF's C++ start-up lines (socialrec.quiet)
+        import tensorflow as tf
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(int(threads))

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import threading
 
 from socialrec.serving.metrics import OUTCOME, service_metrics
 from socialrec.serving.schemas import API_ROUTES, READ_ROUTES, WRITE_ROUTES
+
+log = logging.getLogger("socialrec.service")
 
 
 def _route(scope) -> str:
@@ -39,6 +42,16 @@ async def _send_json(send, status: int, body: dict, headers: tuple = ()) -> None
         }
     )
     await send({"type": "http.response.body", "body": data})
+
+
+def _reason(body: bytes) -> str:
+    """The ``error: detail`` of an error answer's body (its start), for the log line."""
+    try:
+        answer = json.loads(body)
+        reason = f"{answer['error']}: {answer.get('detail', '')}"
+    except (ValueError, TypeError, KeyError):
+        reason = body.decode("utf-8", "replace")
+    return reason[:300]
 
 
 def _outcome_of(status: int) -> str:
@@ -68,6 +81,15 @@ class RequestMetrics:
         async def send_status(message):
             if message["type"] == "http.response.start":
                 note.setdefault("status", message["status"])
+            elif 400 <= note.get("status", 0) < 500 and not note.get("logged"):
+                note["logged"] = True  # a client's error: one line, never a traceback
+                log.warning(
+                    "%s %s %s %s",
+                    scope.get("method"),
+                    scope.get("path"),
+                    note["status"],
+                    _reason(message.get("body", b"")),
+                )
             await send(message)
 
         try:
