@@ -30,6 +30,8 @@ help:
 	@echo "make lint         ruff check + format check"
 	@echo "make bench        every benchmark in benchmarks/ (make bench-<name> for one, e.g. bench-load)"
 	@echo "make clean        remove the local state in $(SOCIALREC_DATA_DIR)"
+	@echo "make mlflow-ui    MLflow's runs and registered models on http://127.0.0.1:$(MLFLOW_PORT)"
+	@echo "make dagster-ui   the Dagster UI alone on http://127.0.0.1:$(DAGSTER_PORT) (make demo also serves it)"
 
 $(UV):
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --user --quiet uv
@@ -103,3 +105,24 @@ format: install-dev
 clean:
 	@if [ -x .venv/bin/python ]; then .venv/bin/python -m socialrec.stores.milvus_server stop --data-dir "$(SOCIALREC_DATA_DIR)" || true; fi
 	rm -rf "$(SOCIALREC_DATA_DIR)"
+
+# The UIs over the local state (after `make materialize` or `make demo`), on 127.0.0.1 only,
+# with what `make install` installs (never the dev packages). The MLflow store is the settings'
+# (SOCIALREC_MLFLOW_TRACKING_URI, by default .socialrec/mlflow/mlflow.db); Dagster's is DAGSTER_HOME.
+MLFLOW_PORT ?= 5000
+DAGSTER_PORT ?= 3000
+UI_RUN := $(UV) run --frozen --no-dev
+MLFLOW_URI_PY := from socialrec.settings import Settings; s = Settings(); s.ensure_dirs(); print(s.mlflow_tracking_uri)
+
+.PHONY: mlflow-ui dagster-ui
+
+mlflow-ui: uv
+	@uri="$$($(UI_RUN) python -c '$(MLFLOW_URI_PY)')" || exit 1; \
+	case "$$uri" in http*) echo "MLflow is a server here, with its own UI: $$uri"; exit 0;; esac; \
+	echo "MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) ($$uri); Ctrl-C stops it"; \
+	exec $(UI_RUN) mlflow ui --backend-store-uri "$$uri" --host 127.0.0.1 --port $(MLFLOW_PORT)
+
+dagster-ui: uv
+	@mkdir -p "$(DAGSTER_HOME)"
+	@echo "Dagster UI on http://127.0.0.1:$(DAGSTER_PORT) (DAGSTER_HOME=$(DAGSTER_HOME)); Ctrl-C stops it"
+	@exec $(UI_RUN) dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_PORT)

@@ -10,6 +10,7 @@ the best baseline on warm users.
 """
 
 import base64
+import math
 
 import dagster as dg
 import mlflow as mlflow_lib
@@ -26,6 +27,37 @@ from socialrec.models import artifacts, registry
 from socialrec.models.ranker import Ranker
 
 CHECK = "shipped_pipeline_beats_best_baseline_on_warm_users"
+
+
+def _number(value) -> float | None:
+    """A metric for a table cell: None when missing or NaN (the UI parses records as JSON)."""
+    return None if value is None or not math.isfinite(float(value)) else round(float(value), 4)
+
+
+def segments_table(segments: dict) -> dg.TableMetadataValue:
+    """Every segment's results as one table the UI can sort: a row per (segment, method)."""
+    metrics = [
+        m for m in METRICS if any(m in row for rows in segments.values() for row in rows.values())
+    ]
+    counts = ("users", "requests")
+    schema = dg.TableSchema(
+        columns=[dg.TableColumn("segment", "string"), dg.TableColumn("method", "string")]
+        + [dg.TableColumn(m, "float") for m in metrics]
+        + [dg.TableColumn(c, "int") for c in counts]
+    )
+    records = [
+        dg.TableRecord(
+            {
+                "segment": seg,
+                "method": method,
+                **{m: _number(row.get(m)) for m in metrics},
+                **{c: int(row[c]) if c in row else None for c in counts},
+            }
+        )
+        for seg, rows in segments.items()
+        for method, row in rows.items()
+    ]
+    return dg.MetadataValue.table(records, schema)
 
 
 def _image(path) -> str:
@@ -84,6 +116,7 @@ def offline_evaluation(
     yield dg.MaterializeResult(
         metadata={
             "protocol": report.protocol,
+            "results": segments_table(report.segments),
             **{
                 f"results_{seg}": dg.MetadataValue.md(segment_table(report.segments, seg))
                 for seg in report.segments

@@ -42,14 +42,17 @@ def _model_dir(settings: Settings, name: str):
     return artifacts.new_dir(settings, name)
 
 
-def _registered_metadata(reg: registry.RegisteredModel) -> dict:
+def _registered_metadata(reg: registry.RegisteredModel, champion_asset: str) -> dict:
+    """What the model asset made: a registered version. Its role is not said here (the gate may
+    fail, the promotion may move ``champion`` to it later): the champion asset's metadata
+    carries the alias."""
     return {
         "mlflow_model": reg.name,
         "mlflow_version": reg.version,
         "mlflow_run_id": reg.run_id,
         "model_uri": reg.model_uri,
-        "alias": registry.CHALLENGER,
-        "note": reg.reason,
+        "registered": f"{reg.name} version {reg.version}: its quality gate decides, "
+        f"`{champion_asset}` moves the champion alias to it",
     }
 
 
@@ -160,7 +163,7 @@ def two_tower_model(
     )
     return dg.MaterializeResult(
         metadata={
-            **_registered_metadata(reg),
+            **_registered_metadata(reg, "two_tower_champion"),
             "retrieval_eval": dg.MetadataValue.md(table),
             **{registry.metric_key(k): float(v) for k, v in m.items()},
             "model_dir": dg.MetadataValue.path(str(model_dir)),
@@ -239,7 +242,7 @@ def ranker_model(
     )
     return dg.MaterializeResult(
         metadata={
-            **_registered_metadata(reg),
+            **_registered_metadata(reg, "ranker_champion"),
             **{
                 registry.metric_key(k): float(v)
                 for k, v in m.items()
@@ -344,6 +347,8 @@ def _promote(context: dg.AssetExecutionContext, s: Settings, name: str, check: d
     return dg.MaterializeResult(
         metadata={
             "mlflow_model": name,
+            "alias": registry.CHAMPION,
+            "model_uri": f"models:/{name}@{registry.CHAMPION}",
             "champion_version": int(challenger.version),
             "previous_champion": None if before is None else int(before.version),
             "mlflow_run_id": challenger.run_id or challenger.tags.get("mlflow_run_id", ""),

@@ -94,6 +94,13 @@ from socialrec.stores.post_details import PostDetails  # noqa: E402
 
 log = logging.getLogger("socialrec.service")
 
+# the example user of the document's /recommend and /search bodies: one with history in the demo
+# data. The generator always makes users 1..n_users (2,000 by default) and, with its default
+# seed, user 1639 has the most events (~1,300), so "Try it out" answers a personalized feed, not
+# a cold-start one (``make demo``'s banner picks its sample user from the warehouse instead).
+EXAMPLE_USER = 1639
+EXAMPLES = {"/recommend": {"user_id": EXAMPLE_USER, "k": 10}}  # the bodies "Try it out" shows
+
 
 # worker processes (``SOCIALREC_SERVICE_WORKERS``, default 2): each opens its own clients of
 # the shared stores (Milvus server, seen store, Feast online store, spool directory)
@@ -171,7 +178,7 @@ class Recommender:
     @bentoml.api
     def recommend(
         self,
-        user_id: Annotated[Id, Field(description="the app's user id", examples=[17])],
+        user_id: Annotated[Id, Field(description="the app's user id", examples=[EXAMPLE_USER])],
         k: Annotated[K, Field(description=f"how many posts (1..{MAX_K})", examples=[20])] = 20,
         debug: StrictBool = False,
         categories: Annotated[
@@ -258,7 +265,7 @@ class Recommender:
             Id | None,
             Field(
                 description="personalize the ranking for this user",
-                examples=[17],
+                examples=[EXAMPLE_USER],
                 json_schema_extra=NULLABLE,
             ),
         ] = None,
@@ -305,7 +312,7 @@ class Recommender:
 # first added = outermost: the request metrics see every answer, also the 401s and 422s;
 # the gate validates a body with the input model BentoML derives for its route (api.input_spec)
 Recommender.add_asgi_middleware(RequestMetrics)
-Recommender.add_asgi_middleware(OpenApiDocument)
+Recommender.add_asgi_middleware(OpenApiDocument, examples=EXAMPLES)
 Recommender.add_asgi_middleware(BearerAuth)
 Recommender.add_asgi_middleware(
     RequestGate, models={api.route: api.input_spec for api in Recommender.apis.values()}

@@ -105,6 +105,8 @@ def test_the_gate_decides_and_promotion_is_its_own_step(setup):
     meta = promoted.asset_materializations_for_node("ranker_champion")[0].metadata
     assert meta["champion_version"].value == 1 and meta["previous_champion"].value is None
     assert meta["gate_run_id"].value == gated.run_id
+    assert meta["alias"].value == "champion"  # the champion asset carries the alias
+    assert meta["model_uri"].value == "models:/socialrec_ranker@champion"
 
     # v2 within the tolerance, the whole job: check step, then the promotion step
     numbers.update(challenger=0.495, champion=0.5)
