@@ -43,7 +43,7 @@ TEXT_EMBEDDING_DIM = 384
 UNKNOWN_CREATOR_ID = -1
 LOCAL_API_TOKEN = "socialrec-local-dev-token"  # the local profile's bearer token (README)
 LOCAL_READ_TOKEN = "socialrec-local-read-token"  # its read-only token (debug answers)
-DEMO_RECORD = "demo.json"  # in data_dir: the generated demo data's start (Settings.demo_start)
+DEMO_RECORD, GCP_FIRST_DAY = "demo.json", "2026-01-01"  # the demo's days: Settings.demo_start
 
 
 # experiments (socialrec.recommender.experiments): the names /recommend answers besides the
@@ -154,8 +154,7 @@ class Settings(BaseSettings):
     # the ranker's training set: replayed requests of the validation split (at most this many,
     # users sampled), every positive candidate kept and this share of the other candidates
     ranker_max_requests: int = Field(default=20_000, ge=1)
-    # the validation split is replayed from one snapshot per day, or per window of whole days
-    # when it spans more than this many days
+    # the validation split is replayed from a snapshot per day (per window beyond this many days)
     ranker_max_snapshots: int = Field(default=8, ge=1)
     ranker_negative_share: float = Field(default=0.05, gt=0.0, le=1.0)
     # co-engagement neighbours (socialrec.models.neighbours): per post, its k best neighbours by
@@ -328,11 +327,12 @@ class Settings(BaseSettings):
         return day
 
     def demo_start(self, recorded: bool = True) -> dt.datetime:
-        """The demo data's first instant (UTC): demo_start_date; else the one the generator
-        recorded in data_dir/DEMO_RECORD (a re-run on a later day keeps the data's days); else
-        demo_days before now, so that the demo's last day is today."""
-        if self.demo_start_date:
-            return dt.datetime.fromisoformat(self.demo_start_date).replace(tzinfo=dt.UTC)
+        """The demo data's first instant (UTC): demo_start_date (gcp: else GCP_FIRST_DAY, a
+        deployment's partitions never move); else the one the generator recorded in data_dir
+        (a re-run on a later day keeps them); else demo_days before now (it ends today)."""
+        if self.demo_start_date or self.profile == "gcp":
+            day = self.demo_start_date or GCP_FIRST_DAY
+            return dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC)
         record = self.data_dir / DEMO_RECORD
         if recorded and record.is_file():
             return dt.datetime.fromisoformat(json.loads(record.read_text())["start"])

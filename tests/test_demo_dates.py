@@ -74,3 +74,9 @@ def test_a_set_start_date_wins(unpinned, tmp_path):
     assert s.first_event_day == "2026-01-01"
     assert s.demo_start() == dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     assert Settings(event_start_date="2026-02-01").first_event_day == "2026-02-01"
+
+
+def test_a_gcp_deployment_keeps_its_partitions(unpinned, tmp_path):
+    # no shared record across pods, no moving clock: the partitions of a deployment stay put
+    s = Settings.model_construct(profile="gcp", demo_start_date=None, data_dir=tmp_path)
+    assert s.first_event_day == "2026-01-01"
