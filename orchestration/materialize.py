@@ -138,9 +138,15 @@ def materialize_all(
     last = EVENT_PARTITIONS.get_last_partition_key()
     span = event_partition_range(landed, first, last)
     if span is None:
+        hint = (
+            f" (the landed days are {landed[0]}..{landed[-1]}: export SOCIALREC_DEMO_START_DATE="
+            f"{landed[0]}, or `make clean` for a demo up to today)"
+            if landed
+            else ": run `make data` first"
+        )
         raise SystemExit(
             f"no events of the days {first}..{last} under "
-            f"{settings.landing_uri}/{dataset_prefix('events')}: run `make data` first"
+            f"{settings.landing_uri}/{dataset_prefix('events')}{hint}"
         )
     left_out = [d for d in landed if not span[0] <= d <= span[1]]
     if left_out:
