@@ -170,7 +170,7 @@ class Settings(BaseSettings):
     history_recent_posts: int = Field(default=50, ge=1, le=500)
     # the challenger becomes champion unless its validation metric is this much (relative) worse
     quality_gate_tolerance: float = 0.02
-    evaluation_max_users: int = 1000  # held-out users sampled by the offline evaluation
+    evaluation_max_users: int = 400  # held-out users sampled by the evaluations (demo size)
     evaluation_name: str = "warehouse"  # the dataset name in the evaluation's report
 
     # --- serving -----------------------------------------------------------------------------
