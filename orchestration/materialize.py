@@ -77,7 +77,8 @@ class Progress:
         text = f", {n_assets} assets" if n_assets > 1 else ""
         text += _checks_text([(c, st) for _, c, st, _ in checks], 0)
         m, sec = divmod(int(time.time() - self.t0), 60)
-        print(f"[{m:2d}:{sec:02d}] {status:7s} {step} {seconds:.1f}s{text}", file=self.out)
+        # one write per line: Dagster's own log lines (stderr) never split it in a terminal
+        self.out.write(f"[{m:2d}:{sec:02d}] {status:7s} {step} {seconds:.1f}s{text}\n")
         self.out.flush()
 
     def summary(self, asset_keys: list[str]) -> None:
