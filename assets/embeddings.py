@@ -31,6 +31,7 @@ def _embed(
         texts_of(df),
         text.read_embeddings(path),
         id_col,
+        progress=context.log.info,
     )
     text.write_embeddings(table, path, id_col)
     embedded, reused = table.attrs["n_embedded"], table.attrs["n_reused"]

@@ -59,6 +59,7 @@ def post_index(
     clock = pd.Timestamp(int(posts["created_at_ts"].max()), unit="s", tz="UTC")
     vectors = model.post_embeddings(posts, now=clock)
     texts = embedding_matrix(posts["description_embedding"])
+    context.log.info(f"post tower: {len(posts)} vectors; writing the Milvus collections")
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
     version = f"v{champion.version}_{stamp}"
     meta = [
@@ -67,6 +68,7 @@ def post_index(
     ]
     with milvus.open_index() as index:
         collection = index.write_version(version, *meta, vectors)
+        context.log.info(f"{collection}: {len(posts)} post vectors written and indexed")
         text_collection = index.write_text_version(version, *meta, texts)
         previous = index.swap_alias(s.collection_alias, collection)
         previous_text = index.swap_alias(s.text_collection_alias, text_collection)

@@ -140,8 +140,9 @@ def two_tower_model(
     bounds = warehouse.read_split(s)
     store = features.feature_store(s)
     result = training.train_two_tower(
-        s, positives, store, to_timestamp(bounds.validation_start), to_timestamp(bounds.test_start)
-    )
+        s, positives, store, to_timestamp(bounds.validation_start),
+        to_timestamp(bounds.test_start), progress=context.log.info,
+    )  # fmt: skip
     m = result.metrics
     table = "| K | recall@K | random recall@K |\n|---|---|---|\n" + "\n".join(
         f"| {k} | {m[f'recall@{k}']:.4f} | {m[f'random_recall@{k}']:.4f} |"
@@ -205,10 +206,11 @@ def ranker_model(
     nparams = current_neighbour_params(s)
     data, info = ranker_training.build_training_set(
         s, log, posts, ranker_training.created_seconds(posts), bounds.validation_start,
-        bounds.test_start, read, selection, nparams,
+        bounds.test_start, read, selection, nparams, progress=context.log.info,
     )  # fmt: skip
     context.log.info(f"replayed training set: {info}")
-    fit = ranker_training.fit_ranker(s, data, s.ranker_outcome_weights)
+    fit = ranker_training.fit_ranker(s, data, s.ranker_outcome_weights, context.log.info)
+    context.log.info("the ranker's gate: replaying the test split's requests")
     champion_dir = (
         registry.champion_dir(s, registry.RANKER)
         if registry.aliased_version(s, registry.RANKER, registry.CHAMPION) is not None

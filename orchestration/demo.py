@@ -28,6 +28,7 @@ import dagster as dg
 
 from orchestration.processes import stop_tree
 from socialrec.settings import LOCAL_API_TOKEN, Settings
+from socialrec.timeutil import iso, utc_now
 
 HOST = "127.0.0.1"
 DAGSTER_PORT = int(os.environ.get("DAGSTER_PORT", "3000"))
@@ -134,7 +135,7 @@ def curl_examples(base: str, user_id: int, post_id: int, category_id: int, query
                     "user_id": user_id,
                     "post_id": post_id,
                     "event_type": "VIEW",
-                    "ts": "2026-01-15T12:00:00Z",
+                    "ts": iso(utc_now().replace(microsecond=0)),  # within the partitions
                 }
             ]
         }

@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import uuid
 from pathlib import Path
+from typing import TextIO
 
 import dagster as dg
 
@@ -37,22 +39,118 @@ def event_partition_range(landed: list[str], first: str, last: str) -> tuple[str
     return (days[0], days[-1]) if days else None
 
 
+STEP_STATUS = {"STEP_SUCCESS": "ok", "STEP_FAILURE": "FAILED", "STEP_SKIPPED": "skipped"}
+
+
+class Progress:
+    """Listens to a run's events (the event log the Dagster UI shows): a compact line per
+    finished step (status, time, its checks) while the run goes, and a summary of every asset
+    and check with its status and time at the end."""
+
+    def __init__(self, out: TextIO | None = None):
+        self.out = out or sys.stdout
+        self.t0 = time.time()
+        self.started: dict[str, float] = {}
+        self.steps: dict[str, tuple[str, float]] = {}  # step -> (status, seconds)
+        self.assets: dict[str, str] = {}  # asset -> the step that materialized it
+        self.checks: list[tuple[str, str, str, str]] = []  # (asset, check, status, step)
+
+    def __call__(self, entry) -> None:
+        event = entry.dagster_event
+        if event is None:
+            return
+        kind, step = event.event_type_value, event.step_key
+        if kind == "STEP_START":
+            self.started[step] = entry.timestamp
+        elif kind == "ASSET_MATERIALIZATION":
+            self.assets.setdefault(event.asset_key.to_user_string(), step)
+        elif kind == "ASSET_CHECK_EVALUATION":
+            data = event.event_specific_data
+            status = "passed" if data.passed else data.severity.value  # WARN or ERROR
+            self.checks.append((data.asset_key.to_user_string(), data.check_name, status, step))
+        elif kind in STEP_STATUS:
+            seconds = entry.timestamp - self.started.get(step, entry.timestamp)
+            self.steps[step] = (STEP_STATUS[kind], seconds)
+            self._line(step)
+
+    def _line(self, step: str) -> None:
+        status, seconds = self.steps[step]
+        n_assets = sum(st == step for st in self.assets.values())
+        checks = [c for c in self.checks if c[3] == step]
+        text = f", {n_assets} assets" if n_assets > 1 else ""
+        text += _checks_text([(c, st) for _, c, st, _ in checks], 0)
+        m, sec = divmod(int(time.time() - self.t0), 60)
+        # one write per line: Dagster's own log lines (stderr) never split it in a terminal
+        self.out.write(f"[{m:2d}:{sec:02d}] {status:7s} {step} {seconds:.1f}s{text}\n")
+        self.out.flush()
+
+    def summary(self, asset_keys: list[str]) -> None:
+        """Every asset of the run (materialized or not) with its step's status and time and
+        its checks (named when not passed, or when an asset has at most 3); then the total."""
+        print("\nmaterialize_all: asset, status, time of its step, checks", file=self.out)
+        for asset in sorted(set(asset_keys) | set(self.assets)):
+            status, seconds = self.steps.get(self.assets.get(asset, ""), ("not materialized", 0.0))
+            checks = [(c, st) for a, c, st, _ in self.checks if a == asset]
+            print(f"  {status:7s} {seconds:6.1f}s  {asset}{_checks_text(checks)}", file=self.out)
+        total = len(self.checks)
+        passed = sum(st == "passed" for _, _, st, _ in self.checks)
+        warned = sum(st == "WARN" for _, _, st, _ in self.checks)
+        ok = sum(st == "ok" for st, _ in self.steps.values())
+        print(
+            f"checks: {passed}/{total} passed, {warned} warned, {total - passed - warned} "
+            f"failed; steps: {ok}/{len(self.steps)} ok; total {time.time() - self.t0:.0f}s",
+            file=self.out,
+            flush=True,
+        )
+
+
+def _checks_text(checks: list[tuple[str, str]], named: int = 3) -> str:
+    """ ", checks 3/3 passed: a, b, c" or ", checks 40/41 passed; x WARN" ("" for none)."""
+    if not checks:
+        return ""
+    passed = sum(st == "passed" for _, st in checks)
+    shown = [f"{c} {st}" for c, st in checks if st != "passed" or len(checks) <= named]
+    return f", checks {passed}/{len(checks)} passed" + (": " + ", ".join(shown) if shown else "")
+
+
+def selected_keys(defs: dg.Definitions, selection: str | None) -> list[dg.AssetKey] | None:
+    """The asset keys of ``selection`` (comma-separated Dagster selections); None: all."""
+    if not selection:
+        return None
+    graph = defs.resolve_asset_graph()
+    return sorted(
+        {
+            key
+            for part in selection.split(",")
+            for key in dg.AssetSelection.from_string(part.strip()).resolve(graph)
+        }
+    )
+
+
 def materialize_all(
     defs: dg.Definitions,
     settings: Settings,
     instance: dg.DagsterInstance,
     selection: str | None = None,
+    progress: Progress | None = None,
 ) -> dg.ExecuteInProcessResult:
     """The ``materialize_all`` job, or only the assets of ``selection`` (comma-separated
-    Dagster asset selections, e.g. ``"ranker_model+"``: an asset and everything downstream)."""
+    Dagster asset selections, e.g. ``"ranker_model+"``: an asset and everything downstream);
+    ``progress`` hears every event of the run."""
     landed = landed_event_partitions(settings)
     first = EVENT_PARTITIONS.get_first_partition_key()
     last = EVENT_PARTITIONS.get_last_partition_key()
     span = event_partition_range(landed, first, last)
     if span is None:
+        hint = (
+            f" (the landed days are {landed[0]}..{landed[-1]}: export SOCIALREC_DEMO_START_DATE="
+            f"{landed[0]}, or `make clean` for a demo up to today)"
+            if landed
+            else ": run `make data` first"
+        )
         raise SystemExit(
             f"no events of the days {first}..{last} under "
-            f"{settings.landing_uri}/{dataset_prefix('events')}: run `make data` first"
+            f"{settings.landing_uri}/{dataset_prefix('events')}{hint}"
         )
     left_out = [d for d in landed if not span[0] <= d <= span[1]]
     if left_out:
@@ -62,17 +160,12 @@ def materialize_all(
             + ", ".join(left_out[:10])
         )
     job = defs.resolve_job_def("materialize_all")
-    keys = None
-    if selection:
-        graph = defs.resolve_asset_graph()
-        keys = sorted(
-            {
-                key
-                for part in selection.split(",")
-                for key in dg.AssetSelection.from_string(part.strip()).resolve(graph)
-            }
-        )
+    keys = selected_keys(defs, selection)
+    run_id = str(uuid.uuid4())
+    if progress is not None:
+        instance.add_event_listener(run_id, progress)
     result = job.execute_in_process(
+        run_id=run_id,
         instance=instance,
         tags=partition_range_tags(*span),
         raise_on_error=False,
@@ -118,8 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     from orchestration.definitions import defs
 
     t0 = time.time()
+    progress = Progress()
     with dg.DagsterInstance.get() as instance:
-        result = materialize_all(defs, settings, instance, args.select)
+        result = materialize_all(defs, settings, instance, args.select, progress)
+    keys = selected_keys(defs, args.select) or defs.resolve_asset_graph().materializable_asset_keys
+    progress.summary([k.to_user_string() for k in keys])
     failed = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     print(
         f"materialize_all: {'success' if result.success else 'FAILED'} in {time.time() - t0:.0f}s"

@@ -14,6 +14,7 @@ Every field can be overridden with ``SOCIALREC_<FIELD>`` (e.g. ``SOCIALREC_MILVU
 from __future__ import annotations
 
 import datetime as dt
+import json
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -42,6 +43,7 @@ TEXT_EMBEDDING_DIM = 384
 UNKNOWN_CREATOR_ID = -1
 LOCAL_API_TOKEN = "socialrec-local-dev-token"  # the local profile's bearer token (README)
 LOCAL_READ_TOKEN = "socialrec-local-read-token"  # its read-only token (debug answers)
+DEMO_RECORD, GCP_FIRST_DAY = "demo.json", "2026-01-01"  # the demo's days: Settings.demo_start
 
 
 # experiments (socialrec.recommender.experiments): the names /recommend answers besides the
@@ -120,14 +122,15 @@ class Settings(BaseSettings):
     demo_users: int = 2000
     demo_posts: int = 5000
     demo_events: int = 200_000
-    demo_days: int = 14
-    demo_start_date: str = "2026-01-01"
+    demo_days: int = Field(default=14, ge=1)
+    # the demo's first day (YYYY-MM-DD); None: its demo_days end now (demo_start())
+    demo_start_date: str | None = None
 
     # --- data quality ------------------------------------------------------------------------
     quarantine_warn_rate: float = 0.05  # share of quarantined event lines that warns
-    # the first day of the raw_events partitions (None: demo_start_date); the accepted event
-    # times: an event stamped later than its load + event_max_future_hours, or older than its
-    # load - event_retention_days (0: no bound; an imported log may be years old), is quarantined
+    # the first day of the raw_events partitions (None: the demo data's, demo_start()); an
+    # event stamped later than its load + event_max_future_hours, or older than its load -
+    # event_retention_days (0: no bound; an imported log may be years old), is quarantined
     event_start_date: str | None = None
     event_max_future_hours: float = Field(default=1.0, ge=0)
     event_retention_days: int = Field(default=0, ge=0)
@@ -151,8 +154,7 @@ class Settings(BaseSettings):
     # the ranker's training set: replayed requests of the validation split (at most this many,
     # users sampled), every positive candidate kept and this share of the other candidates
     ranker_max_requests: int = Field(default=20_000, ge=1)
-    # the validation split is replayed from one snapshot per day, or per window of whole days
-    # when it spans more than this many days
+    # the validation split is replayed from a snapshot per day (per window beyond this many days)
     ranker_max_snapshots: int = Field(default=8, ge=1)
     ranker_negative_share: float = Field(default=0.05, gt=0.0, le=1.0)
     # co-engagement neighbours (socialrec.models.neighbours): per post, its k best neighbours by
@@ -168,7 +170,7 @@ class Settings(BaseSettings):
     history_recent_posts: int = Field(default=50, ge=1, le=500)
     # the challenger becomes champion unless its validation metric is this much (relative) worse
     quality_gate_tolerance: float = 0.02
-    evaluation_max_users: int = 1000  # held-out users sampled by the offline evaluation
+    evaluation_max_users: int = 400  # held-out users sampled by the evaluations (demo size)
     evaluation_name: str = "warehouse"  # the dataset name in the evaluation's report
 
     # --- serving -----------------------------------------------------------------------------
@@ -291,20 +293,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _profile_defaults(self) -> Settings:
         if self.profile == "gcp":
-            missing = [
-                name
-                for name, value in (
-                    ("SOCIALREC_GCS_BUCKET", self.gcs_bucket),
-                    ("SOCIALREC_BIGQUERY_PROJECT", self.bigquery_project),
-                    ("SOCIALREC_MILVUS_URI", self.milvus_uri),
-                    ("SOCIALREC_MLFLOW_TRACKING_URI", self.mlflow_tracking_uri),
-                    ("SOCIALREC_API_TOKEN", self.api_token),
-                    ("SOCIALREC_REDIS_CONNECTION_STRING", self.redis_connection_string),
-                    ("SOCIALREC_READ_TOKEN", self.read_token),
-                    ("SOCIALREC_TLS_TERMINATION", self.tls_termination),
-                )
-                if not value
-            ]
+            needed = "gcs_bucket bigquery_project milvus_uri mlflow_tracking_uri api_token"
+            needed += " redis_connection_string read_token tls_termination"
+            missing = [f"SOCIALREC_{f.upper()}" for f in needed.split() if not getattr(self, f)]
             if missing:
                 raise ValueError(f"profile 'gcp' needs {', '.join(missing)}")
             if self.read_token.get_secret_value() == self.api_token.get_secret_value():
@@ -330,10 +321,23 @@ class Settings(BaseSettings):
     @property
     def first_event_day(self) -> str:
         """The first day of the raw_events partitions (and of make materialize's range)."""
-        day = self.event_start_date or self.demo_start_date
+        day = self.event_start_date or self.demo_start_date or self.demo_start().date().isoformat()
         if dt.date.fromisoformat(day).isoformat() != day:
             raise ValueError(f"not a YYYY-MM-DD day: {day!r}")
         return day
+
+    def demo_start(self, recorded: bool = True) -> dt.datetime:
+        """The demo data's first instant (UTC): demo_start_date (gcp: else GCP_FIRST_DAY, a
+        deployment's partitions never move); else the one the generator recorded in data_dir
+        (a re-run on a later day keeps them); else demo_days before now (it ends today)."""
+        if self.demo_start_date or self.profile == "gcp":
+            day = self.demo_start_date or GCP_FIRST_DAY
+            return dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC)
+        record = self.data_dir / DEMO_RECORD
+        if recorded and record.is_file():
+            return dt.datetime.fromisoformat(json.loads(record.read_text())["start"])
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        return now - dt.timedelta(days=self.demo_days)
 
     @cached_property
     def features_dir(self) -> Path:
@@ -375,16 +379,15 @@ class Settings(BaseSettings):
     def ensure_dirs(self) -> None:
         """Make the local directories of this profile (a bucket or a server is not one)."""
         remote = ("gs://", "http://", "https://", "tcp://")
-        local_state = [self.data_dir, self.features_dir, self.models_dir, self.bentoml_home]
-        local_state.append(self.dagster_home)
+        local_state = [self.data_dir, self.features_dir, self.models_dir]
+        local_state += [self.bentoml_home, self.dagster_home]
         if self.profile == "local":
+            milvus = self.milvus_uri and not str(self.milvus_uri).startswith(remote)
             local_state += [
                 None if str(self.landing_uri).startswith(remote) else Path(str(self.landing_uri)),
                 self.feast_dir,
                 self.mlflow_artifacts_dir,
-                None
-                if not self.milvus_uri or str(self.milvus_uri).startswith(remote)
-                else Path(str(self.milvus_uri)).parent,
+                Path(str(self.milvus_uri)).parent if milvus else None,
             ]
         for d in local_state:
             if d is not None:

@@ -15,6 +15,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+# The tests' events are stamped in January 2026: the demo's default days end today (its first
+# day moves with the clock), so the test session pins the first day of the demo data and of the
+# raw_events partitions (tests/test_demo_dates.py checks the default without this pin).
+PINNED_DEMO_START = "2026-01-01"
+os.environ.setdefault("SOCIALREC_DEMO_START_DATE", PINNED_DEMO_START)
 
 
 # `make test` runs the suite on two pytest-xdist workers with --dist loadgroup. A worker
@@ -101,6 +106,7 @@ E2E_TINY = {
     "SOCIALREC_DEMO_POSTS": "300",
     "SOCIALREC_DEMO_EVENTS": "8000",
     "SOCIALREC_DEMO_DAYS": "6",
+    "SOCIALREC_DEMO_START_DATE": PINNED_DEMO_START,  # the tests' events are in January 2026
     "SOCIALREC_TWO_TOWER_EPOCHS": "3",
     "SOCIALREC_RANKER_ITERATIONS": "60",
     "SOCIALREC_RETRIEVAL_TOP_N": "100",

@@ -273,3 +273,20 @@ def test_user_x_post_history_features():
     assert f["creator_affinity"].tolist() == pytest.approx([0.6, 0.4, 0.0, 0.0])
     assert f["history_cosine"].tolist() == pytest.approx([1.0, 0.0, 1.0, 0.0])
     assert f[SOURCE_FEATURES].isna().all().all()  # no source columns given by the caller
+
+
+def test_progress_hears_the_losses_every_25_iterations_and_changes_nothing(datasets):
+    lines: list[str] = []
+    heard = Ranker(iterations=60, seed=3, early_stopping_rounds=None).fit(
+        datasets["train"], datasets["validation"], progress=lines.append
+    )
+    quiet = Ranker(iterations=60, seed=3, early_stopping_rounds=None).fit(
+        datasets["train"], datasets["validation"]
+    )
+    np.testing.assert_allclose(
+        heard.predict(datasets["validation"]), quiet.predict(datasets["validation"])
+    )
+    assert [line.split(":")[0] for line in lines] == [
+        "ranker iteration 25/60", "ranker iteration 50/60", "ranker iteration 60/60"
+    ]  # fmt: skip
+    assert "learn" in lines[0] and "validation" in lines[0]

@@ -304,3 +304,25 @@ def test_age_buckets():
     now = pd.Timestamp(3600 * 101, unit="s", tz="UTC")
     assert encode_posts(posts, now)["age_bucket"].tolist() == [3, 0]  # 101 h and 1 h
     assert encode_posts(posts)["age_bucket"].tolist() == [-1, -1]  # no moment: unknown
+
+
+def test_progress_hears_every_epoch_and_changes_nothing(frames):
+    from socialrec.models.two_tower import TwoTowerModel
+
+    train = frames.positives[frames.positives["split"] == "train"].head(2000)
+    valid = frames.positives[frames.positives["split"] == "validation"].head(300)
+    lines: list[str] = []
+    kw = dict(epochs=2, batch_size=256, seed=3, validation_df=valid, patience=5)
+    heard = TwoTowerModel(8, id_dim=8, text_dim=16, hidden_dim=16).fit(
+        train, frames.users, frames.posts, progress=lines.append, **kw
+    )
+    quiet = TwoTowerModel(8, id_dim=8, text_dim=16, hidden_dim=16).fit(
+        train, frames.users, frames.posts, **kw
+    )
+    np.testing.assert_allclose(
+        heard.post_embeddings(frames.posts), quiet.post_embeddings(frames.posts), atol=1e-6
+    )
+    assert [line.split(":")[0] for line in lines] == [
+        "two-tower epoch 1/2", "two-tower epoch 1/2", "two-tower epoch 2/2", "two-tower epoch 2/2"
+    ]  # fmt: skip
+    assert "loss" in lines[0] and "validation recall@100" in lines[1]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -30,7 +31,7 @@ import pandas as pd
 
 from socialrec.data.landing import LandingBucket, encode_jsonl, landing_key, open_bucket
 from socialrec.data.vocabulary import CATEGORIES, MEDIA_PREFIX, POST_TEMPLATES, ROLES
-from socialrec.settings import MEDIA_TYPES, Settings
+from socialrec.settings import DEMO_RECORD, MEDIA_TYPES, Settings
 from socialrec.timeutil import iso
 
 __all__ = ["CATEGORIES", "Dataset", "generate_dataset", "main", "write_landing"]
@@ -319,16 +320,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--posts", type=int, default=settings.demo_posts)
     p.add_argument("--events", type=int, default=settings.demo_events)
     p.add_argument("--days", type=int, default=settings.demo_days)
-    p.add_argument("--start-date", default=settings.demo_start_date)
+    p.add_argument(
+        "--start-date",
+        help="the first day or instant (default: SOCIALREC_DEMO_START_DATE, else --days ending "
+        "now, so that the demo's last day is today)",
+    )
     p.add_argument("--seed", type=int, default=settings.seed)
     p.add_argument("--landing", default=settings.landing_uri, help="directory or gs://bucket")
     args = p.parse_args(argv)
     settings.ensure_dirs()
     t0 = dt.datetime.now()
-    ds = generate_dataset(
-        args.users, args.posts, args.events, args.days, args.start_date, args.seed
-    )
+    days = settings.model_copy(update={"demo_days": args.days})
+    start = args.start_date or iso(days.demo_start(recorded=False))
+    ds = generate_dataset(args.users, args.posts, args.events, args.days, start, args.seed)
     keys = write_landing(ds, open_bucket(args.landing))
+    # the raw_events partitions start with these days, even on a later day (Settings.demo_start)
+    record = {"start": iso(pd.Timestamp(start, tz="UTC")), "days": args.days}
+    (settings.data_dir / DEMO_RECORD).write_text(json.dumps(record) + "\n")
     secs = (dt.datetime.now() - t0).total_seconds()
     print(
         f"wrote {len(ds.users)} users, {len(ds.posts)} posts, {len(ds.events)} events "

@@ -166,8 +166,9 @@ def run_offline_evaluation(
             continue
         t0 = time.perf_counter()
         best, value, results = bl.tune(
-            method, all_grids[method], log.before(V), post_index, V, valid, created, objective
-        )
+            method, all_grids[method], log.before(V), post_index, V, valid, created, objective,
+            lambda m, p, v: log_fn(f"{m} {p}: validation NDCG@10 {v:.4f}"),
+        )  # fmt: skip
         model = bl.BASELINES[method](**best).fit(log.before(T), post_index, T)
         lists[method] = bl.recommend(model, test, created)
         params[method] = best
@@ -176,6 +177,7 @@ def run_offline_evaluation(
 
     # the pipeline, as of the test start
     t0 = time.perf_counter()
+    log_fn(f"replaying the pipeline on {len(test)} test requests")
     snap = Snapshot.build(
         T, log, posts, read_features, settings, two_tower, neighbour_params, users=test.users
     )
@@ -197,11 +199,13 @@ def run_offline_evaluation(
         "source_weights": settings.source_weights or getattr(ranker, "source_weights", None),
     }
     r, s = snap.recommender(None, settings, **wide)
+    log_fn(f"each source's recall@{max(SOURCE_RECALL_KS)} on the test requests")
     frames = replay_candidates(r, s, test)
     for source in [*settings.candidate_sources, "merged"]:
         cand = source_lists(frames, None if source == "merged" else source)
         sources[source] = {f"recall@{k}": _recall(cand, test, k) for k in SOURCE_RECALL_KS}
 
+    log_fn("scoring every list per segment; plots and report")
     segments = {
         seg: {m: score_lists(lst, test, len(post_index), seg) for m, lst in lists.items()}
         for seg in SEGMENTS

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
 
@@ -107,13 +107,15 @@ def embed_incremental(
     texts: Sequence[str],
     existing: pd.DataFrame | None,
     id_col: str,
+    progress: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """The full up-to-date embedding table for ``ids``: ``[id_col, embedding, text_hash]``.
 
     Rows of ``existing`` whose ``text_hash`` still matches are reused; only new or changed
     texts go through the model; a blank text gets the zero vector (even if ``existing`` holds
     an older non-zero vector for it). Ids absent from ``ids`` are dropped (e.g. deleted posts).
-    ``result.attrs`` holds ``n_embedded``, ``n_reused`` and ``n_empty`` (blank texts).
+    ``result.attrs`` holds ``n_embedded``, ``n_reused`` and ``n_empty`` (blank texts);
+    ``progress`` hears how many texts go through the model before they do.
     """
     ids = np.asarray(ids, dtype=np.int64)
     if len(ids) != len(texts):
@@ -135,6 +137,8 @@ def embed_incremental(
                 embeddings[i] = np.asarray(old_emb[i], dtype=np.float32)
 
     todo = [i for i, e in enumerate(embeddings) if e is None]
+    if todo and progress is not None:
+        progress(f"embedding {len(todo)} texts ({len(frame) - len(todo)} reused or blank)")
     if todo:
         fresh = encoder.encode([frame.at[i, "text"] for i in todo])
         for row, i in enumerate(todo):

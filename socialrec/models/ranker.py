@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,27 @@ META_FILE = "ranker.json"
 
 def label(outcome: str) -> str:
     return f"y_{outcome}"
+
+
+PROGRESS_EVERY = 25  # iterations between two progress lines of the ranker's training
+
+
+class _IterationLine:
+    """A CatBoost callback (``after_iteration``): the losses every PROGRESS_EVERY iterations."""
+
+    def __init__(self, progress: Callable[[str], None], total: int):
+        self.progress, self.total = progress, total
+
+    def after_iteration(self, info) -> bool:
+        done = info.iteration + 1
+        if done % PROGRESS_EVERY == 0 or done == self.total:
+            losses = ", ".join(
+                f"{data} {name} {values[-1]:.4f}"
+                for data, metrics in info.metrics.items()
+                for name, values in metrics.items()
+            )
+            self.progress(f"ranker iteration {done}/{self.total}: {losses}")
+        return True  # never stops the training: early stopping is CatBoost's own
 
 
 class Ranker:
@@ -98,8 +119,14 @@ class Ranker:
         return y[:, 0] if len(self.outcomes) == 1 else y
 
     # --- training --------------------------------------------------------------------------
-    def fit(self, train_df: pd.DataFrame, valid_df: pd.DataFrame | None = None) -> Ranker:
-        """Train on the outcomes that have positives in ``train_df`` (``positive`` always)."""
+    def fit(
+        self,
+        train_df: pd.DataFrame,
+        valid_df: pd.DataFrame | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> Ranker:
+        """Train on the outcomes that have positives in ``train_df`` (``positive`` always);
+        ``progress`` hears CatBoost's losses every PROGRESS_EVERY iterations."""
         present = [o for o in OUTCOMES if label(o) in train_df.columns]
         if "positive" not in present or train_df[label("positive")].nunique() < 2:
             raise ValueError("the ranker needs positive and non-positive training rows")
@@ -125,6 +152,7 @@ class Ranker:
             if has_valid
             else None,
             early_stopping_rounds=self.early_stopping_rounds if has_valid else None,
+            callbacks=[_IterationLine(progress, self.params["iterations"])] if progress else None,
         )
         return self
 

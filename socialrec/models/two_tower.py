@@ -62,6 +62,26 @@ _PREDICT_BATCH = 4096
 _NO_CREATOR = np.iinfo(np.int64).min
 _META_VERSION = 3
 
+
+class _EpochLine(tf.keras.callbacks.Callback):
+    """Tells ``progress`` an epoch's loss and time when Keras ends it."""
+
+    def __init__(self, progress: Callable[[str], None], said: str):
+        super().__init__()
+        self.progress, self.said = progress, said
+
+    def on_epoch_begin(self, epoch, logs=None):
+        import time
+
+        self.t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        import time
+
+        loss = (logs or {}).get("loss", float("nan"))
+        self.progress(f"{self.said}: loss {loss:.4f} in {time.perf_counter() - self.t0:.0f}s")
+
+
 # ---- the public model -----------------------------------------------------------------------
 
 
@@ -115,6 +135,7 @@ class TwoTowerModel:
         patience: int = 2,
         eval_k: int = 100,
         aligned_users: pd.DataFrame | None = None,
+        progress: Callable[[str], None] | None = None,
     ) -> TwoTowerModel:
         """Train on (user_id, post_id) positives; features come from users_df / posts_df
         (positives whose user or post has no feature row are dropped).
@@ -129,7 +150,7 @@ class TwoTowerModel:
         With ``validation_df`` (later positives), recall@``eval_k`` over all posts of
         ``posts_df`` (the user's training positives excluded) is measured after every epoch;
         the best epoch's weights are kept and training stops after ``patience`` epochs
-        without improvement."""
+        without improvement. ``progress`` hears a line per epoch (a Keras callback)."""
         tf.keras.utils.set_random_seed(seed)
         tf.config.experimental.enable_op_determinism()
         hp = self.hparams
@@ -266,7 +287,9 @@ class TwoTowerModel:
         self.history = {"loss": [], f"val_recall@{eval_k}": []}
         best, best_epoch, best_weights = -1.0, 0, None
         for epoch in range(epochs):
-            hist = model.fit(ds, epochs=1, verbose=0)
+            said = f"two-tower epoch {epoch + 1}/{epochs}"
+            callbacks = [] if progress is None else [_EpochLine(progress, said)]
+            hist = model.fit(ds, epochs=1, verbose=0, callbacks=callbacks)
             self.history["loss"].append(float(hist.history["loss"][-1]))
             if validation_df is None or validation_df.empty:
                 continue
@@ -276,6 +299,8 @@ class TwoTowerModel:
                 f"recall@{eval_k}"
             ]
             self.history[f"val_recall@{eval_k}"].append(float(score))
+            if progress is not None:
+                progress(f"{said}: validation recall@{eval_k} {score:.4f}")
             if score > best:
                 best, best_epoch, best_weights = score, epoch, model.get_weights()
             elif epoch - best_epoch >= patience:

@@ -207,8 +207,10 @@ def build_training_set(
     read_features: FeatureReader,
     two_tower,
     neighbour_params=None,
+    progress=None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Replayed candidate rows of every window of ``[start, end)`` (the module docstring)."""
+    """Replayed candidate rows of every window of ``[start, end)`` (the module docstring);
+    ``progress`` hears a line per replayed window."""
     frames, info = [], {"windows": 0, "requests": 0, "candidates_per_request": 0.0}
     windows = training_windows(start, end, settings.ranker_max_snapshots)
     per_window = max(1, settings.ranker_max_requests // max(1, len(windows)))
@@ -234,6 +236,8 @@ def build_training_set(
             frames.append(rows)
         info["windows"] += 1
         info["requests"] += len(requests)
+        if progress is not None:
+            progress(f"window {info['windows']}/{len(windows)}: {len(requests)} requests replayed")
     data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     info["rows"] = len(data)
     if len(data):
@@ -242,11 +246,10 @@ def build_training_set(
     return data, info
 
 
-def fit_ranker(
-    settings, data: pd.DataFrame, weights: Mapping[str, float] | None = None
-) -> RankerFit:
+def fit_ranker(settings, data: pd.DataFrame, weights=None, progress=None) -> RankerFit:
     """Train on the non-held-out users, early-stop and choose the outcome weights on the held
-    out ones; held-out NDCG@10 of the ranker beside the merged candidate order's."""
+    out ones; held-out NDCG@10 of the ranker beside the merged candidate order's. ``progress``
+    (a callable of a line) hears the training's losses."""
     hold = holdout_users(data["user_id"].to_numpy())
     # the merged order first: the sources' fusion weights on the held-out requests (all their
     # candidates are kept), then every row's merged_score with them (a ranker feature)
@@ -273,7 +276,7 @@ def fit_ranker(
         learning_rate=0.08,
         seed=settings.seed,
         early_stopping_rounds=50,
-    ).fit(train, stop)
+    ).fit(train, stop, progress)
     chosen, tried = choose_weights(ranker, valid) if len(valid) else (ranker.weights, [])
     ranker.weights = dict(weights) if weights else chosen
     for o in NEGATIVE_OUTCOMES:  # a negative outcome never adds to the score

@@ -118,6 +118,10 @@ def _two_tower(settings: Settings):
     )
 
 
+def _said(progress: Callable[[str], None] | None, fit: str) -> Callable[[str], None] | None:
+    return None if progress is None else lambda line: progress(f"{line} ({fit})")
+
+
 def train_two_tower(
     settings: Settings,
     positives: pd.DataFrame,
@@ -126,6 +130,7 @@ def train_two_tower(
     test_start,
     *,
     seed: int | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Two fits of the two-tower model, as the protocol wants (docs/benchmarks.md):
 
@@ -138,7 +143,8 @@ def train_two_tower(
 
     Each positive gets its user's features as they were at the positive's time (a
     point-in-time join), so a history input never contains the positive itself. Returns the
-    second model, with the first in ``data["as_of_validation"]``."""
+    second model, with the first in ``data["as_of_validation"]``. ``progress`` hears a line
+    per epoch of each fit."""
     seed = settings.seed if seed is None else seed
     train = _split(positives, "train")
     valid = _split(positives, "validation")
@@ -149,6 +155,7 @@ def train_two_tower(
         train, users_v, posts_v,
         epochs=settings.two_tower_epochs, batch_size=settings.two_tower_batch_size, seed=seed,
         validation_df=valid, aligned_users=point_in_time(store, "user", train),
+        progress=_said(progress, "as of validation"),
     )  # fmt: skip
     info = selection.meta["train"]
     epochs = int(info.get("best_epoch") or info["epochs_run"] or settings.two_tower_epochs)
@@ -158,6 +165,7 @@ def train_two_tower(
     model.fit(
         refit_rows, users_t, posts_t, epochs=epochs, batch_size=settings.two_tower_batch_size,
         seed=seed, aligned_users=point_in_time(store, "user", refit_rows),
+        progress=_said(progress, "as of test"),
     )  # fmt: skip
     metrics = evaluate_retrieval(model, users_t, posts_t, refit_rows, test, ks=RETRIEVAL_KS)
     metrics["final_loss"] = float(model.meta["train"]["final_loss"] or float("nan"))

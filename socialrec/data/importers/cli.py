@@ -40,7 +40,7 @@ def _finish(report: dict[str, Any], report_path: str | None) -> None:
     try:
         from socialrec.settings import Settings
 
-        start = Settings().demo_start_date
+        start = Settings().first_event_day
     except Exception:  # noqa: BLE001 - a hint only
         return
     if report["first_day"] < start:
