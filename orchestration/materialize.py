@@ -19,6 +19,7 @@ from typing import TextIO
 import dagster as dg
 
 from assets.raw import EVENT_PARTITIONS, partition_range_tags
+from orchestration.console import output_to_log
 from socialrec.data.generator import main as generate_main
 from socialrec.data.landing import dataset_prefix, landed_partitions, open_bucket
 from socialrec.settings import Settings
@@ -113,18 +114,24 @@ def _checks_text(checks: list[tuple[str, str]], named: int = 3) -> str:
     return f", checks {passed}/{len(checks)} passed" + (": " + ", ".join(shown) if shown else "")
 
 
-def selected_keys(defs: dg.Definitions, selection: str | None) -> list[dg.AssetKey] | None:
-    """The asset keys of ``selection`` (comma-separated Dagster selections); None: all."""
-    if not selection:
+def selected_keys(
+    defs: dg.Definitions, selection: str | None, exclude: tuple[str, ...] = ()
+) -> list[dg.AssetKey] | None:
+    """The asset keys of ``selection`` (comma-separated Dagster selections; none: all) but
+    those of ``exclude`` (asset names); None: the whole job."""
+    if not selection and not exclude:
         return None
     graph = defs.resolve_asset_graph()
-    return sorted(
+    chosen = (
         {
             key
             for part in selection.split(",")
             for key in dg.AssetSelection.from_string(part.strip()).resolve(graph)
         }
+        if selection
+        else set(graph.materializable_asset_keys)
     )
+    return sorted(chosen - {dg.AssetKey(name) for name in exclude})
 
 
 def materialize_all(
@@ -133,6 +140,7 @@ def materialize_all(
     instance: dg.DagsterInstance,
     selection: str | None = None,
     progress: Progress | None = None,
+    exclude: tuple[str, ...] = (),
 ) -> dg.ExecuteInProcessResult:
     """The ``materialize_all`` job, or only the assets of ``selection`` (comma-separated
     Dagster asset selections, e.g. ``"ranker_model+"``: an asset and everything downstream);
@@ -160,7 +168,7 @@ def materialize_all(
             + ", ".join(left_out[:10])
         )
     job = defs.resolve_job_def("materialize_all")
-    keys = selected_keys(defs, selection)
+    keys = selected_keys(defs, selection, exclude)
     run_id = str(uuid.uuid4())
     if progress is not None:
         instance.add_event_listener(run_id, progress)
@@ -203,6 +211,14 @@ def main(argv: list[str] | None = None) -> int:
         help='only these assets (comma-separated Dagster selections, e.g. "ranker_model+" for an '
         "asset and everything downstream), against the state the last run left",
     )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="ASSET",
+        help="leave this asset out (repeatable; make demo materializes offline_evaluation "
+        "once its servers are up)",
+    )
     args = p.parse_args(argv)
     settings = Settings()
     settings.ensure_dirs()
@@ -211,10 +227,16 @@ def main(argv: list[str] | None = None) -> int:
     from orchestration.definitions import defs
 
     t0 = time.time()
-    progress = Progress()
-    with dg.DagsterInstance.get() as instance:
-        result = materialize_all(defs, settings, instance, args.select, progress)
-    keys = selected_keys(defs, args.select) or defs.resolve_asset_graph().materializable_asset_keys
+    log = Path(settings.data_dir) / "logs" / "materialize.log"
+    print(f"materialize_all: a line per finished step here; the run's whole log in {log}")
+    with output_to_log(log) as terminal:
+        progress = Progress(terminal)
+        with dg.DagsterInstance.get() as instance:
+            result = materialize_all(
+                defs, settings, instance, args.select, progress, tuple(args.exclude)
+            )
+    graph = defs.resolve_asset_graph()
+    keys = selected_keys(defs, args.select, tuple(args.exclude)) or graph.materializable_asset_keys
     progress.summary([k.to_user_string() for k in keys])
     failed = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     print(
@@ -222,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     for event in failed:
         print(f"  failed step {event.step_key}: {event.event_specific_data.error.message.strip()}")
+    if failed:
+        print(f"  (the errors in full: {log})")
     return 0 if result.success else 1
 
 

@@ -171,9 +171,20 @@ def materialize_graph(env: dict, timeout: float = 900) -> dict:
         timeout=timeout,
     )
     print(f"materialize ({env.get('SOCIALREC_PROFILE', 'local')}) took {time.time() - t0:.0f}s")
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-6000:]
-    assert_quiet(out.stdout + out.stderr)
+    log = run_log(env)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-3000:] + log[-6000:]
+    assert_quiet(out.stdout + out.stderr + log)
     return env
+
+
+def run_log(env: dict) -> str:
+    """The whole log of the last ``orchestration.materialize`` run in ``env`` (its terminal
+    shows only the progress lines and the notable ones)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    log = root / env.get("SOCIALREC_DATA_DIR", ".socialrec") / "logs" / "materialize.log"
+    return log.read_text(errors="replace") if log.exists() else ""
 
 
 # what a normal run never prints (issue 14: a first run that is green and quiet)
@@ -205,7 +216,7 @@ def materialize_assets(env: dict, assets, timeout: float = 600) -> float:
         text=True,
         timeout=timeout,
     )
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-6000:]
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-3000:] + run_log(env)[-6000:]
     return time.time() - t0
 
 
