@@ -74,8 +74,8 @@ data: install
 materialize: install
 	$(RUN_APP) python -m orchestration.materialize --generate
 
-demo: materialize
-	$(RUN_APP) python -m orchestration.demo
+demo: install
+	$(RUN_APP) python -m orchestration.demo --materialize
 
 test: install-dev browser
 	$(RUN) ruff check .

@@ -1,6 +1,12 @@
 """Serve the demo: the Dagster UI on 127.0.0.1:3000 and the built bento on 127.0.0.1:3001,
 over the local Milvus server of the data directory (started first, stopped last).
 
+``--materialize`` (``make demo``) first runs the ``materialize_all`` job over that Milvus server
+(``python -m orchestration.materialize``, demo data written if the bucket has none), all of it
+but :data:`AFTER_SERVERS`: those assets feed nothing the servers use, so they are materialized
+by a run of the same job launched in the Dagster UI once both servers answer (the banner names
+the run; a line says when it ends).
+
 Both servers run in their own process groups, so this script (the foreground process of
 ``make demo``) decides how they stop: Ctrl-C or SIGTERM here stops both cleanly (a second
 Ctrl-C while they stop is ignored: the stop is bounded, then SIGKILL). (``dagster dev``
@@ -13,9 +19,9 @@ error lines, and the banner is the last thing on it once both are up (no daemon 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -26,6 +32,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from orchestration.console import copy_lines
 from orchestration.processes import stop_tree
 from socialrec.settings import LOCAL_API_TOKEN, Settings
 from socialrec.timeutil import iso, utc_now
@@ -33,6 +40,9 @@ from socialrec.timeutil import iso, utc_now
 HOST = "127.0.0.1"
 DAGSTER_PORT = int(os.environ.get("DAGSTER_PORT", "3000"))
 BENTO_PORT = int(os.environ.get("BENTO_PORT", "3001"))
+# materialized after the servers are up (see the docstring); tests/test_demo.py checks that the
+# built bento depends on none of them
+AFTER_SERVERS = ("offline_evaluation",)
 
 
 def built_bento_tag() -> str:
@@ -58,21 +68,20 @@ def wait_http(url: str, timeout_s: float, proc: subprocess.Popen) -> bool:
     return False
 
 
+def interrupted(*_) -> None:
+    """The SIGINT and SIGTERM handler: stop, once. Further signals are ignored from here on: a
+    second Ctrl-C while the servers stop would leave one of them (or the Dagster code server
+    it restarts) running; :func:`stop` is bounded instead."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def stop(procs: list[subprocess.Popen]) -> None:
     """SIGINT to each server and all it started (the bento's workers run in sessions of their
-    own), SIGKILL to whatever is left after 20 s. Ctrl-C is ignored meanwhile: a second one
-    would leave a server (or the Dagster code server it restarts) running."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    own), SIGKILL to whatever is left after 20 s."""
     for p in procs:
         stop_tree(p, signal.SIGINT, timeout=20)
-
-
-# a server's line worth the terminal: a warning or an error (Dagster's and BentoML's log
-# formats, Python's warnings and tracebacks); the rest stays in the server's log file
-NOTABLE = re.compile(
-    r" - (\x1b\[[0-9;]*m)?(WARNING|ERROR|CRITICAL)(\x1b\[[0-9;]*m)? - "
-    r"|\[(WARNING|ERROR|CRITICAL)\]|Traceback|Error:"
-)
 
 
 def start_logged(name: str, argv: list[str], log_path: Path) -> subprocess.Popen:
@@ -88,15 +97,12 @@ def start_logged(name: str, argv: list[str], log_path: Path) -> subprocess.Popen
         start_new_session=True,
     )
 
-    def copy() -> None:
-        with open(log_path, "a") as log:
-            for line in proc.stdout:
-                log.write(line)
-                log.flush()
-                if NOTABLE.search(line):
-                    print(f"[{name}] {line.rstrip()}", file=sys.stderr, flush=True)
-
-    threading.Thread(target=copy, name=f"log-{name}", daemon=True).start()
+    threading.Thread(
+        target=copy_lines,
+        args=(proc.stdout, log_path, sys.stderr, f"[{name}] "),
+        name=f"log-{name}",
+        daemon=True,
+    ).start()
     return proc
 
 
@@ -153,18 +159,102 @@ def curl_examples(base: str, user_id: int, post_id: int, category_id: int, query
     return "\n".join("  " + line for line in lines)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--materialize",
+        action="store_true",
+        help="run the materialize_all job first (all but "
+        + ", ".join(AFTER_SERVERS)
+        + ", launched in the Dagster UI once the servers are up)",
+    )
+    p.add_argument(
+        "--then",
+        default="",
+        help="without --materialize: comma-separated assets to materialize by a run launched in "
+        "the Dagster UI once the servers answer",
+    )
+    args = p.parse_args(argv)
+    after = AFTER_SERVERS if args.materialize else tuple(filter(None, args.then.split(",")))
+    # Ctrl-C, SIGINT or SIGTERM stops the demo, also when it was started with SIGINT ignored
+    # (the background job of a non-interactive shell): the servers run in sessions of their own
+    signal.signal(signal.SIGINT, interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
     from socialrec.stores.milvus_server import serving_milvus
 
     settings = Settings()
-    # the local Milvus server (unless SOCIALREC_MILVUS_URI names one): started for the demo,
-    # shared by the bento's workers and the Dagster UI's runs, stopped when the demo stops
-    with serving_milvus(settings) as milvus:
-        return serve(settings, milvus)
+    try:
+        # the local Milvus server (unless SOCIALREC_MILVUS_URI names one): started for the
+        # demo, shared by its materialization, the bento's workers and the Dagster UI's runs,
+        # stopped when the demo stops
+        with serving_milvus(settings) as milvus:
+            if args.materialize:
+                code = materialize_before_servers()
+                if code:
+                    return code
+            return serve(settings, milvus, after)
+    except KeyboardInterrupt:
+        return 130
 
 
-def serve(settings: Settings, milvus: str) -> int:
-    """Run the Dagster UI and the bento until Ctrl-C / SIGTERM or one of them exits."""
+def materialize_before_servers() -> int:
+    """``python -m orchestration.materialize --generate`` of all but AFTER_SERVERS (its
+    output on this terminal); its exit code."""
+    argv = [sys.executable, "-m", "orchestration.materialize", "--generate"]
+    argv += [f"--exclude={asset}" for asset in AFTER_SERVERS]
+    proc = subprocess.Popen(argv)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()  # the same process group got a Ctrl-C; a SIGTERM only reached us
+        proc.wait()
+        raise
+
+
+def launch_after_servers(assets: tuple[str, ...], timeout_s: float = 90):
+    """Launch the ``materialize_all`` run of ``assets`` in the Dagster UI (its GraphQL API;
+    asked again while the UI still loads the code location): (client, run_id), or None with
+    the reason printed."""
+    from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
+
+    client = DagsterGraphQLClient(HOST, port_number=DAGSTER_PORT, timeout=60)
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            return client, client.submit_job_execution("materialize_all", asset_selection=assets)
+        except (DagsterGraphQLClientError, OSError) as e:
+            if time.time() > deadline:
+                print(
+                    f"could not launch {', '.join(assets)} in the Dagster UI: {e}", file=sys.stderr
+                )
+                return None
+            time.sleep(2)
+
+
+def report_when_done(launched, assets: tuple[str, ...], t0: float) -> bool:
+    """Whether the launched run has ended (and a line says how); True when there is none."""
+    if launched is None:
+        return True
+    client, run_id = launched
+    try:
+        status = client.get_run_status(run_id).value
+    except Exception:  # noqa: BLE001 - the UI busy or restarting: ask again later
+        return False
+    if status not in ("SUCCESS", "FAILURE", "CANCELED"):
+        return False
+    outcome = "materialized" if status == "SUCCESS" else status
+    print(
+        f"{', '.join(assets)}: {outcome} (run {run_id[:8]} in the Dagster UI, "
+        f"{time.time() - t0:.0f}s)",
+        file=sys.stdout if status == "SUCCESS" else sys.stderr,
+        flush=True,
+    )
+    return True
+
+
+def serve(settings: Settings, milvus: str, after: tuple[str, ...] = ()) -> int:
+    """Run the Dagster UI and the bento until Ctrl-C / SIGTERM or one of them exits; once
+    both answer, launch the run of the ``after`` assets in the Dagster UI."""
     tag = built_bento_tag()
     user_id = sample_user(settings)
     post_id, category_id, query = sample_post(settings)
@@ -183,7 +273,6 @@ def serve(settings: Settings, milvus: str) -> int:
             "bento", bento_serve + ["--host", HOST, "--port", str(BENTO_PORT)], logs["bento"]
         ),
     ]
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         ok_bento = wait_http(f"http://{HOST}:{BENTO_PORT}/healthz", 180, procs[1])
         ok_ui = wait_http(f"http://{HOST}:{DAGSTER_PORT}/server_info", 180, procs[0])
@@ -193,6 +282,13 @@ def serve(settings: Settings, milvus: str) -> int:
                 file=sys.stderr,
             )
             return 1
+        t_launch = time.time()
+        launched = launch_after_servers(after) if after else None
+        running = (
+            f"\n  Now running:  {', '.join(after)} (run {launched[1][:8]} in the Dagster UI)"
+            if launched
+            else ""
+        )
         examples = curl_examples(
             f"http://{HOST}:{BENTO_PORT}", user_id, post_id, category_id, query
         )
@@ -204,15 +300,18 @@ socialrec demo is up (bento {tag})
   Feed page:    http://{HOST}:{BENTO_PORT}/feed/   (a user's feed as cards; docs/feed-page.md)
   Milvus:       {milvus}
   Server logs:  {logs["dagster"]}
-                {logs["bento"]}
+                {logs["bento"]}{running}
 
 {examples}
 
 Ctrl-C stops both servers.""",
             flush=True,
         )
+        pending = launched is not None
         while all(p.poll() is None for p in procs):
             time.sleep(1)
+            if pending and int(time.time()) % 5 == 0:
+                pending = not report_when_done(launched, after, t_launch)
         print("a server exited (see its log); stopping the other", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

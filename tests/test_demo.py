@@ -1,0 +1,131 @@
+"""``make demo``'s serving half (orchestration/demo.py) on the materialized e2e deployment: the
+Dagster UI and the built bento come up, the banner is the last thing printed, the assets left
+for after the servers are materialized by a run launched in the Dagster UI, and a SIGINT to the
+demo's process alone stops every server it started. Also the terminal filter both halves use
+(orchestration/console.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import dagster as dg
+import httpx
+import psutil
+import pytest
+
+from orchestration.demo import AFTER_SERVERS
+from orchestration.materialize import selected_keys
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_bento_is_built_from_nothing_left_for_after_the_servers():
+    from orchestration.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    bento = dg.AssetSelection.assets("recommender_bento").upstream().resolve(graph)
+    after = {dg.AssetKey(a) for a in AFTER_SERVERS}
+    assert after <= graph.materializable_asset_keys
+    assert not bento & after
+    before = set(selected_keys(defs, None, AFTER_SERVERS))
+    assert before | after == graph.materializable_asset_keys and not before & after
+    assert selected_keys(defs, "ranker_model+", AFTER_SERVERS) == sorted(
+        dg.AssetSelection.from_string("ranker_model+").resolve(graph) - after
+    )
+
+
+def test_only_notable_lines_of_a_run_reach_the_terminal(tmp_path):
+    """What the block and the processes it starts write goes to the log; the terminal gets the
+    warnings, errors and tracebacks, and what is written to it directly."""
+    log = tmp_path / "logs" / "run.log"
+    code = f"""
+import subprocess, sys, warnings
+from pathlib import Path
+from orchestration.console import output_to_log
+with output_to_log(Path({str(log)!r})) as terminal:
+    print("a plain line")
+    print("2026-12-01 - dagster - WARNING - a warning line", file=sys.stderr)
+    subprocess.run(["echo", "a child's line"], check=True)
+    subprocess.run([sys.executable, "-c", "import sys; print('Traceback (child)', file=sys.stderr)"])
+    warnings.warn("careful")
+    terminal.write("[ 0:01] ok      a step\\n")
+print("after the block")
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    terminal = out.stdout.splitlines()
+    assert "a plain line" not in out.stdout and "a child's line" not in out.stdout
+    assert "2026-12-01 - dagster - WARNING - a warning line" in terminal
+    assert "Traceback (child)" in terminal
+    assert any("UserWarning: careful" in line for line in terminal)
+    assert "[ 0:01] ok      a step" in terminal and terminal[-1] == "after the block"
+    logged = log.read_text()
+    for line in ("a plain line", "a child's line", "a warning line", "Traceback (child)"):
+        assert line in logged
+    assert "a step" not in logged and "after the block" not in logged
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+def test_the_demo_serves_launches_the_rest_and_stops_on_sigint(e2e_materialized, tmp_path):
+    ports = {"DAGSTER_PORT": str(free_port()), "BENTO_PORT": str(free_port())}
+    env = {**e2e_materialized, **ports}
+    lines: list[str] = []
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestration.demo", "--then", ",".join(AFTER_SERVERS)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # a signal to it reaches no other process
+    )
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+
+    def wait_line(text: str, timeout: float) -> str:
+        deadline = time.time() + timeout
+        while time.time() < deadline and proc.poll() is None:
+            found = [line for line in list(lines) if text in line]
+            if found:
+                return found[0]
+            time.sleep(1)
+        pytest.fail(f"no {text!r} from the demo:\n{''.join(lines)[-4000:]}")
+
+    servers: list[psutil.Process] = []
+    try:
+        wait_line("Ctrl-C stops both servers.", 300)
+        banner = "".join(lines)
+        assert "Traceback" not in banner, banner
+        assert f"Now running:  {', '.join(AFTER_SERVERS)}" in banner
+        bento = f"http://127.0.0.1:{ports['BENTO_PORT']}"
+        assert httpx.get(f"{bento}/readyz", timeout=30).status_code == 200
+        assert httpx.get(f"{bento}/docs", timeout=30).status_code == 307
+        ui = f"http://127.0.0.1:{ports['DAGSTER_PORT']}/server_info"
+        assert httpx.get(ui, timeout=30).status_code == 200
+        done = wait_line(f"{', '.join(AFTER_SERVERS)}: ", 360)
+        assert ": materialized (run " in done, "".join(lines)[-4000:]
+        servers = psutil.Process(proc.pid).children(recursive=True)
+        assert len(servers) >= 3  # dagster dev (+ its code server), bentoml serve (+ workers)
+        os.kill(proc.pid, signal.SIGINT)  # the demo's process only, not its group
+        assert proc.wait(timeout=90) == 0, "".join(lines)[-3000:]
+    finally:
+        if proc.poll() is None:
+            from orchestration.processes import stop_tree
+
+            stop_tree(proc, signal.SIGTERM, timeout=30)
+    _, alive = psutil.wait_procs(servers, timeout=30)
+    assert not alive, [p.pid for p in alive]
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        for asset in AFTER_SERVERS:
+            event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+            assert event is not None and event.run_id[:8] in done
