@@ -90,6 +90,7 @@ from socialrec.serving.schemas import (  # noqa: E402
     Timestamp,
 )
 from socialrec.settings import Settings  # noqa: E402
+from socialrec.timeutil import iso, utc_now  # noqa: E402
 from socialrec.stores.post_details import PostDetails  # noqa: E402
 
 log = logging.getLogger("socialrec.service")
@@ -99,7 +100,22 @@ log = logging.getLogger("socialrec.service")
 # seed, user 1639 has the most events (~1,300), so "Try it out" answers a personalized feed, not
 # a cold-start one (``make demo``'s banner picks its sample user from the warehouse instead).
 EXAMPLE_USER = 1639
-EXAMPLES = {"/recommend": {"user_id": EXAMPLE_USER, "k": 10}}  # the bodies "Try it out" shows
+# the bodies "Try it out" shows; the event is stamped when the service starts, so it falls
+# within the event partitions of a log that runs up to now (the demo's does)
+EXAMPLES = {
+    "/recommend": {"user_id": EXAMPLE_USER, "k": 10},
+    "/events": {
+        "events": [
+            {
+                "event_id": "swagger-1",
+                "user_id": EXAMPLE_USER,
+                "post_id": 42,
+                "event_type": "LIKE",
+                "ts": iso(utc_now().replace(microsecond=0)),
+            }
+        ]
+    },
+}
 
 
 # worker processes (``SOCIALREC_SERVICE_WORKERS``, default 2): each opens its own clients of

@@ -13,6 +13,8 @@ import pytest
 
 from socialrec.serving.asgi import BearerAuth
 from socialrec.serving.openapi import OpenApiDocument, documented
+from socialrec.serving.schemas import EventIn
+from socialrec.timeutil import utc_now
 from tests.conftest import bearer
 from tests.service.conftest import ok_app
 
@@ -69,6 +71,10 @@ def test_the_document_is_openapi_30_with_the_example_user_and_no_unused_errors(s
     body = spec["paths"]["/recommend"]["post"]["requestBody"]["content"]["application/json"]
     assert body["example"] == {"user_id": EXAMPLE_USER, "k": 10}  # what "Try it out" shows
     assert body["schema"]["properties"]["user_id"]["example"] == EXAMPLE_USER
+    events = spec["paths"]["/events"]["post"]["requestBody"]["content"]["application/json"]
+    (event,) = [EventIn.model_validate(e) for e in events["example"]["events"]]
+    assert event.user_id == EXAMPLE_USER  # stamped at the service's start: within the partitions
+    assert abs((utc_now() - event.ts).total_seconds()) < 3600
     search = spec["paths"]["/search"]["post"]["requestBody"]["content"]["application/json"]
     assert search["schema"]["properties"]["user_id"]["example"] == EXAMPLE_USER
     schemas = spec["components"]["schemas"]
