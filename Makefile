@@ -125,4 +125,4 @@ mlflow-ui: uv
 dagster-ui: uv
 	@mkdir -p "$(DAGSTER_HOME)"
 	@echo "Dagster UI on http://127.0.0.1:$(DAGSTER_PORT) (DAGSTER_HOME=$(DAGSTER_HOME)); Ctrl-C stops it"
-	@exec $(UI_RUN) dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_PORT)
+	@exec $(UI_RUN) python -m orchestration.dagster_cli dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_PORT)

@@ -90,8 +90,8 @@ from socialrec.serving.schemas import (  # noqa: E402
     Timestamp,
 )
 from socialrec.settings import Settings  # noqa: E402
-from socialrec.timeutil import iso, utc_now  # noqa: E402
 from socialrec.stores.post_details import PostDetails  # noqa: E402
+from socialrec.timeutil import iso, utc_now  # noqa: E402
 
 log = logging.getLogger("socialrec.service")
 

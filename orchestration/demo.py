@@ -1,16 +1,17 @@
 """Serve the demo: the Dagster UI on 127.0.0.1:3000 and the built bento on 127.0.0.1:3001,
-over the local Milvus server of the data directory (started first, stopped last).
+over the local Milvus server of the data directory (started here, stopped last).
 
-``--materialize`` (``make demo``) first runs the ``materialize_all`` job over that Milvus server
-(``python -m orchestration.materialize``, demo data written if the bucket has none), all of it
-but :data:`AFTER_SERVERS`: those assets feed nothing the servers use, so they are materialized
-by a run of the same job launched in the Dagster UI once both servers answer (the banner names
-the run; a line says when it ends).
+``--materialize`` (``make demo``) also runs the ``materialize_all`` job
+(``python -m orchestration.materialize``, demo data written if the bucket has none) over that
+Milvus server, all of it but :data:`AFTER_SERVERS`. The run, the Dagster UI (which shows the run
+as it goes) and the Milvus server start side by side; the bento starts once the run has built
+it. The assets of :data:`AFTER_SERVERS` feed nothing the servers use: a run of the same job
+launched in the Dagster UI materializes them once both servers answer (the banner names the
+run; a line says when it ends).
 
 Both servers run in their own process groups, so this script (the foreground process of
-``make demo``) decides how they stop: Ctrl-C or SIGTERM here stops both cleanly (a second
-Ctrl-C while they stop is ignored: the stop is bounded, then SIGKILL). (``dagster dev``
-started in the background of a non-interactive shell ignores SIGINT, hence no ``&``.)
+``make demo``) decides how they stop: Ctrl-C, SIGINT or SIGTERM here stops both cleanly (a
+second signal while they stop is ignored: the stop is bounded, then SIGKILL).
 
 The servers' output goes to log files under the data directory (``logs/dagster-dev.log``,
 ``logs/bentoml-serve.log``, named in the banner); the terminal shows only their warning and
@@ -80,6 +81,8 @@ def interrupted(*_) -> None:
 def stop(procs: list[subprocess.Popen]) -> None:
     """SIGINT to each server and all it started (the bento's workers run in sessions of their
     own), SIGKILL to whatever is left after 20 s."""
+    if any(p.poll() is None for p in procs):
+        print("\nstopping the Dagster UI and the recommender...", flush=True)
     for p in procs:
         stop_tree(p, signal.SIGINT, timeout=20)
 
@@ -183,32 +186,45 @@ def main(argv: list[str] | None = None) -> int:
     from socialrec.stores.milvus_server import serving_milvus
 
     settings = Settings()
+    logs = Path(settings.data_dir) / "logs"
+    procs: list[subprocess.Popen] = []
+    materializing = None
     try:
+        # the materialization, the Dagster UI (it shows the run as it goes) and the Milvus
+        # server start side by side; the bento once the run has built it
+        materializing = start_materialize() if args.materialize else None
+        bin_dir = os.path.dirname(sys.executable)
+        dagster_dev = [sys.executable, "-m", "orchestration.dagster_cli", "dev"]
+        dagster_dev += ["-w", "workspace.yaml"]
+        dagster_dev += ["-h", HOST, "-p", str(DAGSTER_PORT)]
+        procs.append(start_logged("dagster", dagster_dev, logs / "dagster-dev.log"))
         # the local Milvus server (unless SOCIALREC_MILVUS_URI names one): started for the
         # demo, shared by its materialization, the bento's workers and the Dagster UI's runs,
-        # stopped when the demo stops
+        # stopped when the demo stops, after the servers
         with serving_milvus(settings) as milvus:
-            if args.materialize:
-                code = materialize_before_servers()
-                if code:
-                    return code
-            return serve(settings, milvus, after)
+            try:
+                if materializing is not None and materializing.wait():
+                    return materializing.returncode
+                bento_serve = [os.path.join(bin_dir, "bentoml"), "serve", built_bento_tag()]
+                bento_serve += ["--host", HOST, "--port", str(BENTO_PORT)]
+                procs.append(start_logged("bento", bento_serve, logs / "bentoml-serve.log"))
+                return serve(settings, milvus, procs, after)
+            finally:
+                stop(procs)
     except KeyboardInterrupt:
-        return 130
+        if materializing is not None and materializing.poll() is None:
+            materializing.terminate()  # a Ctrl-C reached it too; a SIGTERM only reached us
+            materializing.wait()
+        return 0
+    finally:
+        stop(procs)
 
 
-def materialize_before_servers() -> int:
-    """``python -m orchestration.materialize --generate`` of all but AFTER_SERVERS (its
-    output on this terminal); its exit code."""
+def start_materialize() -> subprocess.Popen:
+    """``python -m orchestration.materialize --generate`` of all but AFTER_SERVERS, on this
+    terminal."""
     argv = [sys.executable, "-m", "orchestration.materialize", "--generate"]
-    argv += [f"--exclude={asset}" for asset in AFTER_SERVERS]
-    proc = subprocess.Popen(argv)
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()  # the same process group got a Ctrl-C; a SIGTERM only reached us
-        proc.wait()
-        raise
+    return subprocess.Popen(argv + [f"--exclude={asset}" for asset in AFTER_SERVERS])
 
 
 def launch_after_servers(assets: tuple[str, ...], timeout_s: float = 90):
@@ -252,73 +268,50 @@ def report_when_done(launched, assets: tuple[str, ...], t0: float) -> bool:
     return True
 
 
-def serve(settings: Settings, milvus: str, after: tuple[str, ...] = ()) -> int:
-    """Run the Dagster UI and the bento until Ctrl-C / SIGTERM or one of them exits; once
-    both answer, launch the run of the ``after`` assets in the Dagster UI."""
+def serve(
+    settings: Settings, milvus: str, procs: list[subprocess.Popen], after: tuple[str, ...]
+) -> int:
+    """Wait for the Dagster UI and the bento (``procs``), launch the run of the ``after``
+    assets in the Dagster UI, print the banner, then serve until a server exits."""
     tag = built_bento_tag()
     user_id = sample_user(settings)
     post_id, category_id, query = sample_post(settings)
-    bin_dir = os.path.dirname(sys.executable)
-    logs = {
-        "dagster": Path(settings.data_dir) / "logs" / "dagster-dev.log",
-        "bento": Path(settings.data_dir) / "logs" / "bentoml-serve.log",
-    }
-    dagster_dev = [os.path.join(bin_dir, "dagster"), "dev", "-w", "workspace.yaml"]
-    bento_serve = [os.path.join(bin_dir, "bentoml"), "serve", tag]
-    procs = [
-        start_logged(
-            "dagster", dagster_dev + ["-h", HOST, "-p", str(DAGSTER_PORT)], logs["dagster"]
-        ),
-        start_logged(
-            "bento", bento_serve + ["--host", HOST, "--port", str(BENTO_PORT)], logs["bento"]
-        ),
-    ]
-    try:
-        ok_bento = wait_http(f"http://{HOST}:{BENTO_PORT}/healthz", 180, procs[1])
-        ok_ui = wait_http(f"http://{HOST}:{DAGSTER_PORT}/server_info", 180, procs[0])
-        if not (ok_bento and ok_ui):
-            print(
-                f"a server did not come up (see {logs['dagster']} and {logs['bento']}); stopping",
-                file=sys.stderr,
-            )
-            return 1
-        t_launch = time.time()
-        launched = launch_after_servers(after) if after else None
-        running = (
-            f"\n  Now running:  {', '.join(after)} (run {launched[1][:8]} in the Dagster UI)"
-            if launched
-            else ""
-        )
-        examples = curl_examples(
-            f"http://{HOST}:{BENTO_PORT}", user_id, post_id, category_id, query
-        )
-        print(
-            f"""
+    logs = [Path(settings.data_dir) / "logs" / n for n in ("dagster-dev.log", "bentoml-serve.log")]
+    ok_bento = wait_http(f"http://{HOST}:{BENTO_PORT}/healthz", 180, procs[1])
+    ok_ui = wait_http(f"http://{HOST}:{DAGSTER_PORT}/server_info", 180, procs[0])
+    if not (ok_bento and ok_ui):
+        print(f"a server did not come up (see {logs[0]} and {logs[1]}); stopping", file=sys.stderr)
+        return 1
+    t_launch = time.time()
+    launched = launch_after_servers(after) if after else None
+    running = (
+        f"\n  Now running:  {', '.join(after)} (run {launched[1][:8]} in the Dagster UI)"
+        if launched
+        else ""
+    )
+    examples = curl_examples(f"http://{HOST}:{BENTO_PORT}", user_id, post_id, category_id, query)
+    print(
+        f"""
 socialrec demo is up (bento {tag})
   Dagster UI:   http://{HOST}:{DAGSTER_PORT}   (asset graph, runs, checks, freshness)
   Recommender:  http://{HOST}:{BENTO_PORT}     (OpenAPI docs at /docs)
   Feed page:    http://{HOST}:{BENTO_PORT}/feed/   (a user's feed as cards; docs/feed-page.md)
   Milvus:       {milvus}
-  Server logs:  {logs["dagster"]}
-                {logs["bento"]}{running}
+  Server logs:  {logs[0]}
+                {logs[1]}{running}
 
 {examples}
 
 Ctrl-C stops both servers.""",
-            flush=True,
-        )
-        pending = launched is not None
-        while all(p.poll() is None for p in procs):
-            time.sleep(1)
-            if pending and int(time.time()) % 5 == 0:
-                pending = not report_when_done(launched, after, t_launch)
-        print("a server exited (see its log); stopping the other", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\nstopping the Dagster UI and the recommender...", flush=True)
-        return 0
-    finally:
-        stop(procs)
+        flush=True,
+    )
+    pending = launched is not None
+    while all(p.poll() is None for p in procs):
+        time.sleep(1)
+        if pending and int(time.time()) % 5 == 0:
+            pending = not report_when_done(launched, after, t_launch)
+    print("a server exited (see its log); stopping the other", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -79,6 +79,9 @@ WARNINGS: list[tuple[type[Warning], str, str]] = [
     (Warning, r"Class `MlFlow` is currently in beta", r"/assets/resources\.py"),
     (Warning, r"Function `build_time_partition_freshness_checks` is superseded", r"/assets/"),
     (Warning, r"Function `build_sensor_for_freshness_checks` is superseded", r"/assets/"),
+    # `dagster dev` (make demo, make dagster-ui) says `dg dev` supersedes it; `dg` is another
+    # package (dagster-dg-cli) and `dagster dev` stays supported
+    (Warning, r"Function `dev_command` is superseded", r"/click/"),
 ]
 
 # (logger, message): a log record dropped when its logger and the start of its message match
