@@ -44,6 +44,9 @@ BENTO_PORT = int(os.environ.get("BENTO_PORT", "3001"))
 # materialized after the servers are up (see the docstring); tests/test_demo.py checks that the
 # built bento depends on none of them
 AFTER_SERVERS = ("offline_evaluation",)
+# their run executes its steps in the run worker's process (the job's default executor would
+# start a process per step, each loading the definitions again)
+IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 
 
 def built_bento_tag() -> str:
@@ -87,9 +90,10 @@ def stop(procs: list[subprocess.Popen]) -> None:
         stop_tree(p, signal.SIGINT, timeout=20)
 
 
-def start_logged(name: str, argv: list[str], log_path: Path) -> subprocess.Popen:
-    """Start a server in a session of its own, its output (stdout and stderr) appended to
-    ``log_path``; its warning and error lines are also printed to stderr, prefixed."""
+def start_logged(name: str, argv: list[str], log_path: Path, nice: int = 0) -> subprocess.Popen:
+    """Start a server in a session of its own (``nice`` added to its niceness), its output
+    (stdout and stderr) appended to ``log_path``; its warning and error lines are also printed
+    to stderr, prefixed."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         argv,
@@ -98,6 +102,7 @@ def start_logged(name: str, argv: list[str], log_path: Path) -> subprocess.Popen
         text=True,
         errors="replace",
         start_new_session=True,
+        preexec_fn=(lambda: os.nice(nice)) if nice else None,
     )
 
     threading.Thread(
@@ -197,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         dagster_dev = [sys.executable, "-m", "orchestration.dagster_cli", "dev"]
         dagster_dev += ["-w", "workspace.yaml"]
         dagster_dev += ["-h", HOST, "-p", str(DAGSTER_PORT)]
-        procs.append(start_logged("dagster", dagster_dev, logs / "dagster-dev.log"))
+        # niced: it starts while the graph runs, and its runs go on while the bento serves;
+        # neither should take a core from them
+        procs.append(start_logged("dagster", dagster_dev, logs / "dagster-dev.log", nice=10))
         # the local Milvus server (unless SOCIALREC_MILVUS_URI names one): started for the
         # demo, shared by its materialization, the bento's workers and the Dagster UI's runs,
         # stopped when the demo stops, after the servers
@@ -237,7 +244,10 @@ def launch_after_servers(assets: tuple[str, ...], timeout_s: float = 90):
     deadline = time.time() + timeout_s
     while True:
         try:
-            return client, client.submit_job_execution("materialize_all", asset_selection=assets)
+            run_id = client.submit_job_execution(
+                "materialize_all", run_config=IN_PROCESS, asset_selection=list(assets)
+            )
+            return client, run_id
         except (DagsterGraphQLClientError, OSError) as e:
             if time.time() > deadline:
                 print(
@@ -306,12 +316,31 @@ Ctrl-C stops both servers.""",
         flush=True,
     )
     pending = launched is not None
-    while all(p.poll() is None for p in procs):
-        time.sleep(1)
-        if pending and int(time.time()) % 5 == 0:
-            pending = not report_when_done(launched, after, t_launch)
-    print("a server exited (see its log); stopping the other", file=sys.stderr)
-    return 1
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(1)
+            if pending and int(time.time()) % 5 == 0:
+                pending = not report_when_done(launched, after, t_launch)
+        print("a server exited (see its log); stopping the other", file=sys.stderr)
+        return 1
+    finally:
+        if pending and procs[0].poll() is None:
+            cancel(launched)
+
+
+def cancel(launched, timeout_s: float = 20) -> None:
+    """Ask the Dagster UI to terminate the launched run (it ends CANCELED, not as a failure
+    of a run interrupted by the UI's stop), and wait for it, boundedly."""
+    client, run_id = launched
+    deadline = time.time() + timeout_s
+    try:
+        client.terminate_run(run_id)
+        while time.time() < deadline:
+            if client.get_run_status(run_id).value in ("SUCCESS", "FAILURE", "CANCELED"):
+                return
+            time.sleep(1)
+    except Exception as e:  # noqa: BLE001 - the UI already gone: the stop goes on
+        print(f"could not cancel run {run_id[:8]}: {e}", file=sys.stderr)
 
 
 if __name__ == "__main__":
