@@ -10,6 +10,7 @@ single-run backfill policy); folders outside are left out and counted.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 import uuid
@@ -20,7 +21,6 @@ import dagster as dg
 
 from assets.raw import EVENT_PARTITIONS, partition_range_tags
 from orchestration.console import output_to_log
-from socialrec.data.generator import main as generate_main
 from socialrec.data.landing import dataset_prefix, landed_partitions, open_bucket
 from socialrec.settings import Settings
 
@@ -222,9 +222,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     settings = Settings()
     settings.ensure_dirs()
+    generating = None
     if args.generate and not landed_event_partitions(settings):
-        generate_main([])
+        # the demo data is written by another process while this one loads the definitions
+        generator = [sys.executable, "-m", "socialrec.data.generator"]
+        generating = subprocess.Popen(generator)
     from orchestration.definitions import defs
+
+    if generating is not None and generating.wait():
+        raise SystemExit(f"the demo data generator failed (exit {generating.returncode})")
 
     t0 = time.time()
     log = Path(settings.data_dir) / "logs" / "materialize.log"
