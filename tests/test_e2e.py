@@ -239,7 +239,10 @@ with dg.DagsterInstance.get() as i:
     check = i.event_log_storage.get_asset_check_execution_history(key, limit=1)
     data = check[0].event.dagster_event.event_specific_data
     print(json.dumps({
-        "evaluation": {k: v for k, v in md("offline_evaluation").items() if k != "plots"},
+        "evaluation": {
+            k: v for k, v in md("offline_evaluation").items() if k not in ("plots", "results")
+        },
+        "results": [dict(r.data) for r in md("offline_evaluation")["results"].records],
         "bento": md("recommender_bento")["models"],
         "neighbours": md("post_neighbours"),
         "check": {"severity": str(data.severity), "description": data.description},
@@ -273,6 +276,10 @@ def test_offline_evaluation_compares_the_pipeline_with_the_baselines(e2e_materia
         for method, line in rows.items():
             ndcg, recall100 = float(line.split("|")[2]), float(line.split("|")[4])
             assert 0 <= ndcg <= 1 and 0 <= recall100 <= 1, (segment, method)
+    # the same results as one sortable table: a row per (segment, method)
+    rows = {(r["segment"], r["method"]): r for r in got["results"]}
+    assert {(seg, m) for seg in ("all", "warm") for m in methods} <= set(rows)
+    assert all(r["ndcg@10"] is None or 0 <= r["ndcg@10"] <= 1 for r in rows.values())
     assert evaluation["users_warm"] > 0 and 0 <= evaluation["warm_ndcg@10"] <= 1
     assert "Global temporal split" in evaluation["protocol"]
     # the non-blocking check compares the shipped pipeline with the best baseline (warm users)
