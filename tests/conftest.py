@@ -29,6 +29,7 @@ os.environ.setdefault("SOCIALREC_DEMO_START_DATE", PINNED_DEMO_START)
 SHARED_DEPLOYMENTS = {"e2e_env": "e2e", "gcp_standins": "gcp"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which turns the marker into the group
 def pytest_collection_modifyitems(config, items):
     first = list(SHARED_DEPLOYMENTS.values())
     for item in items:
