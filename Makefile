@@ -111,18 +111,17 @@ clean:
 # (SOCIALREC_MLFLOW_TRACKING_URI, by default .socialrec/mlflow/mlflow.db); Dagster's is DAGSTER_HOME.
 MLFLOW_PORT ?= 5000
 DAGSTER_PORT ?= 3000
-UI_RUN := $(UV) run --frozen --no-dev
 MLFLOW_URI_PY := from socialrec.settings import Settings; s = Settings(); s.ensure_dirs(); print(s.mlflow_tracking_uri)
 
 .PHONY: mlflow-ui dagster-ui
 
 mlflow-ui: uv
-	@uri="$$($(UI_RUN) python -c '$(MLFLOW_URI_PY)')" || exit 1; \
+	@uri="$$($(RUN_APP) python -c '$(MLFLOW_URI_PY)')" || exit 1; \
 	case "$$uri" in http*) echo "MLflow is a server here, with its own UI: $$uri"; exit 0;; esac; \
 	echo "MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) ($$uri); Ctrl-C stops it"; \
-	exec $(UI_RUN) mlflow ui --backend-store-uri "$$uri" --host 127.0.0.1 --port $(MLFLOW_PORT)
+	exec $(RUN_APP) mlflow ui --backend-store-uri "$$uri" --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 dagster-ui: uv
 	@mkdir -p "$(DAGSTER_HOME)"
 	@echo "Dagster UI on http://127.0.0.1:$(DAGSTER_PORT) (DAGSTER_HOME=$(DAGSTER_HOME)); Ctrl-C stops it"
-	@exec $(UI_RUN) python -m orchestration.dagster_cli dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_PORT)
+	@exec $(RUN_APP) python -m orchestration.dagster_cli dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_PORT)

@@ -38,7 +38,6 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS/SavedModels under Keras 2
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from socialrec.quiet import quiet  # noqa: E402
 

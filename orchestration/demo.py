@@ -47,6 +47,7 @@ AFTER_SERVERS = ("offline_evaluation",)
 # their run executes its steps in the run worker's process (the job's default executor would
 # start a process per step, each loading the definitions again)
 IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
+ENDED = ("SUCCESS", "FAILURE", "CANCELED")  # a run's final statuses
 
 
 def built_bento_tag() -> str:
@@ -266,7 +267,7 @@ def report_when_done(launched, assets: tuple[str, ...], t0: float) -> bool:
         status = client.get_run_status(run_id).value
     except Exception:  # noqa: BLE001 - the UI busy or restarting: ask again later
         return False
-    if status not in ("SUCCESS", "FAILURE", "CANCELED"):
+    if status not in ENDED:
         return False
     outcome = "materialized" if status == "SUCCESS" else status
     print(
@@ -336,7 +337,7 @@ def cancel(launched, timeout_s: float = 20) -> None:
     try:
         client.terminate_run(run_id)
         while time.time() < deadline:
-            if client.get_run_status(run_id).value in ("SUCCESS", "FAILURE", "CANCELED"):
+            if client.get_run_status(run_id).value in ENDED:
                 return
             time.sleep(1)
     except Exception as e:  # noqa: BLE001 - the UI already gone: the stop goes on

@@ -138,12 +138,10 @@ def materialize_all(
     defs: dg.Definitions,
     settings: Settings,
     instance: dg.DagsterInstance,
-    selection: str | None = None,
+    keys: list[dg.AssetKey] | None = None,
     progress: Progress | None = None,
-    exclude: tuple[str, ...] = (),
 ) -> dg.ExecuteInProcessResult:
-    """The ``materialize_all`` job, or only the assets of ``selection`` (comma-separated
-    Dagster asset selections, e.g. ``"ranker_model+"``: an asset and everything downstream);
+    """The ``materialize_all`` job, or only its assets ``keys`` (:func:`selected_keys`);
     ``progress`` hears every event of the run."""
     landed = landed_event_partitions(settings)
     first = EVENT_PARTITIONS.get_first_partition_key()
@@ -168,7 +166,6 @@ def materialize_all(
             + ", ".join(left_out[:10])
         )
     job = defs.resolve_job_def("materialize_all")
-    keys = selected_keys(defs, selection, exclude)
     run_id = str(uuid.uuid4())
     if progress is not None:
         instance.add_event_listener(run_id, progress)
@@ -235,15 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     log = Path(settings.data_dir) / "logs" / "materialize.log"
     print(f"materialize_all: a line per finished step here; the run's whole log in {log}")
+    keys = selected_keys(defs, args.select, tuple(args.exclude))
     with output_to_log(log) as terminal:
         progress = Progress(terminal)
         with dg.DagsterInstance.get() as instance:
-            result = materialize_all(
-                defs, settings, instance, args.select, progress, tuple(args.exclude)
-            )
-    graph = defs.resolve_asset_graph()
-    keys = selected_keys(defs, args.select, tuple(args.exclude)) or graph.materializable_asset_keys
-    progress.summary([k.to_user_string() for k in keys])
+            result = materialize_all(defs, settings, instance, keys, progress)
+    every = keys or defs.resolve_asset_graph().materializable_asset_keys
+    progress.summary([k.to_user_string() for k in every])
     failed = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     print(
         f"materialize_all: {'success' if result.success else 'FAILED'} in {time.time() - t0:.0f}s"
