@@ -166,6 +166,34 @@ def test_ndcg_by_request_averages_per_user():
     assert np.isnan(rt.ndcg_by_request(rows.iloc[4:], scores[4:]))
 
 
+def test_ndcg_by_request_is_the_protocols_ndcg_to_the_last_bit():
+    """The array version against the protocol's own per-request NDCG, request by request
+    (ties in scores, requests without a positive, users with several requests)."""
+    from socialrec.evaluation.protocol import request_metrics
+
+    rng = np.random.default_rng(7)
+    sizes = rng.integers(1, 40, 300)
+    request = np.repeat(np.arange(len(sizes)), sizes)
+    rows = pd.DataFrame(
+        {
+            "user_id": rng.integers(0, 60, len(sizes))[request],
+            "day": request // 50,
+            "request": request,
+            "post_id": np.concatenate([rng.permutation(1000)[:n] for n in sizes]),
+            label("positive"): (rng.random(len(request)) < 0.1).astype(np.int8),
+        }
+    ).sample(frac=1.0, random_state=3)  # a request's rows need not be together
+    scores = np.round(rng.random(len(rows)), 1)  # many ties
+    per_request = []
+    for (user, _, _), g in rows.assign(s=scores).groupby(["user_id", "day", "request"], sort=False):
+        g = g.sort_values(["s", "post_id"], ascending=[False, True])
+        relevant = g.loc[g[label("positive")] == 1, "post_id"].tolist()
+        if relevant:
+            per_request.append((user, request_metrics(g["post_id"].tolist(), relevant)["ndcg@10"]))
+    expected = float(pd.DataFrame(per_request).groupby(0)[1].mean().mean())
+    assert rt.ndcg_by_request(rows, scores) == expected
+
+
 class FixedOutcomes(Ranker):
     """A ranker whose outcome probabilities are given (one row per holdout row)."""
 
