@@ -4,10 +4,10 @@ over the local Milvus server of the data directory (started here, stopped last).
 ``--materialize`` (``make demo``) also runs the ``materialize_all`` job
 (``python -m orchestration.materialize``, demo data written if the bucket has none) over that
 Milvus server, all of it but :data:`AFTER_SERVERS`. The run, the Dagster UI (which shows the run
-as it goes) and the Milvus server start side by side; the bento starts once the run has built
-it. The assets of :data:`AFTER_SERVERS` feed nothing the servers use: a run of the same job
-launched in the Dagster UI materializes them once both servers answer (the banner names the
-run; a line says when it ends).
+as it goes) and the Milvus server start side by side; the bento starts as soon as the run's
+step has built it (while the run ends). The assets of :data:`AFTER_SERVERS` feed nothing the
+servers use: a run of the same job launched in the Dagster UI materializes them once both
+servers answer (the banner names the run; a line says when it ends).
 
 Both servers run in their own process groups, so this script (the foreground process of
 ``make demo``) decides how they stop: Ctrl-C, SIGINT or SIGTERM here stops both cleanly (a
@@ -57,6 +57,21 @@ def built_bento_tag() -> str:
     if event is None or event.asset_materialization is None:
         raise SystemExit("recommender_bento was never materialized: run `make materialize`")
     return str(event.asset_materialization.metadata["bento_tag"].value)
+
+
+def bento_built_by(materializing: subprocess.Popen, since: float) -> str | None:
+    """The tag of the bento the run of ``materializing`` builds, as soon as its
+    recommender_bento step has materialized it (the bento then starts while the run ends:
+    ~6 s), or None when the run ended without building it."""
+    with dg.DagsterInstance.get() as instance:
+        while True:
+            ended = materializing.poll() is not None
+            event = instance.get_latest_materialization_event(dg.AssetKey("recommender_bento"))
+            if event is not None and event.timestamp >= since and event.asset_materialization:
+                return str(event.asset_materialization.metadata["bento_tag"].value)
+            if ended:
+                return None
+            time.sleep(1)
 
 
 def wait_http(url: str, timeout_s: float, proc: subprocess.Popen) -> bool:
@@ -198,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # the materialization, the Dagster UI (it shows the run as it goes) and the Milvus
         # server start side by side; the bento once the run has built it
+        t_start = time.time()
         materializing = start_materialize() if args.materialize else None
         bin_dir = os.path.dirname(sys.executable)
         dagster_dev = [sys.executable, "-m", "orchestration.dagster_cli", "dev"]
@@ -211,12 +227,18 @@ def main(argv: list[str] | None = None) -> int:
         # stopped when the demo stops, after the servers
         with serving_milvus(settings) as milvus:
             try:
-                if materializing is not None and materializing.wait():
-                    return materializing.returncode
-                bento_serve = [os.path.join(bin_dir, "bentoml"), "serve", built_bento_tag()]
+                if materializing is None:
+                    tag = built_bento_tag()
+                elif (tag := bento_built_by(materializing, t_start)) is None:
+                    return materializing.wait() or 1
+                bento_serve = [os.path.join(bin_dir, "bentoml"), "serve", tag]
                 bento_serve += ["--host", HOST, "--port", str(BENTO_PORT)]
                 procs.append(start_logged("bento", bento_serve, logs / "bentoml-serve.log"))
-                return serve(settings, milvus, procs, after)
+                # the run's summary is printed while the bento starts; a run that failed
+                # after building it stops the demo as one that failed before
+                if materializing is not None and materializing.wait():
+                    return materializing.returncode
+                return serve(settings, milvus, procs, after, tag)
             finally:
                 stop(procs)
     except KeyboardInterrupt:
@@ -280,11 +302,11 @@ def report_when_done(launched, assets: tuple[str, ...], t0: float) -> bool:
 
 
 def serve(
-    settings: Settings, milvus: str, procs: list[subprocess.Popen], after: tuple[str, ...]
+    settings: Settings, milvus: str, procs: list[subprocess.Popen], after: tuple[str, ...], tag: str
 ) -> int:
-    """Wait for the Dagster UI and the bento (``procs``), launch the run of the ``after``
-    assets in the Dagster UI, print the banner, then serve until a server exits."""
-    tag = built_bento_tag()
+    """Wait for the Dagster UI and the bento (``procs``, serving the bento ``tag``), launch the
+    run of the ``after`` assets in the Dagster UI, print the banner, then serve until a server
+    exits."""
     user_id = sample_user(settings)
     post_id, category_id, query = sample_post(settings)
     logs = [Path(settings.data_dir) / "logs" / n for n in ("dagster-dev.log", "bentoml-serve.log")]

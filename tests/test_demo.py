@@ -41,6 +41,39 @@ def test_the_bento_is_built_from_nothing_left_for_after_the_servers():
     )
 
 
+def test_the_bento_starts_when_its_step_is_done_not_when_the_run_is(tmp_path, monkeypatch):
+    """bento_built_by answers with the tag the run's recommender_bento step materialized
+    while the run still goes on, ignores an older materialization, and answers None when the
+    run ends without one."""
+    from orchestration.demo import bento_built_by
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    bento = dg.AssetKey("recommender_bento")
+    with dg.DagsterInstance.get() as instance:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(bento, metadata={"bento_tag": "socialrec:old"})
+        )
+        since = time.time()
+        run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            found: list[str | None] = []
+            waiting = threading.Thread(target=lambda: found.append(bento_built_by(run, since)))
+            waiting.start()
+            time.sleep(1.5)
+            assert waiting.is_alive()  # the older bento is not this run's
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(bento, metadata={"bento_tag": "socialrec:new"})
+            )
+            waiting.join(10)
+            assert found == ["socialrec:new"] and run.poll() is None
+        finally:
+            run.kill()
+            run.wait()
+        ended = subprocess.Popen([sys.executable, "-c", "pass"])
+        ended.wait()
+        assert bento_built_by(ended, time.time()) is None
+
+
 def test_only_notable_lines_of_a_run_reach_the_terminal(tmp_path):
     """What the block and the processes it starts write goes to the log; the terminal gets the
     warnings, errors and tracebacks, and what is written to it directly."""
