@@ -13,6 +13,7 @@ a rollback (``PostIndex.swap_alias(alias, previous)``).
 """
 
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 import numpy as np
@@ -66,10 +67,12 @@ def post_index(
         posts[c].to_numpy(np.int64)
         for c in ("post_id", "category_id", "creator_id", "created_at_ts")
     ]
-    with milvus.open_index() as index:
+    with milvus.open_index() as index, ThreadPoolExecutor(2) as both:
+        # side by side: each write is mostly waiting for the server (flush, index build, load)
+        writing_texts = both.submit(index.write_text_version, version, *meta, texts)
         collection = index.write_version(version, *meta, vectors)
         context.log.info(f"{collection}: {len(posts)} post vectors written and indexed")
-        text_collection = index.write_text_version(version, *meta, texts)
+        text_collection = writing_texts.result()
         previous = index.swap_alias(s.collection_alias, collection)
         previous_text = index.swap_alias(s.text_collection_alias, text_collection)
         versions = index.list_versions()
