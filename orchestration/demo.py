@@ -3,9 +3,9 @@ over the local Milvus server of the data directory (started here, stopped last).
 
 ``--materialize`` (``make demo``) also runs the ``materialize_all`` job
 (``python -m orchestration.materialize``, demo data written if the bucket has none) over that
-Milvus server, all of it but :data:`AFTER_SERVERS`. The run, the Dagster UI (which shows the run
-as it goes) and the Milvus server start side by side; the bento starts as soon as the run's
-step has built it (while the run ends). The assets of :data:`AFTER_SERVERS` feed nothing the
+Milvus server, all of it but :data:`AFTER_SERVERS`. The Dagster UI (which shows the run as it
+goes) and the Milvus server start as soon as the run has; the bento as soon as the run's step
+has built it (while the run ends). The assets of :data:`AFTER_SERVERS` feed nothing the
 servers use: a run of the same job launched in the Dagster UI materializes them once both
 servers answer (the banner names the run; a line says when it ends).
 
@@ -21,6 +21,7 @@ error lines, and the banner is the last thing on it once both are up (no daemon 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import signal
@@ -29,7 +30,9 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -59,19 +62,42 @@ def built_bento_tag() -> str:
     return str(event.asset_materialization.metadata["bento_tag"].value)
 
 
-def bento_built_by(materializing: subprocess.Popen, since: float) -> str | None:
-    """The tag of the bento the run of ``materializing`` builds, as soon as its
-    recommender_bento step has materialized it (the bento then starts while the run ends:
-    ~6 s), or None when the run ended without building it."""
+def while_running(materializing: subprocess.Popen, found: Callable[[Any], Any]) -> Any:
+    """Ask ``found(instance)`` every half second while ``materializing`` runs: its first
+    answer that is not None, or None when the process ended first."""
     with dg.DagsterInstance.get() as instance:
         while True:
             ended = materializing.poll() is not None
-            event = instance.get_latest_materialization_event(dg.AssetKey("recommender_bento"))
-            if event is not None and event.timestamp >= since and event.asset_materialization:
-                return str(event.asset_materialization.metadata["bento_tag"].value)
+            if (value := found(instance)) is not None:
+                return value
             if ended:
                 return None
-            time.sleep(1)
+            time.sleep(0.5)
+
+
+def run_created(since: float) -> Callable[[Any], bool | None]:
+    """Whether a materialize_all run was created at or after ``since`` (epoch seconds)."""
+    after = dt.datetime.fromtimestamp(since - 1, dt.UTC)
+
+    def found(instance) -> bool | None:
+        runs = instance.get_run_records(
+            dg.RunsFilter(job_name="materialize_all", created_after=after), limit=1
+        )
+        return True if runs else None
+
+    return found
+
+
+def bento_built(since: float) -> Callable[[Any], str | None]:
+    """The tag of a recommender_bento materialized at or after ``since`` (epoch seconds)."""
+
+    def found(instance) -> str | None:
+        event = instance.get_latest_materialization_event(dg.AssetKey("recommender_bento"))
+        if event is None or event.timestamp < since or event.asset_materialization is None:
+            return None
+        return str(event.asset_materialization.metadata["bento_tag"].value)
+
+    return found
 
 
 def wait_http(url: str, timeout_s: float, proc: subprocess.Popen) -> bool:
@@ -211,10 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     procs: list[subprocess.Popen] = []
     materializing = None
     try:
-        # the materialization, the Dagster UI (it shows the run as it goes) and the Milvus
-        # server start side by side; the bento once the run has built it
+        # the materialization first; the Dagster UI (it shows the run as it goes) and the
+        # Milvus server once its run has started; the bento once the run has built it
         t_start = time.time()
         materializing = start_materialize() if args.materialize else None
+        # the servers start once the run has (its data written, its definitions loaded): on
+        # 2 cores, starting beside it slowed that by ~10 s; the graph leaves a core idle
+        if materializing is not None and not while_running(materializing, run_created(t_start)):
+            return materializing.wait() or 1
         bin_dir = os.path.dirname(sys.executable)
         dagster_dev = [sys.executable, "-m", "orchestration.dagster_cli", "dev"]
         dagster_dev += ["-w", "workspace.yaml"]
@@ -229,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 if materializing is None:
                     tag = built_bento_tag()
-                elif (tag := bento_built_by(materializing, t_start)) is None:
+                elif (tag := while_running(materializing, bento_built(t_start))) is None:
                     return materializing.wait() or 1
                 bento_serve = [os.path.join(bin_dir, "bentoml"), "serve", tag]
                 bento_serve += ["--host", HOST, "--port", str(BENTO_PORT)]

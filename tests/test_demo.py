@@ -41,37 +41,51 @@ def test_the_bento_is_built_from_nothing_left_for_after_the_servers():
     )
 
 
-def test_the_bento_starts_when_its_step_is_done_not_when_the_run_is(tmp_path, monkeypatch):
-    """bento_built_by answers with the tag the run's recommender_bento step materialized
-    while the run still goes on, ignores an older materialization, and answers None when the
-    run ends without one."""
-    from orchestration.demo import bento_built_by
+def test_the_servers_wait_for_the_run_and_the_bento_for_its_step(tmp_path, monkeypatch):
+    """while_running answers as soon as the run is created (run_created) and as soon as its
+    recommender_bento step has materialized the bento (bento_built), while the run goes on;
+    older runs and bentos do not count, and a run that ends first gives None."""
+    from orchestration.demo import bento_built, run_created, while_running
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     bento = dg.AssetKey("recommender_bento")
+
+    @dg.asset(name="recommender_bento")
+    def stand_in() -> dg.MaterializeResult:
+        return dg.MaterializeResult(metadata={"bento_tag": "socialrec:new"})
+
+    job = dg.Definitions(
+        assets=[stand_in], jobs=[dg.define_asset_job("materialize_all")]
+    ).resolve_job_def("materialize_all")
+
+    def answer_once_run(found):
+        """while_running(run, found) in a thread: still waiting after 1.5 s (nothing older
+        counts), answered once the job has run."""
+        got: list = []
+        waiting = threading.Thread(target=lambda: got.append(while_running(run, found)))
+        waiting.start()
+        time.sleep(1.5)
+        assert waiting.is_alive()
+        job.execute_in_process(instance=instance)
+        waiting.join(10)
+        return got
+
     with dg.DagsterInstance.get() as instance:
-        instance.report_runless_asset_event(
-            dg.AssetMaterialization(bento, metadata={"bento_tag": "socialrec:old"})
-        )
-        since = time.time()
+        job.execute_in_process(instance=instance)  # an older run, and an older bento
+        time.sleep(1.5)
         run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
         try:
-            found: list[str | None] = []
-            waiting = threading.Thread(target=lambda: found.append(bento_built_by(run, since)))
-            waiting.start()
+            assert answer_once_run(run_created(time.time())) == [True]
             time.sleep(1.5)
-            assert waiting.is_alive()  # the older bento is not this run's
-            instance.report_runless_asset_event(
-                dg.AssetMaterialization(bento, metadata={"bento_tag": "socialrec:new"})
-            )
-            waiting.join(10)
-            assert found == ["socialrec:new"] and run.poll() is None
+            assert answer_once_run(bento_built(time.time())) == ["socialrec:new"]
+            assert run.poll() is None  # both answered while the run went on
         finally:
             run.kill()
             run.wait()
         ended = subprocess.Popen([sys.executable, "-c", "pass"])
         ended.wait()
-        assert bento_built_by(ended, time.time()) is None
+        assert while_running(ended, bento_built(time.time() + 1)) is None
+        assert instance.get_latest_materialization_event(bento) is not None
 
 
 def test_only_notable_lines_of_a_run_reach_the_terminal(tmp_path):
