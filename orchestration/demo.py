@@ -3,8 +3,8 @@ over the local Milvus server of the data directory (started here, stopped last).
 
 ``--materialize`` (``make demo``) also runs the ``materialize_all`` job
 (``python -m orchestration.materialize``, demo data written if the bucket has none) over that
-Milvus server, all of it but :data:`AFTER_SERVERS`. The Dagster UI (which shows the run as it
-goes) and the Milvus server start as soon as the run has; the bento as soon as the run's step
+Milvus server (started beside it), all of it but :data:`AFTER_SERVERS`. The Dagster UI (which
+shows the run as it goes) starts as soon as the run has; the bento as soon as the run's step
 has built it (while the run ends). The assets of :data:`AFTER_SERVERS` feed nothing the
 servers use: a run of the same job launched in the Dagster UI materializes them once both
 servers answer (the banner names the run; a line says when it ends).
@@ -237,26 +237,26 @@ def main(argv: list[str] | None = None) -> int:
     procs: list[subprocess.Popen] = []
     materializing = None
     try:
-        # the materialization first; the Dagster UI (it shows the run as it goes) and the
-        # Milvus server once its run has started; the bento once the run has built it
+        # the materialization, the Milvus server beside it (its run's resources need one),
+        # the Dagster UI once its run has started, the bento once the run has built it
         t_start = time.time()
         materializing = start_materialize() if args.materialize else None
-        # the servers start once the run has (its data written, its definitions loaded): on
-        # 2 cores, starting beside it slowed that by ~10 s; the graph leaves a core idle
-        if materializing is not None and not while_running(materializing, run_created(t_start)):
-            return materializing.wait() or 1
         bin_dir = os.path.dirname(sys.executable)
-        dagster_dev = [sys.executable, "-m", "orchestration.dagster_cli", "dev"]
-        dagster_dev += ["-w", "workspace.yaml"]
-        dagster_dev += ["-h", HOST, "-p", str(DAGSTER_PORT)]
-        # niced: it starts while the graph runs, and its runs go on while the bento serves;
-        # neither should take a core from them
-        procs.append(start_logged("dagster", dagster_dev, logs / "dagster-dev.log", nice=10))
+        dagster_dev = [sys.executable, "-m", "orchestration.dagster_cli", "dev", "-w"]
+        dagster_dev += ["workspace.yaml", "-h", HOST, "-p", str(DAGSTER_PORT)]
         # the local Milvus server (unless SOCIALREC_MILVUS_URI names one): started for the
         # demo, shared by its materialization, the bento's workers and the Dagster UI's runs,
         # stopped when the demo stops, after the servers
         with serving_milvus(settings) as milvus:
             try:
+                # on 2 cores, the UI's start-up (three processes loading the definitions)
+                # beside the run's own slowed that by ~10 s; the graph leaves a core idle
+                if materializing is not None and not while_running(
+                    materializing, run_created(t_start)
+                ):
+                    return materializing.wait() or 1
+                # niced: neither its start nor its runs should take a core from the graph
+                procs.append(start_logged("dagster", dagster_dev, logs / "dagster-dev.log", 10))
                 if materializing is None:
                     tag = built_bento_tag()
                 elif (tag := while_running(materializing, bento_built(t_start))) is None:
