@@ -309,3 +309,24 @@ def test_bigquery_target_parses_without_a_connection(tmp_path):
     assert fct["config"]["incremental_strategy"] == "insert_overwrite"
     assert fct["config"]["partition_by"] == {"field": "dt", "data_type": "date"}
     assert "`fct_interactions`" in fct["compiled_code"]  # the incremental branch
+
+
+def test_the_definitions_parse_the_project_with_the_dbt_cli(tmp_path):
+    """The manifest the definitions load is written by ``dbt parse`` under the parse lock
+    (assets.dbt._parse_once), and a parse that fails says why."""
+    from dagster_dbt import DbtProject
+
+    from assets.dbt import _parse_once
+
+    project = DbtProject(project_dir=DBT_DIR, profiles_dir=DBT_DIR, target_path=tmp_path / "t")
+    _parse_once(project)
+    manifest = json.loads(Path(project.manifest_path).read_text())
+    assert "model.socialrec.fct_interactions" in manifest["nodes"]
+    assert Path(project.manifest_path).parent == tmp_path / "t"
+
+    (tmp_path / "p").mkdir()  # no profiles.yml
+    broken = DbtProject(
+        project_dir=DBT_DIR, profiles_dir=tmp_path / "p", target_path=tmp_path / "b"
+    )
+    with pytest.raises(RuntimeError, match="dbt parse failed"):
+        _parse_once(broken)
