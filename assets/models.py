@@ -35,6 +35,7 @@ from socialrec.models.neighbours import NeighbourParams, NeighbourTable
 from socialrec.settings import Settings
 from socialrec.timeutil import to_timestamp
 from socialrec.training import ranker as ranker_training
+from socialrec.training import ranker_rows
 from socialrec.training import retrieval as training
 
 
@@ -204,8 +205,8 @@ def ranker_model(
     tt_dir = registry.model_dir(s, registry.TWO_TOWER, registry.CHALLENGER)
     selection = TwoTowerModel.load(tt_dir / training.AS_OF_VALIDATION)
     nparams = current_neighbour_params(s)
-    data, info = ranker_training.build_training_set(
-        s, log, posts, ranker_training.created_seconds(posts), bounds.validation_start,
+    data, info = ranker_rows.build_training_set(
+        s, log, posts, ranker_rows.created_seconds(posts), bounds.validation_start,
         bounds.test_start, read, selection, nparams, progress=context.log.info,
     )  # fmt: skip
     context.log.info(f"replayed training set: {info}")

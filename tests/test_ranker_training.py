@@ -16,11 +16,12 @@ from socialrec.models.ranker import OUTCOMES, Ranker, label
 from socialrec.recommender.replay import Snapshot
 from socialrec.settings import Settings
 from socialrec.training import ranker as rt
+from socialrec.training import ranker_rows as rr
 from tests.conftest import at
 from tests.test_replay import AS_OF, POSTS, ROWS, reader
 from tests.test_replay import log as replay_log  # noqa: F401 (a fixture)
 
-CREATED = rt.created_seconds(POSTS)
+CREATED = rr.created_seconds(POSTS)
 
 
 def _settings(tmp_path, **kw) -> Settings:
@@ -36,10 +37,10 @@ def test_created_seconds_of_the_live_posts():
 
 def test_holdout_users_is_a_stable_fifth_of_the_users():
     users = np.arange(10_000)
-    hold = rt.holdout_users(users)
+    hold = rr.holdout_users(users)
     assert 0.17 < hold.mean() < 0.23
-    np.testing.assert_array_equal(rt.holdout_users(users[::-1]), hold[::-1])  # per id
-    assert rt.holdout_users(users, share=0.0).sum() == 0
+    np.testing.assert_array_equal(rr.holdout_users(users[::-1]), hold[::-1])  # per id
+    assert rr.holdout_users(users, share=0.0).sum() == 0
 
 
 # --- candidate rows -----------------------------------------------------------------------------
@@ -54,7 +55,7 @@ def replayed(replay_log, tmp_path):  # noqa: F811
 
 def test_candidate_rows_label_the_candidates_with_the_requests_outcomes(replayed):
     requests, rec, seen = replayed
-    rows = rt.candidate_rows(rec, seen, requests, np.array([True, True]), 0.01, seed=0)
+    rows = rr.candidate_rows(rec, seen, requests, np.array([True, True]), 0.01, seed=0)
     assert set(RANKER_FEATURES) <= set(rows.columns)
     assert {label(o) for o in OUTCOMES} | {"request", "day", "user_id", "post_id"} <= set(rows)
     for i in range(len(requests)):
@@ -83,34 +84,34 @@ def test_candidate_rows_label_the_candidates_with_the_requests_outcomes(replayed
 def test_candidate_rows_sample_the_negatives_of_training_users(replayed):
     requests, rec, seen = replayed
     # nearly no negative sampled: the positives only
-    rows = rt.candidate_rows(rec, seen, requests, np.array([False, False]), 1e-9, seed=0)
+    rows = rr.candidate_rows(rec, seen, requests, np.array([False, False]), 1e-9, seed=0)
     assert rows[["request", "post_id"]].values.tolist() == [[0, 2], [1, 3]]
     assert (rows[label("positive")] == 1).all()
     # every negative kept at share 1; a held-out user keeps everything regardless
-    full = rt.candidate_rows(rec, seen, requests, np.array([False, True]), 1.0, seed=0)
-    mixed = rt.candidate_rows(rec, seen, requests, np.array([True, False]), 1e-9, seed=0)
+    full = rr.candidate_rows(rec, seen, requests, np.array([False, True]), 1.0, seed=0)
+    mixed = rr.candidate_rows(rec, seen, requests, np.array([True, False]), 1e-9, seed=0)
     assert len(full) == 10 + 9
     assert (mixed["request"] == 0).sum() == 10 and (mixed["request"] == 1).sum() == 1
 
 
 def test_training_windows_are_whole_days_at_most_max_windows():
-    assert rt.training_windows(at(3), at(5), 8) == [(at(3), at(4)), (at(4), at(5))]
+    assert rr.training_windows(at(3), at(5), 8) == [(at(3), at(4)), (at(4), at(5))]
     # a split that starts mid-day: its first window ends at the next midnight
-    assert rt.training_windows(at(3, 6), at(5), 8) == [(at(3, 6), at(4)), (at(4), at(5))]
+    assert rr.training_windows(at(3, 6), at(5), 8) == [(at(3, 6), at(4)), (at(4), at(5))]
     # ten days in at most three windows: four days each, the last one shorter
-    assert rt.training_windows(at(0), at(10), 3) == [
+    assert rr.training_windows(at(0), at(10), 3) == [
         (at(0), at(4)),
         (at(4), at(8)),
         (at(8), at(10)),
     ]
-    assert rt.training_windows(at(0), at(0, 5), 8) == [(at(0), at(0, 5))]
-    assert rt.training_windows(at(1), at(1), 8) == []
+    assert rr.training_windows(at(0), at(0, 5), 8) == [(at(0), at(0, 5))]
+    assert rr.training_windows(at(1), at(1), 8) == []
 
 
 def test_build_training_set_replays_every_day_as_of_its_start(replay_log, tmp_path):  # noqa: F811
     settings = _settings(tmp_path, ranker_negative_share=1.0)  # keep every candidate
     calls = []
-    data, info = rt.build_training_set(
+    data, info = rr.build_training_set(
         settings, replay_log, POSTS, CREATED, AS_OF, at(5), reader(replay_log, calls), None
     )
     assert (info["windows"], info["requests"]) == (2, 2)
@@ -125,7 +126,7 @@ def test_build_training_set_replays_every_day_as_of_its_start(replay_log, tmp_pa
     assert day3["user_n_events"].isna().all() and (day4["user_n_events"] == 2).all()
     assert day4["post_id"].tolist()[:2] == [3, 4]  # the popular order minus the seen posts
     # at most ranker_max_requests requests, spread over the windows
-    one = rt.build_training_set(
+    one = rr.build_training_set(
         _settings(tmp_path, ranker_max_requests=1), replay_log, POSTS, CREATED, AS_OF, at(5),
         reader(replay_log, []), None,
     )[1]  # fmt: skip
@@ -135,7 +136,7 @@ def test_build_training_set_replays_every_day_as_of_its_start(replay_log, tmp_pa
 def test_one_snapshot_for_a_window_of_several_days(replay_log, tmp_path):  # noqa: F811
     settings = _settings(tmp_path, ranker_negative_share=1.0, ranker_max_snapshots=1)
     calls = []
-    data, info = rt.build_training_set(
+    data, info = rr.build_training_set(
         settings, replay_log, POSTS, CREATED, AS_OF, at(5), reader(replay_log, calls), None
     )
     assert (info["windows"], info["requests"]) == (1, 2)
@@ -279,7 +280,7 @@ def fitted(tmp_path_factory):
 def test_fit_ranker_trains_on_some_users_and_measures_on_the_others(fitted):
     m = fitted.metrics
     data = synthetic_rows()
-    hold = rt.holdout_users(data["user_id"].to_numpy())
+    hold = rr.holdout_users(data["user_id"].to_numpy())
     assert m["train_rows"] == (~hold).sum() and m["validation_rows"] == hold.sum()
     # the ranker learned the positive rate; the merged score is noise
     assert m["validation_ndcg@10"] > m["validation_merged_ndcg@10"] + 0.2, m

@@ -320,7 +320,7 @@ def choose_neighbours(settings: Settings, log, posts: pd.DataFrame, bounds) -> d
     through the table). Returns {"chosen": {...}, "tried": [{..., "ndcg@10": x}]}."""
     from socialrec.evaluation.protocol import build_requests, score_lists, top_k_from_scores
     from socialrec.models.neighbours import NeighbourTable
-    from socialrec.training.ranker import created_seconds
+    from socialrec.training.ranker_rows import created_seconds
 
     created = created_seconds(posts)
     index = pd.Index(np.sort(created.index.to_numpy()))

@@ -1,0 +1,156 @@
+"""The ranker's training rows: replayed requests of the validation split.
+
+For every window of the validation split ``[validation_start, test_start)`` (a UTC day each,
+unless the split is longer than ``ranker_max_snapshots`` days: then that many windows of whole
+days):
+
+1. a :class:`socialrec.recommender.replay.Snapshot` as of the window's start: the catalog, the
+   neighbours and the users' and posts' features as they were at that midnight, and the
+   two-tower model fitted on the train split (a model that never saw the window's events);
+2. the window's requests (:func:`socialrec.evaluation.protocol.build_requests`) go through the
+   service's retrieval and filtering stages, as the service would have answered them;
+3. each candidate is labelled with the outcomes its user had with it that day
+   (``socialrec.models.ranker.OUTCOMES``) and gets the ranking stage's features (the same
+   ``ranking_features`` the service computes). Positives missing from the candidates are not
+   added: the ranker never sees a post the sources would not have given it.
+
+Held-out users (:func:`holdout_users`, a hash of the id) keep ALL their candidates; the others
+every positive and a ``ranker_negative_share`` sample (socialrec.training.ranker fits on them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from socialrec.data.eventlog import EventLog
+from socialrec.evaluation.protocol import OUTCOMES, Requests, build_requests
+from socialrec.models.ranker import label
+from socialrec.recommender.replay import FeatureReader, Snapshot
+from socialrec.timeutil import DAY_SECONDS, epoch_seconds, to_timestamp
+
+HOLDOUT_SHARE = 0.2
+
+
+def holdout_users(users: np.ndarray, share: float = HOLDOUT_SHARE) -> np.ndarray:
+    """Whether each user is held out (a stable hash of the id)."""
+    h = pd.util.hash_array(np.asarray(users, dtype=np.int64), categorize=False)
+    return (h % 1000) < int(share * 1000)
+
+
+def candidate_rows(
+    recommender, seen, requests: Requests, keep_all: np.ndarray, negative_share: float, seed: int
+) -> pd.DataFrame:
+    """The ranker's rows for replayed ``requests``: the features of every kept candidate, one
+    ``y_<outcome>`` label column per outcome, ``request``, ``user_id``, ``post_id`` and the
+    merged source score. ``keep_all[i]``: keep every candidate of request i (held out users),
+    else every positive and a ``negative_share`` sample of the rest."""
+    from socialrec.recommender.ranking import candidate_features
+
+    rng = np.random.default_rng(seed)
+    parts = []
+    for i, (user, ts) in enumerate(requests.frame[["user_id", "ts"]].itertuples(index=False)):
+        seen.current = set(requests.seen[i].tolist())
+        ctx = recommender.context(int(user), to_timestamp(int(ts)))
+        cands, _ = recommender.candidates(ctx)
+        if cands.empty:
+            continue
+        labels = {o: cands["post_id"].isin(requests.outcomes[o][i]).to_numpy() for o in OUTCOMES}
+        if not keep_all[i]:
+            keep = labels["positive"] | (rng.random(len(cands)) < negative_share)
+            cands = cands[keep].reset_index(drop=True)
+            labels = {o: v[keep] for o, v in labels.items()}
+        post_rows = recommender.features.posts(cands["post_id"].tolist())
+        kept, _, feats = candidate_features(
+            ctx.user_df, post_rows, cands, recommender.feature_builder, ctx.now
+        )
+        if feats.empty:
+            continue
+        known = cands["post_id"].isin(kept["post_id"]).to_numpy()
+        feats = feats.assign(
+            **{label(o): labels[o][known].astype(np.int8) for o in OUTCOMES},
+            request=int(requests.frame["request"].iat[i]),
+            day=int(requests.frame["day"].iat[i]),
+            user_id=int(user),
+            post_id=kept["post_id"].to_numpy(dtype=np.int64),
+        )
+        parts.append(feats)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def training_windows(start: int, end: int, max_windows: int) -> list[tuple[int, int]]:
+    """``[start, end)`` cut into at most ``max_windows`` windows of whole UTC days (one day
+    each when the split is short enough: a feed's daily snapshots; longer windows for a log of
+    years). Each window is replayed from one snapshot as of its start."""
+    days = max(1, -(-(end - start) // DAY_SECONDS))
+    per = max(1, -(-days // max(1, max_windows)))
+    windows = []
+    t = start
+    while t < end:
+        nxt = min((t // DAY_SECONDS + per) * DAY_SECONDS, end)
+        windows.append((t, nxt))
+        t = nxt
+    return windows
+
+
+def build_training_set(
+    settings,
+    log: EventLog,
+    posts: pd.DataFrame,
+    created: Mapping[int, int] | pd.Series,
+    start: int,
+    end: int,
+    read_features: FeatureReader,
+    two_tower,
+    neighbour_params=None,
+    progress=None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Replayed candidate rows of every window of ``[start, end)`` (the module docstring);
+    ``progress`` hears a line per replayed window."""
+    frames, info = [], {"windows": 0, "requests": 0, "candidates_per_request": 0.0}
+    windows = training_windows(start, end, settings.ranker_max_snapshots)
+    per_window = max(1, settings.ranker_max_requests // max(1, len(windows)))
+    for w_start, w_end in windows:
+        requests = build_requests(log, created, w_start, w_end, seed=settings.seed)
+        if len(requests) > per_window:
+            rng = np.random.default_rng(settings.seed + w_start)
+            keep = rng.choice(len(requests), per_window, replace=False)
+            requests = requests.subset(np.sort(keep))
+        if not len(requests):
+            continue
+        snap = Snapshot.build(
+            w_start, log, posts, read_features, settings, two_tower, neighbour_params,
+            users=requests.users,
+        )  # fmt: skip
+        rec, seen = snap.recommender(None, settings)
+        keep_all = holdout_users(requests.users)
+        rows = candidate_rows(
+            rec, seen, requests, keep_all, settings.ranker_negative_share, settings.seed
+        )
+        if len(rows):
+            rows["request"] = rows["request"] + info["requests"]  # unique across windows
+            frames.append(rows)
+        info["windows"] += 1
+        info["requests"] += len(requests)
+        if progress is not None:
+            progress(f"window {info['windows']}/{len(windows)}: {len(requests)} requests replayed")
+    data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    info["rows"] = len(data)
+    if len(data):
+        info["candidates_per_request"] = float(data.groupby("request").size().mean())
+        info["positive_rate"] = float(data[label("positive")].mean())
+    return data, info
+
+
+def created_seconds(posts: pd.DataFrame) -> pd.Series:
+    """post_id -> creation time (epoch seconds) of the live posts of a dim_posts frame."""
+    from socialrec.stores.catalog import live_posts
+
+    live = live_posts(posts).drop_duplicates("post_id", keep="last")
+    return pd.Series(
+        epoch_seconds(live["created_at"], dtype=np.float64),
+        index=live["post_id"].to_numpy(dtype=np.int64),
+    )
