@@ -23,7 +23,6 @@ resource (key ``mlflow``); each model is a nested run under it. Retrained nightl
 """
 
 import dagster as dg
-import pandas as pd
 from dagster_mlflow.resources import MlFlow
 
 from assets.common import EAGER, NIGHTLY, TRAINING_FRESHNESS
@@ -57,13 +56,8 @@ def _registered_metadata(reg: registry.RegisteredModel, champion_asset: str) -> 
     }
 
 
-def _read_features(settings: Settings):
-    store = features.feature_store(settings)
-
-    def read(entity: str, ids, as_of: int) -> pd.DataFrame:
-        return training.latest_features(store, entity, ids, as_of=to_timestamp(as_of))
-
-    return read
+def _read_features(settings: Settings) -> training.StoreFeatures:
+    return training.StoreFeatures(settings)
 
 
 def current_neighbour_params(settings: Settings) -> NeighbourParams:

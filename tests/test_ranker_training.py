@@ -133,6 +133,50 @@ def test_build_training_set_replays_every_day_as_of_its_start(replay_log, tmp_pa
     assert one["requests"] == 2  # one per window at least
 
 
+class FrameReader:
+    """The replay log's feature reader as an object another process can load (a closure
+    cannot be pickled: then the windows stay in the training's process)."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def __call__(self, entity, ids, as_of):
+        return reader(self.log, [])(entity, ids, as_of)
+
+
+def test_windows_replayed_elsewhere_give_the_same_rows(replay_log, tmp_path, monkeypatch):  # noqa: F811
+    started = []
+
+    class Spy(rr.Elsewhere):
+        def __init__(self, fn, *args):
+            started.append(args[0])  # the window
+            super().__init__(fn, *args)
+
+    monkeypatch.setattr(rr, "Elsewhere", Spy)
+    args = (replay_log, POSTS, CREATED, AS_OF, at(5), FrameReader(replay_log), None)
+    alone = _settings(tmp_path, ranker_negative_share=1.0, ranker_replay_processes=1)
+    here = rr.build_training_set(alone, *args)
+    assert not started
+    lines: list[str] = []
+    side_by_side = _settings(tmp_path, ranker_negative_share=1.0, ranker_replay_processes=2)
+    both = rr.build_training_set(side_by_side, *args, progress=lines.append)
+    assert started == [(at(4), at(5))]  # day 4 elsewhere, day 3 here
+    pd.testing.assert_frame_equal(both[0], here[0], check_exact=True)
+    assert both[1] == here[1] and len(lines) == 2
+    # a closure does not pickle: everything stays here
+    rr.build_training_set(side_by_side, *args[:5], reader(replay_log, []), None)
+    assert len(started) == 1
+
+
+def _fails(message: str):
+    raise ValueError(message)
+
+
+def test_an_error_in_the_other_process_is_raised_with_its_traceback():
+    with pytest.raises(RuntimeError, match="(?s)a replay process failed.*ValueError: no rows"):
+        rr.Elsewhere(_fails, "no rows").result()
+
+
 def test_one_snapshot_for_a_window_of_several_days(replay_log, tmp_path):  # noqa: F811
     settings = _settings(tmp_path, ranker_negative_share=1.0, ranker_max_snapshots=1)
     calls = []

@@ -9,6 +9,7 @@ same kind of signal as MiniLM does on the generator's per-category vocabulary.
 from __future__ import annotations
 
 import os
+import pickle
 from functools import lru_cache
 from types import SimpleNamespace
 
@@ -158,6 +159,14 @@ def test_save_and_load_give_identical_embeddings(frames, trained, tmp_path):
     np.testing.assert_array_equal(
         loaded.post_embeddings(frames.posts), trained.post_embeddings(frames.posts)
     )
+    # a loaded model pickles as its directory (the ranker's replay processes load it again);
+    # one that lives only in memory does not pickle
+    again = pickle.loads(pickle.dumps(loaded))
+    np.testing.assert_array_equal(
+        again.user_embeddings(frames.users), loaded.user_embeddings(frames.users)
+    )
+    with pytest.raises(TypeError, match="loaded from a directory"):
+        pickle.dumps(trained)
 
 
 def test_unknown_ids_are_embedded_from_content(frames, trained):

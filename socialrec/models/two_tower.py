@@ -355,6 +355,13 @@ class TwoTowerModel:
         (path / "meta.json").write_text(json.dumps(self.meta, indent=2))
         return path
 
+    def __reduce__(self):
+        """A model loaded from a directory pickles as that directory (another process loads
+        it again: the replay's side processes); a model only in memory does not pickle."""
+        if getattr(self, "_path", None) is None:
+            raise TypeError("only a TwoTowerModel loaded from a directory can be pickled")
+        return (TwoTowerModel.load, (self._path,))
+
     @classmethod
     def load(cls, path: str | os.PathLike) -> TwoTowerModel:
         path = Path(path)
@@ -364,6 +371,7 @@ class TwoTowerModel:
             **{k: v for k, v in meta.get("hparams", {}).items() if k != "embedding_dim"},
         )
         model.meta = meta
+        model._path = path
         model._loaded = {
             name: tf.saved_model.load(str(path / f"{name}_tower")) for name in ("user", "post")
         }

@@ -20,7 +20,13 @@ every positive and a ``ranker_negative_share`` sample (socialrec.training.ranker
 
 from __future__ import annotations
 
+import contextlib
+import pickle
+import subprocess
+import sys
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -96,6 +102,82 @@ def training_windows(start: int, end: int, max_windows: int) -> list[tuple[int, 
     return windows
 
 
+def window_rows(
+    window: tuple[int, int],
+    settings,
+    log: EventLog,
+    posts: pd.DataFrame,
+    created: Mapping[int, int] | pd.Series,
+    per_window: int,
+    read_features: FeatureReader,
+    two_tower,
+    neighbour_params=None,
+) -> tuple[pd.DataFrame, int] | None:
+    """One window's replayed rows and how many requests it replayed (at most ``per_window``,
+    sampled); None when nobody asked anything in it."""
+    w_start, w_end = window
+    requests = build_requests(log, created, w_start, w_end, seed=settings.seed)
+    if len(requests) > per_window:
+        rng = np.random.default_rng(settings.seed + w_start)
+        keep = rng.choice(len(requests), per_window, replace=False)
+        requests = requests.subset(np.sort(keep))
+    if not len(requests):
+        return None
+    snap = Snapshot.build(
+        w_start, log, posts, read_features, settings, two_tower, neighbour_params,
+        users=requests.users,
+    )  # fmt: skip
+    rec, seen = snap.recommender(None, settings)
+    keep_all = holdout_users(requests.users)
+    rows = candidate_rows(
+        rec, seen, requests, keep_all, settings.ranker_negative_share, settings.seed
+    )
+    return rows, len(requests)
+
+
+class Elsewhere:
+    """``fn(*args)`` in another Python process (``python -m`` this module), started at once;
+    :meth:`result` waits for its answer. Arguments and answer travel as pickle files: a
+    process started afresh, not forked from this one (which may run threads, TensorFlow's),
+    and that imports no ``__main__`` of the caller (a script, a Dagster run)."""
+
+    def __init__(self, fn, *args):
+        self._dir = tempfile.TemporaryDirectory(prefix="socialrec-replay-")
+        work = Path(self._dir.name)
+        (work / "in.pkl").write_bytes(pickle.dumps((fn, args), pickle.HIGHEST_PROTOCOL))
+        self._err = open(work / "stderr", "w+")  # noqa: SIM115 - closed in result()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", __name__, str(work)], stdout=self._err, stderr=self._err
+        )
+
+    def result(self):
+        try:
+            if self._proc.wait():
+                self._err.seek(0)
+                tail = self._err.read()[-4000:]
+                raise RuntimeError(f"a replay process failed ({self._proc.returncode}):\n{tail}")
+            return pickle.loads((Path(self._dir.name) / "out.pkl").read_bytes())
+        finally:
+            self._err.close()
+            self._dir.cleanup()
+
+    def cancel(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+        with contextlib.suppress(RuntimeError, FileNotFoundError):
+            self.result()
+
+    @staticmethod
+    def picklable(*args) -> bool:
+        """Whether ``args`` can go to another process (a feature reader or a model that lives
+        only in this one cannot: then the work stays here)."""
+        try:
+            pickle.dumps(args)
+        except (TypeError, AttributeError, pickle.PicklingError):
+            return False
+        return True
+
+
 def build_training_set(
     settings,
     log: EventLog,
@@ -109,34 +191,48 @@ def build_training_set(
     progress=None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Replayed candidate rows of every window of ``[start, end)`` (the module docstring);
-    ``progress`` hears a line per replayed window."""
+    ``progress`` hears a line per replayed window. With ``settings.ranker_replay_processes``
+    k above 1, the windows are replayed side by side: every k-th here, the others by k - 1
+    other processes (:class:`Elsewhere`: the same code on the same data, so the same rows,
+    in window order)."""
     frames, info = [], {"windows": 0, "requests": 0, "candidates_per_request": 0.0}
     windows = training_windows(start, end, settings.ranker_max_snapshots)
     per_window = max(1, settings.ranker_max_requests // max(1, len(windows)))
-    for w_start, w_end in windows:
-        requests = build_requests(log, created, w_start, w_end, seed=settings.seed)
-        if len(requests) > per_window:
-            rng = np.random.default_rng(settings.seed + w_start)
-            keep = rng.choice(len(requests), per_window, replace=False)
-            requests = requests.subset(np.sort(keep))
-        if not len(requests):
-            continue
-        snap = Snapshot.build(
-            w_start, log, posts, read_features, settings, two_tower, neighbour_params,
-            users=requests.users,
-        )  # fmt: skip
-        rec, seen = snap.recommender(None, settings)
-        keep_all = holdout_users(requests.users)
-        rows = candidate_rows(
-            rec, seen, requests, keep_all, settings.ranker_negative_share, settings.seed
-        )
-        if len(rows):
-            rows["request"] = rows["request"] + info["requests"]  # unique across windows
-            frames.append(rows)
-        info["windows"] += 1
-        info["requests"] += len(requests)
-        if progress is not None:
-            progress(f"window {info['windows']}/{len(windows)}: {len(requests)} requests replayed")
+    shared = (settings, log, posts, created, per_window, read_features, two_tower)
+    k = max(1, min(settings.ranker_replay_processes, len(windows)))
+    if k > 1 and not Elsewhere.picklable(*shared, neighbour_params):
+        k = 1
+    # k - 1 other processes: lane l replays the windows i with i % k == l, one after the other
+    lanes = {lane: [i for i in range(len(windows)) if i % k == lane] for lane in range(1, k)}
+    running: dict[int, Elsewhere] = {}
+
+    def start_next(lane: int) -> None:
+        if lanes[lane]:
+            i = lanes[lane].pop(0)
+            running[i] = Elsewhere(window_rows, windows[i], *shared, neighbour_params)
+
+    try:
+        for lane in lanes:
+            start_next(lane)
+        for i, window in enumerate(windows):
+            if i in running:
+                got = running.pop(i).result()
+                start_next(i % k)
+            else:
+                got = window_rows(window, *shared, neighbour_params)
+            if got is None:
+                continue
+            rows, n_requests = got
+            if len(rows):
+                rows["request"] = rows["request"] + info["requests"]  # unique across windows
+                frames.append(rows)
+            info["windows"] += 1
+            info["requests"] += n_requests
+            if progress is not None:
+                progress(f"window {info['windows']}/{len(windows)}: {n_requests} requests replayed")
+    finally:
+        for other in running.values():  # an error here: the others stop
+            other.cancel()
     data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     info["rows"] = len(data)
     if len(data):
@@ -154,3 +250,17 @@ def created_seconds(posts: pd.DataFrame) -> pd.Series:
         epoch_seconds(live["created_at"], dtype=np.float64),
         index=live["post_id"].to_numpy(dtype=np.int64),
     )
+
+
+def _main(work: str) -> None:
+    """The other process of :class:`Elsewhere`: ``in.pkl`` -> ``fn(*args)`` -> ``out.pkl``."""
+    fn, args = pickle.loads((Path(work) / "in.pkl").read_bytes())
+    out = pickle.dumps(fn(*args), pickle.HIGHEST_PROTOCOL)
+    (Path(work) / "out.pkl").write_bytes(out)
+
+
+if __name__ == "__main__":
+    from socialrec.quiet import quiet
+
+    quiet()
+    _main(sys.argv[1])

@@ -55,6 +55,23 @@ def latest_features(store, entity: str, ids, as_of: dt.datetime | None = None) -
     return out.drop(columns=[TIMESTAMP])
 
 
+class StoreFeatures:
+    """A replay's feature reader (``socialrec.recommender.replay.FeatureReader``): the
+    :func:`latest_features` of the Feast store of ``settings`` as of an instant. Picklable:
+    a process it is sent to opens the store again (the ranker's side replay processes)."""
+
+    def __init__(self, settings: Settings):
+        self.settings, self._store = settings, None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"settings": self.settings, "_store": None}
+
+    def __call__(self, entity: str, ids, as_of) -> pd.DataFrame:
+        if self._store is None:
+            self._store = fs.feature_store(self.settings)
+        return latest_features(self._store, entity, ids, as_of=timestamp(as_of))
+
+
 def training_frames(store, positives_or_samples: pd.DataFrame, as_of=None):
     """(users, posts): the features at ``as_of`` of every user and post the rows mention."""
     users = latest_features(store, "user", positives_or_samples["user_id"], as_of)
