@@ -20,7 +20,6 @@ every positive and a ``ranker_negative_share`` sample (socialrec.training.ranker
 
 from __future__ import annotations
 
-import contextlib
 import pickle
 import subprocess
 import sys
@@ -158,14 +157,18 @@ class Elsewhere:
                 raise RuntimeError(f"a replay process failed ({self._proc.returncode}):\n{tail}")
             return pickle.loads((Path(self._dir.name) / "out.pkl").read_bytes())
         finally:
-            self._err.close()
-            self._dir.cleanup()
+            self._close()
 
     def cancel(self) -> None:
+        """Stop the other process if it still runs (an error on this side) and clean up."""
         if self._proc.poll() is None:
             self._proc.kill()
-        with contextlib.suppress(RuntimeError, FileNotFoundError):
-            self.result()
+            self._proc.wait()
+        self._close()
+
+    def _close(self) -> None:
+        self._err.close()
+        self._dir.cleanup()  # again: nothing
 
     @staticmethod
     def picklable(*args) -> bool:
