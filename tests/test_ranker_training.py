@@ -443,3 +443,39 @@ def test_the_ranker_gate_promotes_only_a_challenger_that_beats_the_merged_order(
     assert nan_champion.passed and "champion metric is nan" in nan_champion.warning
     assert nan_champion.challenger_version == v5 and nan_champion.champion_version == v4
     assert int(registry.champion_version(s, registry.RANKER).version) == v4  # gate alone: no
+
+
+def test_top_hits_ranks_each_positive_as_a_sort_would():
+    """The fusion weights' recall (rt._TopHits: each positive's rank counted from its request's
+    rows) against sorting every request's rows, on ties in score and requests without a
+    positive."""
+
+    def by_sorting(rows, scores, k):
+        req = rows["request"].to_numpy()
+        order = np.lexsort((rows["post_id"].to_numpy(), -scores, req))
+        req_sorted = req[order]
+        start = np.r_[0, np.flatnonzero(np.diff(req_sorted)) + 1]
+        rank = np.arange(len(order)) - np.repeat(start, np.diff(np.r_[start, len(order)]))
+        y = rows[label("positive")].to_numpy()[order].astype(bool)
+        hits = pd.Series(y & (rank < k)).groupby(req_sorted).sum()
+        total = pd.Series(y).groupby(req_sorted).sum()
+        ok = total > 0
+        return float((hits[ok] / total[ok]).mean())
+
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(1, 60, 200)
+    request = np.repeat(rng.permutation(1000)[: len(sizes)], sizes)
+    rows = pd.DataFrame(
+        {
+            "request": request,
+            "post_id": np.concatenate([rng.permutation(500)[:n] for n in sizes]),
+            label("positive"): (rng.random(len(request)) < 0.05).astype(np.int8),
+        }
+    ).sample(frac=1.0, random_state=2)
+    top_hits = rt._TopHits(rows)
+    for _ in range(5):
+        scores = np.round(rng.random(len(rows)), 1)  # many ties
+        for k in (1, 5, 20):
+            assert top_hits(scores, k) == by_sorting(rows, scores, k)
+    none = rows.assign(**{label("positive"): 0})
+    assert np.isnan(rt._TopHits(none)(np.zeros(len(none)), 10))
