@@ -17,7 +17,7 @@ import mlflow as mlflow_lib
 from dagster_mlflow.resources import MlFlow
 
 from assets.common import NIGHTLY, TRAINING_FRESHNESS
-from assets.models import _read_features, current_neighbour_params
+from assets.models import current_neighbour_params
 from assets.resources import SettingsResource
 from socialrec import evaluation
 from socialrec.data import warehouse
@@ -25,6 +25,7 @@ from socialrec.evaluation.protocol import METRICS
 from socialrec.evaluation.report import segment_table
 from socialrec.models import artifacts, registry
 from socialrec.models.ranker import Ranker
+from socialrec.training.retrieval import StoreFeatures
 
 CHECK = "shipped_pipeline_beats_best_baseline_on_warm_users"
 
@@ -97,7 +98,7 @@ def offline_evaluation(
         warehouse.read_log(s),
         warehouse.read_table(s, "dim_posts"),
         warehouse.read_split(s),
-        _read_features(s),
+        StoreFeatures(s),
         TwoTowerModel.load(registry.champion_dir(s, registry.TWO_TOWER)),
         Ranker.load(registry.champion_dir(s, registry.RANKER)),
         out_dir,

@@ -67,9 +67,9 @@ def post_index(
         posts[c].to_numpy(np.int64)
         for c in ("post_id", "category_id", "creator_id", "created_at_ts")
     ]
-    with milvus.open_index() as index, ThreadPoolExecutor(2) as both:
+    with milvus.open_index() as index, ThreadPoolExecutor(1) as beside:
         # side by side: each write is mostly waiting for the server (flush, index build, load)
-        writing_texts = both.submit(index.write_text_version, version, *meta, texts)
+        writing_texts = beside.submit(index.write_text_version, version, *meta, texts)
         collection = index.write_version(version, *meta, vectors)
         context.log.info(f"{collection}: {len(posts)} post vectors written and indexed")
         text_collection = writing_texts.result()

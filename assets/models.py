@@ -56,10 +56,6 @@ def _registered_metadata(reg: registry.RegisteredModel, champion_asset: str) -> 
     }
 
 
-def _read_features(settings: Settings) -> training.StoreFeatures:
-    return training.StoreFeatures(settings)
-
-
 def current_neighbour_params(settings: Settings) -> NeighbourParams:
     """The parameters of the current ``post_neighbours`` build (settings before the first)."""
     info = artifacts.current(settings, artifacts.NEIGHBOURS)
@@ -195,7 +191,7 @@ def ranker_model(
     s = settings.get()
     log, bounds = warehouse.read_log(s), warehouse.read_split(s)
     posts = warehouse.read_table(s, "dim_posts")
-    read = _read_features(s)
+    read = training.StoreFeatures(s)
     tt_dir = registry.model_dir(s, registry.TWO_TOWER, registry.CHALLENGER)
     selection = TwoTowerModel.load(tt_dir / training.AS_OF_VALIDATION)
     nparams = current_neighbour_params(s)

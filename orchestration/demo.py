@@ -56,10 +56,10 @@ ENDED = ("SUCCESS", "FAILURE", "CANCELED")  # a run's final statuses
 def built_bento_tag() -> str:
     """The bento built by the last materialization of the recommender_bento asset."""
     with dg.DagsterInstance.get() as instance:
-        event = instance.get_latest_materialization_event(dg.AssetKey("recommender_bento"))
-    if event is None or event.asset_materialization is None:
+        tag = bento_built(since=0)(instance)
+    if tag is None:
         raise SystemExit("recommender_bento was never materialized: run `make materialize`")
-    return str(event.asset_materialization.metadata["bento_tag"].value)
+    return tag
 
 
 def while_running(materializing: subprocess.Popen, found: Callable[[Any], Any]) -> Any:

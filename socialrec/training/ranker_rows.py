@@ -203,8 +203,8 @@ def build_training_set(
     per_window = max(1, settings.ranker_max_requests // max(1, len(windows)))
     shared = (settings, log, posts, created, per_window, read_features, two_tower)
     k = max(1, min(settings.ranker_replay_processes, len(windows)))
-    if k > 1 and not Elsewhere.picklable(*shared, neighbour_params):
-        k = 1
+    if k > 1 and not Elsewhere.picklable(read_features, two_tower):
+        k = 1  # the data always pickles; a reader or a model may live only in this process
     # k - 1 other processes: lane l replays the windows i with i % k == l, one after the other
     lanes = {lane: [i for i in range(len(windows)) if i % k == lane] for lane in range(1, k)}
     running: dict[int, Elsewhere] = {}

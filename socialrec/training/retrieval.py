@@ -69,7 +69,7 @@ class StoreFeatures:
     def __call__(self, entity: str, ids, as_of) -> pd.DataFrame:
         if self._store is None:
             self._store = fs.feature_store(self.settings)
-        return latest_features(self._store, entity, ids, as_of=timestamp(as_of))
+        return latest_features(self._store, entity, ids, as_of=as_of)
 
 
 def training_frames(store, positives_or_samples: pd.DataFrame, as_of=None):
