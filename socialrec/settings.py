@@ -147,20 +147,20 @@ class Settings(BaseSettings):
     # uniformly sampled extra negatives per batch (mixed negative sampling); 0: in-batch only
     two_tower_random_negatives: int = Field(default=0, ge=0)
     ranker_iterations: int = Field(default=600, ge=1)  # at most (early stopping)
-    # the weights of the ranker's outcomes (socialrec.models.ranker.OUTCOMES) in its score
-    # (negative outcomes subtract); None: those chosen on validation (stored with the model)
+    # categorical features of at most this many values one-hot encoded, others CatBoost's CTRs
+    ranker_one_hot_max_size: int = Field(default=64, ge=1)
+    # the ranker's outcome weights in its score (negatives subtract); None: chosen on validation
     ranker_outcome_weights: dict[str, float] | None = None
     # the ranker's training set: replayed requests of the validation split (at most this many,
     # users sampled), every positive candidate kept and this share of the other candidates
     ranker_max_requests: int = Field(default=20_000, ge=1)
-    # the validation split is replayed from a snapshot per day (per window beyond this many days),
-    # the windows by this many processes side by side (1: in the training's process alone)
+    ranker_negative_share: float = Field(default=0.05, gt=0.0, le=1.0)
+    # replayed from a snapshot per day (per window beyond this many days), by this many
+    # processes side by side (1: in the training's process alone)
     ranker_max_snapshots: int = Field(default=8, ge=1)
     ranker_replay_processes: int = Field(default=2, ge=1)
-    ranker_negative_share: float = Field(default=0.05, gt=0.0, le=1.0)
-    # co-engagement neighbours (socialrec.models.neighbours): per post, its k best neighbours by
-    # asymmetric cosine (alpha, shrink) or EASE (l2); method and signal ("positive" or
-    # "exposure") may be "auto": chosen on validation with l2 from a small grid
+    # co-engagement neighbours (socialrec.models.neighbours): each post's k best by asymmetric
+    # cosine (alpha, shrink) or EASE (l2); method, signal (positive, exposure) "auto": validated
     neighbours_k: int = Field(default=100, ge=1)
     neighbours_method: Literal["cosine", "ease", "auto"] = "auto"
     neighbours_alpha: float = Field(default=0.8, ge=0.0, le=1.0)

@@ -332,13 +332,16 @@ def test_fit_ranker_trains_on_some_users_and_measures_on_the_others(fitted):
     assert fitted.ranker.weights["negative"] <= 0 and fitted.ranker.weights["positive"] == 1.0
     assert fitted.weights_tried and fitted.params["weights_from"].startswith("validation")
     assert any(k.startswith("importance.") for k in m)
+    assert fitted.params["one_hot_max_size"] == 64  # logged with the model's parameters
 
 
 def test_fit_ranker_takes_the_settings_weights_but_never_a_rewarded_negative(tmp_path):
-    settings = _settings(tmp_path, ranker_iterations=5)
+    settings = _settings(tmp_path, ranker_iterations=5, ranker_one_hot_max_size=3)
     fit = rt.fit_ranker(settings, synthetic_rows(60), {"positive": 1.0, "negative": 0.7})
     assert fit.ranker.weights == {"positive": 1.0, "negative": 0.0}
     assert fit.params["weights_from"] == "settings"
+    # and CatBoost's one-hot bound (the default's in the fixture above)
+    assert fit.ranker.model.get_all_params()["one_hot_max_size"] == 3
     with pytest.raises(ValueError, match="too few"):
         rt.fit_ranker(settings, synthetic_rows(60).assign(**{label("positive"): 0}))
 

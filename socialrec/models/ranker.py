@@ -88,6 +88,7 @@ class Ranker:
         thread_count: int = 2,
         early_stopping_rounds: int | None = 50,
         weights: Mapping[str, float] | None = None,
+        one_hot_max_size: int = 64,
     ):
         self.params = {
             "iterations": iterations,
@@ -95,6 +96,7 @@ class Ranker:
             "depth": depth,
             "random_seed": seed,
             "thread_count": thread_count,
+            "one_hot_max_size": one_hot_max_size,
         }
         self.early_stopping_rounds = early_stopping_rounds
         self.outcomes: list[str] = []

@@ -192,6 +192,7 @@ def fit_ranker(settings, data: pd.DataFrame, weights=None, progress=None) -> Ran
         learning_rate=0.08,
         seed=settings.seed,
         early_stopping_rounds=50,
+        one_hot_max_size=settings.ranker_one_hot_max_size,
     ).fit(train, stop, progress)
     chosen, tried = choose_weights(ranker, valid) if len(valid) else (ranker.weights, [])
     ranker.weights = dict(weights) if weights else chosen
