@@ -23,15 +23,22 @@ NOTABLE = re.compile(
 )
 
 
-def copy_lines(lines: IO[str], log_path: Path, terminal: TextIO, prefix: str = "") -> None:
+def copy_lines(
+    lines: IO[str],
+    log_path: Path,
+    terminal: TextIO,
+    prefix: str = "",
+    echo: threading.Event | None = None,
+) -> None:
     """Append every line of ``lines`` to ``log_path`` (flushed line by line) and write the
-    notable ones to ``terminal`` too, after ``prefix``; returns at the end of ``lines``."""
+    notable ones to ``terminal`` too, after ``prefix``, while ``echo`` (if given) is set;
+    returns at the end of ``lines``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a") as log:
         for line in lines:
             log.write(line)
             log.flush()
-            if NOTABLE.search(line):
+            if NOTABLE.search(line) and (echo is None or echo.is_set()):
                 terminal.write(f"{prefix}{line.rstrip()}\n")
                 terminal.flush()
 

@@ -11,11 +11,10 @@ servers answer (the banner names the run; a line says when it ends).
 
 Both servers run in their own process groups, so this script (the foreground process of
 ``make demo``) decides how they stop: Ctrl-C, SIGINT or SIGTERM here stops both cleanly (a
-second signal while they stop is ignored: the stop is bounded, then SIGKILL).
-
-The servers' output goes to log files under the data directory (``logs/dagster-dev.log``,
-``logs/bentoml-serve.log``, named in the banner); the terminal shows only their warning and
-error lines, and the banner is the last thing on it once both are up (no daemon ticks).
+second signal while they stop is ignored: the stop is bounded, then SIGKILL). Their output
+goes to log files under the data directory (``logs/dagster-dev.log``, ``logs/bentoml-serve.log``,
+named in the banner); the terminal shows only their warning and error lines until they are
+told to stop (:data:`ECHO`), and the banner is the last thing on it once both are up.
 """
 
 from __future__ import annotations
@@ -44,13 +43,15 @@ from socialrec.timeutil import iso, utc_now
 HOST = "127.0.0.1"
 DAGSTER_PORT = int(os.environ.get("DAGSTER_PORT", "3000"))
 BENTO_PORT = int(os.environ.get("BENTO_PORT", "3001"))
-# materialized after the servers are up (see the docstring); tests/test_demo.py checks that the
-# built bento depends on none of them
+# materialized once the servers are up (the docstring); the bento depends on none (test_demo)
 AFTER_SERVERS = ("offline_evaluation",)
-# their run executes its steps in the run worker's process (the job's default executor would
-# start a process per step, each loading the definitions again)
+# steps in the run worker's process (the default executor loads the definitions for each step)
 IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 ENDED = ("SUCCESS", "FAILURE", "CANCELED")  # a run's final statuses
+# set while the servers' notable lines reach the terminal: the lines of their shutdown (a run
+# cancelled as it starts, a code server's exit) stay in their logs
+ECHO = threading.Event()
+ECHO.set()
 
 
 def built_bento_tag() -> str:
@@ -80,10 +81,8 @@ def run_created(since: float) -> Callable[[Any], bool | None]:
     after = dt.datetime.fromtimestamp(since - 1, dt.UTC)
 
     def found(instance) -> bool | None:
-        runs = instance.get_run_records(
-            dg.RunsFilter(job_name="materialize_all", created_after=after), limit=1
-        )
-        return True if runs else None
+        runs = dg.RunsFilter(job_name="materialize_all", created_after=after)
+        return True if instance.get_run_records(runs, limit=1) else None
 
     return found
 
@@ -115,9 +114,9 @@ def wait_http(url: str, timeout_s: float, proc: subprocess.Popen) -> bool:
 
 
 def interrupted(*_) -> None:
-    """The SIGINT and SIGTERM handler: stop, once. Further signals are ignored from here on: a
-    second Ctrl-C while the servers stop would leave one of them (or the Dagster code server
-    it restarts) running; :func:`stop` is bounded instead."""
+    """The SIGINT and SIGTERM handler: stop, once (a second Ctrl-C while the servers stop
+    would leave one of them, or the code server it restarts, running; :func:`stop` is bounded)."""
+    ECHO.clear()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
@@ -126,6 +125,7 @@ def interrupted(*_) -> None:
 def stop(procs: list[subprocess.Popen]) -> None:
     """SIGINT to each server and all it started (the bento's workers run in sessions of their
     own), SIGKILL to whatever is left after 20 s."""
+    ECHO.clear()
     if any(p.poll() is None for p in procs):
         print("\nstopping the Dagster UI and the recommender...", flush=True)
     for p in procs:
@@ -149,7 +149,7 @@ def start_logged(name: str, argv: list[str], log_path: Path, nice: int = 0) -> s
 
     threading.Thread(
         target=copy_lines,
-        args=(proc.stdout, log_path, sys.stderr, f"[{name}] "),
+        args=(proc.stdout, log_path, sys.stderr, f"[{name}] ", ECHO),
         name=f"log-{name}",
         daemon=True,
     ).start()

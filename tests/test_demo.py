@@ -121,6 +121,31 @@ print("after the block")
     assert "a step" not in logged and "after the block" not in logged
 
 
+def test_a_servers_lines_stop_reaching_the_terminal_once_told(tmp_path):
+    """While ``echo`` is set a server's notable lines reach the terminal; once cleared (the
+    demo stops the servers) they only go to its log, with every other line."""
+    import io
+
+    from orchestration.console import copy_lines
+
+    echo = threading.Event()
+    echo.set()
+
+    def lines():
+        yield "2026-12-01 - dagster - WARNING - while serving\n"
+        yield "a plain line\n"
+        echo.clear()
+        yield "Traceback (most recent call last):\n"
+
+    terminal, log = io.StringIO(), tmp_path / "server.log"
+    copy_lines(lines(), log, terminal, "[dagster] ", echo)
+    assert terminal.getvalue() == "[dagster] 2026-12-01 - dagster - WARNING - while serving\n"
+    assert log.read_text().splitlines() == [
+        "2026-12-01 - dagster - WARNING - while serving", "a plain line",
+        "Traceback (most recent call last):",
+    ]  # fmt: skip
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(600)
 def test_the_demo_serves_launches_the_rest_and_stops_on_sigint(e2e_materialized, tmp_path):
@@ -165,6 +190,10 @@ def test_the_demo_serves_launches_the_rest_and_stops_on_sigint(e2e_materialized,
         assert len(servers) >= 3  # dagster dev (+ its code server), bentoml serve (+ workers)
         os.kill(proc.pid, signal.SIGINT)  # the demo's process only, not its group
         assert proc.wait(timeout=90) == 0, "".join(lines)[-3000:]
+        reader.join(timeout=30)
+        stopping = next(i for i, line in enumerate(lines) if line.startswith("stopping the"))
+        # the servers' shutdown stays in their logs
+        assert not [line for line in lines[stopping:] if line.startswith(("[dagster]", "[bento]"))]
     finally:
         if proc.poll() is None:
             from orchestration.processes import stop_tree
