@@ -183,19 +183,9 @@ def curl_examples(base: str, user_id: int, post_id: int, category_id: int, query
     auth_h = f"-H 'Authorization: Bearer {LOCAL_API_TOKEN}'"
     recommend = json.dumps({"user_id": user_id, "k": 10})
     new_user = json.dumps({"user_id": 999_999_999, "k": 10, "categories": [category_id]})
-    event = json.dumps(
-        {
-            "events": [
-                {
-                    "event_id": "demo-1",
-                    "user_id": user_id,
-                    "post_id": post_id,
-                    "event_type": "VIEW",
-                    "ts": iso(utc_now().replace(microsecond=0)),  # within the partitions
-                }
-            ]
-        }
-    )
+    ts = iso(utc_now().replace(microsecond=0))  # within the partitions
+    view = {"event_id": "demo-1", "user_id": user_id, "post_id": post_id, "event_type": "VIEW"}
+    event = json.dumps({"events": [{**view, "ts": ts}]})
     similar = json.dumps({"post_id": post_id, "k": 5})
     search = json.dumps({"query": query, "k": 5, "user_id": user_id})
     lines = [
@@ -294,18 +284,15 @@ def launch_after_servers(assets: tuple[str, ...], timeout_s: float = 90):
     from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
     client = DagsterGraphQLClient(HOST, port_number=DAGSTER_PORT, timeout=60)
-    deadline = time.time() + timeout_s
+    deadline, selection = time.time() + timeout_s, list(assets)
     while True:
         try:
-            run_id = client.submit_job_execution(
-                "materialize_all", run_config=IN_PROCESS, asset_selection=list(assets)
+            return client, client.submit_job_execution(
+                "materialize_all", run_config=IN_PROCESS, asset_selection=selection
             )
-            return client, run_id
         except (DagsterGraphQLClientError, OSError) as e:
             if time.time() > deadline:
-                print(
-                    f"could not launch {', '.join(assets)} in the Dagster UI: {e}", file=sys.stderr
-                )
+                print(f"could not launch {', '.join(assets)} in the UI: {e}", file=sys.stderr)
                 return None
             time.sleep(2)
 
@@ -382,15 +369,24 @@ Ctrl-C stops both servers.""",
 
 
 def cancel(launched, timeout_s: float = 20) -> None:
-    """Ask the Dagster UI to terminate the launched run (it ends CANCELED, not as a failure
-    of a run interrupted by the UI's stop), and wait for it, boundedly."""
+    """Ask the Dagster UI to terminate the launched run (it ends CANCELED, not as a failure of
+    a run interrupted by the UI's stop) once it is past STARTING (a starting run cannot be
+    terminated), and wait for it to end, boundedly."""
+    from dagster_graphql import DagsterGraphQLClientError
+
     client, run_id = launched
-    deadline = time.time() + timeout_s
+    deadline, asked = time.time() + timeout_s, False
     try:
-        client.terminate_run(run_id)
         while time.time() < deadline:
-            if client.get_run_status(run_id).value in ENDED:
+            status = client.get_run_status(run_id).value
+            if status in ENDED:
                 return
+            if not asked and status != "STARTING":
+                try:
+                    client.terminate_run(run_id)
+                    asked = True
+                except DagsterGraphQLClientError:  # it began to start meanwhile: asked again
+                    pass
             time.sleep(1)
     except Exception as e:  # noqa: BLE001 - the UI already gone: the stop goes on
         print(f"could not cancel run {run_id[:8]}: {e}", file=sys.stderr)

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import dagster as dg
 import httpx
@@ -144,6 +145,33 @@ def test_a_servers_lines_stop_reaching_the_terminal_once_told(tmp_path):
         "2026-12-01 - dagster - WARNING - while serving", "a plain line",
         "Traceback (most recent call last):",
     ]  # fmt: skip
+
+
+def test_a_run_still_starting_is_cancelled_once_it_runs(monkeypatch):
+    """Dagster refuses to terminate a STARTING run: the demo's stop asks again once it has
+    started, then waits for its end."""
+    from dagster_graphql import DagsterGraphQLClientError
+
+    from orchestration import demo
+
+    class UI:  # the Dagster UI's GraphQL client, as its answers arrive
+        def __init__(self):
+            self.statuses = iter(["STARTING", "STARTING", "STARTED", "STARTED", "CANCELED"])
+            self.status, self.asked = None, []
+
+        def get_run_status(self, run_id):
+            self.status = next(self.statuses)
+            return SimpleNamespace(value=self.status)
+
+        def terminate_run(self, run_id):
+            self.asked.append(self.status)
+            if self.status == "STARTING":
+                raise DagsterGraphQLClientError("TerminateRunFailure", "status STARTING")
+
+    monkeypatch.setattr(demo.time, "sleep", lambda s: None)
+    ui = UI()
+    demo.cancel((ui, "run-1"), timeout_s=60)
+    assert ui.asked == ["STARTED"] and ui.status == "CANCELED"
 
 
 @pytest.mark.integration
