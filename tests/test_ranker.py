@@ -142,6 +142,28 @@ def test_unknown_users_and_posts_get_missing_features_not_errors(frames):
     assert feats.loc[1, "category_in_onboarding"] == 0
 
 
+def test_source_signals_of_any_dtype_become_floats(frames):
+    # the merged candidates' columns: float64, nullable Float64 with NA, ints, text numbers
+    user, post = int(frames.users["user_id"].iloc[0]), int(frames.posts["post_id"].iloc[0])
+    pairs = pd.DataFrame(
+        {
+            "user_id": [user] * 3,
+            "post_id": [post] * 3,
+            "merged_score": [0.5, np.nan, 2.0],
+            "two_tower_score": pd.array([0.25, pd.NA, 1.0], dtype="Float64"),
+            "n_sources": [1, 2, 3],
+            "popular_rank": ["4", "x", None],
+        }
+    )
+    feats = ranking_features(frames.users, frames.posts, pairs, 1_767_225_600)
+    assert list(feats.columns) == RANKER_FEATURES
+    got = feats[["merged_score", "two_tower_score", "n_sources", "popular_rank"]]
+    assert (got.dtypes == np.float64).all()
+    expected = [[0.5, 0.25, 1, 4], [np.nan, np.nan, 2, np.nan], [2.0, 1.0, 3, np.nan]]
+    np.testing.assert_array_equal(got.to_numpy(), np.array(expected, dtype=float))
+    assert feats["trending_score"].isna().all()  # a source that found none of them
+
+
 def test_ranker_models_the_outcomes_that_happen(ranker, datasets):
     # full views never happen in this data: left out of the model (and weigh nothing)
     assert ranker.outcomes == ["positive", "like", "share_comment", "negative"]

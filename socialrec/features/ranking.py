@@ -96,22 +96,30 @@ def _by_id(df: pd.DataFrame, id_col: str) -> pd.DataFrame:
     """One row per id, indexed by id (the last row wins, e.g. the latest snapshot)."""
     if id_col in df.columns:
         df = df.set_index(id_col)
-    df = df[~df.index.duplicated(keep="last")]
+    if not df.index.is_unique:
+        df = df[~df.index.duplicated(keep="last")]
     if "found" in df.columns:  # Feast online rows of unknown ids carry no features
-        df = df[df["found"].astype(bool)]
-    df.index = df.index.astype("int64")
+        found = df["found"].to_numpy(dtype=bool)
+        if not found.all():
+            df = df[found]
+    if df.index.dtype != np.int64:
+        df = df.set_axis(df.index.astype("int64"))
     return df
+
+
+def _as_float(series: pd.Series) -> np.ndarray:
+    """A column as float64, NaN for what is not a number (numeric columns, nullable Int64 /
+    Float32 / bool included, without parsing)."""
+    if pd.api.types.is_numeric_dtype(series.dtype):
+        return series.to_numpy(dtype=np.float64, na_value=np.nan)
+    return pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
 
 
 def _numeric(df: pd.DataFrame, col: str, rows: np.ndarray) -> np.ndarray:
     """``df[col]`` at row positions ``rows`` as float64; NaN where the row is -1 (unknown)."""
     values = np.full(len(rows), np.nan)
     if col in df.columns and len(df):
-        series = df[col]
-        if pd.api.types.is_numeric_dtype(series.dtype):  # also nullable Int64 / Float32 / bool
-            col_values = series.to_numpy(dtype="float64", na_value=np.nan)
-        else:
-            col_values = pd.to_numeric(series, errors="coerce").astype("float64").to_numpy()
+        col_values = _as_float(df[col])
         ok = rows >= 0
         values[ok] = col_values[rows[ok]]
     return values
@@ -273,14 +281,8 @@ def ranking_features(
     # the sources' signals of the pair (serving: the merged candidates; training: the same
     # replayed sources, as of the request)
     for col in SOURCE_FEATURES:
-        out[col] = (
-            pd.to_numeric(pairs_df[col], errors="coerce").to_numpy(dtype=np.float64)
-            if col in pairs_df.columns
-            else np.full(n, np.nan)
-        )
+        out[col] = _as_float(pairs_df[col]) if col in pairs_df.columns else np.full(n, np.nan)
     if "retrieval_score" in pairs_df.columns and "two_tower_score" not in pairs_df.columns:
-        out["two_tower_score"] = pd.to_numeric(
-            pairs_df["retrieval_score"], errors="coerce"
-        ).to_numpy(dtype=np.float64)
+        out["two_tower_score"] = _as_float(pairs_df["retrieval_score"])
 
-    return pd.DataFrame(out, index=pairs_df.index)[RANKER_FEATURES]
+    return pd.DataFrame({c: out[c] for c in RANKER_FEATURES}, index=pairs_df.index)
