@@ -189,29 +189,32 @@ def ranker_model(
     from socialrec.models.two_tower import TwoTowerModel
 
     s = settings.get()
-    log, bounds = warehouse.read_log(s), warehouse.read_split(s)
-    posts = warehouse.read_table(s, "dim_posts")
-    read = training.StoreFeatures(s)
-    tt_dir = registry.model_dir(s, registry.TWO_TOWER, registry.CHALLENGER)
-    selection = TwoTowerModel.load(tt_dir / training.AS_OF_VALIDATION)
-    nparams = current_neighbour_params(s)
-    data, info = ranker_rows.build_training_set(
-        s, log, posts, ranker_rows.created_seconds(posts), bounds.validation_start,
-        bounds.test_start, read, selection, nparams, progress=context.log.info,
-    )  # fmt: skip
-    context.log.info(f"replayed training set: {info}")
-    fit = ranker_training.fit_ranker(s, data, s.ranker_outcome_weights, context.log.info)
-    context.log.info("the ranker's gate: replaying the test split's requests")
-    champion_dir = (
-        registry.champion_dir(s, registry.RANKER)
-        if registry.aliased_version(s, registry.RANKER, registry.CHAMPION) is not None
-        else None
-    )
-    gate = ranker_training.test_replay_ndcg(
-        s, log, posts, bounds, read, TwoTowerModel.load(tt_dir), nparams,
-        {"challenger": fit.ranker,
-         "champion": Ranker.load(champion_dir) if champion_dir is not None else None},
-    )  # fmt: skip
+    # the other replay processes start now: their imports while this one reads the data
+    with ranker_rows.replay_processes(s.ranker_replay_processes - 1) as others:
+        log, bounds = warehouse.read_log(s), warehouse.read_split(s)
+        posts = warehouse.read_table(s, "dim_posts")
+        read = training.StoreFeatures(s)
+        tt_dir = registry.model_dir(s, registry.TWO_TOWER, registry.CHALLENGER)
+        selection = TwoTowerModel.load(tt_dir / training.AS_OF_VALIDATION)
+        nparams = current_neighbour_params(s)
+        data, info = ranker_rows.build_training_set(
+            s, log, posts, ranker_rows.created_seconds(posts), bounds.validation_start,
+            bounds.test_start, read, selection, nparams, progress=context.log.info, others=others,
+        )  # fmt: skip
+        context.log.info(f"replayed training set: {info}")
+        fit = ranker_training.fit_ranker(s, data, s.ranker_outcome_weights, context.log.info)
+        context.log.info("the ranker's gate: replaying the test split's requests")
+        champion_dir = (
+            registry.champion_dir(s, registry.RANKER)
+            if registry.aliased_version(s, registry.RANKER, registry.CHAMPION) is not None
+            else None
+        )
+        gate = ranker_training.test_replay_ndcg(
+            s, log, posts, bounds, read, TwoTowerModel.load(tt_dir), nparams,
+            {"challenger": fit.ranker,
+             "champion": Ranker.load(champion_dir) if champion_dir is not None else None},
+            others,
+        )  # fmt: skip
     m = {**fit.metrics, **{f"test_ndcg@10.{k}": v for k, v in gate.items()}}
     context.log.info(
         "ranker: " + ", ".join(f"{k}={v:.4f}" for k, v in m.items() if "importance." not in k)

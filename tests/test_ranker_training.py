@@ -4,6 +4,8 @@ MLflow on SQLite for the gate)."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -145,14 +147,25 @@ class FrameReader:
 
 
 def test_windows_replayed_elsewhere_give_the_same_rows(replay_log, tmp_path, monkeypatch):  # noqa: F811
-    started = []
+    started, submitted = [], []
 
     class Spy(rr.Elsewhere):
-        def __init__(self, fn, *args):
-            started.append(args[0])  # the window
-            super().__init__(fn, *args)
+        ended = False
+
+        def __init__(self, *args):
+            started.append(args)
+            super().__init__(*args)
+
+        def submit(self, fn, *args):
+            submitted.append(args[0])  # the window
+            super().submit(fn, *args)
+
+        def close(self):
+            super().close()
+            Spy.ended = self._proc.poll() is not None
 
     monkeypatch.setattr(rr, "Elsewhere", Spy)
+    monkeypatch.setattr(rr, "PRELOAD", ())  # none of it needed here: a faster start
     args = (replay_log, POSTS, CREATED, AS_OF, at(5), FrameReader(replay_log), None)
     alone = _settings(tmp_path, ranker_negative_share=1.0, ranker_replay_processes=1)
     here = rr.build_training_set(alone, *args)
@@ -160,21 +173,45 @@ def test_windows_replayed_elsewhere_give_the_same_rows(replay_log, tmp_path, mon
     lines: list[str] = []
     side_by_side = _settings(tmp_path, ranker_negative_share=1.0, ranker_replay_processes=2)
     both = rr.build_training_set(side_by_side, *args, progress=lines.append)
-    assert started == [(at(4), at(5))]  # day 4 elsewhere, day 3 here
+    assert len(started) == 1 and submitted == [(at(4), at(5))]  # day 4 elsewhere, 3 here
+    assert Spy.ended  # the process of its own ended with it
     pd.testing.assert_frame_equal(both[0], here[0], check_exact=True)
     assert both[1] == here[1] and len(lines) == 2
     # a closure does not pickle: everything stays here
     rr.build_training_set(side_by_side, *args[:5], reader(replay_log, []), None)
-    assert len(started) == 1
+    assert len(submitted) == 1
 
 
 def _fails(message: str):
     raise ValueError(message)
 
 
-def test_an_error_in_the_other_process_is_raised_with_its_traceback():
-    with pytest.raises(RuntimeError, match="(?s)a replay process failed.*ValueError: no rows"):
-        rr.Elsewhere(_fails, "no rows").result()
+def _twice(x: int) -> int:
+    return 2 * x
+
+
+def test_one_process_answers_its_calls_in_order_and_reports_an_error():
+    other = rr.Elsewhere(preload=())
+    try:
+        for x in (1, 2):
+            other.submit(_twice, x)
+        other.submit(_fails, "no rows")
+        other.submit(_twice, 5)
+        assert [other.result(), other.result()] == [2, 4]
+        with pytest.raises(RuntimeError, match="(?s)a replay process failed.*ValueError: no rows"):
+            other.result()
+        assert other.result() == 10  # an error ends the call, not the process
+    finally:
+        other.close()
+    assert other._proc.poll() == 0  # its calls ended: it stopped when told
+
+
+def test_a_call_still_running_is_killed_when_the_block_ends():
+    other = rr.Elsewhere(preload=())
+    other.submit(time.sleep, 60)
+    t0 = time.monotonic()
+    other.close()
+    assert other._proc.poll() is not None and time.monotonic() - t0 < 10
 
 
 def test_one_snapshot_for_a_window_of_several_days(replay_log, tmp_path):  # noqa: F811
@@ -378,6 +415,21 @@ def test_test_replay_ndcg_ranks_the_test_requests_without_feed_policies(gate_num
     assert gate_numbers["bad"] == pytest.approx(1 / np.log2(10))
     assert "none" not in gate_numbers and gate_numbers["requests"] == 2.0
     assert set(ROWS) and len(gate_numbers) == 4
+
+
+def test_the_gate_replayed_side_by_side_gives_the_same_numbers(
+    gate_numbers,
+    replay_log,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    monkeypatch.setattr(rr, "PRELOAD", ())
+    rankers = {"good": ByImpressions(9), "bad": ByImpressions(0), "none": None}
+    args = (replay_log, POSTS, BOUNDS, FrameReader(replay_log), None, None, rankers)
+    with rr.replay_processes(1) as others:
+        both = rt.test_replay_ndcg(_settings(tmp_path), *args, others)
+        assert others[0]._collected == 1  # the second request was replayed there
+    assert both == gate_numbers
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,12 @@ import pandas as pd
 from socialrec.evaluation.protocol import FINAL_K, build_requests
 from socialrec.models.ranker import NEGATIVE_OUTCOMES, Ranker, label
 from socialrec.recommender.replay import Snapshot
-from socialrec.training.ranker_rows import created_seconds, holdout_users
+from socialrec.training.ranker_rows import (
+    Elsewhere,
+    created_seconds,
+    holdout_users,
+    side_by_side,
+)
 
 WEIGHT_GRID = {
     "full_view": (0.0, 0.5),
@@ -229,37 +234,63 @@ def ordered_lists(rows: pd.DataFrame, scores: Sequence[float]) -> dict[int, list
 
 
 def test_replay_ndcg(
-    settings, log, posts, bounds, read_features, two_tower, neighbour_params, rankers
-) -> dict[str, float]:
+    settings, log, posts, bounds, read_features, two_tower, neighbour_params, rankers,
+    others: Sequence[Elsewhere] | None = None,
+) -> dict[str, float]:  # fmt: skip
     """NDCG@10 (all users) of the test split's replayed requests as of the test start, feed
     policies off: the merged candidate order (``merged``) and each ranker of ``rankers``
-    (name -> Ranker; None entries are skipped). The quality gate's numbers."""
+    (name -> Ranker; None entries are skipped). The quality gate's numbers. The requests are
+    cut into k contiguous parts replayed side by side by this process and k - 1 ``others``
+    (``side_by_side``): the same snapshot and code, so the same lists."""
     from socialrec.evaluation.protocol import score_lists
-    from socialrec.recommender.replay import PLAIN_POLICIES, replay
 
     created = created_seconds(posts)
     requests = build_requests(
         log, created, bounds.test_start, bounds.data_end + 1,
         settings.evaluation_max_users, settings.seed,
     )  # fmt: skip
+    rankers = {name: r for name, r in rankers.items() if r is not None}
     if not len(requests):
         return {}
-    snap = Snapshot.build(
-        bounds.test_start, log, posts, read_features, settings, two_tower, neighbour_params,
-        users=requests.users,
-    )  # fmt: skip
+    if not rankers:
+        return {"requests": float(len(requests))}
+    shared = (settings, log, posts, bounds.test_start, read_features, two_tower, neighbour_params)
+    k, processes = side_by_side(settings, others, len(requests), read_features, two_tower, rankers)
+    parts = [requests.subset(p) for p in np.array_split(np.arange(len(requests)), k)]
+    with processes as others:
+        for other, part in zip(others, parts[1:], strict=False):
+            other.submit(replayed_lists, *shared, part, rankers)
+        n_posts, lists = replayed_lists(*shared, parts[0], rankers)
+        for other in others[: k - 1]:
+            for name, (candidates, ranked) in other.result()[1].items():
+                lists[name][0].extend(candidates)
+                lists[name][1].extend(ranked)
     out: dict[str, float] = {}
-    n_posts = len(snap.catalog)
-    for name, ranker in rankers.items():
-        if ranker is None:
-            continue
-        rec, seen = snap.recommender(ranker, settings, **PLAIN_POLICIES)
-        got = replay(rec, seen, requests, k=FINAL_K)
-        out[name] = score_lists(got.ranked, requests, n_posts)["ndcg@10"]
+    for name, (candidates, ranked) in lists.items():
+        out[name] = score_lists(ranked, requests, n_posts)["ndcg@10"]
         if "merged" not in out:
-            out["merged"] = score_lists(got.candidates, requests, n_posts)["ndcg@10"]
+            out["merged"] = score_lists(candidates, requests, n_posts)["ndcg@10"]
     out["requests"] = float(len(requests))
     return out
+
+
+def replayed_lists(
+    settings, log, posts, as_of, read_features, two_tower, neighbour_params, requests, rankers
+) -> tuple[int, dict[str, tuple[list[list[int]], list[list[int]]]]]:
+    """(catalog size, name -> (merged candidate lists, ranked lists)): ``requests`` replayed
+    from a snapshot as of ``as_of`` with each ranker of ``rankers``, feed policies off."""
+    from socialrec.recommender.replay import PLAIN_POLICIES, replay
+
+    snap = Snapshot.build(
+        as_of, log, posts, read_features, settings, two_tower, neighbour_params,
+        users=requests.users,
+    )  # fmt: skip
+    lists = {}
+    for name, ranker in rankers.items():
+        rec, seen = snap.recommender(ranker, settings, **PLAIN_POLICIES)
+        got = replay(rec, seen, requests, k=FINAL_K)
+        lists[name] = (got.candidates, got.ranked)
+    return len(snap.catalog), lists
 
 
 def ranker_gate(settings, metrics: Mapping[str, float]):

@@ -20,11 +20,15 @@ every positive and a ``ranker_negative_share`` sample (socialrec.training.ranker
 
 from __future__ import annotations
 
+import importlib
+import os
 import pickle
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -134,41 +138,79 @@ def window_rows(
     return rows, len(requests)
 
 
-class Elsewhere:
-    """``fn(*args)`` in another Python process (``python -m`` this module), started at once;
-    :meth:`result` waits for its answer. Arguments and answer travel as pickle files: a
-    process started afresh, not forked from this one (which may run threads, TensorFlow's),
-    and that imports no ``__main__`` of the caller (a script, a Dagster run)."""
+# what a replay imports (Feast, TensorFlow, CatBoost: ~10 s), imported by an :class:`Elsewhere`
+# process as soon as it starts, while the training's process prepares the first call
+PRELOAD = (
+    "socialrec.training.retrieval",
+    "socialrec.models.two_tower",
+    "socialrec.models.ranker",
+    "socialrec.recommender.replay",
+)
 
-    def __init__(self, fn, *args):
+
+class Elsewhere:
+    """Another Python process (``python -m`` this module) that runs ``fn(*args)`` calls one
+    after the other: :meth:`submit` returns at once, :meth:`result` waits for the oldest
+    answer not yet collected. Started at once, it imports ``preload`` (default:
+    :data:`PRELOAD`) while this process prepares its first call; it serves the training
+    windows, then the gate's requests.
+    Arguments and answers travel as pickle files: a process started afresh, not forked from
+    this one (which may run threads, TensorFlow's), and that imports no ``__main__`` of the
+    caller (a script, a Dagster run)."""
+
+    def __init__(self, preload: Sequence[str] | None = None):
+        preload = PRELOAD if preload is None else preload
         self._dir = tempfile.TemporaryDirectory(prefix="socialrec-replay-")
-        work = Path(self._dir.name)
-        (work / "in.pkl").write_bytes(pickle.dumps((fn, args), pickle.HIGHEST_PROTOCOL))
-        self._err = open(work / "stderr", "w+")  # noqa: SIM115 - closed in result()
+        self._work = Path(self._dir.name)
+        self._err = open(self._work / "stderr", "w+")  # noqa: SIM115 - closed in close()
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", __name__, str(work)], stdout=self._err, stderr=self._err
+            [sys.executable, "-m", __name__, str(self._work), *preload],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+            text=True,
         )
+        self._sent = self._collected = 0
+
+    def submit(self, fn, *args) -> None:
+        n = self._sent
+        data = pickle.dumps((fn, args), pickle.HIGHEST_PROTOCOL)
+        (self._work / f"in-{n}.pkl").write_bytes(data)
+        self._proc.stdin.write(f"{n}\n")
+        self._proc.stdin.flush()
+        self._sent += 1
 
     def result(self):
+        """The answer of the oldest call not collected yet; its error is raised here."""
+        n = self._collected
+        self._collected += 1
+        answer = self._proc.stdout.readline().strip()
+        if answer != f"ok {n}":
+            self._err.seek(0)
+            tail = self._err.read()[-4000:]
+            why = answer or f"exit {self._proc.wait()}"
+            raise RuntimeError(f"a replay process failed (call {n}: {why}):\n{tail}")
+        out = self._work / f"out-{n}.pkl"
         try:
-            if self._proc.wait():
-                self._err.seek(0)
-                tail = self._err.read()[-4000:]
-                raise RuntimeError(f"a replay process failed ({self._proc.returncode}):\n{tail}")
-            return pickle.loads((Path(self._dir.name) / "out.pkl").read_bytes())
+            return pickle.loads(out.read_bytes())
         finally:
-            self._close()
+            out.unlink()
 
-    def cancel(self) -> None:
-        """Stop the other process if it still runs (an error on this side) and clean up."""
+    def close(self) -> None:
+        """End the process (at once when a call is still running: an error on this side) and
+        clean up."""
         if self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
-        self._close()
-
-    def _close(self) -> None:
+            if self._collected < self._sent:
+                self._proc.kill()
+            self._proc.stdin.close()  # its end of the calls
+            try:
+                self._proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc.stdout.close()
         self._err.close()
-        self._dir.cleanup()  # again: nothing
+        self._dir.cleanup()
 
     @staticmethod
     def picklable(*args) -> bool:
@@ -179,6 +221,30 @@ class Elsewhere:
         except (TypeError, AttributeError, pickle.PicklingError):
             return False
         return True
+
+
+@contextmanager
+def replay_processes(n: int) -> Iterator[list[Elsewhere]]:
+    """``n`` :class:`Elsewhere` processes for the replays of one ranker training (its windows,
+    then its gate: ``settings.ranker_replay_processes`` - 1), ended with the block."""
+    others = [Elsewhere() for _ in range(max(0, n))]
+    try:
+        yield others
+    finally:
+        for other in others:
+            other.close()
+
+
+def side_by_side(
+    settings, others: Sequence[Elsewhere] | None, units: int, *sent
+) -> tuple[int, AbstractContextManager[Sequence[Elsewhere]]]:
+    """(k, the other processes) for ``units`` replays side by side: ``others``, or k - 1 of
+    :func:`replay_processes` (k from ``settings.ranker_replay_processes``); k is 1 when
+    ``sent`` (a feature reader, a model) cannot go to another process."""
+    k = max(1, min(settings.ranker_replay_processes if others is None else len(others) + 1, units))
+    if k > 1 and not Elsewhere.picklable(*sent):
+        k = 1  # the data always pickles; a reader or a model may live only in this process
+    return k, replay_processes(k - 1) if others is None else nullcontext(others)
 
 
 def build_training_set(
@@ -192,35 +258,24 @@ def build_training_set(
     two_tower,
     neighbour_params=None,
     progress=None,
+    others: Sequence[Elsewhere] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Replayed candidate rows of every window of ``[start, end)`` (the module docstring);
-    ``progress`` hears a line per replayed window. With ``settings.ranker_replay_processes``
-    k above 1, the windows are replayed side by side: every k-th here, the others by k - 1
-    other processes (:class:`Elsewhere`: the same code on the same data, so the same rows,
-    in window order)."""
+    ``progress`` hears a line per replayed window. The windows are replayed side by side by
+    this process and k - 1 others (:func:`side_by_side`): window i here when i % k is 0, else
+    by other i % k - 1; the same code on the same data, so the same rows, in window order."""
     frames, info = [], {"windows": 0, "requests": 0, "candidates_per_request": 0.0}
     windows = training_windows(start, end, settings.ranker_max_snapshots)
     per_window = max(1, settings.ranker_max_requests // max(1, len(windows)))
     shared = (settings, log, posts, created, per_window, read_features, two_tower)
-    k = max(1, min(settings.ranker_replay_processes, len(windows)))
-    if k > 1 and not Elsewhere.picklable(read_features, two_tower):
-        k = 1  # the data always pickles; a reader or a model may live only in this process
-    # k - 1 other processes: lane l replays the windows i with i % k == l, one after the other
-    lanes = {lane: [i for i in range(len(windows)) if i % k == lane] for lane in range(1, k)}
-    running: dict[int, Elsewhere] = {}
-
-    def start_next(lane: int) -> None:
-        if lanes[lane]:
-            i = lanes[lane].pop(0)
-            running[i] = Elsewhere(window_rows, windows[i], *shared, neighbour_params)
-
-    try:
-        for lane in lanes:
-            start_next(lane)
+    k, processes = side_by_side(settings, others, len(windows), read_features, two_tower)
+    with processes as others:
         for i, window in enumerate(windows):
-            if i in running:
-                got = running.pop(i).result()
-                start_next(i % k)
+            if i % k:
+                others[i % k - 1].submit(window_rows, window, *shared, neighbour_params)
+        for i, window in enumerate(windows):
+            if i % k:
+                got = others[i % k - 1].result()
             else:
                 got = window_rows(window, *shared, neighbour_params)
             if got is None:
@@ -233,9 +288,6 @@ def build_training_set(
             info["requests"] += n_requests
             if progress is not None:
                 progress(f"window {info['windows']}/{len(windows)}: {n_requests} requests replayed")
-    finally:
-        for other in running.values():  # an error here: the others stop
-            other.cancel()
     data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     info["rows"] = len(data)
     if len(data):
@@ -255,15 +307,34 @@ def created_seconds(posts: pd.DataFrame) -> pd.Series:
     )
 
 
-def _main(work: str) -> None:
-    """The other process of :class:`Elsewhere`: ``in.pkl`` -> ``fn(*args)`` -> ``out.pkl``."""
-    fn, args = pickle.loads((Path(work) / "in.pkl").read_bytes())
-    out = pickle.dumps(fn(*args), pickle.HIGHEST_PROTOCOL)
-    (Path(work) / "out.pkl").write_bytes(out)
+def _main(work: str, preload: Sequence[str]) -> None:
+    """The other process of :class:`Elsewhere`: for every call number read from stdin,
+    ``in-N.pkl`` -> ``fn(*args)`` -> ``out-N.pkl`` and "ok N" (or its traceback on stderr and
+    "error N") on stdout; what the calls print goes to stderr."""
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    for module in preload:
+        importlib.import_module(module)
+    for line in sys.stdin:
+        n = int(line)
+        call = Path(work) / f"in-{n}.pkl"
+        try:
+            fn, args = pickle.loads(call.read_bytes())
+            out = pickle.dumps(fn(*args), pickle.HIGHEST_PROTOCOL)
+            (Path(work) / f"out-{n}.pkl").write_bytes(out)
+            status = "ok"
+        except Exception:  # noqa: BLE001 - reported to the caller, which raises it
+            traceback.print_exc()
+            sys.stderr.flush()
+            status = "error"
+        finally:
+            call.unlink()
+        answers.write(f"{status} {n}\n")
+        answers.flush()
 
 
 if __name__ == "__main__":
     from socialrec.quiet import quiet
 
     quiet()
-    _main(sys.argv[1])
+    _main(sys.argv[1], sys.argv[2:])
