@@ -330,3 +330,27 @@ def test_the_definitions_parse_the_project_with_the_dbt_cli(tmp_path):
     )
     with pytest.raises(RuntimeError, match="dbt parse failed"):
         _parse_once(broken)
+
+
+def test_a_dbt_command_of_the_assets_reuses_the_definitions_parse(tmp_path):
+    """The definitions parse with the profile, target and vars of the asset's dbt commands,
+    so that a command of the run reads the parse instead of parsing the project again."""
+    from dagster_dbt import DbtProject
+
+    from assets.dbt import DBT_EXECUTABLE, _parse_once, dbt_env, dbt_vars
+
+    project = DbtProject(project_dir=DBT_DIR, profiles_dir=DBT_DIR, target_path=tmp_path / "t")
+    _parse_once(project)
+    settings = Settings()
+    target = os.fspath(project.target_path)
+    env = {**os.environ, **dbt_env(settings), "DBT_TARGET_PATH": target, "DBT_LOG_PATH": target}
+    argv = [DBT_EXECUTABLE, "--log-format", "json", "--debug", "ls", "--resource-type", "model"]
+    done = subprocess.run(
+        argv + dbt_vars(settings) + ["--target", settings.dbt_target, "--profiles-dir", DBT_DIR],
+        cwd=DBT_DIR, env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    messages = [
+        json.loads(line)["info"]["msg"] for line in done.stdout.splitlines() if line[:1] == "{"
+    ]
+    assert "Nothing changed, skipping partial parsing." in messages, messages[:5]
+    assert not [m for m in messages if "Unable to do partial parsing" in m]
