@@ -186,3 +186,15 @@ def test_save_and_load_round_trip(tmp_path):
     assert dict(zip(ids.tolist(), scores.tolist(), strict=True)) == pytest.approx(
         dict(zip(ref_ids.tolist(), ref_scores.tolist(), strict=True))
     )
+
+
+def test_the_cholesky_inverse_is_the_inverse_and_falls_back_when_not_positive_definite():
+    from socialrec.models.neighbours import _spd_inverse
+
+    rng = np.random.default_rng(1)
+    x = rng.random((30, 8))
+    gram = x.T @ x + 0.5 * np.eye(8)
+    np.testing.assert_allclose(_spd_inverse(gram), np.linalg.inv(gram), rtol=1e-10)
+    np.testing.assert_allclose(_spd_inverse(gram) @ gram, np.eye(8), atol=1e-10)
+    indefinite = np.array([[0.0, 1.0], [1.0, 0.0]])  # no Cholesky factor: numpy's LU inverse
+    np.testing.assert_array_equal(_spd_inverse(indefinite), np.linalg.inv(indefinite))

@@ -196,11 +196,28 @@ def _ease(x: sp.csr_matrix, l2: float, k: int) -> sp.csr_matrix:
         raise ValueError(f"EASE needs a dense {n}^2 matrix (at most {EASE_MAX_POSTS} posts)")
     gram = (x.T @ x).toarray().astype(np.float64)
     gram[np.diag_indices_from(gram)] += l2
-    inv = np.linalg.inv(gram)
+    inv = _spd_inverse(gram)
     b = inv / (-np.diag(inv))
     b[np.diag_indices_from(b)] = 0.0
     b[b < 0] = 0.0
     return _top_k_per_row(sp.csr_matrix(b.astype(np.float32)), k)
+
+
+def _spd_inverse(a: np.ndarray) -> np.ndarray:
+    """The inverse of a symmetric positive definite matrix (a Gram matrix plus ``l2 > 0`` on
+    its diagonal) from its Cholesky factor (LAPACK ``potrf`` and ``potri``): half the
+    arithmetic of numpy's LU inverse, ~1.2 s instead of ~2.1 s for 3,800 posts on 2 cores (the
+    neighbours' grid inverts one per setting tried); numpy's inverse if the factorisation
+    fails."""
+    from scipy.linalg import lapack
+
+    factor, info = lapack.dpotrf(a, lower=False)
+    if info == 0:
+        upper, info = lapack.dpotri(factor, lower=False, overwrite_c=True)
+    if info != 0:
+        return np.linalg.inv(a)
+    upper = np.triu(upper)
+    return upper + np.triu(upper, 1).T
 
 
 def _top_k_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
