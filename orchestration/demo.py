@@ -81,8 +81,8 @@ def run_created(since: float) -> Callable[[Any], bool | None]:
     after = dt.datetime.fromtimestamp(since - 1, dt.UTC)
 
     def found(instance) -> bool | None:
-        runs = dg.RunsFilter(job_name="materialize_all", created_after=after)
-        return True if instance.get_run_records(runs, limit=1) else None
+        created = dg.RunsFilter(job_name="materialize_all", created_after=after)
+        return True if instance.get_run_records(created, limit=1) else None
 
     return found
 

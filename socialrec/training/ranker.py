@@ -258,10 +258,11 @@ def test_replay_ndcg(
     k, processes = side_by_side(settings, others, len(requests), read_features, two_tower, rankers)
     parts = [requests.subset(p) for p in np.array_split(np.arange(len(requests)), k)]
     with processes as others:
-        for other, part in zip(others, parts[1:], strict=False):
+        used = others[: k - 1]  # part i + 1 goes to other i
+        for other, part in zip(used, parts[1:], strict=True):
             other.submit(replayed_lists, *shared, part, rankers)
         n_posts, lists = replayed_lists(*shared, parts[0], rankers)
-        for other in others[: k - 1]:
+        for other in used:
             for name, (candidates, ranked) in other.result()[1].items():
                 lists[name][0].extend(candidates)
                 lists[name][1].extend(ranked)
