@@ -11,10 +11,10 @@ For each dataset folder (a folder of files plus ``import.json``, docs/importing.
    back, printed as tables and merged into ``bench-results/quality.json`` under the dataset's
    name.
 
-Datasets: ``SOCIALREC_BENCH_DATASETS`` (comma-separated folder paths), default every folder of
-``benchmarks/datasets/`` whose data files are present (the committed folders point at the
-development copies in ``../shared/datasets``; a folder whose files are missing is skipped with
-the reason). The product never reads these files.
+Datasets: ``SOCIALREC_BENCH_DATASETS`` (comma-separated folder paths, or names of
+``benchmarks/datasets/`` folders), default every folder of ``benchmarks/datasets/`` whose data
+files are present (the committed folders point at the development copies in
+``../shared/datasets``; a folder whose files are missing is skipped with the reason). The product never reads these files.
 """
 
 from __future__ import annotations
@@ -42,9 +42,23 @@ with dg.DagsterInstance.get() as i:
 
 
 def dataset_folders(spec: str | None) -> list[Path]:
-    if spec:
-        return [Path(p.strip()).resolve() for p in spec.split(",") if p.strip()]
-    return sorted(p for p in DATASETS.iterdir() if (p / "import.json").exists())
+    """The folders of ``spec`` (comma-separated paths, or names of ``benchmarks/datasets/``
+    folders), else every folder of ``benchmarks/datasets/``; SystemExit naming a folder
+    without ``import.json``."""
+    if not spec:
+        return sorted(p for p in DATASETS.iterdir() if (p / "import.json").exists())
+    folders = []
+    for item in filter(None, (p.strip() for p in spec.split(","))):
+        path = Path(item)
+        if not path.exists() and not path.is_absolute() and (DATASETS / item).exists():
+            path = DATASETS / item  # a name: one of the committed folders
+        if not (path / "import.json").is_file():
+            raise SystemExit(
+                f"{item}: not a dataset folder (no import.json there; give a folder path "
+                f"or the name of a folder of {DATASETS.relative_to(ROOT)}/, docs/importing.md)"
+            )
+        folders.append(path.resolve())
+    return folders
 
 
 def missing_files(folder: Path) -> list[str]:

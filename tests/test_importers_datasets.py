@@ -287,3 +287,18 @@ def test_committed_benchmark_dataset_folders_are_valid():
     item_cols = {kuai.items_item_col, kuai.creator_col, kuai.category_col, kuai.created_col}
     assert item_cols == {"video_id", "author_id", "tag", "upload_dt"} and not kuai.text_cols
     assert "is_follow" not in kuai.event_flags
+
+
+def test_bench_quality_datasets_by_path_or_name(tmp_path, monkeypatch):
+    """SOCIALREC_BENCH_DATASETS takes folder paths or the names of benchmarks/datasets/
+    folders; anything else is a clear error naming it, not a traceback."""
+    from benchmarks import quality
+
+    name = "kuairand-pure-log-0425-0508"
+    own = _dataset_folder(tmp_path / "own", DATASET)
+    assert quality.dataset_folders(f"{name}, {own}") == [quality.DATASETS / name, own.resolve()]
+    monkeypatch.chdir(tmp_path)  # a relative path is taken from where make runs
+    assert quality.dataset_folders("own") == [own.resolve()]
+    for spec in ("no-such-dataset", str(tmp_path)):
+        with pytest.raises(SystemExit, match="not a dataset folder"):
+            quality.dataset_folders(spec)
