@@ -18,7 +18,7 @@ RUN := $(UV) run --frozen
 TEST_WORKERS ?= 2
 # data, materialize and demo run on the `make install` environment: `uv run` syncs the default
 # groups (dev included: pytest, ruff, locust, ...) unless told not to
-RUN_APP := $(UV) run --frozen --no-dev
+RUN_APP := env PYTHONDONTWRITEBYTECODE= $(UV) run --frozen --no-dev
 
 .PHONY: help uv install install-dev browser data materialize demo test test-gcp lint format clean bench
 
@@ -41,13 +41,15 @@ uv: $(UV)
 # an empty Dagster instance config with telemetry off: no "no dagster.yaml found" warning and
 # no telemetry notice on a first run
 DAGSTER_YAML := $(DAGSTER_HOME)/dagster.yaml
-# --compile-bytecode (~28 s once per environment): every process of the demo and the tests
-# imports Dagster, Feast, TensorFlow and torch, and where Python may not write its caches
-# (PYTHONDONTWRITEBYTECODE, common in images) each one compiled them again (the definitions'
-# import 25 s -> 9 s, TensorFlow's 9 s -> 4 s). On `uv sync`, not in pyproject: there uv
-# would recheck all of site-packages on every `uv run`.
+# Bytecode: the app's processes (RUN_APP) keep what they compile, as Python does by default,
+# also where PYTHONDONTWRITEBYTECODE is set (common in images): otherwise every process of the
+# demo compiled Dagster, Feast, TensorFlow and torch again (the definitions' import 23 s instead
+# of 9). `make install` does not byte-compile all of site-packages (uv sync --compile-bytecode:
+# 40-55 s on 2 cores, two thirds of it for files the app never imports); the demo compiles
+# the later steps' imports beside the definitions' (orchestration/warm.py). The tests' install
+# compiles everything at install: their processes import far more of it.
 install: uv
-	$(UV) sync --frozen --no-dev --compile-bytecode
+	$(UV) sync --frozen --no-dev
 	@mkdir -p "$(DAGSTER_HOME)"
 	@test -f "$(DAGSTER_YAML)" || printf 'telemetry:\n  enabled: false\n' > "$(DAGSTER_YAML)"
 

@@ -220,7 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     # (the background job of a non-interactive shell): the servers run in sessions of their own
     signal.signal(signal.SIGINT, interrupted)
     signal.signal(signal.SIGTERM, interrupted)
+    from orchestration import warm
     from socialrec.stores.milvus_server import serving_milvus
+
+    warming = warm.start()  # the later steps' bytecode, compiled beside the definitions' import
 
     settings = Settings()
     logs = Path(settings.data_dir) / "logs"
@@ -268,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         stop(procs)
+        warm.stop(warming)
 
 
 def start_materialize() -> subprocess.Popen:
