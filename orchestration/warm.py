@@ -1,7 +1,7 @@
 """Compile the bytecode of the run's later imports beside the definitions' import (make demo).
 
 ``make install`` does not byte-compile all of site-packages (two thirds of its files are never
-imported: ~30 s of compiling on 2 cores); the first process that imports a module compiles it
+imported: 40-55 s of compiling on 2 cores); the first process that imports a module compiles it
 and keeps its bytecode, as Python does by default (the Makefile lets the demo's processes
 write it, also where ``PYTHONDONTWRITEBYTECODE`` is set). The run's steps import their stacks
 one after another, TensorFlow for the two-tower and MiniLM (transformers, sentence-transformers)
@@ -30,8 +30,8 @@ MODULES = (
     "pymilvus",
     "bentoml",
 )
-# a stack is compiled when its package's __init__ is (a package is compiled as a whole by the
-# process that first imports it)
+# a stack counts as compiled when its package's __init__ is: the process that first imported
+# the package compiled what it imports of it
 PACKAGES = ("tensorflow", "tensorflow_recommenders", "transformers", "pymilvus", "bentoml")
 
 
