@@ -14,7 +14,8 @@ For each dataset folder (a folder of files plus ``import.json``, docs/importing.
 Datasets: ``SOCIALREC_BENCH_DATASETS`` (comma-separated folder paths, or names of
 ``benchmarks/datasets/`` folders), default every folder of ``benchmarks/datasets/`` whose data
 files are present (the committed folders point at the development copies in
-``../shared/datasets``; a folder whose files are missing is skipped with the reason). The product never reads these files.
+``../shared/datasets``; a folder whose files are missing is skipped with the reason). The
+product never reads these files.
 """
 
 from __future__ import annotations
